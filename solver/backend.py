@@ -1,0 +1,71 @@
+"""Array-backend helpers: one code path for NumPy and CuPy.
+
+Every numerical routine in mfld takes ``xp = namespace(*arrays)`` and uses only
+functions that NumPy and CuPy share; the few that differ (triangular solves,
+symmetric rank-k updates) live here.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+try:  # CuPy is an optional extra (mfld[gpu]).
+    import cupy as _cupy
+except ImportError:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def get_backend(name: str) -> ModuleType:
+    """Array module for a configuration name ``"numpy"`` or ``"cupy"``."""
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        if _cupy is None:
+            raise ImportError(
+                "backend = 'cupy' needs CuPy: install the GPU extra with "
+                "`pip install 'mfld[gpu]'` (or set backend = 'numpy')."
+            )
+        return _cupy
+    raise ValueError(f"backend must be 'numpy' or 'cupy', got {name!r}")
+
+
+def to_host(a: Any) -> np.ndarray:
+    """Copy an array to host memory as a NumPy array (no-op for NumPy input)."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def cholesky_solve(K: Any, B: Any) -> tuple[Any, Any]:
+    """Solve ``K X = B`` for symmetric positive-definite ``K``.
+
+    Returns ``(X, L)`` with ``K = L L^T``. Raises ``numpy.linalg.LinAlgError``
+    when ``K`` is not numerically positive definite.
+    """
+    xp = namespace(K, B)
+    L = xp.linalg.cholesky(K)
+    if xp is np:
+        from scipy.linalg import solve_triangular
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy.linalg import solve_triangular
+    Z = solve_triangular(L, B, lower=True)
+    return solve_triangular(L.T, Z, lower=False), L
+
+
+def inverse_trace_from_cholesky(L: Any) -> float:
+    """``tr(K^{-1}) = ||L^{-1}||_F^2`` for ``K = L L^T``."""
+    xp = namespace(L)
+    Linv = xp.linalg.inv(L)
+    return float(xp.sum(Linv * Linv))

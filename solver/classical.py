@@ -1,0 +1,121 @@
+"""The classical mean-field objective on (a, w) (THEORY.md section 6).
+
+The measure ``P`` lives on ``theta = (a, w)`` with ``a in R^T`` (first T
+coordinates) and ``w in R^p``; with points ``Theta`` (N x (T+p)) and weights ``q``:
+
+    f_P(x)    = sum_i q_i a_i h(x; w_i)
+    L(P)      = (1 / 2nT) sum_j ||f_P(x_j) - y_j||^2
+    G(P)      = L(P) + lam E_P[r(a, w)],   r = lam_a ||a||^2 / 2 + lam_w ||w||^2 / 2
+    dG/dP     = sum_j R_j . a h(x_j; w) + lam r(a, w),   R = (f_P(X) - Y) / (nT)
+    grad_a    = h(X; w)^T R + lam lam_a a
+    grad_w    = sum_j (R_j . a) grad_w h(x_j; w) + lam lam_w w
+
+Same MFLD, same solvers, ``T`` more dimensions. ``U`` below denotes the data
+term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import namespace
+from .functional import DEFAULT_MEMORY_BUDGET, Fit, TwoTimescaleFunctional, chunks, validate_measure
+from .problem import Problem
+
+
+class ClassicalFunctional:
+    """Mean-field objective with the second layer as part of the measure."""
+
+    name = "classical"
+
+    def __init__(self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.problem = problem
+        self._kernel = TwoTimescaleFunctional(problem, memory_budget)
+
+    @property
+    def dim(self) -> int:
+        return self.problem.T + self.problem.p
+
+    def _split(self, Theta: Any) -> tuple[Any, Any]:
+        T = self.problem.T
+        return Theta[:, :T], Theta[:, T:]
+
+    def fit(self, Theta: Any, q: Any, H: Any = None, Y: Any = None) -> Fit:
+        """Network output ``f_P(X)`` and residual coefficients ``R`` for the measure."""
+        pb = self.problem
+        validate_measure(Theta, q, self.dim)
+        Y = pb.Y if Y is None else Y
+        xp = namespace(Theta)
+        A, W = self._split(Theta)
+        F = xp.zeros_like(Y)
+        if H is not None:
+            F = H @ (q[:, None] * A)
+        else:
+            for sl in chunks(W.shape[0], self._kernel.chunk_size(pb.n)):
+                F += self._kernel.features(W[sl])[1] @ (q[sl, None] * A[sl])
+        R = (F - Y) / (pb.n * pb.T)
+        U = 0.5 * float(xp.sum((F - Y) ** 2)) / (pb.n * pb.T)
+        return Fit(Theta, q, R, F, U, "none", None, None, None, H)
+
+    def _regulariser(self, Theta: Any) -> Any:
+        xp = namespace(Theta)
+        A, W = self._split(Theta)
+        pb = self.problem
+        return 0.5 * pb.lam * (pb.lam_a * xp.sum(A * A, axis=1) + pb.lam_w * xp.sum(W * W, axis=1))
+
+    def potential(self, fit: Fit, Theta: Any = None, H: Any = None) -> Any:
+        """``dG/dP(a, w) = sum_j R_j . a h(x_j; w) + lam r(a, w)``."""
+        Theta = fit.points if Theta is None else Theta
+        xp = namespace(Theta)
+        A, W = self._split(Theta)
+        if H is None:
+            H = self._kernel.features(W)[1]
+        return xp.sum((H.T @ fit.coef) * A, axis=1) + self._regulariser(Theta)
+
+    def grad_potential(self, fit: Fit, Theta: Any = None) -> Any:
+        """``(grad_a, grad_w)`` of ``dG/dP`` at ``Theta`` (N x (T+p))."""
+        pb = self.problem
+        Theta = fit.points if Theta is None else Theta
+        xp = namespace(Theta)
+        T = pb.T
+        out = xp.empty_like(Theta)
+        for sl in chunks(Theta.shape[0], self._kernel.chunk_size(pb.n)):
+            A, W = self._split(Theta[sl])
+            Z, H = self._kernel.features(W)
+            out[sl, :T] = H.T @ fit.coef + pb.lam * pb.lam_a * A
+            D = pb.feature.derivative(Z, H)
+            out[sl, T:] = pb.feature.contract_grad(pb.Xa, D, fit.coef, A) + pb.lam * pb.lam_w * W
+        return out
+
+    def energy(self, fit: Fit) -> dict[str, float]:
+        """``U`` (data term), ``second_moment = E||w||^2`` and ``G``."""
+        xp = namespace(fit.points)
+        q = fit.weights
+        reg = float(xp.sum(q * self._regulariser(fit.points)))
+        _, W = self._split(fit.points)
+        m2 = float(xp.sum(q * xp.sum(W * W, axis=1)))
+        return {"U": fit.U, "second_moment": m2, "G": fit.U + reg}
+
+    def kernel_fit(self, fit: Fit) -> Fit:
+        """Two-timescale fit of the ``w``-marginal: the intrinsic kernel ``k_mu``."""
+        return self._kernel.fit(self._split(fit.points)[1], fit.weights)
+
+    def predict(self, fit: Fit, X: Any) -> Any:
+        """``f_P(x)`` at new inputs."""
+        pb = self.problem
+        A, W = self._split(fit.points)
+        xp = namespace(W)
+        Xa = pb.feature.augment(X)
+        out = xp.zeros((X.shape[0], pb.T), dtype=W.dtype)
+        for sl in chunks(W.shape[0], self._kernel.chunk_size(X.shape[0])):
+            out += pb.feature.values(pb.feature.preactivation(Xa, W[sl])) @ (fit.weights[sl, None] * A[sl])
+        return out
+
+
+def make_functional(name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
+    """``"two-timescale"`` (THEORY.md section 2) or ``"classical"`` (section 6)."""
+    if name == "two-timescale":
+        return TwoTimescaleFunctional(problem, memory_budget)
+    if name == "classical":
+        return ClassicalFunctional(problem, memory_budget)
+    raise ValueError(f"model.objective must be 'two-timescale' or 'classical', got {name!r}")

@@ -1,0 +1,113 @@
+"""The ``mfld`` command line: run, resume, info, plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import build
+from .checkpoint import CheckpointError, CheckpointReader
+from .config import ConfigError, load_config
+from .loop import Interrupted
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set or [])
+    path = build.start(config, args.out, overwrite=args.overwrite)
+    _finish(path, config["output"]["plot"])
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    path = build.resume(args.file, args.steps)
+    _finish(path, CheckpointReader(path).config["output"]["plot"])
+    return 0
+
+
+def _finish(path, plot: bool) -> None:
+    print(f"checkpoint: {path}")
+    if plot:
+        from .plotting import plot_run
+
+        print(f"plot:       {plot_run(path)}")
+    _print_last(CheckpointReader(path))
+
+
+def _print_last(reader: CheckpointReader) -> None:
+    obs = reader.observables()
+    if not obs:
+        return
+    step = int(next(iter(obs.values()))["step"][-1])
+    print(f"observables at step {step}:")
+    for name, el in obs.items():
+        print(f"  {name:<20} {el['value'][-1]: .8g}")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    r = CheckpointReader(args.file)
+    c = r.config
+    print(f"file:            {r.path}")
+    print(f"discretisation:  {r.kind}  ({c['model']['objective']} objective, feature {c['model']['feature']})")
+    print(
+        f"hyper-params:    lam={c['model']['lam']:g} lam_a={c['model']['lam_a']:g} lam_w={c['model']['lam_w']:g} "
+        f"eta={c['time']['eta']:g}"
+    )
+    X, Y = r.data["X"], r.data["Y"]
+    print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} target={c['data']['target']}")
+    if r.steps.size:
+        print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g})")
+    else:
+        print("frames:          none")
+    print(f"configured:      {c['time']['steps']} steps")
+    _print_last(r)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plotting import plot_run
+
+    print(plot_run(args.file, args.out))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfld", description="Mean-field Langevin dynamics of two-layer networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a configuration (the built-in default without CONFIG)")
+    r.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
+    r.add_argument("--out", help="checkpoint file (default: output.path)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint file")
+    r.set_defaults(func=_cmd_run)
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
+    s.add_argument("file")
+    s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
+    s.set_defaults(func=_cmd_resume)
+    i = sub.add_parser("info", help="summarise a checkpoint file")
+    i.add_argument("file")
+    i.set_defaults(func=_cmd_info)
+    pl = sub.add_parser("plot", help="draw a checkpoint's observables to PNG")
+    pl.add_argument("file")
+    pl.add_argument("--out", help="PNG path (default: FILE with .png)")
+    pl.set_defaults(func=_cmd_plot)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    np.seterr(over="ignore", under="ignore")
+    try:
+        return args.func(args)
+    except Interrupted as e:
+        print(f"mfld: {e}; the final checkpoint is written, continue with `mfld resume`", file=sys.stderr)
+        return 130
+    except (ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError) as e:
+        print(f"mfld: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

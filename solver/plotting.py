@@ -1,0 +1,51 @@
+"""Figures of a run's observables (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .checkpoint import CheckpointReader  # noqa: E402
+
+PANELS = (
+    ("objective", "objective  G + lam Ent", False),
+    ("U", "U(mu)", False),
+    ("train_loss", "loss (train, test)", True),
+    ("kernel_alignment", "kernel alignment A", False),
+    ("parameter_alignment", "parameter alignment P", False),
+    ("degrees_of_freedom", "degrees of freedom df", False),
+)
+
+
+def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the observables of checkpoint ``path`` against time into a PNG; returns its path."""
+    reader = CheckpointReader(path)
+    obs = reader.observables()
+    out = Path(out) if out is not None else Path(path).with_suffix(".png")
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+    for ax, (name, title, log) in zip(axes.flat, PANELS, strict=True):
+        if name not in obs:
+            ax.set_visible(False)
+            continue
+        ax.plot(obs[name]["time"], obs[name]["value"], label=name.replace("_", " "))
+        if name == "train_loss" and "test_loss" in obs and np.isfinite(obs["test_loss"]["value"]).any():
+            ax.plot(obs["test_loss"]["time"], obs["test_loss"]["value"], label="test loss")
+            ax.legend()
+        if log and np.all(obs[name]["value"] > 0):
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("time t")
+        ax.grid(alpha=0.3)
+    m = reader.config["model"]
+    fig.suptitle(
+        f"{Path(path).name}: {m['objective']}, {m['feature']}, lam={m['lam']:g}, lam_a={m['lam_a']:g}, "
+        f"lam_w={m['lam_w']:g}, N={reader.config['particles']['N']}, eta={reader.config['time']['eta']:g}"
+    )
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,144 @@
+"""The learning problem: data, feature map and hyper-parameters (THEORY.md section 1).
+
+Symbols: inputs ``X`` (n x d), targets ``Y`` (n x T), temperature ``lam``, ridge
+``lam_a``, prior precision ``lam_w``; ``lam_a_bar = lam lam_a``,
+``lam_w_bar = lam lam_w``; prior ``nu = N(0, I / lam_w)`` on ``w in R^p``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .backend import namespace, to_host
+from .features import RidgeFeature, get_feature_map
+
+
+def _finite_matrix(name: str, a: Any, ndim_ok: tuple[int, ...]) -> Any:
+    if a.ndim not in ndim_ok:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndim_ok))} dimensions, got shape {a.shape}")
+    xp = namespace(a)
+    if not bool(xp.all(xp.isfinite(a))):
+        bad = int(to_host(xp.sum(~xp.isfinite(a))))
+        raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the data before building a Problem")
+    return a
+
+
+def _positive(name: str, v: float) -> float:
+    v = float(v)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Data, feature map and hyper-parameters of the two-layer mean-field model.
+
+    ``relevant`` is an optional orthonormal basis (d x k) of the target's relevant
+    input subspace, used for the parameter alignment
+    ``P(mu) = E_mu ||relevant^T u||^2 / ||u||^2`` (for a single-index target
+    ``f(x) = g(u° . x)`` it is ``u°`` and P is THEORY.md's definition).
+    """
+
+    X: Any
+    Y: Any
+    feature: RidgeFeature
+    lam: float
+    lam_a: float
+    lam_w: float
+    X_test: Any = None
+    Y_test: Any = None
+    relevant: Any = None
+    Xa: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.feature, str):
+            object.__setattr__(self, "feature", get_feature_map(self.feature))
+        for name in ("lam", "lam_a", "lam_w"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        X = _finite_matrix("X", self.X, (2,))
+        Y = _finite_matrix("Y", self.Y, (1, 2))
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one target row per input")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "Y", Y)
+        if (self.X_test is None) != (self.Y_test is None):
+            raise ValueError("give both X_test and Y_test, or neither")
+        if self.X_test is not None:
+            Xt = _finite_matrix("X_test", self.X_test, (2,))
+            Yt = _finite_matrix("Y_test", self.Y_test, (1, 2))
+            if Yt.ndim == 1:
+                Yt = Yt[:, None]
+            if Xt.shape[1] != X.shape[1]:
+                raise ValueError(f"X_test has {Xt.shape[1]} columns but X has {X.shape[1]}")
+            if Yt.shape != (Xt.shape[0], Y.shape[1]):
+                raise ValueError(f"Y_test has shape {Yt.shape}, expected {(Xt.shape[0], Y.shape[1])}")
+            object.__setattr__(self, "X_test", Xt)
+            object.__setattr__(self, "Y_test", Yt)
+        if self.relevant is not None:
+            R = self.relevant if self.relevant.ndim == 2 else self.relevant[:, None]
+            if R.shape[0] != X.shape[1]:
+                raise ValueError(f"relevant has {R.shape[0]} rows, expected d = {X.shape[1]}")
+            object.__setattr__(self, "relevant", R)
+        object.__setattr__(self, "Xa", self.feature.augment(X))
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def T(self) -> int:
+        return int(self.Y.shape[1])
+
+    @property
+    def p(self) -> int:
+        """Dimension of the first-layer parameter ``w``."""
+        return self.feature.dim(self.d)
+
+    @property
+    def lam_a_bar(self) -> float:
+        return self.lam * self.lam_a
+
+    @property
+    def lam_w_bar(self) -> float:
+        return self.lam * self.lam_w
+
+    @property
+    def xp(self) -> Any:
+        return namespace(self.X)
+
+    def to(self, xp: Any, dtype: Any = None) -> Problem:
+        """The same problem with its arrays moved to ``xp`` (numpy or cupy) and ``dtype``."""
+
+        def conv(a: Any) -> Any:
+            if a is None:
+                return None
+            a = xp.asarray(to_host(a) if xp is np else a)
+            return a.astype(dtype) if dtype is not None else a
+
+        return replace(
+            self,
+            X=conv(self.X),
+            Y=conv(self.Y),
+            X_test=conv(self.X_test),
+            Y_test=conv(self.Y_test),
+            relevant=conv(self.relevant),
+        )
+
+    def with_targets(self, Y: Any) -> Problem:
+        """The same problem with other training targets (e.g. label-noise perturbed)."""
+        return replace(self, Y=Y)
+
+    def sample_prior(self, N: int, rng: np.random.Generator) -> np.ndarray:
+        """``N`` draws from ``nu = N(0, I / lam_w)`` (N x p, on the host)."""
+        return rng.standard_normal((N, self.p)) / math.sqrt(self.lam_w)

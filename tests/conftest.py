@@ -1,0 +1,26 @@
+"""Shared fixtures: small seeded problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mfld.solver.datasets import make_dataset
+from mfld.solver.problem import Problem
+
+
+def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 1, seed: int = 0, **kw) -> Problem:
+    ds = make_dataset("single-index", d=d, n=n, n_test=40, noise=0.1, seed=seed)
+    Y = ds.Y
+    if T > 1:
+        Y = np.concatenate([ds.Y, np.cos(ds.X[:, :T - 1])], axis=1)
+        Yt = np.concatenate([ds.Y_test, np.cos(ds.X_test[:, :T - 1])], axis=1)
+    else:
+        Yt = ds.Y_test
+    params = {"lam": 0.05, "lam_a": 2.0, "lam_w": 1.0} | kw
+    return Problem(ds.X, Y, feature, X_test=ds.X_test, Y_test=Yt, relevant=ds.relevant, **params)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

@@ -1,0 +1,170 @@
+"""Checkpoints: H5MD layout, exact resume, crash safety, Ctrl-C, loading for analysis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.solver import build, loop
+from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
+from mfld.solver.config import load_config
+
+SMALL = [
+    "data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
+    "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+    "model.lam=0.05",
+]
+
+
+def small_config(*extra: str) -> dict:
+    return load_config(None, SMALL + list(extra))
+
+
+def test_layout_is_h5md(tmp_path):
+    path = build.start(small_config(), tmp_path / "run.h5")
+    with h5py.File(path, "r") as f:
+        assert tuple(f["h5md"].attrs["version"]) == (1, 1)
+        assert f["h5md/creator"].attrs["name"] == "mfld"
+        assert "name" in f["h5md/author"].attrs
+        pos = f["particles/mu/position"]
+        assert pos["value"].shape == (5, 64, 5)  # steps 0, 10, 20, 30, 40; p = d + 1
+        np.testing.assert_array_equal(pos["step"][()], [0, 10, 20, 30, 40])
+        np.testing.assert_allclose(pos["time"][()], 0.1 * pos["step"][()])
+        assert f["particles/mu/box"].attrs["dimension"] == 5
+        for name in ("objective", "U", "second_moment", "kernel_alignment", "degrees_of_freedom",
+                     "train_loss", "test_loss"):
+            el = f[f"observables/{name}"]
+            np.testing.assert_array_equal(el["step"][()], np.arange(0, 41, 5))
+            assert np.all(np.isfinite(el["value"][()]))
+        for name in ("X", "Y", "X_test", "Y_test"):
+            assert f[f"parameters/data/{name}"].shape[0] in (40, 50)
+        assert "[model]" in f["parameters"].attrs["config"]
+
+
+def test_resume_is_bit_identical(tmp_path):
+    whole = build.start(small_config(), tmp_path / "whole.h5")
+    half = build.start(small_config("time.steps=20"), tmp_path / "half.h5")
+    build.resume(half, steps=20)
+    a, b = load(whole), load(half)
+    assert a.step == b.step == 40
+    np.testing.assert_array_equal(a.points, b.points)
+    oa, ob = CheckpointReader(whole).observables(), CheckpointReader(half).observables()
+    for name in oa:
+        np.testing.assert_array_equal(oa[name]["step"], ob[name]["step"])
+        np.testing.assert_array_equal(oa[name]["value"], ob[name]["value"])
+
+
+def test_resume_refuses_a_finished_run(tmp_path):
+    path = build.start(small_config(), tmp_path / "r.h5")
+    with pytest.raises(ValueError, match="--steps"):
+        build.resume(path)
+
+
+def test_loaded_measure_reproduces_recorded_observables(tmp_path):
+    path = build.start(small_config(), tmp_path / "r.h5")
+    snap = load(path, step=20)
+    obs = CheckpointReader(path).observables()
+    k = list(obs["U"]["step"]).index(20)
+    functional = build.build_functional(snap.config, snap.problem)
+    fit = functional.fit(snap.points, snap.weights)
+    assert abs(fit.U - obs["U"]["value"][k]) <= 1e-12 * abs(fit.U)
+    with pytest.raises(CheckpointError, match="step 21 is not saved"):
+        load(path, step=21)
+
+
+def test_existing_file_is_not_overwritten(tmp_path):
+    path = build.start(small_config(), tmp_path / "r.h5")
+    with pytest.raises(FileExistsError, match="mfld resume"):
+        build.start(small_config(), path)
+
+
+def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path):
+    """SIGKILL the writer half-way through its third commit: the file must still load."""
+    path = tmp_path / "crash.h5"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from mfld.solver import build, checkpoint
+        from mfld.solver.config import load_config
+        calls = {{"n": 0}}
+        original = checkpoint._append
+        def dying_append(el, step, time, value):
+            calls["n"] += 1
+            if step == 20 and el.name.endswith("position"):
+                el["step"].resize(el["step"].shape[0] + 1, axis=0)  # leave the frame half-written
+                el.file.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(el, step, time, value)
+        checkpoint._append = dying_append
+        build.start(load_config(None, {SMALL!r}), {str(path)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    snap = load(path)
+    assert snap.step == 10
+    np.testing.assert_array_equal(CheckpointReader(path).steps, [0, 10])
+    # The run can be continued from what survived, and lands where an uninterrupted run does.
+    build.resume(path)
+    whole = build.start(small_config(), tmp_path / "whole.h5")
+    np.testing.assert_array_equal(load(path).points, load(whole).points)
+
+
+class _InterruptAt:
+    """An observer that sends SIGINT to this process after a given step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def start(self, system): ...
+
+    def observe(self, system):
+        if system.step_count == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def finish(self, system, interrupted): ...
+
+
+def test_ctrl_c_stops_cleanly_with_a_final_checkpoint(tmp_path, monkeypatch):
+    config = small_config()
+    original = build._observers
+    monkeypatch.setattr(build, "_observers", lambda *a, **k: [_InterruptAt(13), *original(*a, **k)])
+    with pytest.raises(loop.Interrupted) as info:
+        build.start(config, tmp_path / "r.h5")
+    assert info.value.step == 13
+    reader = CheckpointReader(tmp_path / "r.h5")
+    np.testing.assert_array_equal(reader.steps, [0, 10, 13])
+    assert reader.observables()["U"]["step"][-1] == 13
+    monkeypatch.setattr(build, "_observers", original)
+    build.resume(tmp_path / "r.h5")
+    whole = build.start(config, tmp_path / "whole.h5")
+    np.testing.assert_array_equal(load(tmp_path / "r.h5").points, load(whole).points)
+
+
+def test_foreign_and_corrupt_files_are_refused(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(CheckpointError, match="not an HDF5 file"):
+        load(text)
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = 1
+    with pytest.raises(CheckpointError, match="not an H5MD file"):
+        load(plain)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_group("h5md").attrs["version"] = [1, 1]
+    with pytest.raises(CheckpointError, match="not written by mfld"):
+        load(other)
+    truncated = tmp_path / "trunc.h5"
+    good = build.start(small_config(), tmp_path / "good.h5")
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError):
+        load(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load(tmp_path / "missing.h5")

@@ -1,0 +1,179 @@
+"""The two-timescale and classical functionals against their definitions (THEORY.md 2, 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import small_problem
+from mfld.discretizations.particles import euler_maruyama
+from mfld.solver.classical import ClassicalFunctional
+from mfld.solver.features import FEATURE_MAPS
+from mfld.solver.functional import TwoTimescaleFunctional, degrees_of_freedom, kernel_alignment
+
+
+def central_gradient(f, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    g = np.empty_like(x)
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e[k] = h
+        g[k] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+def uniform(N: int) -> np.ndarray:
+    return np.full(N, 1.0 / N)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_MAPS))
+def test_feature_gradient_matches_finite_differences(name, rng):
+    fm = FEATURE_MAPS[name]
+    X = rng.standard_normal((7, 3))
+    w = rng.standard_normal(fm.dim(3)) * 0.7
+    Xa = fm.augment(X)
+    C, A = rng.standard_normal((7, 2)), rng.standard_normal((1, 2))
+    Z = fm.preactivation(Xa, w[None])
+    analytic = fm.contract_grad(Xa, fm.derivative(Z), C, A)[0]
+    assert np.allclose(fm.derivative(Z, fm.values(Z)), fm.derivative(Z), rtol=1e-13, atol=1e-15)
+    numeric = central_gradient(lambda v: float(C @ A[0] @ fm(X, v[None])[:, 0]), w)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("feature", ["tanh_bias", "tanh", "sigmoid_bias", "erf", "softplus_bias", "cos_bias"])
+@pytest.mark.parametrize("N", [80, 12])  # dual solve on the n side (N >= n = 30), then on the N side
+@pytest.mark.parametrize("T", [1, 2])
+def test_grad_potential_matches_finite_differences(feature, N, T, rng):
+    pb = small_problem(feature, T=T)
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(N, rng)
+    fit = F.fit(W, uniform(N))
+    assert fit.side == ("n" if N >= pb.n else "N")
+    G = F.grad_potential(fit)
+    for i in (0, N // 2, N - 1):
+        num = central_gradient(lambda w: float(F.potential(fit, w[None])[0]), W[i])
+        err = np.linalg.norm(G[i] - num) / np.linalg.norm(num)
+        assert err < 1e-6, (i, err)
+
+
+@pytest.mark.parametrize("N", [80, 12])
+def test_first_variation_is_the_directional_derivative_of_U(N, rng):
+    """dU/dmu(w) - E_mu dU/dmu = d/de U((1-e) mu + e delta_w) at e = 0."""
+    pb = small_problem("tanh_bias", T=2)
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(N, rng)
+    q = uniform(N)
+    fit = F.fit(W, q)
+    dU = F.first_variation_U(fit)
+    for w in (pb.sample_prior(1, rng), W[:1] * 0.5):
+        P = np.concatenate([W, w])
+
+        def U(e, P=P):
+            return F.fit(P, np.concatenate([(1 - e) * q, [e]])).U
+
+        e = 1e-4
+        # Second-order one-sided difference: the weights must stay non-negative.
+        deriv = (-3 * U(0.0) + 4 * U(e) - U(2 * e)) / (2 * e)
+        expected = float(F.first_variation_U(fit, w)[0] - q @ dU)
+        assert abs(deriv - expected) < 1e-6 * max(1.0, abs(expected))
+
+
+@pytest.mark.parametrize("N", [80, 12])
+def test_U_is_invariant_under_splitting_particles(N, rng):
+    pb = small_problem("tanh_bias", T=2)
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(N, rng)
+    a = F.fit(W, uniform(N))
+    b = F.fit(np.concatenate([W, W]), uniform(2 * N))
+    assert abs(a.U - b.U) < 1e-12 * abs(a.U)
+    np.testing.assert_allclose(F.grad_potential(a), F.grad_potential(b)[:N], rtol=1e-10, atol=1e-13)
+
+
+def test_n_side_and_N_side_agree(rng):
+    pb = small_problem("tanh_bias", n=30, T=2)
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(20, rng)
+    q = rng.random(20)
+    q /= q.sum()
+    fN = F._fit_N_side(W, q, pb.Y)
+    fn = F._fit_n_side(W, q, None, pb.Y)
+    assert fN.side == "N" and fn.side == "n"
+    np.testing.assert_allclose(fN.coef, fn.coef, rtol=1e-10)
+    assert abs(fN.U - fn.U) < 1e-12 * fn.U
+    assert abs(degrees_of_freedom(F, fN) - degrees_of_freedom(F, fn)) < 1e-9
+    assert abs(kernel_alignment(F, fN) - kernel_alignment(F, fn)) < 1e-12
+    np.testing.assert_allclose(F.grad_potential(fN), F.grad_potential(fn), rtol=1e-9, atol=1e-13)
+
+
+def test_chunked_evaluation_matches_single_chunk(rng):
+    pb = small_problem("tanh_bias", T=1)
+    W = pb.sample_prior(500, rng)
+    q = uniform(500)
+    whole = TwoTimescaleFunctional(pb)
+    tiny = TwoTimescaleFunctional(pb, memory_budget=3 * 8 * pb.n * 37)  # 37 particles per chunk
+    assert tiny.chunk_size(pb.n) == 37
+    a, b = whole.fit(W, q), tiny.fit(W, q)
+    assert a.H is not None and b.H is None
+    assert abs(a.U - b.U) < 1e-13 * a.U
+    np.testing.assert_allclose(whole.grad_potential(a), tiny.grad_potential(b), rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(whole.predict(a, pb.X_test), tiny.predict(b, pb.X_test), rtol=1e-11, atol=1e-14)
+
+
+def test_prediction_identities(rng):
+    """f_mu(X) = S c = Y - n lam_a_bar c and predict() reproduces it at the training inputs."""
+    pb = small_problem("tanh_bias", T=2)
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(60, rng)
+    fit = F.fit(W, uniform(60))
+    np.testing.assert_allclose(fit.gram @ fit.coef, fit.pred, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(F.predict(fit, pb.X), fit.pred, rtol=1e-10, atol=1e-12)
+    S = fit.gram
+    r = pb.n * pb.lam_a_bar
+    df = np.trace(S @ np.linalg.inv(S + r * np.eye(pb.n)))
+    assert abs(degrees_of_freedom(F, fit) - df) < 1e-9
+    A = np.trace(pb.Y.T @ S @ pb.Y) / (np.sum(pb.Y**2) * np.linalg.norm(S))
+    assert abs(kernel_alignment(F, fit) - A) < 1e-12 and 0 <= A <= 1
+
+
+def test_noiseless_step_is_gradient_descent(rng):
+    pb = small_problem("tanh_bias")
+    F = TwoTimescaleFunctional(pb)
+    W = pb.sample_prior(50, rng)
+    q = uniform(50)
+    eta = 0.3
+    expected = W - eta * F.grad_potential(F.fit(W, q))
+    np.testing.assert_array_equal(euler_maruyama(F, W, q, eta), expected)
+    # The noise enters as sqrt(2 eta lam) xi.
+    xi = rng.standard_normal(W.shape)
+    np.testing.assert_allclose(euler_maruyama(F, W, q, eta, xi), expected + np.sqrt(2 * eta * pb.lam) * xi)
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_classical_gradient_matches_finite_differences(T, rng):
+    pb = small_problem("tanh_bias", T=T)
+    F = ClassicalFunctional(pb)
+    N = 40
+    Theta = np.concatenate([rng.standard_normal((N, T)), pb.sample_prior(N, rng)], axis=1)
+    fit = F.fit(Theta, uniform(N))
+    G = F.grad_potential(fit)
+    for i in (0, N - 1):
+        num = central_gradient(lambda th: float(F.potential(fit, th[None])[0]), Theta[i])
+        assert np.linalg.norm(G[i] - num) / np.linalg.norm(num) < 1e-6
+
+
+def test_classical_first_variation_is_directional_derivative(rng):
+    pb = small_problem("tanh_bias", T=1)
+    F = ClassicalFunctional(pb)
+    N = 40
+    Theta = np.concatenate([rng.standard_normal((N, 1)), pb.sample_prior(N, rng)], axis=1)
+    q = uniform(N)
+    fit = F.fit(Theta, q)
+    V = F.potential(fit)
+    th = Theta[:1] * 0.3
+    P = np.concatenate([Theta, th])
+
+    def G(e):
+        return F.energy(F.fit(P, np.concatenate([(1 - e) * q, [e]])))["G"]
+
+    e = 1e-4
+    deriv = (-3 * G(0.0) + 4 * G(e) - G(2 * e)) / (2 * e)
+    assert abs(deriv - float(F.potential(fit, th)[0] - q @ V)) < 1e-6
