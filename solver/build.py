@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from mfld.discretizations.grid import FieldState, FiniteVolume, Grid, check_box, gaussian_density
 from mfld.discretizations.particles import Particles, rng_from_state
+from mfld.discretizations.spectral import FourierSpectral
+from mfld.discretizations.stationary import StationaryResult, solve_stationary
 
 from . import loop
-from .backend import get_backend
+from .backend import get_backend, to_host
 from .checkpoint import CheckpointReader, CheckpointStore
 from .classical import make_functional
 from .config import get, to_toml
@@ -62,21 +65,74 @@ def initial_positions(config: dict[str, Any], functional: Any, rng: np.random.Ge
     return np.concatenate([A, W], axis=1)
 
 
-def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None) -> Particles:
+def prior_sd(functional: Any) -> list[float]:
+    """Per-axis standard deviation of the prior: ``1/sqrt(lam_a)`` for ``a``, ``1/sqrt(lam_w)`` for ``w``."""
+    pb = functional.problem
+    return [pb.lam_a**-0.5] * (functional.dim - pb.p) + [pb.lam_w**-0.5] * pb.p
+
+
+def build_grid(config: dict[str, Any], functional: Any) -> Grid:
+    """The configured box, refused if it cannot hold the prior."""
+    grid = Grid.box(config["grid"]["half_width"], config["grid"]["cells"], functional.dim)
+    check_box(grid, prior_sd(functional))
+    return grid
+
+
+def stationary(config: dict[str, Any], functional: Any, grid: Grid, verbose: bool = False) -> StationaryResult:
+    """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map)."""
+    s = config["stationary"]
+
+    def report(it: int, cert: float, obj: float) -> None:
+        print(f"  iteration {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}")
+
+    result = solve_stationary(
+        functional, grid, tol=s["tol"], max_iter=s["max_iter"], damping=s["damping"], memory=s["memory"],
+        callback=report if verbose else None,
+    )
+    if not result.converged:
+        raise RuntimeError(
+            f"the fixed-point iteration did not reach stationary.tol = {s['tol']:g} in {result.iterations} "
+            f"iterations (certificate {result.certificate:.3e}); raise stationary.max_iter or lower stationary.damping"
+        )
+    return result
+
+
+def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None) -> Any:
     """A fresh discretisation of the configuration, or one continuing a snapshot."""
     functional = build_functional(config, problem)
-    eta, langevin = get(config, "time.eta"), get(config, "particles.langevin")
+    eta = get(config, "time.eta")
+    kind = config["discretization"]
+    if kind == "particles":
+        langevin = get(config, "particles.langevin")
+        if snapshot is None:
+            rng = np.random.default_rng([config["seed"], 1])
+            return Particles(functional, initial_positions(config, functional, rng), eta, rng, langevin)
+        return Particles(
+            functional, snapshot.points, eta, rng_from_state(snapshot.rng_state), langevin, snapshot.step, snapshot.time
+        )
+    grid = build_grid(config, functional)
+    reference = None
+    if config["grid"]["gap"]:
+        reference = stationary(config, functional, grid).objective
+    common = {"edge_mass_warning": config["grid"]["edge_mass_warning"], "reference_objective": reference}
     if snapshot is None:
-        rng = np.random.default_rng([config["seed"], 1])
-        return Particles(functional, initial_positions(config, functional, rng), eta, rng, langevin)
-    return Particles(
-        functional, snapshot.points, eta, rng_from_state(snapshot.rng_state), langevin, snapshot.step, snapshot.time
+        density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
+        step, time, previous = 0, 0.0, None
+    else:
+        density, step, time, previous = snapshot.density, snapshot.step, snapshot.time, snapshot.previous
+    if kind == "spectral":
+        return FourierSpectral(functional, grid, density, eta, step=step, time=time, **common)
+    return FiniteVolume(
+        functional, grid, density, eta, config["grid"]["scheme"], previous, step=step, time=time, **common
     )
 
 
-def metrics_of(system: Particles) -> dict[str, float]:
-    """The observables of the system's current measure."""
-    return measure_metrics(system.functional, system.fit(), system.entropy())
+def metrics_of(system: Any) -> dict[str, float]:
+    """The observables of the system's current measure (and a grid's certificate, gap, mass)."""
+    out = measure_metrics(system.functional, system.fit(), system.entropy())
+    if hasattr(system, "diagnostics"):
+        out.update(system.diagnostics())
+    return out
 
 
 def _observers(config: dict[str, Any], store: CheckpointStore, steps: int, resuming: bool) -> list[Any]:
@@ -96,7 +152,9 @@ def start(config: dict[str, Any], path: str | Path | None = None, overwrite: boo
     data = generate_data(config)
     problem = build_problem(config, data)
     system = build_system(config, problem)
-    store = CheckpointStore.create(path, to_toml(config), data, system.kind, system.functional.dim)
+    store = CheckpointStore.create(
+        path, to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None)
+    )
     steps = config["time"]["steps"]
     loop.run(system, steps, _observers(config, store, steps, resuming=False))
     return path
@@ -116,3 +174,20 @@ def resume(path: str | Path, steps: int | None = None) -> Path:
     system = build_system(config, snap.problem, snap)
     loop.run(system, steps, _observers(config, CheckpointStore(path), steps, resuming=True))
     return Path(path)
+
+
+def write_stationary(config: dict[str, Any], path: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Solve for mu* on the configured grid and write it as a density frame (with the iteration history)."""
+    path = Path(path or config["output"]["path"])
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; choose another --out or pass --overwrite")
+    data = generate_data(config)
+    problem = build_problem(config, data)
+    functional = build_functional(config, problem)
+    grid = build_grid(config, functional)
+    result = stationary(config, functional, grid, verbose=True)
+    store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid)
+    for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"], strict=True)):
+        store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
+    store.commit(FieldState(to_host(result.density), 0, 0.0))
+    return path

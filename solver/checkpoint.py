@@ -6,6 +6,10 @@ File layout (every time series is an H5MD element ``{step, time, value}``)::
     /particles/mu/box             dimension = p, boundary = "none"
     /particles/mu/position        value: frames x N x p
     /particles/mu/rng_state       value: frames, JSON text of the noise generator
+    /fields/mu                    value: frames x cells_1 x ... x cells_p (grid densities)
+    /fields/mu_previous           the density one step earlier (bdf2 only, for exact resume)
+    /fields/coordinates/w_k       cell centres of axis k, attached to value as dimension scales;
+                                  /fields attrs lower, upper, cells describe the grid
     /observables/<name>           value: records (objective, U, second_moment, ...)
     /parameters                   attrs: config (TOML text), mfld_kind
     /parameters/data/{X, Y, X_test, Y_test[, relevant]}
@@ -32,6 +36,8 @@ from .config import from_toml
 
 H5MD_VERSION = (1, 1)
 _PARTICLES = "/particles/mu"
+_FIELDS = "/fields"
+_GRID_KINDS = ("grid", "spectral", "stationary")
 _STR = h5py.string_dtype()
 
 
@@ -100,7 +106,10 @@ class Snapshot:
     time: float
     points: np.ndarray
     weights: np.ndarray
-    rng_state: str | None
+    rng_state: str | None = None
+    density: np.ndarray | None = None
+    grid: Any = None
+    previous: np.ndarray | None = None
 
 
 class CheckpointStore:
@@ -113,9 +122,12 @@ class CheckpointStore:
 
     @classmethod
     def create(
-        cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int
+        cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int, grid: Any = None
     ) -> CheckpointStore:
-        """Write a new file with metadata, configuration and data, and no frames yet."""
+        """Write a new file with metadata, configuration and data, and no frames yet.
+
+        ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``.
+        """
         path = Path(path)
 
         def edit(f: h5py.File) -> None:
@@ -137,6 +149,14 @@ class CheckpointStore:
                 box = f.create_group(f"{_PARTICLES}/box")
                 box.attrs["dimension"] = np.int32(dim)
                 box.attrs["boundary"] = np.array(["none"] * dim, dtype="S4")
+            else:
+                fields = f.create_group(_FIELDS)
+                fields.attrs["lower"] = np.asarray(grid.lower, dtype=np.float64)
+                fields.attrs["upper"] = np.asarray(grid.upper, dtype=np.float64)
+                fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
+                coords = fields.create_group("coordinates")
+                for k, axis in enumerate(grid.axes()):
+                    coords.create_dataset(f"w_{k}", data=axis).make_scale(f"w_{k}")
 
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, edit, start_from_existing=False)
@@ -151,20 +171,17 @@ class CheckpointStore:
 
     def has_frames(self) -> bool:
         with h5py.File(self.path, "r") as f:
-            return f"{_PARTICLES}/position" in f and f[f"{_PARTICLES}/position/step"].shape[0] > 0
+            return _frame_element(f) is not None and _frame_element(f)["step"].shape[0] > 0
 
     def commit(self, state: Any) -> None:
-        """Append a frame of ``state`` and all buffered observables, atomically."""
+        """Append a frame of ``state`` (particles or a density) and all buffered observables, atomically."""
         pending = self._pending
 
         def edit(f: h5py.File) -> None:
-            group = f[_PARTICLES]
-            W = np.asarray(state.positions)
-            if "position" not in group:
-                _element(group, "position", W.shape, W.dtype)
-                _element(group, "rng_state", (), _STR)
-            _append(group["position"], state.step, state.time, W)
-            _append(group["rng_state"], state.step, state.time, state.rng_state)
+            if hasattr(state, "positions"):
+                _write_particles(f, state)
+            else:
+                _write_density(f, state)
             obs = f["observables"]
             for step, time, values in pending:
                 for name, v in values.items():
@@ -174,6 +191,34 @@ class CheckpointStore:
 
         _atomic_write(self.path, edit, start_from_existing=True)
         self._pending = []
+
+
+def _write_particles(f: h5py.File, state: Any) -> None:
+    group = f[_PARTICLES]
+    W = np.asarray(state.positions)
+    if "position" not in group:
+        _element(group, "position", W.shape, W.dtype)
+        _element(group, "rng_state", (), _STR)
+    _append(group["position"], state.step, state.time, W)
+    _append(group["rng_state"], state.step, state.time, state.rng_state)
+
+
+def _write_density(f: h5py.File, state: Any) -> None:
+    fields = f[_FIELDS]
+    m = np.asarray(state.density)
+    names = ["mu"] + (["mu_previous"] if state.previous is not None else [])
+    for name in names:
+        if name not in fields:
+            el = _element(fields, name, m.shape, m.dtype)
+            for k in range(m.ndim):
+                el["value"].dims[k + 1].attach_scale(fields[f"coordinates/w_{k}"])
+            el["value"].dims[0].attach_scale(el["time"])
+        _append(fields[name], state.step, state.time, m if name == "mu" else state.previous)
+
+
+def _frame_element(f: h5py.File) -> h5py.Group | None:
+    """The element whose frames define the saved steps: particle positions or the density."""
+    return f.get(f"{_PARTICLES}/position") or f.get(f"{_FIELDS}/mu")
 
 
 def check_file(path: str | Path) -> None:
@@ -205,7 +250,7 @@ class CheckpointReader:
             self.config_text = str(f["parameters"].attrs["config"])
             self.kind = str(f["parameters"].attrs["mfld_kind"])
             self.data = {k: v[()] for k, v in f["parameters/data"].items()}
-            el = f.get(f"{_PARTICLES}/position")
+            el = _frame_element(f)
             self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
             self.times = el["time"][()] if el is not None else np.zeros(0)
         try:
@@ -236,14 +281,48 @@ class CheckpointReader:
                     f"step {step} is not saved in {str(self.path)!r}; saved steps: {self.steps.tolist()}"
                 )
             k = int(hits[-1])
-        with h5py.File(self.path, "r") as f:
-            W = f[f"{_PARTICLES}/position/value"][k]
-            rng = f[f"{_PARTICLES}/rng_state/value"][k]
-        rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
         problem = build_problem(self.config, self.data)
-        q = np.full(W.shape[0], 1.0 / W.shape[0])
         step_k, time_k = int(self.steps[k]), float(self.times[k])
-        return Snapshot(self.path, self.config, problem, self.kind, step_k, time_k, W, q, rng_state)
+        with h5py.File(self.path, "r") as f:
+            if self.kind not in _GRID_KINDS:
+                W = f[f"{_PARTICLES}/position/value"][k]
+                rng = f[f"{_PARTICLES}/rng_state/value"][k]
+                rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
+                q = np.full(W.shape[0], 1.0 / W.shape[0])
+                return Snapshot(self.path, self.config, problem, self.kind, step_k, time_k, W, q, rng_state)
+            density = f[f"{_FIELDS}/mu/value"][k]
+            previous = f[f"{_FIELDS}/mu_previous/value"][k] if f"{_FIELDS}/mu_previous" in f else None
+        if previous is not None and np.isnan(previous).all():
+            previous = None
+        grid = self.grid()
+        q = density.ravel() * grid.cell_volume
+        return Snapshot(
+            self.path, self.config, problem, self.kind, step_k, time_k, grid.centers(), q, None, density, grid, previous
+        )
+
+    def grid(self) -> Any:
+        """The :class:`~mfld.discretizations.grid.Grid` of a density file."""
+        from mfld.discretizations.grid import Grid
+
+        with h5py.File(self.path, "r") as f:
+            if _FIELDS not in f:
+                raise CheckpointError(f"{str(self.path)!r} holds particles, not a density on a grid")
+            a = f[_FIELDS].attrs
+            return Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
+
+    def to_xarray(self) -> Any:
+        """All saved densities as an ``xarray.DataArray`` with dims ``(time, w_0, ..., w_{p-1})``."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
+        grid = self.grid()
+        with h5py.File(self.path, "r") as f:
+            value = f[f"{_FIELDS}/mu/value"][()]
+        dims = ["time"] + [f"w_{k}" for k in range(grid.dim)]
+        coords = {"time": self.times, "step": ("time", self.steps)}
+        coords.update({f"w_{k}": axis for k, axis in enumerate(grid.axes())})
+        return xr.DataArray(value, dims=dims, coords=coords, name="mu", attrs={"config": self.config_text})
 
 
 def load(path: str | Path, step: int | None = None) -> Snapshot:

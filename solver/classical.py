@@ -19,7 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import namespace
-from .functional import DEFAULT_MEMORY_BUDGET, Fit, TwoTimescaleFunctional, chunks, validate_measure
+from .functional import (
+    DEFAULT_MEMORY_BUDGET,
+    Fit,
+    PriorOnlyFunctional,
+    TwoTimescaleFunctional,
+    chunks,
+    validate_measure,
+)
 from .problem import Problem
 
 
@@ -40,22 +47,30 @@ class ClassicalFunctional:
         T = self.problem.T
         return Theta[:, :T], Theta[:, T:]
 
-    def fit(self, Theta: Any, q: Any, H: Any = None, Y: Any = None) -> Fit:
+    def features(self, Theta: Any) -> tuple[Any, Any]:
+        """``(Z, H)`` of the ``w`` part of points ``Theta`` on the training inputs."""
+        return self._kernel.features(self._split(Theta)[1])
+
+    def fit(
+        self, Theta: Any, q: Any, features: tuple[Any, Any] | None = None, Y: Any = None, signed: bool = False
+    ) -> Fit:
         """Network output ``f_P(X)`` and residual coefficients ``R`` for the measure."""
         pb = self.problem
-        validate_measure(Theta, q, self.dim)
+        validate_measure(Theta, q, self.dim, signed)
         Y = pb.Y if Y is None else Y
         xp = namespace(Theta)
         A, W = self._split(Theta)
         F = xp.zeros_like(Y)
-        if H is not None:
+        Z = H = None
+        if features is not None:
+            Z, H = features
             F = H @ (q[:, None] * A)
         else:
             for sl in chunks(W.shape[0], self._kernel.chunk_size(pb.n)):
                 F += self._kernel.features(W[sl])[1] @ (q[sl, None] * A[sl])
         R = (F - Y) / (pb.n * pb.T)
         U = 0.5 * float(xp.sum((F - Y) ** 2)) / (pb.n * pb.T)
-        return Fit(Theta, q, R, F, U, "none", None, None, None, H)
+        return Fit(Theta, q, R, F, U, "none", None, None, Z, H)
 
     def _regulariser(self, Theta: Any) -> Any:
         xp = namespace(Theta)
@@ -63,13 +78,12 @@ class ClassicalFunctional:
         pb = self.problem
         return 0.5 * pb.lam * (pb.lam_a * xp.sum(A * A, axis=1) + pb.lam_w * xp.sum(W * W, axis=1))
 
-    def potential(self, fit: Fit, Theta: Any = None, H: Any = None) -> Any:
+    def potential(self, fit: Fit, Theta: Any = None) -> Any:
         """``dG/dP(a, w) = sum_j R_j . a h(x_j; w) + lam r(a, w)``."""
         Theta = fit.points if Theta is None else Theta
         xp = namespace(Theta)
         A, W = self._split(Theta)
-        if H is None:
-            H = self._kernel.features(W)[1]
+        H = fit.H if (Theta is fit.points and fit.H is not None) else self._kernel.features(W)[1]
         return xp.sum((H.T @ fit.coef) * A, axis=1) + self._regulariser(Theta)
 
     def grad_potential(self, fit: Fit, Theta: Any = None) -> Any:
@@ -79,9 +93,10 @@ class ClassicalFunctional:
         xp = namespace(Theta)
         T = pb.T
         out = xp.empty_like(Theta)
-        for sl in chunks(Theta.shape[0], self._kernel.chunk_size(pb.n)):
+        reuse = Theta is fit.points and fit.H is not None
+        for sl in chunks(Theta.shape[0], Theta.shape[0] if reuse else self._kernel.chunk_size(pb.n)):
             A, W = self._split(Theta[sl])
-            Z, H = self._kernel.features(W)
+            Z, H = (fit.Z, fit.H) if reuse else self._kernel.features(W)
             out[sl, :T] = H.T @ fit.coef + pb.lam * pb.lam_a * A
             D = pb.feature.derivative(Z, H)
             out[sl, T:] = pb.feature.contract_grad(pb.Xa, D, fit.coef, A) + pb.lam * pb.lam_w * W
@@ -113,9 +128,8 @@ class ClassicalFunctional:
 
 
 def make_functional(name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
-    """``"two-timescale"`` (THEORY.md section 2) or ``"classical"`` (section 6)."""
-    if name == "two-timescale":
-        return TwoTimescaleFunctional(problem, memory_budget)
-    if name == "classical":
-        return ClassicalFunctional(problem, memory_budget)
-    raise ValueError(f"model.objective must be 'two-timescale' or 'classical', got {name!r}")
+    """``"two-timescale"`` (THEORY.md section 2), ``"classical"`` (section 6) or ``"prior"`` (U = 0)."""
+    kinds = {"two-timescale": TwoTimescaleFunctional, "classical": ClassicalFunctional, "prior": PriorOnlyFunctional}
+    if name not in kinds:
+        raise ValueError(f"model.objective must be one of {sorted(kinds)}, got {name!r}")
+    return kinds[name](problem, memory_budget)

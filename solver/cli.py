@@ -21,6 +21,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stationary(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set or [])
+    if config["discretization"] == "particles":
+        config["discretization"] = "grid"
+    print("solving mu* = p_{mu*} on the grid:")
+    path = build.write_stationary(config, args.out, overwrite=args.overwrite)
+    print(f"mu*: {path}")
+    return 0
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     path = build.resume(args.file, args.steps)
     _finish(path, CheckpointReader(path).config["output"]["plot"])
@@ -61,6 +71,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g})")
     else:
         print("frames:          none")
+    if r.kind in ("grid", "spectral", "stationary"):
+        g = r.grid()
+        print(f"grid:            {' x '.join(map(str, g.cells))} cells on {list(zip(g.lower, g.upper, strict=True))}")
     print(f"configured:      {c['time']['steps']} steps")
     _print_last(r)
     return 0
@@ -82,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
     r.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint file")
     r.set_defaults(func=_cmd_run)
+    st = sub.add_parser("stationary", help="compute mu* on a grid as the fixed point of the proximal Gibbs map")
+    st.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
+    st.add_argument("--out", help="output file (default: output.path)")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    st.set_defaults(func=_cmd_stationary)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
@@ -104,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as e:
         print(f"mfld: {e}; the final checkpoint is written, continue with `mfld resume`", file=sys.stderr)
         return 130
-    except (ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError) as e:
+    except (
+        ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError
+    ) as e:
         print(f"mfld: error: {e}", file=sys.stderr)
         return 2
 

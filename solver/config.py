@@ -41,9 +41,22 @@ _NONNEG_INT = Key(int, lambda v: v >= 0, "an integer >= 0")
 _POS = Key((int, float), lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0")
 _NONNEG = Key((int, float), lambda v: v >= 0 and v != float("inf"), "a finite number >= 0")
 
+
+def _all(v: Any, ok: Callable[[Any], bool]) -> bool:
+    items = v if isinstance(v, list) else [v]
+    return 1 <= len(items) <= 3 and all(ok(x) for x in items)
+
+
+def _is_pos_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < float("inf")
+
+
+def _is_cell_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 3
+
 SCHEMA: dict[str, Key] = {
     "seed": _NONNEG_INT,
-    "discretization": _choice("particles"),
+    "discretization": _choice("particles", "grid", "spectral"),
     "backend": _choice("numpy", "cupy"),
     "dtype": _choice("float64", "float32"),
     "data.target": _choice(*TARGETS),
@@ -55,7 +68,7 @@ SCHEMA: dict[str, Key] = {
     "data.link": _choice(*LINKS),
     "data.m": _POS_INT,
     "data.frequency": _POS,
-    "model.objective": _choice("two-timescale", "classical"),
+    "model.objective": _choice("two-timescale", "classical", "prior"),
     "model.feature": _choice(*FEATURE_MAPS),
     "model.lam": _POS,
     "model.lam_a": _POS,
@@ -63,6 +76,17 @@ SCHEMA: dict[str, Key] = {
     "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2"),
     "particles.langevin": Key(bool),
     "particles.memory_budget_mb": _POS_INT,
+    "grid.half_width": Key(
+        (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them"
+    ),
+    "grid.cells": Key((int, list), lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them"),
+    "grid.scheme": _choice("implicit-euler", "bdf2"),
+    "grid.edge_mass_warning": _POS,
+    "grid.gap": Key(bool),
+    "stationary.tol": _POS,
+    "stationary.max_iter": _POS_INT,
+    "stationary.damping": Key((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "stationary.memory": _NONNEG_INT,
     "time.eta": _POS,
     "time.steps": _NONNEG_INT,
     "output.path": Key(str, lambda v: len(v) > 0, "a non-empty path"),

@@ -62,8 +62,8 @@ def chunks(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
-def validate_measure(W: Any, q: Any, p: int) -> None:
-    """Refuse points of the wrong shape, non-finite values and negative weights."""
+def validate_measure(W: Any, q: Any, p: int, signed: bool = False) -> None:
+    """Refuse points of the wrong shape, non-finite values and (unless ``signed``) negative weights."""
     xp = namespace(W, q)
     if W.ndim != 2 or W.shape[1] != p:
         raise ValueError(f"points must have shape (N, p={p}), got {W.shape}")
@@ -71,7 +71,7 @@ def validate_measure(W: Any, q: Any, p: int) -> None:
         raise ValueError(f"weights must have shape ({W.shape[0]},), got {q.shape}")
     if not bool(xp.all(xp.isfinite(W))):
         raise ValueError("points contain NaN or infinite values (did the dynamics diverge? reduce time.eta)")
-    if bool(xp.any(q < 0)) or not bool(xp.isfinite(xp.sum(q))):
+    if not bool(xp.isfinite(xp.sum(q))) or (not signed and bool(xp.any(q < 0))):
         raise ValueError("weights must be finite and non-negative")
 
 
@@ -101,33 +101,35 @@ class TwoTimescaleFunctional:
         return Z, pb.feature.values(Z)
 
     # ----------------------------------------------------------------- fit
-    def fit(self, W: Any, q: Any, H: Any = None, Y: Any = None) -> Fit:
+    def fit(self, W: Any, q: Any, features: tuple[Any, Any] | None = None, Y: Any = None, signed: bool = False) -> Fit:
         """Solve the second layer for the measure ``sum_i q_i delta_{W_i}``.
 
-        ``H`` may pass precomputed features ``h(X; W)`` (a grid's fixed cell
-        centres); ``Y`` replaces the training targets (label-noise procedure).
+        ``features`` may pass precomputed ``(Z, H) = self.features(W)`` (a
+        grid's fixed cell centres); ``Y`` replaces the training targets
+        (label-noise procedure); ``signed`` admits negative weights (a spectral
+        density's undershoots).
         """
         pb = self.problem
-        validate_measure(W, q, pb.p)
+        validate_measure(W, q, pb.p, signed)
         Y = pb.Y if Y is None else Y
         N, n = W.shape[0], pb.n
-        if N >= n or H is not None:
-            return self._fit_n_side(W, q, H, Y)
+        if N >= n or features is not None:
+            return self._fit_n_side(W, q, features, Y)
         return self._fit_N_side(W, q, Y)
 
     def _ridge(self) -> float:
         return self.problem.n * self.problem.lam_a_bar
 
-    def _fit_n_side(self, W: Any, q: Any, H: Any, Y: Any) -> Fit:
+    def _fit_n_side(self, W: Any, q: Any, features: tuple[Any, Any] | None, Y: Any) -> Fit:
         pb, xp = self.problem, namespace(W)
         n = pb.n
         S = xp.zeros((n, n), dtype=pb.X.dtype)
-        Z_keep = None
-        sqrt_q = xp.sqrt(q)
-        if H is not None:
-            B = H * sqrt_q
-            S += B @ B.T
+        Z_keep = H = None
+        if features is not None:
+            Z_keep, H = features
+            S += (H * q) @ H.T
         else:
+            sqrt_q = xp.sqrt(q)
             size = self.chunk_size(n)
             for sl in chunks(W.shape[0], size):
                 Z, Hc = self.features(W[sl])
@@ -170,28 +172,26 @@ class TwoTimescaleFunctional:
             Z, H = self.features(W[sl])
             yield sl, Z, H
 
-    def second_layer(self, fit: Fit, W: Any = None, H: Any = None) -> Any:
-        """``a_mu(w) = h(X; w)^T c_mu`` at points ``W`` (N x T)."""
+    def second_layer(self, fit: Fit, W: Any = None) -> Any:
+        """``a_mu(w) = h(X; w)^T c_mu`` at points ``W`` (N x T; default: the fit's own points)."""
         W = fit.points if W is None else W
-        if H is not None:
-            return H.T @ fit.coef
         xp = namespace(W)
         out = xp.empty((W.shape[0], self.problem.T), dtype=W.dtype)
         for sl, _, Hc in self._blocks(fit, W):
             out[sl] = Hc.T @ fit.coef
         return out
 
-    def first_variation_U(self, fit: Fit, W: Any = None, H: Any = None) -> Any:
+    def first_variation_U(self, fit: Fit, W: Any = None) -> Any:
         """``dU/dmu(w) = -(lam_a_bar / 2T) ||a_mu(w)||^2`` at points ``W``."""
         xp = namespace(fit.coef)
-        a = self.second_layer(fit, W, H)
+        a = self.second_layer(fit, W)
         return -0.5 * self.problem.lam_a_bar * xp.sum(a * a, axis=1) / self.problem.T
 
-    def potential(self, fit: Fit, W: Any = None, H: Any = None) -> Any:
+    def potential(self, fit: Fit, W: Any = None) -> Any:
         """``V_mu(w) = dU/dmu(w) + (lam_w_bar / 2) ||w||^2`` = ``dG/dmu`` at points ``W``."""
         W = fit.points if W is None else W
         xp = namespace(W)
-        return self.first_variation_U(fit, W, H) + 0.5 * self.problem.lam_w_bar * xp.sum(W * W, axis=1)
+        return self.first_variation_U(fit, W) + 0.5 * self.problem.lam_w_bar * xp.sum(W * W, axis=1)
 
     def grad_potential(self, fit: Fit, W: Any = None) -> Any:
         """``grad_w V_mu(w)`` at points ``W`` (N x p); the drift is its negative."""
@@ -274,3 +274,47 @@ def parameter_alignment(problem: Problem, W: Any, q: Any) -> float:
     proj = u @ problem.relevant
     ratio = xp.sum(proj * proj, axis=1) / xp.maximum(xp.sum(u * u, axis=1), 1e-300)
     return float(xp.sum(q * ratio))
+
+
+class PriorOnlyFunctional:
+    """``G(mu) = (lam_w_bar / 2) E||w||^2`` with ``U`` switched off.
+
+    MFLD then is the Ornstein-Uhlenbeck process ``dw = -lam_w_bar w dt + sqrt(2 lam) dB``
+    with stationary measure ``nu = N(0, I / lam_w)``: Gaussian initial data stay
+    Gaussian with known mean and covariance, the exact reference for the solvers.
+    """
+
+    name = "prior"
+
+    def __init__(self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.problem = problem
+
+    @property
+    def dim(self) -> int:
+        return self.problem.p
+
+    def features(self, W: Any) -> tuple[Any, Any]:
+        return None, None
+
+    def fit(self, W: Any, q: Any, features: Any = None, Y: Any = None, signed: bool = False) -> Fit:
+        validate_measure(W, q, self.dim, signed)
+        xp = namespace(W)
+        pred = xp.full_like(self.problem.Y, xp.nan)  # no second layer is fitted
+        return Fit(W, q, pred, pred, 0.0, "none", None, None)
+
+    def potential(self, fit: Fit, W: Any = None) -> Any:
+        W = fit.points if W is None else W
+        return 0.5 * self.problem.lam_w_bar * namespace(W).sum(W * W, axis=1)
+
+    def grad_potential(self, fit: Fit, W: Any = None) -> Any:
+        W = fit.points if W is None else W
+        return self.problem.lam_w_bar * W
+
+    def energy(self, fit: Fit) -> dict[str, float]:
+        xp = namespace(fit.points)
+        m2 = float(xp.sum(fit.weights * xp.sum(fit.points * fit.points, axis=1)))
+        return {"U": 0.0, "second_moment": m2, "G": 0.5 * self.problem.lam_w_bar * m2}
+
+    def kernel_fit(self, fit: Fit) -> Fit:
+        """The intrinsic kernel ``k_mu`` of the measure (defined whether or not U is on)."""
+        return TwoTimescaleFunctional(self.problem).fit(fit.points, fit.weights)

@@ -51,6 +51,6 @@ def measure_metrics(functional: Any, fit: Any, entropy: float) -> dict[str, floa
         "train_loss": half_mse(fit.pred, pb.Y),
         "test_loss": float("nan"),
     }
-    if pb.X_test is not None:
+    if pb.X_test is not None and hasattr(functional, "predict"):
         out["test_loss"] = half_mse(functional.predict(fit, pb.X_test), pb.Y_test)
     return out

@@ -28,23 +28,33 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
     obs = reader.observables()
     out = Path(out) if out is not None else Path(path).with_suffix(".png")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
-    for ax, (name, title, log) in zip(axes.flat, PANELS, strict=True):
+    panels = list(PANELS)
+    if "certificate" in obs:
+        panels[1] = ("certificate", "certificate lam KL(m || p_m), gap", True)
+    for ax, (name, title, log) in zip(axes.flat, panels, strict=True):
         if name not in obs:
             ax.set_visible(False)
             continue
         ax.plot(obs[name]["time"], obs[name]["value"], label=name.replace("_", " "))
+        if name == "certificate" and "gap" in obs:
+            gap = obs["gap"]["value"]
+            keep = gap > 0
+            ax.plot(obs["gap"]["time"][keep], gap[keep], label="gap Obj - Obj*")
+            ax.legend()
         if name == "train_loss" and "test_loss" in obs and np.isfinite(obs["test_loss"]["value"]).any():
             ax.plot(obs["test_loss"]["time"], obs["test_loss"]["value"], label="test loss")
             ax.legend()
-        if log and np.all(obs[name]["value"] > 0):
+        if log and np.any(obs[name]["value"] > 0):
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("time t")
         ax.grid(alpha=0.3)
-    m = reader.config["model"]
+    c = reader.config
+    m = c["model"]
+    size = f"N={c['particles']['N']}" if reader.kind == "particles" else f"{reader.kind} {c['grid']['cells']} cells"
     fig.suptitle(
         f"{Path(path).name}: {m['objective']}, {m['feature']}, lam={m['lam']:g}, lam_a={m['lam_a']:g}, "
-        f"lam_w={m['lam_w']:g}, N={reader.config['particles']['N']}, eta={reader.config['time']['eta']:g}"
+        f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}"
     )
     fig.savefig(out, dpi=110)
     plt.close(fig)
