@@ -1,0 +1,185 @@
+"""The linear Fokker-Planck (Ornstein-Uhlenbeck) problem solved by mfld and its peers.
+
+    d_t m = lam Laplace(m) + div(m kappa w),   kappa = lam lam_w = 1,  lam = 0.1
+
+on [-2.5, 2.5]^p from a Gaussian N(mean0, cov0) to t = 0.5, where the exact
+solution is Gaussian. Each solver runs on its own grid of the stated size; the
+error is max |m - m_exact| / max m_exact at t = 0.5 on that grid, the time is
+wall time in this process (the first call of a JIT-compiled peer is reported
+separately). Then the nonlinear problem (two-timescale functional, tanh with
+bias, d = 1, so p = 2) is timed per implicit step at 128^2 and 256^2 cells.
+
+Peers: fplanck (master equation, exact matrix exponential in time), py-pde
+(finite differences, scipy's adaptive RK45), FiPy (finite volumes with
+exponential convection, implicit Euler). A peer that is not installed is
+skipped with the reason. Install them with ``pip install fplanck py-pde fipy``.
+
+    python benchmarks/grid_vs_peers.py
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from mfld.discretizations.grid import BoxWarning, FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.spectral import FourierSpectral
+from mfld.solver.datasets import make_dataset
+from mfld.solver.functional import PriorOnlyFunctional, TwoTimescaleFunctional
+from mfld.solver.problem import Problem
+
+LAM, LAM_W, T_END, L = 0.1, 10.0, 0.5, 2.5
+KAPPA = LAM * LAM_W
+MEAN0 = np.array([0.5, -0.3])
+COV0 = np.array([[0.05, 0.02], [0.02, 0.08]])
+
+
+def exact(points: np.ndarray, p: int, t: float) -> np.ndarray:
+    mean = MEAN0[:p] * math.exp(-KAPPA * t)
+    cov = COV0[:p, :p] * math.exp(-2 * KAPPA * t) + np.eye(p) * (1 - math.exp(-2 * KAPPA * t)) / LAM_W
+    X = points - mean
+    quad = np.einsum("ij,jk,ik->i", X, np.linalg.inv(cov), X)
+    return np.exp(-0.5 * quad) / math.sqrt((2 * math.pi) ** p * np.linalg.det(cov))
+
+
+def rel_error(m: np.ndarray, points: np.ndarray, p: int) -> float:
+    ref = exact(points, p, T_END)
+    return float(np.max(np.abs(m.ravel() - ref)) / np.max(ref))
+
+
+def mfld_solver(cls, scheme: str | None, tau: float) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    def solve(p: int, n: int):
+        F = PriorOnlyFunctional(Problem(np.zeros((2, p)), np.zeros(2), "tanh", LAM, 1.0, LAM_W))
+        grid = Grid.box(L, n, p)
+        m0 = gaussian_density(grid, MEAN0[:p], COV0[:p, :p])
+        s = cls(F, grid, m0, tau, scheme) if scheme else cls(F, grid, m0, tau)
+        for _ in range(int(round(T_END / tau))):
+            s.step()
+        return s.density, grid.centers()
+
+    return solve
+
+
+def fplanck_solver(p: int, n: int):
+    import fplanck
+    from scipy import constants
+
+    if not hasattr(np, "product"):  # fplanck 0.2.2 calls np.product, removed in NumPy 2
+        setattr(np, "product", np.prod)  # noqa: B010
+    h = 2 * L / n
+    sim = fplanck.fokker_planck(
+        temperature=LAM / constants.k, drag=1.0, extent=[2 * L] * p, resolution=h,
+        potential=lambda *w: 0.5 * KAPPA * sum(x * x for x in w), boundary=fplanck.boundary.reflecting,
+    )
+    P0 = np.linalg.inv(COV0[:p, :p])
+
+    def initial(*w):
+        X = np.stack([x - MEAN0[k] for k, x in enumerate(w)], axis=-1)
+        return np.exp(-0.5 * np.einsum("...i,ij,...j->...", X, P0, X))
+
+    prob = sim.propagate(initial, T_END)
+    points = np.stack([g.ravel() for g in sim.grid], axis=1)
+    return prob / h**p, points
+
+
+def pypde_solver(p: int, n: int):
+    import pde
+
+    grid = pde.CartesianGrid([[-L, L]] * p, [n] * p)
+    names = ["x", "y"][:p]
+    drift = " + ".join(f"{v} * d_d{v}(m)" for v in names)
+    eq = pde.PDE({"m": f"{LAM} * laplace(m) + {KAPPA} * ({drift} + {p} * m)"}, bc={"derivative": 0})
+    points = grid.cell_coords.reshape(-1, p)
+    state = pde.ScalarField(grid, exact_initial(points, p).reshape(grid.shape))
+    out = eq.solve(state, t_range=T_END, solver="scipy", tracker=None)
+    return out.data, points
+
+
+def exact_initial(points: np.ndarray, p: int) -> np.ndarray:
+    X = points - MEAN0[:p]
+    quad = np.einsum("ij,jk,ik->i", X, np.linalg.inv(COV0[:p, :p]), X)
+    return np.exp(-0.5 * quad) / math.sqrt((2 * math.pi) ** p * np.linalg.det(COV0[:p, :p]))
+
+
+def fipy_solver(p: int, n: int, dt: float = 1e-3):
+    import fipy
+
+    h = 2 * L / n
+    mesh = (fipy.Grid1D(nx=n, dx=h) if p == 1 else fipy.Grid2D(nx=n, ny=n, dx=h, dy=h)) + [[-L]] * p
+    points = np.asarray(mesh.cellCenters).T
+    m = fipy.CellVariable(mesh=mesh, value=exact_initial(points, p))
+    velocity = -KAPPA * mesh.faceCenters  # the drift -grad V = -kappa w
+    eq = fipy.TransientTerm() == fipy.DiffusionTerm(coeff=LAM) - fipy.ExponentialConvectionTerm(coeff=velocity)
+    for _ in range(int(round(T_END / dt))):
+        eq.solve(var=m, dt=dt)
+    return np.asarray(m.value), points
+
+
+def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def linear_table() -> None:
+    solvers: list[tuple[str, Callable[[int, int], tuple[np.ndarray, np.ndarray]], bool]] = [
+        ("mfld FV implicit Euler, tau 1e-3", mfld_solver(FiniteVolume, "implicit-euler", 1e-3), False),
+        ("mfld FV BDF2, tau 1e-2", mfld_solver(FiniteVolume, "bdf2", 1e-2), False),
+        ("mfld spectral IMEX, tau 1e-4", mfld_solver(FourierSpectral, None, 1e-4), False),
+        ("fplanck (expm in time)", fplanck_solver, False),
+        ("py-pde (scipy RK45, adaptive)", pypde_solver, True),
+        ("FiPy (implicit Euler, dt 1e-3)", fipy_solver, False),
+    ]
+    print(f"Ornstein-Uhlenbeck, lam = {LAM}, kappa = {KAPPA}, t = {T_END}, box [-{L}, {L}]^p")
+    print(f"{'solver':<36} {'p':>2} {'cells':>9} {'rel. error':>11} {'wall s':>8}  note")
+    for p, sizes in ((1, (100, 400)), (2, (32, 64))):
+        for name, solve, jit in solvers:
+            for n in sizes:
+                cells = f"{n}" if p == 1 else f"{n}^2"
+                if name.startswith("mfld spectral"):
+                    cells_n = n // 4 if p == 1 else n // 2  # spectral needs far fewer unknowns
+                    cells = f"{cells_n}" if p == 1 else f"{cells_n}^2"
+                else:
+                    cells_n = n
+                try:
+                    note = ""
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", BoxWarning)
+                        run = functools.partial(solve, p, cells_n)
+                        if jit:
+                            _, first = timed(run)
+                            note = f"first call {first:.2f} s (JIT)"
+                        (m, pts), wall = timed(run)
+                    if any(issubclass(w.category, BoxWarning) for w in caught):
+                        note += " undershoot reached the box edge (BoxWarning)"
+                    print(f"{name:<36} {p:>2} {cells:>9} {rel_error(m, pts, p):>11.2e} {wall:>8.3f}  {note}")
+                except ImportError as e:
+                    print(f"{name:<36} {p:>2} {cells:>9} {'skipped':>11} {'':>8}  not installed ({e.name})")
+                except Exception as e:  # a peer failing is reported, not fatal
+                    print(f"{name:<36} {p:>2} {cells:>9} {'failed':>11} {'':>8}  {type(e).__name__}: {e}")
+
+
+def nonlinear_table(steps: int = 5) -> None:
+    ds = make_dataset("single-index", d=1, n=50, n_test=10, seed=0)
+    F = TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh_bias", 0.05, 1.0, 1.0))
+    print("\nNonlinear problem (two-timescale, tanh_bias, d = 1, n = 50, p = 2), implicit Euler, tau = 0.5")
+    print(f"{'cells':>9} {'setup s':>8} {'s / step':>9}")
+    for n in (128, 256):
+        grid = Grid.box(6.0, n, 2)
+        t0 = time.perf_counter()
+        fv = FiniteVolume(F, grid, gaussian_density(grid, [0, 0], np.eye(2)), 0.5)
+        setup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fv.step()
+        print(f"{n:>7}^2 {setup:>8.2f} {(time.perf_counter() - t0) / steps:>9.3f}")
+
+
+if __name__ == "__main__":
+    linear_table()
+    nonlinear_table()
