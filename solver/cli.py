@@ -31,6 +31,18 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from mfld.validation.suite import run_checks
+
+    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed)
+    print(f"report: {args.out}/summary.md")
+    failed = [r.name for r in reports if not r.passed]
+    if failed:
+        print(f"mfld: the numbers disagree with the theory in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     path = build.resume(args.file, args.steps)
     _finish(path, CheckpointReader(path).config["output"]["plot"])
@@ -101,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key")
     st.add_argument("--overwrite", action="store_true", help="replace an existing file")
     st.set_defaults(func=_cmd_stationary)
+    v = sub.add_parser("validate", help="check the theory numerically: convexity, rate, crosscheck, discretizations")
+    v.add_argument("checks", nargs="+", help="check names, or 'all'")
+    v.add_argument("--full", action="store_true", help="paper-grade sizes instead of the quick ones")
+    v.add_argument("--out", default="mfld-validation", help="report folder (default: mfld-validation)")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(func=_cmd_validate)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")

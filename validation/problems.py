@@ -1,0 +1,26 @@
+"""The small problems the validation suite runs on.
+
+``p = 1``: tanh without bias, input dimension d = 1 (so ``w`` is a scalar);
+``p = 2``: tanh with bias, d = 1, ``w = (u, b)``. Single-index target, n = 40.
+Both are small enough for fine grids and many particle seeds on two cores.
+"""
+
+from __future__ import annotations
+
+from mfld.solver.datasets import make_dataset
+from mfld.solver.functional import TwoTimescaleFunctional
+from mfld.solver.problem import Problem
+
+
+def low_dim_problem(p: int, lam: float = 0.05, lam_a: float = 1.0, lam_w: float = 1.0, noise: float = 0.0,
+                    n: int = 40, feature: str | None = None, seed: int = 3) -> Problem:
+    """The validation problem in parameter dimension ``p`` (1 or 2)."""
+    if p not in (1, 2):
+        raise ValueError(f"the validation problems have p = 1 or 2, got {p}")
+    ds = make_dataset("single-index", d=1, n=n, n_test=200, noise=noise, seed=seed)
+    feature = feature or ("tanh" if p == 1 else "tanh_bias")
+    return Problem(ds.X, ds.Y, feature, lam, lam_a, lam_w, ds.X_test, ds.Y_test, ds.relevant)
+
+
+def low_dim_functional(p: int, **kw: float) -> TwoTimescaleFunctional:
+    return TwoTimescaleFunctional(low_dim_problem(p, **kw))

@@ -1,0 +1,52 @@
+"""``mfld validate``: run the checks and write one report folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import convexity, crosscheck, discretizations, rates
+from .report import Report
+
+CHECKS: dict[str, Callable[..., Report]] = {
+    "convexity": convexity.run,
+    "rate": rates.run,
+    "crosscheck": crosscheck.run,
+    "discretizations": discretizations.run,
+}
+
+
+def run_checks(names: list[str], out: str | Path, full: bool = False, seed: int = 0) -> list[Report]:
+    """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary."""
+    if names == ["all"]:
+        names = list(CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check(s) {unknown}; choose from {sorted(CHECKS)} or 'all'")
+    out = Path(out)
+    reports, timings = [], {}
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"running {name} ({'full' if full else 'quick'}) ...", flush=True)
+        report = CHECKS[name](full=full, seed=seed)
+        timings[name] = time.perf_counter() - t0
+        report.write(out)
+        reports.append(report)
+        print(f"  {'passed' if report.passed else 'FAILED'} in {timings[name]:.1f} s", flush=True)
+    summary = ["# mfld validation report", "", f"mode: {'full' if full else 'quick'}, seed {seed}", "",
+               "| check | claims held | wall s |", "|---|---|---|"]
+    for r in reports:
+        held = sum(ok for _, ok in r.claims)
+        summary.append(f"| [{r.name}]({r.name}.md) | {held} / {len(r.claims)} | {timings[r.name]:.1f} |")
+    summary.append("")
+    for r in reports:
+        summary += [f"- [{'x' if ok else ' '}] {r.name}: {text}" for text, ok in r.claims]
+    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    (out / "summary.json").write_text(json.dumps(
+        {"mode": "full" if full else "quick", "seed": seed,
+         "checks": {r.name: {"passed": r.passed, "seconds": timings[r.name],
+                             "claims": [{"claim": t, "holds": ok} for t, ok in r.claims]} for r in reports}},
+        indent=1))
+    return reports
