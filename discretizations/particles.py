@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mfld.solver.backend import namespace, to_host
+from mfld.solver.label_noise import procedure_gradient
 
 
 def euler_maruyama(functional: Any, W: Any, q: Any, eta: float, xi: Any = None, fit: Any = None) -> Any:
@@ -61,6 +62,9 @@ class Particles:
     ``rng`` is a NumPy generator for the noise (drawn on the host and moved to
     the device for CuPy, so that CPU and GPU runs share the stream and the state
     can be saved); ``langevin=False`` gives the noiseless gradient flow.
+    ``label_noise = s > 0`` runs the label-noise procedure (THEORY.md 4.6, see
+    :mod:`mfld.solver.label_noise`): fresh ``eps ~ Unif[-s, s]`` every step, the
+    drift of the clean loss of the second layer fitted on ``Y + eps``.
     """
 
     kind = "particles"
@@ -74,8 +78,12 @@ class Particles:
         langevin: bool = True,
         step: int = 0,
         time: float = 0.0,
+        label_noise: float = 0.0,
     ) -> None:
         check_step_size(functional.problem, eta)
+        if label_noise < 0:
+            raise ValueError(f"model.label_noise must be >= 0, got {label_noise}")
+        self.label_noise = float(label_noise)
         self.functional = functional
         self.eta = float(eta)
         self.langevin = langevin
@@ -104,7 +112,16 @@ class Particles:
         xi = None
         if self.langevin:
             xi = self.xp.asarray(self.rng.standard_normal(self.positions.shape), dtype=self.positions.dtype)
-        W_new = euler_maruyama(self.functional, self.positions, self.weights, self.eta, xi, self.fit())
+        if self.label_noise > 0:
+            Y = self.functional.problem.Y
+            s = self.label_noise
+            eps = self.xp.asarray(self.rng.uniform(-s, s, Y.shape), dtype=Y.dtype)
+            grad, _ = procedure_gradient(self.functional, self.positions, self.weights, eps)
+            W_new = self.positions - self.eta * grad
+            if xi is not None:
+                W_new += math.sqrt(2.0 * self.eta * self.functional.problem.lam) * xi
+        else:
+            W_new = euler_maruyama(self.functional, self.positions, self.weights, self.eta, xi, self.fit())
         if not bool(self.xp.all(self.xp.isfinite(W_new))):
             raise FloatingPointError(
                 f"particle positions became NaN or infinite at step {self.step_count + 1}: the scheme diverged; "

@@ -22,6 +22,7 @@ from .checkpoint import CheckpointReader, CheckpointStore
 from .classical import make_functional
 from .config import get, to_toml
 from .datasets import make_dataset
+from .label_noise import ExpectedLabelNoiseFunctional
 from .metrics import measure_metrics
 from .observers import Checkpoints, Metrics, Progress
 from .problem import Problem
@@ -51,7 +52,16 @@ def build_problem(config: dict[str, Any], data: dict[str, np.ndarray] | None = N
 
 
 def build_functional(config: dict[str, Any], problem: Problem) -> Any:
-    return make_functional(config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20)
+    """The configured functional; for grids with label noise, its expectation ``G + (s^2/6n) df``."""
+    functional = make_functional(
+        config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20
+    )
+    s = config["model"]["label_noise"]
+    if s > 0 and config["model"]["objective"] != "two-timescale":
+        raise ValueError("model.label_noise needs model.objective = 'two-timescale'")
+    if s > 0 and config["discretization"] != "particles":
+        return ExpectedLabelNoiseFunctional(functional, s)
+    return functional
 
 
 def initial_positions(config: dict[str, Any], functional: Any, rng: np.random.Generator) -> np.ndarray:
@@ -103,12 +113,15 @@ def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None)
     eta = get(config, "time.eta")
     kind = config["discretization"]
     if kind == "particles":
-        langevin = get(config, "particles.langevin")
+        langevin, s = get(config, "particles.langevin"), get(config, "model.label_noise")
         if snapshot is None:
             rng = np.random.default_rng([config["seed"], 1])
-            return Particles(functional, initial_positions(config, functional, rng), eta, rng, langevin)
+            return Particles(
+                functional, initial_positions(config, functional, rng), eta, rng, langevin, label_noise=s
+            )
         return Particles(
-            functional, snapshot.points, eta, rng_from_state(snapshot.rng_state), langevin, snapshot.step, snapshot.time
+            functional, snapshot.points, eta, rng_from_state(snapshot.rng_state), langevin, snapshot.step,
+            snapshot.time, label_noise=s,
         )
     grid = build_grid(config, functional)
     reference = None

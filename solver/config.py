@@ -73,6 +73,7 @@ SCHEMA: dict[str, Key] = {
     "model.lam": _POS,
     "model.lam_a": _POS,
     "model.lam_w": _POS,
+    "model.label_noise": _NONNEG,
     "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2"),
     "particles.langevin": Key(bool),
     "particles.memory_budget_mb": _POS_INT,

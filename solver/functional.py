@@ -193,16 +193,22 @@ class TwoTimescaleFunctional:
         xp = namespace(W)
         return self.first_variation_U(fit, W) + 0.5 * self.problem.lam_w_bar * xp.sum(W * W, axis=1)
 
-    def grad_potential(self, fit: Fit, W: Any = None) -> Any:
-        """``grad_w V_mu(w)`` at points ``W`` (N x p); the drift is its negative."""
+    def grad_potential(self, fit: Fit, W: Any = None, column_weights: Any = None) -> Any:
+        """``grad_w V_mu(w)`` at points ``W`` (N x p); the drift is its negative.
+
+        ``column_weights`` (one per column of the fit's targets) generalises
+        ``-(lam_a_bar / 2T) sum_t ||a_t||^2`` to ``-(lam_a_bar / 2T) sum_t omega_t a_t^2``
+        (the label-noise procedure uses ``omega = (1, ..., -1, ...)``).
+        """
         pb = self.problem
         W = fit.points if W is None else W
         xp = namespace(W)
         out = xp.empty_like(W)
         scale = -pb.lam_a_bar / pb.T
+        coef = scale * fit.coef if column_weights is None else scale * fit.coef * column_weights
         for sl, Z, H in self._blocks(fit, W):
             a = H.T @ fit.coef
-            out[sl] = pb.feature.contract_grad(pb.Xa, pb.feature.derivative(Z, H), scale * fit.coef, a)
+            out[sl] = pb.feature.contract_grad(pb.Xa, pb.feature.derivative(Z, H), coef, a)
             out[sl] += pb.lam_w_bar * W[sl]
         return out
 

@@ -1,0 +1,107 @@
+"""The label-noise procedure (THEORY.md 4.6) and its expected dynamics.
+
+At each step a fresh ``eps ~ Unif[-s, s]^{n x T}`` is drawn, the second layer is
+fitted on ``Y + eps`` and the objective is the *clean* loss of that fit:
+
+    U_eps(mu) = (1/2n) ||S c_eps - Y||^2 + (lam_a_bar / 2) c_eps^T S c_eps,   c_eps = K^{-1} (Y + eps)
+
+with ``K = S + n lam_a_bar I``. Writing ``a = h^T K^{-1} Y`` (the clean second
+layer) and ``b_eps = h^T K^{-1} eps`` (the second layer fitted to the noise
+alone), its first variation is
+
+    dU_eps/dmu(w) = -(lam_a_bar / 2) a(w)^2 + (lam_a_bar / 2) b_eps(w)^2
+
+and, with ``E eps eps^T = (s^2 / 3) I``,
+
+    E U_eps(mu)      = U(mu) + (s^2 / 6n) df(mu)
+    E dU_eps/dmu(w)  = dU/dmu(w) + (s^2 / 6n) d df/dmu(w),   d df/dmu(w) = n lam_a_bar ||K^{-1} h(X; w)||^2
+
+so the procedure runs, in expectation, the MFLD of ``Obj + (s^2 / 6n) df``: it
+penalises the degrees of freedom. (THEORY.md writes the coefficient as
+``lam_a_bar s^2 / 6n``; with the normalisation ``U = (lam_a_bar/2) Y^T K^{-1} Y``
+of its section 2 the derivation above gives ``s^2 / 6n``, and
+``tests/test_label_noise.py`` confirms it by Monte Carlo.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import namespace
+from .functional import Fit, TwoTimescaleFunctional, degrees_of_freedom
+
+
+def penalty_coefficient(problem: Any, s: float) -> float:
+    """``s^2 / 6n``: the weight of df in the expected objective of the procedure at noise level ``s``."""
+    return s * s / (6.0 * problem.n)
+
+
+def procedure_gradient(functional: TwoTimescaleFunctional, W: Any, q: Any, eps: Any) -> tuple[Any, Fit]:
+    """``grad_w dU_eps/dmu + lam_w_bar w`` at the particles for one noise draw; also the clean fit.
+
+    One Cholesky factorisation serves both right-hand sides ``[Y, eps]``.
+    """
+    pb = functional.problem
+    xp = namespace(W)
+    both = functional.fit(W, q, Y=xp.concatenate([pb.Y, eps], axis=1))
+    T = pb.T
+    weights = xp.asarray(np.r_[np.ones(T), -np.ones(T)], dtype=W.dtype)
+    grad = functional.grad_potential(both, W, column_weights=weights)
+    C = both.coef[:, :T]
+    clean = Fit(W, q, C, pb.Y - pb.n * pb.lam_a_bar * C, 0.5 * pb.lam_a_bar * float(xp.sum(pb.Y * C)) / T,
+                both.side, both.gram, both.factor, both.Z, both.H)
+    return grad, clean
+
+
+def df_first_variation(functional: TwoTimescaleFunctional, fit: Fit, W: Any = None) -> Any:
+    """``d df/dmu(w) = n lam_a_bar ||K^{-1} h(X; w)||^2`` (n-side fits)."""
+    from .backend import cholesky_solve
+
+    pb = functional.problem
+    W = fit.points if W is None else W
+    if fit.side != "n":
+        raise ValueError("the df first variation needs the n x n factorisation (N >= n or grid features)")
+    xp = namespace(W)
+    out = xp.empty(W.shape[0], dtype=W.dtype)
+    K = fit.factor @ fit.factor.T
+    for sl, _, H in functional._blocks(fit, W):
+        KinvH = cholesky_solve(K, H)[0]
+        out[sl] = xp.sum(KinvH * KinvH, axis=0)
+    return pb.n * pb.lam_a_bar * out
+
+
+class ExpectedLabelNoiseFunctional:
+    """``G + (s^2 / 6n) df``: the functional whose MFLD the procedure follows in expectation."""
+
+    name = "two-timescale+label-noise"
+
+    def __init__(self, base: TwoTimescaleFunctional, s: float) -> None:
+        self.base, self.s = base, float(s)
+        self.problem = base.problem
+        self.weight = penalty_coefficient(base.problem, s)
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def features(self, W: Any) -> tuple[Any, Any]:
+        return self.base.features(W)
+
+    def fit(self, *args: Any, **kwargs: Any) -> Fit:
+        return self.base.fit(*args, **kwargs)
+
+    def potential(self, fit: Fit, W: Any = None) -> Any:
+        return self.base.potential(fit, W) + self.weight * df_first_variation(self.base, fit, W)
+
+    def energy(self, fit: Fit) -> dict[str, float]:
+        e = self.base.energy(fit)
+        e["G"] += self.weight * degrees_of_freedom(self.base, fit)
+        return e
+
+    def kernel_fit(self, fit: Fit) -> Fit:
+        return fit
+
+    def predict(self, fit: Fit, X: Any) -> Any:
+        return self.base.predict(fit, X)
