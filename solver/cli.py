@@ -32,9 +32,11 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mfld.validation.suite import run_checks
+    from mfld.validation.experiments import EXPERIMENTS
+    from mfld.validation.suite import CHECKS, run_checks
 
-    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed)
+    registry = EXPERIMENTS if args.command == "experiment" else CHECKS
+    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry)
     print(f"report: {args.out}/summary.md")
     failed = [r.name for r in reports if not r.passed]
     if failed:
@@ -119,6 +121,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="mfld-validation", help="report folder (default: mfld-validation)")
     v.add_argument("--seed", type=int, default=0)
     v.set_defaults(func=_cmd_validate)
+    e = sub.add_parser("experiment", help="reproduce the paper: alignment, paper-figure-1, label-noise, "
+                       "paper-figure-2, sample-complexity")
+    e.add_argument("checks", nargs="+", metavar="name", help="experiment names, or 'all'")
+    e.add_argument("--full", action="store_true", help="the paper's sizes (wants the GPU machine) instead of quick")
+    e.add_argument("--out", default="mfld-experiments", help="report folder (default: mfld-experiments)")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_cmd_validate)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
