@@ -10,7 +10,6 @@ the state (positions, step, time, random generator) around it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,8 @@ import numpy as np
 
 from mfld.solver.backend import namespace, to_host
 from mfld.solver.label_noise import procedure_gradient
+
+from .noise import as_noise
 
 
 def euler_maruyama(functional: Any, W: Any, q: Any, eta: float, xi: Any = None, fit: Any = None) -> Any:
@@ -59,9 +60,12 @@ def check_step_size(problem: Any, eta: float) -> None:
 class Particles:
     """N equally weighted particles evolved by Euler-Maruyama.
 
-    ``rng`` is a NumPy generator for the noise (drawn on the host and moved to
-    the device for CuPy, so that CPU and GPU runs share the stream and the state
-    can be saved); ``langevin=False`` gives the noiseless gradient flow.
+    ``noise`` is a seed (noise keyed by step and global particle index, see
+    :mod:`mfld.discretizations.noise`), a NumPy generator or a noise source; it is
+    drawn on the host and moved to the device for CuPy, so CPU and GPU runs share
+    the stream. ``langevin=False`` gives the noiseless gradient flow. With a
+    communicator in the functional, ``positions`` are this process's block
+    ``[offset, offset + len)`` of ``total`` particles.
     ``label_noise = s > 0`` runs the label-noise procedure (THEORY.md 4.6, see
     :mod:`mfld.solver.label_noise`): fresh ``eps ~ Unif[-s, s]`` every step, the
     drift of the clean loss of the second layer fitted on ``Y + eps``.
@@ -74,11 +78,13 @@ class Particles:
         functional: Any,
         positions: Any,
         eta: float,
-        rng: np.random.Generator,
+        noise: Any,
         langevin: bool = True,
         step: int = 0,
         time: float = 0.0,
         label_noise: float = 0.0,
+        offset: int = 0,
+        total: int | None = None,
     ) -> None:
         check_step_size(functional.problem, eta)
         if label_noise < 0:
@@ -87,12 +93,14 @@ class Particles:
         self.functional = functional
         self.eta = float(eta)
         self.langevin = langevin
-        self.rng = rng
+        self.noise = as_noise(noise)
         xp = namespace(functional.problem.X)
         self.xp = xp
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
-        N = self.positions.shape[0]
-        self.weights = xp.full(N, 1.0 / N, dtype=self.positions.dtype)
+        local = self.positions.shape[0]
+        self.offset = int(offset)
+        self.total = local if total is None else int(total)
+        self.weights = xp.full(local, 1.0 / self.total, dtype=self.positions.dtype)
         self.step_count = int(step)
         self.time = float(time)
         self._fit = None
@@ -110,12 +118,14 @@ class Particles:
     def step(self) -> None:
         """Advance one Euler-Maruyama step of size ``eta``."""
         xi = None
+        k = self.step_count + 1
         if self.langevin:
-            xi = self.xp.asarray(self.rng.standard_normal(self.positions.shape), dtype=self.positions.dtype)
+            local, p = self.positions.shape
+            xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
         if self.label_noise > 0:
             Y = self.functional.problem.Y
             s = self.label_noise
-            eps = self.xp.asarray(self.rng.uniform(-s, s, Y.shape), dtype=Y.dtype)
+            eps = self.xp.asarray(self.noise.uniform(k, Y.shape, -s, s), dtype=Y.dtype)
             grad, _ = procedure_gradient(self.functional, self.positions, self.weights, eps)
             W_new = self.positions - self.eta * grad
             if xi is not None:
@@ -132,41 +142,37 @@ class Particles:
         self.time += self.eta
 
     def entropy(self, max_points: int = 20000) -> float:
-        """Kozachenko-Leonenko estimate of ``Ent(mu) = int mu log mu`` (see :func:`knn_entropy`)."""
-        return knn_entropy(to_host(self.positions), max_points=max_points)
+        """Kozachenko-Leonenko estimate of ``Ent(mu) = int mu log mu`` (see :func:`knn_entropy`).
+
+        The estimate uses every ``stride``-th particle by global index, gathered
+        from all processes, so it does not depend on how the particles are split.
+        """
+        stride = -(-self.total // max_points)
+        first = (-self.offset) % stride
+        sub = to_host(self.positions[first::stride])
+        comm = getattr(self.functional, "comm", None)
+        if comm is not None and comm.size > 1:
+            sub = np.concatenate(comm.allgather(sub))
+        return knn_entropy(sub)
 
     def state(self) -> ParticleState:
-        """Host copy of the positions and generator state."""
-        return ParticleState(
-            to_host(self.positions).copy(), self.step_count, self.time, json.dumps(self.rng.bit_generator.state)
-        )
+        """Host copy of the positions and the noise source's state."""
+        return ParticleState(to_host(self.positions).copy(), self.step_count, self.time, self.noise.state())
 
 
-def rng_from_state(state: str) -> np.random.Generator:
-    """Rebuild a NumPy generator from :meth:`Particles.state`'s JSON text."""
-    st = json.loads(state)
-    bitgen = getattr(np.random, st["bit_generator"])()
-    bitgen.state = st
-    return np.random.Generator(bitgen)
-
-
-def knn_entropy(W: np.ndarray, max_points: int = 20000) -> float:
+def knn_entropy(W: np.ndarray) -> float:
     """Kozachenko-Leonenko nearest-neighbour estimate of ``int mu log mu``.
 
         Ent ~ -[psi(N) - psi(1) + log V_p + (p/N) sum_i log eps_i]
 
     with ``eps_i`` the distance from ``w_i`` to its nearest neighbour and ``V_p``
     the volume of the unit ball in ``R^p``. Consistent as ``N -> infinity`` but
-    biased in high dimension; runs use it only to report the objective. At most
-    ``max_points`` particles (a fixed subsample) enter, to bound the cost.
+    biased in high dimension; runs use it only to report the objective.
     """
     from scipy.spatial import cKDTree
     from scipy.special import digamma, gammaln
 
     W = np.asarray(W, dtype=np.float64)
-    if W.shape[0] > max_points:
-        idx = np.random.default_rng(0).choice(W.shape[0], size=max_points, replace=False)
-        W = W[idx]
     N, p = W.shape
     dist, _ = cKDTree(W).query(W, k=2)
     eps = np.maximum(dist[:, 1], 1e-300)

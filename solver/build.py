@@ -12,16 +12,18 @@ from typing import Any
 import numpy as np
 
 from mfld.discretizations.grid import FieldState, FiniteVolume, Grid, check_box, gaussian_density
-from mfld.discretizations.particles import Particles, rng_from_state
+from mfld.discretizations.noise import KeyedNoise, noise_from_state
+from mfld.discretizations.particles import Particles
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import StationaryResult, solve_stationary
 
 from . import loop
 from .backend import get_backend, to_host
-from .checkpoint import CheckpointReader, CheckpointStore
+from .checkpoint import CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
 from .classical import make_functional
 from .config import get, to_toml
 from .datasets import make_dataset
+from .distributed import Serial, shard, world
 from .label_noise import ExpectedLabelNoiseFunctional
 from .metrics import measure_metrics
 from .observers import Checkpoints, Metrics, Progress
@@ -51,10 +53,10 @@ def build_problem(config: dict[str, Any], data: dict[str, np.ndarray] | None = N
     return pb.to(get_backend(config["backend"]), np.dtype(config["dtype"]))
 
 
-def build_functional(config: dict[str, Any], problem: Problem) -> Any:
+def build_functional(config: dict[str, Any], problem: Problem, comm: Any = None) -> Any:
     """The configured functional; for grids with label noise, its expectation ``G + (s^2/6n) df``."""
     functional = make_functional(
-        config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20
+        config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20, comm
     )
     s = config["model"]["label_noise"]
     if s > 0 and config["model"]["objective"] != "two-timescale":
@@ -64,15 +66,13 @@ def build_functional(config: dict[str, Any], problem: Problem) -> Any:
     return functional
 
 
-def initial_positions(config: dict[str, Any], functional: Any, rng: np.random.Generator) -> np.ndarray:
-    """Draws from the prior: ``w ~ N(0, I / lam_w)`` (and ``a ~ N(0, I / lam_a)`` for the classical objective)."""
+def initial_positions(functional: Any, noise: KeyedNoise, start: int, stop: int) -> np.ndarray:
+    """Particles ``start .. stop - 1`` of the prior: ``w ~ N(0, I / lam_w)`` (``a ~ N(0, I / lam_a)`` too
+    for the classical objective), drawn from the keyed stream at step 0 so that any split gives the same."""
     pb = functional.problem
-    N = config["particles"]["N"]
-    W = pb.sample_prior(N, rng)
-    if functional.dim == pb.p:
-        return W
-    A = rng.standard_normal((N, functional.dim - pb.p)) / np.sqrt(pb.lam_a)
-    return np.concatenate([A, W], axis=1)
+    Z = noise.normal(0, start, stop, functional.dim)
+    T = functional.dim - pb.p
+    return np.concatenate([Z[:, :T] / np.sqrt(pb.lam_a), Z[:, T:] / np.sqrt(pb.lam_w)], axis=1)
 
 
 def prior_sd(functional: Any) -> list[float]:
@@ -107,22 +107,28 @@ def stationary(config: dict[str, Any], functional: Any, grid: Grid, verbose: boo
     return result
 
 
-def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None) -> Any:
-    """A fresh discretisation of the configuration, or one continuing a snapshot."""
-    functional = build_functional(config, problem)
-    eta = get(config, "time.eta")
+def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None, comm: Any = None) -> Any:
+    """A fresh discretisation of the configuration, or one continuing a snapshot.
+
+    With a communicator of several processes (particles only), this process gets its block of the particles.
+    """
+    comm = Serial() if comm is None else comm
     kind = config["discretization"]
+    if comm.size > 1 and kind != "particles":
+        raise ValueError(f"only particles can be split over MPI processes; run discretization = {kind!r} alone")
+    functional = build_functional(config, problem, comm)
+    eta = get(config, "time.eta")
     if kind == "particles":
         langevin, s = get(config, "particles.langevin"), get(config, "model.label_noise")
+        N = config["particles"]["N"]
+        start, stop = shard(N, comm.rank, comm.size)
+        common = {"label_noise": s, "offset": start, "total": N}
         if snapshot is None:
-            rng = np.random.default_rng([config["seed"], 1])
-            return Particles(
-                functional, initial_positions(config, functional, rng), eta, rng, langevin, label_noise=s
-            )
-        return Particles(
-            functional, snapshot.points, eta, rng_from_state(snapshot.rng_state), langevin, snapshot.step,
-            snapshot.time, label_noise=s,
-        )
+            noise = KeyedNoise(config["seed"])
+            W = initial_positions(functional, noise, start, stop)
+            return Particles(functional, W, eta, noise, langevin, **common)
+        return Particles(functional, snapshot.points, eta, noise_from_state(snapshot.rng_state), langevin,
+                         snapshot.step, snapshot.time, **common)
     grid = build_grid(config, functional)
     reference = None
     if config["grid"]["gap"]:
@@ -148,11 +154,26 @@ def metrics_of(system: Any) -> dict[str, float]:
     return out
 
 
-def _observers(config: dict[str, Any], store: CheckpointStore, steps: int, resuming: bool) -> list[Any]:
+def _observers(config: dict[str, Any], store: CheckpointStore, steps: int, resuming: bool, rank: int = 0) -> list[Any]:
     out = config["output"]
     metrics = Metrics(metrics_of, store.add_observables, out["metrics_every"], record_start=not resuming)
-    progress = Progress(steps, {"auto": None, "on": True, "off": False}[out["progress"]], metrics=metrics)
+    shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
+    progress = Progress(steps, shown, metrics=metrics)
     return [metrics, progress, Checkpoints(store, out["checkpoint_every"])]
+
+
+def _store(path: Path, comm: Any, system: Any, create: tuple | None) -> CheckpointStore:
+    """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
+
+    A file that was written sharded stays sharded, whatever the number of processes that continues it.
+    """
+    if comm.size == 1 and not (create is None and is_sharded(path)):
+        return CheckpointStore.create(path, *create) if create else CheckpointStore(path)
+    if comm.rank == 0 and create:
+        CheckpointStore.create(path, *create)
+    comm.barrier()
+    start = system.offset
+    return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total)
 
 
 def start(config: dict[str, Any], path: str | Path | None = None, overwrite: bool = False) -> Path:
@@ -162,30 +183,36 @@ def start(config: dict[str, Any], path: str | Path | None = None, overwrite: boo
         raise FileExistsError(
             f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass --overwrite"
         )
+    comm = world()
+    if comm.size > 1:
+        exists = comm.bcast(path.exists() if comm.rank == 0 else None)
+        if exists and not overwrite:
+            raise FileExistsError(f"{str(path)!r} exists; pass --overwrite or choose another --out")
     data = generate_data(config)
     problem = build_problem(config, data)
-    system = build_system(config, problem)
-    store = CheckpointStore.create(
-        path, to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None)
-    )
+    system = build_system(config, problem, comm=comm)
+    create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None))
+    store = _store(path, comm, system, create)
     steps = config["time"]["steps"]
-    loop.run(system, steps, _observers(config, store, steps, resuming=False))
+    loop.run(system, steps, _observers(config, store, steps, resuming=False, rank=comm.rank))
     return path
 
 
 def resume(path: str | Path, steps: int | None = None) -> Path:
     """Continue the run in ``path`` from its last frame by ``steps`` steps (default: to ``time.steps``)."""
+    comm = world()
     reader = CheckpointReader(path)
-    snap = reader.snapshot()
     config = reader.config
+    rows = slice(*shard(config["particles"]["N"], comm.rank, comm.size)) if comm.size > 1 else slice(None)
+    snap = reader.snapshot(rows=rows)
     if steps is None:
         steps = config["time"]["steps"] - snap.step
         if steps <= 0:
             raise ValueError(
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
-    system = build_system(config, snap.problem, snap)
-    loop.run(system, steps, _observers(config, CheckpointStore(path), steps, resuming=True))
+    system = build_system(config, snap.problem, snap, comm)
+    loop.run(system, steps, _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank))
     return Path(path)
 
 

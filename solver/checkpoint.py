@@ -14,6 +14,12 @@ File layout (every time series is an H5MD element ``{step, time, value}``)::
     /parameters                   attrs: config (TOML text), mfld_kind
     /parameters/data/{X, Y, X_test, Y_test[, relevant]}
 
+A run sharded over R processes (``mpiexec -n R mfld run``) writes each rank's
+particles to its own file ``<name>.r<rank>of<R>.h5`` and rank 0 writes the master
+file, whose ``position/value`` is an HDF5 virtual dataset over the shards (the
+table ``position/sources`` records, per frame, which shard rows hold which global
+particles), so loaders see one file, and a resume on another R just adds shards.
+
 Every write (creation and each commit) goes to a copy of the file that then
 atomically replaces it (``os.replace`` after ``fsync``): a process killed
 mid-write leaves the previous file intact. The price is one file copy per
@@ -22,6 +28,7 @@ commit, cheap next to the steps between checkpoints at sensible intervals.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -182,15 +189,19 @@ class CheckpointStore:
                 _write_particles(f, state)
             else:
                 _write_density(f, state)
-            obs = f["observables"]
-            for step, time, values in pending:
-                for name, v in values.items():
-                    if name not in obs:
-                        _element(obs, name, (), np.float64)
-                    _append(obs[name], step, time, v)
+            _write_observables(f, pending)
 
         _atomic_write(self.path, edit, start_from_existing=True)
         self._pending = []
+
+
+def _write_observables(f: h5py.File, pending: list[tuple[int, float, dict[str, float]]]) -> None:
+    obs = f["observables"]
+    for step, time, values in pending:
+        for name, v in values.items():
+            if name not in obs:
+                _element(obs, name, (), np.float64)
+            _append(obs[name], step, time, v)
 
 
 def _write_particles(f: h5py.File, state: Any) -> None:
@@ -266,8 +277,11 @@ class CheckpointReader:
                 for name, el in f["observables"].items()
             }
 
-    def snapshot(self, step: int | None = None) -> Snapshot:
-        """The measure at ``step`` (default: the last saved frame) with its problem."""
+    def snapshot(self, step: int | None = None, rows: slice = slice(None)) -> Snapshot:
+        """The measure at ``step`` (default: the last saved frame) with its problem.
+
+        ``rows`` selects a block of particles (a process's share when resuming a sharded run).
+        """
         from .build import build_problem
 
         if self.steps.size == 0:
@@ -285,10 +299,11 @@ class CheckpointReader:
         step_k, time_k = int(self.steps[k]), float(self.times[k])
         with h5py.File(self.path, "r") as f:
             if self.kind not in _GRID_KINDS:
-                W = f[f"{_PARTICLES}/position/value"][k]
+                value = f[f"{_PARTICLES}/position/value"]
+                W = value[k, rows]
                 rng = f[f"{_PARTICLES}/rng_state/value"][k]
                 rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
-                q = np.full(W.shape[0], 1.0 / W.shape[0])
+                q = np.full(W.shape[0], 1.0 / value.shape[1])
                 return Snapshot(self.path, self.config, problem, self.kind, step_k, time_k, W, q, rng_state)
             density = f[f"{_FIELDS}/mu/value"][k]
             previous = f[f"{_FIELDS}/mu_previous/value"][k] if f"{_FIELDS}/mu_previous" in f else None
@@ -328,3 +343,85 @@ class CheckpointReader:
 def load(path: str | Path, step: int | None = None) -> Snapshot:
     """The measure saved at ``step`` (default: the last) in checkpoint ``path``, with its problem."""
     return CheckpointReader(path).snapshot(step)
+
+
+class ShardedCheckpointStore(CheckpointStore):
+    """The checkpoint of a particle run split over MPI processes (see the module doc).
+
+    Every rank calls :meth:`commit`; each writes its shard, then rank 0 rebuilds the
+    master's virtual dataset from the table of sources. A process killed between
+    the two leaves the master describing only the frames it had before.
+    """
+
+    def __init__(self, path: str | Path, comm: Any, start: int, stop: int, total: int) -> None:
+        self.comm, self.start, self.stop, self.total = comm, start, stop, total
+        self.path = Path(path)
+        self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
+        self._pending = []
+        if comm.rank == 0:
+            check_file(self.path)
+
+    def has_frames(self) -> bool:
+        return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
+
+    def commit(self, state: Any) -> None:
+        W = np.asarray(state.positions)
+        exists = self.shard.exists()
+
+        def write_shard(f: h5py.File) -> None:
+            if "value" not in f:
+                f.create_dataset("value", shape=(0, *W.shape), maxshape=(None, *W.shape), dtype=W.dtype,
+                                 chunks=(1, *W.shape))
+                f.attrs["start"], f.attrs["stop"] = self.start, self.stop
+            f["value"].resize(f["value"].shape[0] + 1, axis=0)
+            f["value"][-1] = W
+
+        _atomic_write(self.shard, write_shard, start_from_existing=exists)
+        with h5py.File(self.shard, "r") as f:
+            local_index = f["value"].shape[0] - 1
+        sources = self.comm.allgather([self.shard.name, local_index, self.start, self.stop])
+        if self.comm.rank == 0:
+            pending = self._pending
+
+            def edit(f: h5py.File) -> None:
+                group = f[_PARTICLES]
+                if "position" not in group:
+                    el = group.create_group("position")
+                    for name, dtype in (("step", np.int64), ("time", np.float64)):
+                        el.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
+                    el.create_dataset("sources", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(256,))
+                    _element(group, "rng_state", (), _STR)
+                el = group["position"]
+                k = el["step"].shape[0]
+                for name in ("step", "time", "sources"):
+                    el[name].resize(k + 1, axis=0)
+                el["step"][k], el["time"][k] = state.step, state.time
+                el["sources"][k] = json.dumps(sources)
+                _append(group["rng_state"], state.step, state.time, state.rng_state)
+                _rebuild_virtual(el, self.total, W.shape[1], W.dtype)
+                _write_observables(f, pending)
+
+            _atomic_write(self.path, edit, start_from_existing=True)
+        self._pending = []
+        self.comm.barrier()
+
+
+def is_sharded(path: str | Path) -> bool:
+    """Whether the file's particle positions are a virtual dataset over shard files."""
+    with h5py.File(path, "r") as f:
+        return f"{_PARTICLES}/position/sources" in f
+
+
+def _rebuild_virtual(el: h5py.Group, total: int, p: int, dtype: Any) -> None:
+    """``value`` as a virtual dataset (frames x total x p) over the shard files listed in ``sources``.
+
+    Shards are named relative to the master, which HDF5 resolves against the master's folder.
+    """
+    table = [json.loads(t) for t in el["sources"][()]]
+    layout = h5py.VirtualLayout(shape=(len(table), total, p), dtype=dtype)
+    for k, frame in enumerate(table):
+        for name, index, start, stop in frame:
+            layout[k, start:stop] = h5py.VirtualSource(name, "value", shape=(index + 1, stop - start, p))[index]
+    if "value" in el:
+        del el["value"]
+    el.create_virtual_dataset("value", layout, fillvalue=np.nan)

@@ -127,9 +127,16 @@ class ClassicalFunctional:
         return out
 
 
-def make_functional(name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
-    """``"two-timescale"`` (THEORY.md section 2), ``"classical"`` (section 6) or ``"prior"`` (U = 0)."""
+def make_functional(name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Any = None) -> Any:
+    """``"two-timescale"`` (THEORY.md section 2), ``"classical"`` (section 6) or ``"prior"`` (U = 0).
+
+    Only the two-timescale functional can be split over processes (``comm``).
+    """
     kinds = {"two-timescale": TwoTimescaleFunctional, "classical": ClassicalFunctional, "prior": PriorOnlyFunctional}
     if name not in kinds:
         raise ValueError(f"model.objective must be one of {sorted(kinds)}, got {name!r}")
+    if name == "two-timescale":
+        return TwoTimescaleFunctional(problem, memory_budget, comm)
+    if comm is not None and comm.size > 1:
+        raise ValueError(f"model.objective = {name!r} runs in one process; only 'two-timescale' is sharded")
     return kinds[name](problem, memory_budget)

@@ -45,6 +45,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    rows = run_sweep(args.file, args.out, args.scheduler, args.workers)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in rows:
+        print(f"  {r['status']:<15} {r['name']}" + (f"   {r['error']}" if r["status"] == "failed" else ""))
+    print(f"summary: {rows[0]['path'].rsplit('/', 1)[0]}/summary.md" if rows else "no runs")
+    return 1 if failed else 0
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     path = build.resume(args.file, args.steps)
     _finish(path, CheckpointReader(path).config["output"]["plot"])
@@ -128,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="mfld-experiments", help="report folder (default: mfld-experiments)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_cmd_validate)
+    sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")
+    sw.add_argument("file", help="sweep TOML: base, out, [set] and [grid] of lists")
+    sw.add_argument("--out", help="results folder (default: the file's 'out', else its name)")
+    sw.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    sw.add_argument("--workers", type=int, help="worker processes of the LocalCluster (default 2)")
+    sw.set_defaults(func=_cmd_sweep)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")

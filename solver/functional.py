@@ -16,8 +16,11 @@ With ``H = h(X; W)`` (n x N) and ``Q = diag(q)``:
 The dual system is solved by Cholesky on the smaller side: the n x n system
 above when ``n <= N``, otherwise the N x N one from the push-through identity
 ``(B B^T + r I)^{-1} = (I - B (B^T B + r I)^{-1} B^T) / r`` with ``B = H Q^{1/2}``,
-``r = n lam_a_bar``. Features are built in chunks of particles (or data rows) so
-that memory stays within ``memory_budget`` bytes whatever N is.
+``r = n lam_a_bar``. Features are built in chunks of particles so that memory
+stays within ``memory_budget`` bytes whatever N is. With a communicator
+(:mod:`mfld.solver.distributed`) the points are this process's share of the
+measure: local Gram matrices and sums are added across processes with one
+Allreduce each, and the n x n system is solved by every process.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import cholesky_solve, inverse_trace_from_cholesky, namespace
+from .distributed import Serial
 from .problem import Problem
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
@@ -80,9 +84,10 @@ class TwoTimescaleFunctional:
 
     name = "two-timescale"
 
-    def __init__(self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+    def __init__(self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Any = None) -> None:
         self.problem = problem
         self.memory_budget = int(memory_budget)
+        self.comm = Serial() if comm is None else comm
 
     @property
     def dim(self) -> int:
@@ -113,7 +118,7 @@ class TwoTimescaleFunctional:
         validate_measure(W, q, pb.p, signed)
         Y = pb.Y if Y is None else Y
         N, n = W.shape[0], pb.n
-        if N >= n or features is not None:
+        if N >= n or features is not None or self.comm.size > 1:
             return self._fit_n_side(W, q, features, Y)
         return self._fit_N_side(W, q, Y)
 
@@ -137,6 +142,7 @@ class TwoTimescaleFunctional:
                 S += B @ B.T
                 if size >= W.shape[0]:
                     Z_keep, H = Z, Hc
+            S = self.comm.sum(S)
         r = self._ridge()
         K = S + r * xp.eye(n, dtype=S.dtype)
         C, L = cholesky_solve(K, Y)
@@ -216,7 +222,7 @@ class TwoTimescaleFunctional:
     def energy(self, fit: Fit) -> dict[str, float]:
         """``U``, ``second_moment = E||w||^2`` and ``G = U + (lam_w_bar/2) E||w||^2``."""
         xp = namespace(fit.points)
-        m2 = float(xp.sum(fit.weights * xp.sum(fit.points * fit.points, axis=1)))
+        m2 = self.comm.sum(float(xp.sum(fit.weights * xp.sum(fit.points * fit.points, axis=1))))
         return {"U": fit.U, "second_moment": m2, "G": fit.U + 0.5 * self.problem.lam_w_bar * m2}
 
     def kernel_fit(self, fit: Fit) -> Fit:
@@ -233,7 +239,7 @@ class TwoTimescaleFunctional:
             a = H.T @ fit.coef
             Ht = pb.feature.values(pb.feature.preactivation(Xa, W[sl]))
             out += Ht @ (fit.weights[sl, None] * a)
-        return out
+        return self.comm.sum(out)
 
 
 def degrees_of_freedom(functional: Any, fit: Fit) -> float:

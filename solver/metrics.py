@@ -34,6 +34,12 @@ def half_mse(pred: Any, Y: Any) -> float:
     return 0.5 * float(xp.mean((pred - Y) ** 2))
 
 
+def _comm(functional: Any) -> Any:
+    from .distributed import Serial
+
+    return getattr(functional, "comm", Serial())
+
+
 def measure_metrics(functional: Any, fit: Any, entropy: float) -> dict[str, float]:
     """All observables of the measure behind ``fit``, given its entropy."""
     pb = functional.problem
@@ -46,7 +52,7 @@ def measure_metrics(functional: Any, fit: Any, entropy: float) -> dict[str, floa
         "U": e["U"],
         "second_moment": e["second_moment"],
         "kernel_alignment": kernel_alignment(functional, fit),
-        "parameter_alignment": parameter_alignment(pb, W[:, W.shape[1] - pb.p :], fit.weights),
+        "parameter_alignment": _comm(functional).sum(parameter_alignment(pb, W[:, W.shape[1] - pb.p :], fit.weights)),
         "degrees_of_freedom": degrees_of_freedom(functional, fit),
         "train_loss": half_mse(fit.pred, pb.Y),
         "test_loss": float("nan"),

@@ -1,0 +1,79 @@
+"""Processes that share one particle system: the communicator and the split of particles.
+
+The particle system couples only through the Gram matrix ``S = sum_i q_i h_i h_i^T``
+and a few scalar sums, so each process holds a contiguous block of the global
+particle indices and the functional sums its local contributions with one
+``Allreduce``. :class:`Serial` is the single-process stand-in with the same
+interface; :func:`world` returns the MPI one when the program was started by
+``mpiexec`` with more than one process (mpi4py is the optional extra ``mfld[mpi]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import namespace, to_host
+
+
+class Serial:
+    """One process: sums are identities."""
+
+    rank, size = 0, 1
+
+    def sum(self, x: Any) -> Any:
+        return x
+
+    def allgather(self, x: Any) -> list[Any]:
+        return [x]
+
+    def barrier(self) -> None:
+        pass
+
+    def bcast(self, x: Any) -> Any:
+        return x
+
+
+class MPIComm:
+    """An mpi4py communicator; arrays are summed in place (host-staged for CuPy arrays)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+
+    def sum(self, x: Any) -> Any:
+        from mpi4py import MPI
+
+        if np.isscalar(x) or isinstance(x, float | int):
+            return self.comm.allreduce(float(x), op=MPI.SUM)
+        xp = namespace(x)
+        host = np.ascontiguousarray(to_host(x))
+        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+        return host if xp is np else xp.asarray(host)
+
+    def allgather(self, x: Any) -> list[Any]:
+        return self.comm.allgather(x)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def bcast(self, x: Any) -> Any:
+        return self.comm.bcast(x, root=0)
+
+
+def world() -> Serial | MPIComm:
+    """The MPI world when running under ``mpiexec -n R`` with R > 1, else :class:`Serial`."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return Serial()
+    comm = MPI.COMM_WORLD
+    return MPIComm(comm) if comm.Get_size() > 1 else Serial()
+
+
+def shard(total: int, rank: int, size: int) -> tuple[int, int]:
+    """The contiguous block ``[start, stop)`` of ``range(total)`` held by ``rank`` of ``size``."""
+    base, extra = divmod(total, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)

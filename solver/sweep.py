@@ -1,0 +1,139 @@
+"""``mfld sweep``: a grid of configurations run as independent tasks on Dask distributed.
+
+A sweep file is TOML::
+
+    base = "my.toml"              # optional, relative to the sweep file
+    out = "sweep-results"         # optional folder (--out overrides)
+    [set]                         # overrides shared by every run
+    "time.steps" = 500
+    [grid]                        # the cartesian product of these lists
+    seed = [0, 1, 2]
+    "model.lam" = [0.004, 0.01]
+
+Each run writes its own checkpoint ``<out>/<name>.h5``. A finished run is skipped on
+rerun, an unfinished one is resumed. A run that fails is reported with its error,
+and the others carry on. ``summary.csv`` and ``summary.md`` hold one row per run with its
+final observables. The cluster is a ``LocalCluster`` unless ``--scheduler`` names an
+existing one.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Any
+
+SUMMARY = ("objective", "U", "train_loss", "test_loss", "kernel_alignment", "degrees_of_freedom")
+
+
+def read_sweep(path: str | Path) -> tuple[str | None, dict[str, Any], dict[str, list[Any]], str | None]:
+    """``(base config path, shared overrides, grid, out folder)`` of a sweep file."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"sweep file {str(path)!r} does not exist") from None
+    unknown = set(spec) - {"base", "out", "set", "grid"}
+    if unknown:
+        raise ValueError(f"unknown sweep keys {sorted(unknown)}; use base, out, [set] and [grid]")
+    grid = spec.get("grid", {})
+    if not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError("the sweep needs a [grid] table of non-empty lists, e.g. seed = [0, 1]")
+    base = spec.get("base")
+    if base is not None:
+        base = str((path.parent / base).resolve())
+    return base, spec.get("set", {}), grid, spec.get("out")
+
+
+def _toml_value(v: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
+
+
+def tasks(base: str | None, shared: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One task per point of the grid: its name, parameters and ``--set`` overrides."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, values, strict=True))
+        name = "-".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()).replace("/", "_")
+        overrides = [f"{k}={_toml_value(v)}" for k, v in {**shared, **params}.items()]
+        out.append({"name": name, "params": params, "base": base, "overrides": overrides})
+    return out
+
+
+def run_task(task: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Run (or skip, or resume) one configuration; never raises: failures come back as rows."""
+    from .build import resume, start
+    from .checkpoint import CheckpointReader
+    from .config import load_config
+
+    path = Path(folder) / f"{task['name']}.h5"
+    row = {"name": task["name"], **task["params"], "path": str(path)}
+    try:
+        config = load_config(task["base"], task["overrides"] + ['output.progress="off"', "output.plot=false"])
+        target = config["time"]["steps"]
+        if path.exists():
+            reader = CheckpointReader(path)
+            done = int(reader.steps[-1]) if reader.steps.size else 0
+            if done >= target:
+                row["status"] = "skipped (done)"
+            else:
+                resume(path, target - done)
+                row["status"] = "resumed"
+        else:
+            start(config, path)
+            row["status"] = "done"
+        obs = CheckpointReader(path).observables()
+        row.update({k: float(obs[k]["value"][-1]) for k in SUMMARY if k in obs})
+    except Exception as e:  # a failed run is reported, the sweep goes on
+        row["status"] = "failed"
+        row["error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
+def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | None = None,
+              workers: int | None = None) -> list[dict[str, Any]]:
+    """Run every task of the sweep file on Dask and write ``summary.csv`` and ``summary.md``."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError("mfld sweep needs Dask: pip install 'mfld[dask]'") from None
+    base, shared, grid, out_spec = read_sweep(path)
+    # The file's own "out" is relative to the sweep file, like its "base"; --out is relative to the caller.
+    folder = Path(out) if out else Path(path).parent / out_spec if out_spec else Path(path).with_suffix("")
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = tasks(base, shared, grid)
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        client = Client(LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None))
+    try:
+        futures = client.map(run_task, todo, folder=str(folder), pure=False)
+        rows = client.gather(futures)
+    finally:
+        cluster = None if scheduler else client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    write_summary(rows, folder)
+    return rows
+
+
+def write_summary(rows: list[dict[str, Any]], folder: Path) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(folder / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    shown = [c for c in columns if c != "path"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for r in rows:
+        cells = [f"{r[c]:.6g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,83 @@
+"""Particles sharded over MPI ranks follow the single-process trajectory; checkpoints resume on any R."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointReader, load
+from mfld.solver.config import load_config
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'mfld[mpi]')")
+
+SETTINGS = [
+    "data.d=4", "data.n=30", "data.n_test=40", "particles.N=101", "time.eta=0.1", "model.lam=0.05",
+    "output.checkpoint_every=5", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+]
+
+
+def mfld(ranks: int, *args: str) -> None:
+    cmd = [sys.executable, "-m", "mfld.solver.cli", *args]
+    if ranks > 1:
+        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def sets(*extra: str) -> list[str]:
+    return [a for item in [*SETTINGS, *extra] for a in ("--set", item)]
+
+
+def test_two_ranks_follow_the_single_process_trajectory(tmp_path):
+    mfld(1, "run", "--out", str(tmp_path / "one.h5"), *sets("time.steps=20"))
+    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=20"))
+    one, two = load(tmp_path / "one.h5"), load(tmp_path / "two.h5")
+    assert one.step == two.step == 20 and two.points.shape == (101, 5)
+    np.testing.assert_allclose(two.points, one.points, rtol=1e-12, atol=1e-12)
+    o1, o2 = CheckpointReader(tmp_path / "one.h5").observables(), CheckpointReader(tmp_path / "two.h5").observables()
+    for name in ("U", "objective", "kernel_alignment", "degrees_of_freedom", "test_loss", "parameter_alignment"):
+        np.testing.assert_allclose(o2[name]["value"], o1[name]["value"], rtol=1e-12)
+    with h5py.File(tmp_path / "two.h5", "r") as f:
+        assert f["particles/mu/position/value"].is_virtual
+    assert (tmp_path / "two.r0of2.h5").exists() and (tmp_path / "two.r1of2.h5").exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_two_rank_checkpoint_resumes_on_other_counts(tmp_path, ranks):
+    mfld(1, "run", "--out", str(tmp_path / "whole.h5"), *sets("time.steps=20"))
+    mfld(2, "run", "--out", str(tmp_path / "part.h5"), *sets("time.steps=10"))
+    mfld(ranks, "resume", str(tmp_path / "part.h5"), "--steps", "10")
+    whole, part = load(tmp_path / "whole.h5"), load(tmp_path / "part.h5")
+    assert part.step == 20
+    np.testing.assert_allclose(part.points, whole.points, rtol=1e-12, atol=1e-12)
+    reader = CheckpointReader(tmp_path / "part.h5")
+    np.testing.assert_array_equal(reader.steps, [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(load(tmp_path / "part.h5", step=5).points, load(tmp_path / "whole.h5", step=5).points,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_keyed_noise_does_not_depend_on_the_split():
+    from mfld.discretizations.noise import BLOCK, KeyedNoise
+
+    noise = KeyedNoise(7)
+    whole = noise.normal(3, 0, 2 * BLOCK + 17, 2)
+    parts = [noise.normal(3, a, b, 2) for a, b in ((0, 5), (5, BLOCK + 3), (BLOCK + 3, 2 * BLOCK + 17))]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert not np.array_equal(noise.normal(4, 0, 10, 2), whole[:10])
+
+
+def test_in_process_runs_use_the_keyed_stream(tmp_path):
+    config = load_config(None, SETTINGS + ["time.steps=4"])
+    path = build.start(config, tmp_path / "r.h5")
+    assert '"keyed-philox"' in load(path).rng_state
