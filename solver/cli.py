@@ -111,34 +111,35 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+
+def _report_arguments(p: argparse.ArgumentParser, names_help: str, full_help: str, out: str) -> None:
+    p.add_argument("checks", nargs="+", metavar="name", help=names_help)
+    p.add_argument("--full", action="store_true", help=full_help)
+    p.add_argument("--out", default=out, help=f"report folder (default: {out})")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_validate)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfld", description="Mean-field Langevin dynamics of two-layer networks.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a configuration (the built-in default without CONFIG)")
-    r.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
-    r.add_argument("--out", help="checkpoint file (default: output.path)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint file")
+    _config_arguments(r, "checkpoint file (default: output.path)")
     r.set_defaults(func=_cmd_run)
     st = sub.add_parser("stationary", help="compute mu* on a grid as the fixed point of the proximal Gibbs map")
-    st.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
-    st.add_argument("--out", help="output file (default: output.path)")
-    st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key")
-    st.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    _config_arguments(st, "output file (default: output.path)")
     st.set_defaults(func=_cmd_stationary)
     v = sub.add_parser("validate", help="check the theory numerically: convexity, rate, crosscheck, discretizations")
-    v.add_argument("checks", nargs="+", help="check names, or 'all'")
-    v.add_argument("--full", action="store_true", help="paper-grade sizes instead of the quick ones")
-    v.add_argument("--out", default="mfld-validation", help="report folder (default: mfld-validation)")
-    v.add_argument("--seed", type=int, default=0)
-    v.set_defaults(func=_cmd_validate)
+    _report_arguments(v, "check names, or 'all'", "paper-grade sizes instead of the quick ones", "mfld-validation")
     e = sub.add_parser("experiment", help="reproduce the paper: alignment, paper-figure-1, label-noise, "
                        "paper-figure-2, sample-complexity")
-    e.add_argument("checks", nargs="+", metavar="name", help="experiment names, or 'all'")
-    e.add_argument("--full", action="store_true", help="the paper's sizes (wants the GPU machine) instead of quick")
-    e.add_argument("--out", default="mfld-experiments", help="report folder (default: mfld-experiments)")
-    e.add_argument("--seed", type=int, default=0)
-    e.set_defaults(func=_cmd_validate)
+    _report_arguments(e, "experiment names, or 'all'", "the paper's sizes (wants the GPU machine)", "mfld-experiments")
     sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")
     sw.add_argument("file", help="sweep TOML: base, out, [set] and [grid] of lists")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else its name)")

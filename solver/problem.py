@@ -27,6 +27,13 @@ def _finite_matrix(name: str, a: Any, ndim_ok: tuple[int, ...]) -> Any:
     return a
 
 
+def _data_pair(xname: str, yname: str, X: Any, Y: Any) -> tuple[Any, Any]:
+    """Finite inputs (rows) and targets as a matrix (one column per task)."""
+    X = _finite_matrix(xname, X, (2,))
+    Y = _finite_matrix(yname, Y, (1, 2))
+    return X, (Y[:, None] if Y.ndim == 1 else Y)
+
+
 def _positive(name: str, v: float) -> float:
     v = float(v)
     if not math.isfinite(v) or v <= 0:
@@ -60,10 +67,7 @@ class Problem:
             object.__setattr__(self, "feature", get_feature_map(self.feature))
         for name in ("lam", "lam_a", "lam_w"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
-        X = _finite_matrix("X", self.X, (2,))
-        Y = _finite_matrix("Y", self.Y, (1, 2))
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        X, Y = _data_pair("X", "Y", self.X, self.Y)
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one target row per input")
         object.__setattr__(self, "X", X)
@@ -71,10 +75,7 @@ class Problem:
         if (self.X_test is None) != (self.Y_test is None):
             raise ValueError("give both X_test and Y_test, or neither")
         if self.X_test is not None:
-            Xt = _finite_matrix("X_test", self.X_test, (2,))
-            Yt = _finite_matrix("Y_test", self.Y_test, (1, 2))
-            if Yt.ndim == 1:
-                Yt = Yt[:, None]
+            Xt, Yt = _data_pair("X_test", "Y_test", self.X_test, self.Y_test)
             if Xt.shape[1] != X.shape[1]:
                 raise ValueError(f"X_test has {Xt.shape[1]} columns but X has {X.shape[1]}")
             if Yt.shape != (Xt.shape[0], Y.shape[1]):

@@ -21,6 +21,11 @@ def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 
     return Problem(ds.X, Y, feature, X_test=ds.X_test, Y_test=Yt, relevant=ds.relevant, **params)
 
 
+def one_sided_derivative(f, e: float = 1e-4) -> float:
+    """Second-order one-sided difference ``(-3 f(0) + 4 f(e) - f(2e)) / 2e``: mixture weights stay >= 0."""
+    return (-3 * f(0.0) + 4 * f(e) - f(2 * e)) / (2 * e)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import small_problem
+from conftest import one_sided_derivative, small_problem
 from mfld.discretizations.particles import euler_maruyama
 from mfld.solver.classical import ClassicalFunctional
 from mfld.solver.features import FEATURE_MAPS
@@ -70,9 +70,7 @@ def test_first_variation_is_the_directional_derivative_of_U(N, rng):
         def U(e, P=P):
             return F.fit(P, np.concatenate([(1 - e) * q, [e]])).U
 
-        e = 1e-4
-        # Second-order one-sided difference: the weights must stay non-negative.
-        deriv = (-3 * U(0.0) + 4 * U(e) - U(2 * e)) / (2 * e)
+        deriv = one_sided_derivative(U)
         expected = float(F.first_variation_U(fit, w)[0] - q @ dU)
         assert abs(deriv - expected) < 1e-6 * max(1.0, abs(expected))
 
@@ -174,6 +172,5 @@ def test_classical_first_variation_is_directional_derivative(rng):
     def G(e):
         return F.energy(F.fit(P, np.concatenate([(1 - e) * q, [e]])))["G"]
 
-    e = 1e-4
-    deriv = (-3 * G(0.0) + 4 * G(e) - G(2 * e)) / (2 * e)
+    deriv = one_sided_derivative(G)
     assert abs(deriv - float(F.potential(fit, th)[0] - q @ V)) < 1e-6
