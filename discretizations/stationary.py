@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from mfld.solver.backend import namespace
 
 from .grid import Grid, entropy
@@ -125,9 +123,3 @@ def solve_stationary(
     density = xp.exp(psi).reshape(grid.shape)
     return StationaryResult(density, obj, cert, it, converged, history)
 
-
-def as_numpy(result: StationaryResult) -> np.ndarray:
-    """The optimum's density on the host."""
-    from mfld.solver.backend import to_host
-
-    return to_host(result.density)

@@ -136,10 +136,6 @@ class Problem:
             relevant=conv(self.relevant),
         )
 
-    def with_targets(self, Y: Any) -> Problem:
-        """The same problem with other training targets (e.g. label-noise perturbed)."""
-        return replace(self, Y=Y)
-
     def sample_prior(self, N: int, rng: np.random.Generator) -> np.ndarray:
         """``N`` draws from ``nu = N(0, I / lam_w)`` (N x p, on the host)."""
         return rng.standard_normal((N, self.p)) / math.sqrt(self.lam_w)

@@ -67,5 +67,5 @@ def test_convexity_check_detects_a_concave_functional(kind):
 
 
 def test_unknown_check_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown check"):
+    with pytest.raises(ValueError, match=r"unknown name\(s\) \[.convexitty.\]; choose from"):
         run_checks(["convexitty"], tmp_path)
