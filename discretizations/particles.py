@@ -22,10 +22,16 @@ from mfld.solver.label_noise import procedure_gradient
 from .noise import as_noise
 
 
-def euler_maruyama(functional: Any, W: Any, q: Any, eta: float, xi: Any = None, fit: Any = None) -> Any:
-    """One step ``W - eta grad V_{mu_W}(W) + sqrt(2 eta lam) xi`` (no noise when ``xi`` is None)."""
-    fit = functional.fit(W, q) if fit is None else fit
-    W_new = W - eta * functional.grad_potential(fit, W)
+def euler_maruyama(
+    functional: Any, W: Any, q: Any, eta: float, xi: Any = None, fit: Any = None, grad: Any = None
+) -> Any:
+    """One step ``W - eta grad V_{mu_W}(W) + sqrt(2 eta lam) xi`` (no noise when ``xi`` is None).
+
+    ``grad`` replaces ``grad V`` (the label-noise procedure's drift); ``fit`` reuses a solved second layer.
+    """
+    if grad is None:
+        grad = functional.grad_potential(functional.fit(W, q) if fit is None else fit, W)
+    W_new = W - eta * grad
     if xi is not None:
         W_new += math.sqrt(2.0 * eta * functional.problem.lam) * xi
     return W_new
@@ -122,16 +128,14 @@ class Particles:
         if self.langevin:
             local, p = self.positions.shape
             xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
+        grad = None
         if self.label_noise > 0:
             Y = self.functional.problem.Y
             s = self.label_noise
             eps = self.xp.asarray(self.noise.uniform(k, Y.shape, -s, s), dtype=Y.dtype)
             grad, _ = procedure_gradient(self.functional, self.positions, self.weights, eps)
-            W_new = self.positions - self.eta * grad
-            if xi is not None:
-                W_new += math.sqrt(2.0 * self.eta * self.functional.problem.lam) * xi
-        else:
-            W_new = euler_maruyama(self.functional, self.positions, self.weights, self.eta, xi, self.fit())
+        fit = None if grad is not None else self.fit()
+        W_new = euler_maruyama(self.functional, self.positions, self.weights, self.eta, xi, fit, grad)
         if not bool(self.xp.all(self.xp.isfinite(W_new))):
             raise FloatingPointError(
                 f"particle positions became NaN or infinite at step {self.step_count + 1}: the scheme diverged; "

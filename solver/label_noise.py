@@ -63,7 +63,7 @@ def df_first_variation(functional: TwoTimescaleFunctional, fit: Fit, W: Any = No
         raise ValueError("the df first variation needs the n x n factorisation (N >= n or grid features)")
     xp = namespace(W)
     out = xp.empty(W.shape[0], dtype=W.dtype)
-    K = fit.factor @ fit.factor.T
+    K = fit.gram + functional._ridge() * xp.eye(pb.n, dtype=fit.gram.dtype)
     for sl, _, H in functional._blocks(fit, W):
         KinvH = xp.linalg.solve(K, H)  # many right-hand sides: one LU beats column-wise triangular solves
         out[sl] = xp.sum(KinvH * KinvH, axis=0)
