@@ -29,9 +29,10 @@ import numpy as np
 
 from mfld.discretizations.grid import BoxWarning, FiniteVolume, Grid, gaussian_density
 from mfld.discretizations.spectral import FourierSpectral
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import PriorOnlyFunctional, TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.prior import PriorOnlyFunctional
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
 LAM, LAM_W, T_END, L = 0.1, 10.0, 0.5, 2.5
 KAPPA = LAM * LAM_W

@@ -36,10 +36,10 @@ def worker(n: int, N: int, steps: int) -> None:
 
     from mfld.discretizations.noise import KeyedNoise
     from mfld.discretizations.particles import Particles
-    from mfld.solver.datasets import make_dataset
-    from mfld.solver.distributed import MPIComm, Serial, shard
-    from mfld.solver.functional import TwoTimescaleFunctional
-    from mfld.solver.problem import Problem
+    from mfld.model.datasets import make_dataset
+    from mfld.model.distributed import MPIComm, Serial, shard
+    from mfld.model.problem import Problem
+    from mfld.model.two_timescale import TwoTimescaleFunctional
 
     world = MPI.COMM_WORLD
     comm = MPIComm(world) if world.Get_size() > 1 else Serial()

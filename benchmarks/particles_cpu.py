@@ -20,9 +20,10 @@ import tracemalloc
 import numpy as np
 
 from mfld.discretizations.particles import euler_maruyama
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.functional import GradientDrift
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
 LAM, LAM_A, LAM_W, ETA = 0.004, 0.25, 0.25, 0.2
 
@@ -61,6 +62,7 @@ def main() -> None:
     ds = make_dataset("x1x2", d=d, n=n, n_test=10, seed=0)
     pb = Problem(ds.X, ds.Y, "tanh_bias", LAM, LAM_A, LAM_W)
     F = TwoTimescaleFunctional(pb)
+    drift = GradientDrift(F)
     rng = np.random.default_rng(0)
     print(f"n = {n}, d = {d}, p = {pb.p}, float64; memory_budget = {F.memory_budget / 2**20:.0f} MiB")
     header = f"{'N':>9} | {'mfld steps/s':>12} {'peak MiB':>9} | {'plain steps/s':>13} {'peak MiB':>9} |"
@@ -70,7 +72,7 @@ def main() -> None:
         W = pb.sample_prior(N, rng)
         xi = rng.standard_normal(W.shape)
         q = np.full(N, 1.0 / N)
-        out_m, t_m, mem_m = measure(lambda W, xi, q=q: euler_maruyama(F, W, q, ETA, xi), W, xi, repeats)
+        out_m, t_m, mem_m = measure(lambda W, xi, q=q: euler_maruyama(W, q, drift, ETA, LAM, xi, 1), W, xi, repeats)
         plain_bytes = 4 * n * N * 8
         if plain_bytes < 12 * 2**30:
             out_p, t_p, mem_p = measure(lambda W, xi: plain_step(W, ds.X, ds.Y, xi), W, xi, repeats)

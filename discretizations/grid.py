@@ -17,6 +17,8 @@ Time steps are linearly implicit: V is frozen at the current density (the
 functional evaluated on the cell centres weighted by ``m |cell|``) and one sparse
 system is solved.
 
+The schemes are registered in :data:`GRID_SCHEMES`:
+
 * ``"implicit-euler"``: ``(I - tau A(V^k)) m^{k+1} = m^k``. Mass is conserved to
   round-off and ``m^{k+1} >= 0`` for every ``tau``; first order in time.
 * ``"bdf2"``: ``(I - (2/3) tau A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``.
@@ -32,14 +34,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from mfld.solver.backend import namespace, to_host
-
-SCHEMES = ("implicit-euler", "bdf2")
+from mfld.model.backend import Array, namespace, to_host
+from mfld.model.functional import Fit, Functional
+from mfld.model.registry import Registry
 
 
 class BoxWarning(UserWarning):
@@ -116,7 +121,7 @@ class Grid:
         return mask
 
 
-def check_box(grid: Grid, prior_sd: list[float], outside_tol: float = 1e-3, min_cells_per_sd: float = 2.0) -> None:
+def check_box(grid: Grid, prior_sd: Sequence[float], outside_tol: float = 1e-3, min_cells_per_sd: float = 2.0) -> None:
     """Refuse a box that cannot hold the prior (the initial measure), a centred Gaussian.
 
     ``prior_sd`` gives its standard deviation per axis (``1 / sqrt(lam_w)`` for
@@ -146,7 +151,7 @@ def _erfinv_upper(tail: float) -> float:
     return float(erfcinv(2 * tail))
 
 
-def gaussian_density(grid: Grid, mean: Any, cov: Any) -> np.ndarray:
+def gaussian_density(grid: Grid, mean: npt.ArrayLike, cov: npt.ArrayLike) -> np.ndarray:
     """A Gaussian density at the cell centres, renormalised to unit discrete mass."""
     X = grid.centers() - np.asarray(mean, dtype=float)
     P = np.linalg.inv(np.atleast_2d(cov))
@@ -154,7 +159,7 @@ def gaussian_density(grid: Grid, mean: Any, cov: Any) -> np.ndarray:
     return m / (m.sum() * grid.cell_volume)
 
 
-def bernoulli(x: Any) -> Any:
+def bernoulli(x: Array) -> Array:
     """``B(x) = x / (e^x - 1)``, with ``B(0) = 1`` and no cancellation near 0."""
     xp = namespace(x)
     small = xp.abs(x) < 1e-8
@@ -162,7 +167,7 @@ def bernoulli(x: Any) -> Any:
     return xp.where(small, 1.0 - 0.5 * x, safe / xp.expm1(safe))
 
 
-def _sparse(xp: Any) -> tuple[Any, Any]:
+def _sparse(xp: ModuleType) -> tuple[ModuleType, ModuleType]:
     if xp is np:
         import scipy.sparse as sp
         import scipy.sparse.linalg as spla
@@ -172,7 +177,7 @@ def _sparse(xp: Any) -> tuple[Any, Any]:
     return sp, spla
 
 
-def fokker_planck_matrix(grid: Grid, V: Any, lam: float) -> Any:
+def fokker_planck_matrix(grid: Grid, V: Array, lam: float) -> Any:  # a scipy or cupyx sparse matrix
     """Sparse ``A(V)`` with ``dm/dt = A m`` the Scharfetter-Gummel discretisation (see module doc)."""
     xp = namespace(V)
     sp, _ = _sparse(xp)
@@ -207,14 +212,14 @@ class FieldState:
     previous: np.ndarray | None = None
 
 
-def entropy(m: Any, cell_volume: float) -> float:
+def entropy(m: Array, cell_volume: float) -> float:
     """``Ent(m) = sum m log m |cell|`` (with ``0 log 0 = 0``; negative undershoots ignored)."""
     xp = namespace(m)
     pos = m > 0
     return float(xp.sum(xp.where(pos, m * xp.log(xp.where(pos, m, 1.0)), 0.0)) * cell_volume)
 
 
-def certificate(m: Any, V: Any, lam: float, cell_volume: float) -> float:
+def certificate(m: Array, V: Array, lam: float, cell_volume: float) -> float:
     """``lam KL(m || p_m)``, ``p_m ∝ exp(-V_m / lam)``: an upper bound on ``Obj(m) - Obj(mu*)``."""
     xp = namespace(m)
     logp = -V / lam
@@ -236,9 +241,9 @@ class GridDensity:
 
     def __init__(
         self,
-        functional: Any,
+        functional: Functional,
         grid: Grid,
-        density: Any,
+        density: npt.ArrayLike,
         tau: float,
         step: int = 0,
         time: float = 0.0,
@@ -255,26 +260,26 @@ class GridDensity:
         self.points = xp.asarray(grid.centers(), dtype=dtype)
         self.features = functional.features(self.points)
         self.density = xp.asarray(density, dtype=dtype).reshape(grid.shape)
-        self.previous: Any = None
         self.step_count, self.time = int(step), float(time)
         self.edge_mass_warning = edge_mass_warning
         self.reference_objective = reference_objective
         self._edge = xp.asarray(grid.edge_mask())
         self._warned = False
-        self._fit: Any = None
+        self._fit: Fit | None = None
 
-    def measure(self) -> tuple[Any, Any]:
+    def measure(self) -> tuple[Array, Array]:
         return self.points, self.density.ravel() * self.grid.cell_volume
 
-    def fit(self) -> Any:
+    def fit(self) -> Fit:
         if self._fit is None:
-            self._fit = self._fit_of(self.density)
+            self._fit = self.fit_of(self.density)
         return self._fit
 
-    def _fit_of(self, m: Any) -> Any:
+    def fit_of(self, m: Array) -> Fit:
+        """The functional's fit of the density ``m`` on this grid."""
         return self.functional.fit(self.points, m.ravel() * self.grid.cell_volume, self.features, signed=self.signed)
 
-    def potential(self) -> Any:
+    def potential(self) -> Array:
         """``V_m`` at the cell centres, in the grid's shape."""
         return self.functional.potential(self.fit()).reshape(self.grid.shape)
 
@@ -286,19 +291,11 @@ class GridDensity:
         return self.functional.energy(self.fit())["G"] + self.functional.problem.lam * self.entropy()
 
     def diagnostics(self) -> dict[str, float]:
-        """Certificate, gap (if the optimum is known), mass, minimum density, mass in the outer cells."""
-        xp, vol = self.xp, self.grid.cell_volume
-        out = {
-            "certificate": certificate(self.density, self.potential(), self.functional.problem.lam, vol),
-            "mass": float(xp.sum(self.density)) * vol,
-            "min_density": float(xp.min(self.density)),
-            "edge_mass": float(xp.sum(self.density[self._edge])) * vol,
-        }
-        if self.reference_objective is not None:
-            out["gap"] = self.objective() - self.reference_objective
-        return out
+        """The :data:`GRID_DIAGNOSTICS` of the current density (``gap`` only when the optimum is known)."""
+        return {name: f(self) for name, f in GRID_DIAGNOSTICS.items()
+                if name != "gap" or self.reference_objective is not None}
 
-    def _advance(self, new: Any) -> None:
+    def _advance(self, new: Array) -> None:
         if not bool(self.xp.all(self.xp.isfinite(new))):
             raise FloatingPointError(
                 f"the density became NaN or infinite at step {self.step_count + 1}; reduce time.eta (now {self.tau})"
@@ -326,32 +323,101 @@ class GridDensity:
         return FieldState(to_host(self.density).copy(), self.step_count, self.time)
 
 
+def _mass(g: GridDensity) -> float:
+    return float(g.xp.sum(g.density)) * g.grid.cell_volume
+
+
+GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry("grid diagnostic")
+GRID_DIAGNOSTICS.add("certificate", lambda g: certificate(g.density, g.potential(), g.functional.problem.lam,
+                                                          g.grid.cell_volume),
+                     "lam KL(m || p_m), an upper bound on Obj(m) - Obj(mu*)")
+GRID_DIAGNOSTICS.add("gap", lambda g: g.objective() - g.reference_objective, "Obj(m) - Obj(mu*), when mu* was computed")
+GRID_DIAGNOSTICS.add("mass", _mass, "total mass, 1 to round-off")
+GRID_DIAGNOSTICS.add("min_density", lambda g: float(g.xp.min(g.density)), "the smallest density value")
+GRID_DIAGNOSTICS.add("edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) * g.grid.cell_volume,
+                     "mass in the outermost cells")
+
+
+class GridScheme(Protocol):
+    """A linearly implicit time scheme of :class:`FiniteVolume`: the next density from the current one.
+
+    ``history`` is what the scheme keeps of earlier steps, saved with the state
+    so that a resumed run continues bit for bit (None for one-step schemes).
+    """
+
+    def advance(self, fv: FiniteVolume, V: Array) -> Array: ...
+
+    def history(self, like: np.ndarray) -> np.ndarray | None: ...
+
+
+class ImplicitEuler:
+    """``(I - tau A(V^k)) m^{k+1} = m^k``: positive for every ``tau``, first order."""
+
+    def __init__(self, previous: Array | None = None) -> None:
+        pass
+
+    def advance(self, fv: FiniteVolume, V: Array) -> Array:
+        return fv.solve(V, fv.tau, fv.density)
+
+    def history(self, like: np.ndarray) -> None:
+        return None
+
+
+class BDF2:
+    """``(I - (2/3) tau A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``: second order, positivity checked.
+
+    The first step (no ``m^{k-1}`` yet) is an implicit Euler step.
+    """
+
+    def __init__(self, previous: Array | None = None) -> None:
+        self.previous = previous
+        self._V_previous: Array | None = None  # V of ``previous``; recomputed after a resume
+
+    def advance(self, fv: FiniteVolume, V: Array) -> Array:
+        if self.previous is None:
+            new = fv.solve(V, fv.tau, fv.density)
+        else:
+            V_prev = self._V_previous
+            if V_prev is None:
+                V_prev = fv.functional.potential(fv.fit_of(self.previous)).reshape(fv.grid.shape)
+            rhs = (4.0 * fv.density - self.previous) / 3.0
+            new = fv.solve(2.0 * V - V_prev, 2.0 * fv.tau / 3.0, rhs)
+        if float(fv.xp.min(new)) < 0:
+            raise FloatingPointError(
+                f"bdf2 produced a negative density ({float(fv.xp.min(new)):.3g}) at step {fv.step_count + 1}; "
+                f"reduce time.eta (now {fv.tau}) or use grid.scheme = 'implicit-euler' (positive for any step)"
+            )
+        self.previous, self._V_previous = fv.density, V
+        return new
+
+    def history(self, like: np.ndarray) -> np.ndarray:
+        """The density one step earlier (NaN before the first step)."""
+        return np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy()
+
+
+GRID_SCHEMES: Registry[Callable[[Array | None], GridScheme]] = Registry("grid.scheme")
+GRID_SCHEMES.add("implicit-euler", ImplicitEuler, "positive for any step, order 1")
+GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
+
+
 class FiniteVolume(GridDensity):
     """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc)."""
 
     def __init__(
-        self, functional: Any, grid: Grid, density: Any, tau: float, scheme: str = "implicit-euler",
-        previous: Any = None, **kwargs: Any,
+        self, functional: Functional, grid: Grid, density: npt.ArrayLike, tau: float,
+        scheme: str = "implicit-euler", previous: npt.ArrayLike | None = None, **kwargs: Any,
     ) -> None:
-        if scheme not in SCHEMES:
-            raise ValueError(f"grid.scheme must be one of {SCHEMES}, got {scheme!r}")
         super().__init__(functional, grid, density, tau, **kwargs)
-        self.scheme = scheme
-        self.previous = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(
-            grid.shape
-        )
-        self._solver: tuple[float, Any, Any] | None = None
-        self._V_previous: Any = None  # V of ``previous``; recomputed after a resume
+        prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(grid.shape)
+        self.scheme_name = scheme
+        self.scheme = GRID_SCHEMES[scheme](prev)
+        self._solver: tuple[float, Array, Callable[[Array], Array]] | None = None
 
     def state(self) -> FieldState:
-        if self.scheme != "bdf2":
-            return super().state()
         density = to_host(self.density).copy()
-        prev = np.full_like(density, np.nan) if self.previous is None else to_host(self.previous).copy()
-        return FieldState(density, self.step_count, self.time, prev)
+        return FieldState(density, self.step_count, self.time, self.scheme.history(density))
 
-    # ----------------------------------------------------------------- step
-    def _solve(self, V: Any, dt: float, rhs: Any) -> Any:
+    def solve(self, V: Array, dt: float, rhs: Array) -> Array:
         """``(I - dt A(V))^{-1} rhs``, reusing the factorisation while V and dt are unchanged."""
         cached = self._solver
         if cached is None or cached[0] != dt or not bool(self.xp.array_equal(cached[1], V)):
@@ -363,20 +429,4 @@ class FiniteVolume(GridDensity):
 
     def step(self) -> None:
         """One linearly implicit step of size ``tau``."""
-        V = self.potential()
-        if self.scheme == "implicit-euler" or self.previous is None:
-            new = self._solve(V, self.tau, self.density)
-        else:
-            V_prev = self._V_previous
-            if V_prev is None:
-                V_prev = self.functional.potential(self._fit_of(self.previous)).reshape(self.grid.shape)
-            rhs = (4.0 * self.density - self.previous) / 3.0
-            new = self._solve(2.0 * V - V_prev, 2.0 * self.tau / 3.0, rhs)
-        if self.scheme == "bdf2" and float(self.xp.min(new)) < 0:
-            raise FloatingPointError(
-                f"bdf2 produced a negative density ({float(self.xp.min(new)):.3g}) at step {self.step_count + 1}; "
-                f"reduce time.eta (now {self.tau}) or use grid.scheme = 'implicit-euler' (positive for any step)"
-            )
-        if self.scheme == "bdf2":
-            self.previous, self._V_previous = self.density, V
-        self._advance(new)
+        self._advance(self.scheme.advance(self, self.potential()))

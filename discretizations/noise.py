@@ -11,12 +11,28 @@ NumPy generator for runs built by hand (its state is saved instead).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 BLOCK = 4096
 _LABEL_TAG = 2**32 - 1  # the block index reserved for label noise
+
+
+class NoiseSource(Protocol):
+    """Where a particle system's randomness comes from."""
+
+    def normal(self, step: int, start: int, stop: int, p: int) -> np.ndarray:
+        """Standard normals for global particle indices ``start .. stop - 1`` at ``step``."""
+        ...
+
+    def uniform(self, step: int, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        """Uniform draws shared by all processes at ``step`` (the label noise)."""
+        ...
+
+    def state(self) -> str:
+        """JSON text from which :func:`noise_from_state` rebuilds the source."""
+        ...
 
 
 class KeyedNoise:
@@ -63,15 +79,22 @@ class SequentialNoise:
         return json.dumps({"stream": "sequential", "state": self.rng.bit_generator.state})
 
 
-def as_noise(source: Any) -> KeyedNoise | SequentialNoise:
+def as_noise(source: NoiseSource | np.random.Generator | int) -> NoiseSource:
     """A noise source from a seed (keyed), a NumPy generator (sequential) or a noise source."""
-    if isinstance(source, KeyedNoise | SequentialNoise):
-        return source
     if isinstance(source, np.random.Generator):
         return SequentialNoise(source)
     if isinstance(source, int | np.integer):
         return KeyedNoise(int(source))
+    if all(callable(getattr(source, m, None)) for m in ("normal", "uniform", "state")):
+        return source
     raise TypeError(f"noise must be a seed, a numpy Generator or a noise source, got {type(source).__name__}")
+
+
+# Names read from a file select code only through this table.
+_BIT_GENERATORS = {
+    "PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64, "MT19937": np.random.MT19937,
+}
 
 
 def noise_from_state(text: str) -> KeyedNoise | SequentialNoise:
@@ -82,6 +105,9 @@ def noise_from_state(text: str) -> KeyedNoise | SequentialNoise:
             raise ValueError(f"the checkpoint's noise blocks have {st['block']} rows, this mfld uses {BLOCK}")
         return KeyedNoise(st["seed"])
     inner = st["state"] if st.get("stream") == "sequential" else st
-    bitgen = getattr(np.random, inner["bit_generator"])()
+    name = inner.get("bit_generator")
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"unknown noise generator {name!r} in a saved state; known: {sorted(_BIT_GENERATORS)}")
+    bitgen = _BIT_GENERATORS[name]()
     bitgen.state = inner
     return SequentialNoise(np.random.Generator(bitgen))

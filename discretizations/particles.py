@@ -1,53 +1,66 @@
-"""Interacting particles: Euler-Maruyama for MFLD (THEORY.md section 3).
+"""Interacting particles for MFLD (THEORY.md section 3).
 
-    w_i <- w_i - eta grad_w V_{mu_W}(w_i) + sqrt(2 eta lam) xi_i,   xi_i ~ N(0, I)
+The empirical measure ``mu_W = (1/N) sum_i delta_{w_i}`` moves under a drift
+``b = -grad_w V_{mu_W}`` (a :class:`~mfld.model.functional.Drift`: plain MFLD,
+or the label-noise procedure's) by a time scheme from :data:`PARTICLE_SCHEMES`:
 
-with ``mu_W = (1/N) sum_i delta_{w_i}``. With ``langevin=False`` the noise is
-dropped and the step is the explicit Euler step of the mean-field gradient flow.
-The scheme is a pure function :func:`euler_maruyama`; :class:`Particles` holds
-the state (positions, step, time, random generator) around it.
+    euler-maruyama:   w_i <- w_i + eta b(w_i) + sqrt(2 eta lam) xi_i,   xi_i ~ N(0, I)
+
+With ``langevin=False`` the noise is dropped: the explicit Euler step of the
+mean-field gradient flow. A scheme is a pure function; :class:`Particles` holds
+the state (positions, step, time, noise source) around it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
-from mfld.solver.backend import namespace, to_host
-from mfld.solver.label_noise import procedure_gradient
+from mfld.model.backend import Array, namespace, to_host
+from mfld.model.functional import Drift, Fit, Functional, GradientDrift
+from mfld.model.problem import Problem
+from mfld.model.registry import Registry
 
-from .noise import as_noise
+from .noise import NoiseSource, as_noise
+
+
+class ParticleScheme(Protocol):
+    """One step ``W -> W'`` of size ``eta`` given the drift, the step's noise ``xi`` (or None) and ``lam``."""
+
+    def __call__(
+        self, W: Array, q: Array, drift: Drift, eta: float, lam: float, xi: Array | None, step: int,
+        fit: Fit | None = None,
+    ) -> Array: ...
 
 
 def euler_maruyama(
-    functional: Any, W: Any, q: Any, eta: float, xi: Any = None, fit: Any = None, grad: Any = None
-) -> Any:
-    """One step ``W - eta grad V_{mu_W}(W) + sqrt(2 eta lam) xi`` (no noise when ``xi`` is None).
-
-    ``grad`` replaces ``grad V`` (the label-noise procedure's drift); ``fit`` reuses a solved second layer.
-    """
-    if grad is None:
-        grad = functional.grad_potential(functional.fit(W, q) if fit is None else fit, W)
-    W_new = W - eta * grad
+    W: Array, q: Array, drift: Drift, eta: float, lam: float, xi: Array | None, step: int, fit: Fit | None = None
+) -> Array:
+    """``W + eta b(W) + sqrt(2 eta lam) xi`` (no noise when ``xi`` is None); ``fit`` is the solved fit of ``W``."""
+    W_new = W + eta * drift(W, q, step, fit)
     if xi is not None:
-        W_new += math.sqrt(2.0 * eta * functional.problem.lam) * xi
+        W_new += math.sqrt(2.0 * eta * lam) * xi
     return W_new
+
+
+PARTICLE_SCHEMES: Registry[ParticleScheme] = Registry("particles.scheme")
+PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
 
 
 @dataclass
 class ParticleState:
     """Everything a run needs to continue bit for bit."""
 
-    positions: Any
+    positions: np.ndarray
     step: int
     time: float
     rng_state: str
 
 
-def check_step_size(problem: Any, eta: float) -> None:
+def check_step_size(problem: Problem, eta: float) -> None:
     """Refuse steps at which even the prior's linear part is unstable.
 
     The confinement ``lam_w_bar w`` alone maps ``w -> (1 - eta lam_w_bar) w``; at
@@ -63,40 +76,47 @@ def check_step_size(problem: Any, eta: float) -> None:
         )
 
 
+def initial_positions(functional: Functional, noise: NoiseSource, start: int, stop: int) -> np.ndarray:
+    """Particles ``start .. stop - 1`` of the prior: ``w ~ N(0, I / lam_w)`` (``a ~ N(0, I / lam_a)`` too
+    for the classical objective), drawn from the noise at step 0 so that any split gives the same."""
+    pb = functional.problem
+    Z = noise.normal(0, start, stop, functional.dim)
+    T = functional.dim - pb.p
+    return np.concatenate([Z[:, :T] / np.sqrt(pb.lam_a), Z[:, T:] / np.sqrt(pb.lam_w)], axis=1)
+
+
 class Particles:
-    """N equally weighted particles evolved by Euler-Maruyama.
+    """N equally weighted particles moved by a particle scheme.
 
     ``noise`` is a seed (noise keyed by step and global particle index, see
     :mod:`mfld.discretizations.noise`), a NumPy generator or a noise source; it is
     drawn on the host and moved to the device for CuPy, so CPU and GPU runs share
-    the stream. ``langevin=False`` gives the noiseless gradient flow. With a
-    communicator in the functional, ``positions`` are this process's block
+    the stream. ``drift`` defaults to ``-grad V`` of the functional.
+    ``langevin=False`` gives the noiseless gradient flow. With a communicator in
+    the functional, ``positions`` are this process's block
     ``[offset, offset + len)`` of ``total`` particles.
-    ``label_noise = s > 0`` runs the label-noise procedure (THEORY.md 4.6, see
-    :mod:`mfld.solver.label_noise`): fresh ``eps ~ Unif[-s, s]`` every step, the
-    drift of the clean loss of the second layer fitted on ``Y + eps``.
     """
 
     kind = "particles"
 
     def __init__(
         self,
-        functional: Any,
-        positions: Any,
+        functional: Functional,
+        positions: Array,
         eta: float,
-        noise: Any,
+        noise: NoiseSource | np.random.Generator | int,
         langevin: bool = True,
         step: int = 0,
         time: float = 0.0,
-        label_noise: float = 0.0,
+        drift: Drift | None = None,
+        scheme: str = "euler-maruyama",
         offset: int = 0,
         total: int | None = None,
     ) -> None:
         check_step_size(functional.problem, eta)
-        if label_noise < 0:
-            raise ValueError(f"model.label_noise must be >= 0, got {label_noise}")
-        self.label_noise = float(label_noise)
         self.functional = functional
+        self.drift: Drift = GradientDrift(functional) if drift is None else drift
+        self.scheme = PARTICLE_SCHEMES[scheme]
         self.eta = float(eta)
         self.langevin = langevin
         self.noise = as_noise(noise)
@@ -109,33 +129,27 @@ class Particles:
         self.weights = xp.full(local, 1.0 / self.total, dtype=self.positions.dtype)
         self.step_count = int(step)
         self.time = float(time)
-        self._fit = None
+        self._fit: Fit | None = None
 
-    def fit(self) -> Any:
-        """The second layer of the current measure (cached until the next step)."""
+    def fit(self) -> Fit:
+        """The functional's fit of the current measure (cached until the next step)."""
         if self._fit is None:
             self._fit = self.functional.fit(self.positions, self.weights)
         return self._fit
 
-    def measure(self) -> tuple[Any, Any]:
+    def measure(self) -> tuple[Array, Array]:
         """``(points, weights)`` of the current empirical measure."""
         return self.positions, self.weights
 
     def step(self) -> None:
-        """Advance one Euler-Maruyama step of size ``eta``."""
+        """Advance one step of size ``eta``."""
         xi = None
         k = self.step_count + 1
         if self.langevin:
             local, p = self.positions.shape
             xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
-        grad = None
-        if self.label_noise > 0:
-            Y = self.functional.problem.Y
-            s = self.label_noise
-            eps = self.xp.asarray(self.noise.uniform(k, Y.shape, -s, s), dtype=Y.dtype)
-            grad, _ = procedure_gradient(self.functional, self.positions, self.weights, eps)
-        fit = None if grad is not None else self.fit()
-        W_new = euler_maruyama(self.functional, self.positions, self.weights, self.eta, xi, fit, grad)
+        W_new = self.scheme(self.positions, self.weights, self.drift, self.eta, self.functional.problem.lam, xi, k,
+                            self._fit)
         if not bool(self.xp.all(self.xp.isfinite(W_new))):
             raise FloatingPointError(
                 f"particle positions became NaN or infinite at step {self.step_count + 1}: the scheme diverged; "
@@ -154,10 +168,14 @@ class Particles:
         stride = -(-self.total // max_points)
         first = (-self.offset) % stride
         sub = to_host(self.positions[first::stride])
-        comm = getattr(self.functional, "comm", None)
-        if comm is not None and comm.size > 1:
+        comm = self.functional.comm
+        if comm.size > 1:
             sub = np.concatenate(comm.allgather(sub))
         return knn_entropy(sub)
+
+    def diagnostics(self) -> dict[str, float]:
+        """Particles add no observables of their own."""
+        return {}
 
     def state(self) -> ParticleState:
         """Host copy of the positions and the noise source's state."""

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .grid import GridDensity
+import numpy.typing as npt
+
+from mfld.model.functional import Functional
+
+from .grid import Grid, GridDensity
 
 
 class FourierSpectral(GridDensity):
@@ -31,7 +35,7 @@ class FourierSpectral(GridDensity):
     kind = "spectral"
     signed = True
 
-    def __init__(self, functional: Any, grid: Any, density: Any, tau: float, **kwargs: Any) -> None:
+    def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, tau: float, **kwargs: Any) -> None:
         super().__init__(functional, grid, density, tau, **kwargs)
         xp = self.xp
         freqs = []

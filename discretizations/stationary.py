@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from mfld.solver.backend import namespace
+from mfld.model.backend import Array, namespace
+from mfld.model.functional import Functional
 
 from .grid import Grid, entropy
 
@@ -31,7 +31,7 @@ from .grid import Grid, entropy
 class StationaryResult:
     """The computed optimum and the history of the iteration."""
 
-    density: Any
+    density: Array
     objective: float
     certificate: float
     iterations: int
@@ -39,16 +39,16 @@ class StationaryResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _normalise(psi: Any, cell_volume: float) -> Any:
+def _normalise(psi: Array, cell_volume: float) -> Array:
     xp = namespace(psi)
     top = float(xp.max(psi))
     return psi - (top + math.log(float(xp.sum(xp.exp(psi - top))) * cell_volume))
 
 
 def solve_stationary(
-    functional: Any,
+    functional: Functional,
     grid: Grid,
-    initial: Any = None,
+    initial: Array | None = None,
     tol: float = 1e-10,
     max_iter: int = 2000,
     damping: float = 0.5,
@@ -71,7 +71,7 @@ def solve_stationary(
         psi = xp.log(xp.maximum(xp.asarray(initial, dtype=pb.X.dtype).ravel(), 1e-300))
     psi = _normalise(psi, vol)
 
-    def evaluate(psi: Any) -> tuple[Any, float, float]:
+    def evaluate(psi: Array) -> tuple[Array, float, float]:
         m = xp.exp(psi)
         fit = functional.fit(points, m * vol, features)
         g = _normalise(-functional.potential(fit) / lam, vol)
@@ -80,8 +80,8 @@ def solve_stationary(
         obj = functional.energy(fit)["G"] + lam * entropy(m, vol)
         return f, cert, obj
 
-    dX: list[Any] = []
-    dF: list[Any] = []
+    dX: list[Array] = []
+    dF: list[Array] = []
     history: dict[str, list[float]] = {"certificate": [], "objective": []}
     best = (math.inf, psi)
     f, cert, obj = evaluate(psi)

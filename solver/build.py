@@ -1,38 +1,43 @@
 """Assemble a run from a configuration: problem -> functional -> discretisation -> observers.
 
 This is the one place that knows every piece; the pieces know nothing of each
-other beyond their interfaces.
+other beyond their interfaces. What a configuration may name comes from the
+registries (:data:`~mfld.model.objectives.OBJECTIVES`,
+:data:`~mfld.discretizations.registry.DISCRETIZATIONS`, ...).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mfld.discretizations.grid import FieldState, FiniteVolume, Grid, check_box, gaussian_density
-from mfld.discretizations.noise import KeyedNoise, noise_from_state
-from mfld.discretizations.particles import Particles
-from mfld.discretizations.spectral import FourierSpectral
+from mfld.discretizations import loop
+from mfld.discretizations.grid import FieldState, Grid, check_box, gaussian_density
+from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
+from mfld.discretizations.particles import Particles, ParticleState, initial_positions
+from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.discretizations.stationary import StationaryResult, solve_stationary
+from mfld.discretizations.system import System
+from mfld.model.backend import get_backend, to_host
+from mfld.model.datasets import make_dataset
+from mfld.model.distributed import Communicator, Serial, shard, world
+from mfld.model.functional import Drift, Functional
+from mfld.model.label_noise import LabelNoiseDrift
+from mfld.model.objectives import make_functional
+from mfld.model.observables import Evaluation, evaluate
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from . import loop
-from .backend import get_backend, to_host
 from .checkpoint import CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
-from .classical import make_functional
-from .config import get, to_toml
-from .datasets import make_dataset
-from .distributed import Serial, shard, world
-from .label_noise import ExpectedLabelNoiseFunctional
-from .metrics import measure_metrics
-from .observers import Checkpoints, Metrics, Progress
-from .problem import Problem
+from .config import Config, get, to_toml
+from .observers import Checkpoints, Progress
 
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
+Data = dict[str, np.ndarray]
 
 
-def generate_data(config: dict[str, Any]) -> dict[str, np.ndarray]:
+def generate_data(config: Config) -> Data:
     """The configuration's synthetic data set as ``{X, Y, X_test, Y_test, relevant}``."""
     c = config["data"]
     ds = make_dataset(
@@ -42,53 +47,65 @@ def generate_data(config: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: getattr(ds, k) for k in DATA_KEYS}
 
 
-def build_problem(config: dict[str, Any], data: dict[str, np.ndarray] | None = None) -> Problem:
-    """The :class:`Problem` of a configuration, on its backend and dtype."""
+def build_problem(config: Config, data: Data | None = None, backend: str | None = None) -> Problem:
+    """The :class:`Problem` of a configuration on ``backend`` (default: the configured one), in its dtype.
+
+    To analyse a saved run on another machine, pass the data read from its file
+    and the backend of this machine: ``build_problem(snap.config, snap.data, backend="numpy")``.
+    """
     data = generate_data(config) if data is None else data
     m = config["model"]
     pb = Problem(
         data["X"], data["Y"], m["feature"], m["lam"], m["lam_a"], m["lam_w"],
         data.get("X_test"), data.get("Y_test"), data.get("relevant"),
     )
-    return pb.to(get_backend(config["backend"]), np.dtype(config["dtype"]))
+    return pb.to(get_backend(config["backend"] if backend is None else backend), np.dtype(config["dtype"]))
 
 
-def build_functional(config: dict[str, Any], problem: Problem, comm: Any = None) -> Any:
-    """The configured functional; for grids with label noise, its expectation ``G + (s^2/6n) df``."""
-    functional = make_functional(
-        config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20, comm
-    )
+def build_functional(config: Config, problem: Problem, comm: Communicator | None = None) -> Functional:
+    """The configured functional; for densities with label noise, its expectation ``G + (s^2/6n) df``.
+
+    Particles run the label-noise procedure itself, through :func:`build_drift`.
+    """
+    density = DISCRETIZATIONS[config["discretization"]].density
     s = config["model"]["label_noise"]
-    if s > 0 and config["model"]["objective"] != "two-timescale":
+    functional = make_functional(config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20,
+                                 comm, label_noise=s if density else 0.0)
+    if s > 0 and not isinstance(functional, TwoTimescaleFunctional) and not density:
         raise ValueError("model.label_noise needs model.objective = 'two-timescale'")
-    if s > 0 and config["discretization"] != "particles":
-        return ExpectedLabelNoiseFunctional(functional, s)
     return functional
 
 
-def initial_positions(functional: Any, noise: KeyedNoise, start: int, stop: int) -> np.ndarray:
-    """Particles ``start .. stop - 1`` of the prior: ``w ~ N(0, I / lam_w)`` (``a ~ N(0, I / lam_a)`` too
-    for the classical objective), drawn from the keyed stream at step 0 so that any split gives the same."""
-    pb = functional.problem
-    Z = noise.normal(0, start, stop, functional.dim)
-    T = functional.dim - pb.p
-    return np.concatenate([Z[:, :T] / np.sqrt(pb.lam_a), Z[:, T:] / np.sqrt(pb.lam_w)], axis=1)
+def build_drift(config: Config, functional: Functional, noise: NoiseSource) -> Drift | None:
+    """The label-noise procedure's drift when ``model.label_noise > 0``, else None (``-grad V``)."""
+    s = config["model"]["label_noise"]
+    if s <= 0:
+        return None
+    assert isinstance(functional, TwoTimescaleFunctional)
+    return LabelNoiseDrift(functional, s, noise.uniform)
 
 
-def prior_sd(functional: Any) -> list[float]:
+def prior_sd(functional: Functional) -> list[float]:
     """Per-axis standard deviation of the prior: ``1/sqrt(lam_a)`` for ``a``, ``1/sqrt(lam_w)`` for ``w``."""
     pb = functional.problem
     return [pb.lam_a**-0.5] * (functional.dim - pb.p) + [pb.lam_w**-0.5] * pb.p
 
 
-def build_grid(config: dict[str, Any], functional: Any) -> Grid:
+def build_grid(config: Config, functional: Functional) -> Grid:
     """The configured box, refused if it cannot hold the prior."""
+    limit = DISCRETIZATIONS[config["discretization"]].max_dim or 3
+    if functional.dim > limit:
+        raise ValueError(
+            f"grids need a parameter dimension p <= {limit}; this problem has p = {functional.dim} "
+            f"(feature {config['model']['feature']!r} on d = {functional.problem.d} inputs); "
+            "use discretization = 'particles', or a smaller data.d"
+        )
     grid = Grid.box(config["grid"]["half_width"], config["grid"]["cells"], functional.dim)
     check_box(grid, prior_sd(functional))
     return grid
 
 
-def stationary(config: dict[str, Any], functional: Any, grid: Grid, verbose: bool = False) -> StationaryResult:
+def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool = False) -> StationaryResult:
     """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map)."""
     s = config["stationary"]
 
@@ -107,62 +124,62 @@ def stationary(config: dict[str, Any], functional: Any, grid: Grid, verbose: boo
     return result
 
 
-def build_system(config: dict[str, Any], problem: Problem, snapshot: Any = None, comm: Any = None) -> Any:
-    """A fresh discretisation of the configuration, or one continuing a snapshot.
+def build_system(
+    config: Config, problem: Problem, state: ParticleState | FieldState | None = None,
+    comm: Communicator | None = None,
+) -> System:
+    """A fresh discretisation of the configuration, or one continuing a saved state.
 
     With a communicator of several processes (particles only), this process gets its block of the particles.
     """
     comm = Serial() if comm is None else comm
     kind = config["discretization"]
-    if comm.size > 1 and kind != "particles":
+    spec = DISCRETIZATIONS[kind]
+    if comm.size > 1 and spec.density:
         raise ValueError(f"only particles can be split over MPI processes; run discretization = {kind!r} alone")
     functional = build_functional(config, problem, comm)
     eta = get(config, "time.eta")
-    if kind == "particles":
-        langevin, s = get(config, "particles.langevin"), get(config, "model.label_noise")
+    options = {"scheme": get(config, spec.scheme_key)} if spec.scheme_key else {}
+    if not spec.density:
         N = config["particles"]["N"]
         start, stop = shard(N, comm.rank, comm.size)
-        common = {"label_noise": s, "offset": start, "total": N}
-        if snapshot is None:
-            noise = KeyedNoise(config["seed"])
-            W = initial_positions(functional, noise, start, stop)
-            return Particles(functional, W, eta, noise, langevin, **common)
-        return Particles(functional, snapshot.points, eta, noise_from_state(snapshot.rng_state), langevin,
-                         snapshot.step, snapshot.time, **common)
+        if state is None:
+            noise: NoiseSource = KeyedNoise(config["seed"])
+            W, step, time = initial_positions(functional, noise, start, stop), 0, 0.0
+        else:
+            noise, W, step, time = noise_from_state(state.rng_state), state.positions, state.step, state.time
+        return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,
+                        drift=build_drift(config, functional, noise), offset=start, total=N, **options)
     grid = build_grid(config, functional)
-    reference = None
-    if config["grid"]["gap"]:
-        reference = stationary(config, functional, grid).objective
-    common = {"edge_mass_warning": config["grid"]["edge_mass_warning"], "reference_objective": reference}
-    if snapshot is None:
+    reference = stationary(config, functional, grid).objective if config["grid"]["gap"] else None
+    if state is None:
         density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
         step, time, previous = 0, 0.0, None
     else:
-        density, step, time, previous = snapshot.density, snapshot.step, snapshot.time, snapshot.previous
-    if kind == "spectral":
-        return FourierSpectral(functional, grid, density, eta, step=step, time=time, **common)
-    return FiniteVolume(
-        functional, grid, density, eta, config["grid"]["scheme"], previous, step=step, time=time, **common
-    )
+        density, step, time, previous = state.density, state.step, state.time, state.previous
+    if spec.schemes is not None:
+        options["previous"] = previous
+    return spec.cls(functional, grid, density, eta, step=step, time=time, reference_objective=reference,
+                    edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
 
 
-def metrics_of(system: Any) -> dict[str, float]:
-    """The observables of the system's current measure (and a grid's certificate, gap, mass)."""
-    out = measure_metrics(system.functional, system.fit(), system.entropy())
-    if hasattr(system, "diagnostics"):
-        out.update(system.diagnostics())
+def metrics_of(system: System) -> dict[str, float]:
+    """The observables of the system's current measure and the discretisation's diagnostics."""
+    out = evaluate(Evaluation(system.functional, system.fit(), system.entropy()))
+    out.update(system.diagnostics())
     return out
 
 
-def _observers(config: dict[str, Any], store: CheckpointStore, steps: int, resuming: bool, rank: int = 0) -> list[Any]:
+def _observers(config: Config, store: CheckpointStore, steps: int, resuming: bool,
+               rank: int = 0) -> list[loop.Observer]:
     out = config["output"]
-    metrics = Metrics(metrics_of, store.add_observables, out["metrics_every"], record_start=not resuming)
+    metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=store.add_observables)
     shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
     return [metrics, progress, Checkpoints(store, out["checkpoint_every"])]
 
 
-def _store(path: Path, comm: Any, system: Any, create: tuple | None) -> CheckpointStore:
+def _store(path: Path, comm: Communicator, system: System, create: tuple | None) -> CheckpointStore:
     """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
 
     A file that was written sharded stays sharded, whatever the number of processes that continues it.
@@ -172,11 +189,12 @@ def _store(path: Path, comm: Any, system: Any, create: tuple | None) -> Checkpoi
     if comm.rank == 0 and create:
         CheckpointStore.create(path, *create)
     comm.barrier()
+    assert isinstance(system, Particles)
     start = system.offset
     return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total)
 
 
-def start(config: dict[str, Any], path: str | Path | None = None, overwrite: bool = False) -> Path:
+def start(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
     """Run a configuration from the prior, writing its checkpoint file; returns the path."""
     path = Path(path or config["output"]["path"])
     if path.exists() and not overwrite:
@@ -211,12 +229,12 @@ def resume(path: str | Path, steps: int | None = None) -> Path:
             raise ValueError(
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
-    system = build_system(config, snap.problem, snap, comm)
+    system = build_system(config, build_problem(config, snap.data), snap.state(), comm)
     loop.run(system, steps, _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank))
     return Path(path)
 
 
-def write_stationary(config: dict[str, Any], path: str | Path | None = None, overwrite: bool = False) -> Path:
+def write_stationary(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
     """Solve for mu* on the configured grid and write it as a density frame (with the iteration history)."""
     path = Path(path or config["output"]["path"])
     if path.exists() and not overwrite:

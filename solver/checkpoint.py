@@ -38,13 +38,17 @@ from typing import Any
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
-from .config import from_toml
+from mfld.discretizations.grid import FieldState, Grid
+from mfld.discretizations.particles import ParticleState
+from mfld.model.distributed import Communicator
+
+from .config import Config, from_toml
 
 H5MD_VERSION = (1, 1)
 _PARTICLES = "/particles/mu"
 _FIELDS = "/fields"
-_GRID_KINDS = ("grid", "spectral", "stationary")
 _STR = h5py.string_dtype()
 
 
@@ -83,7 +87,7 @@ def _atomic_write(path: Path, edit: Callable[[h5py.File], None], start_from_exis
         pass
 
 
-def _element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: Any) -> h5py.Group:
+def _element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: npt.DTypeLike) -> h5py.Group:
     el = group.create_group(name)
     el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,))
     el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,))
@@ -92,7 +96,7 @@ def _element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: 
     return el
 
 
-def _append(el: h5py.Group, step: int, time: float, value: Any) -> None:
+def _append(el: h5py.Group, step: int, time: float, value: np.ndarray | float | str) -> None:
     k = el["step"].shape[0]
     for name in ("step", "time", "value"):
         el[name].resize(k + 1, axis=0)
@@ -103,11 +107,15 @@ def _append(el: h5py.Group, step: int, time: float, value: Any) -> None:
 
 @dataclass
 class Snapshot:
-    """The measure at one saved step, with the problem it belongs to."""
+    """The measure at one saved step as host arrays, with the configuration and data of its run.
+
+    Nothing here depends on the backend the run used: build the problem with
+    ``mfld.solver.build.build_problem(snap.config, snap.data, backend="numpy")``.
+    """
 
     path: Path
-    config: dict[str, Any]
-    problem: Any
+    config: Config
+    data: dict[str, np.ndarray]
     kind: str
     step: int
     time: float
@@ -115,8 +123,14 @@ class Snapshot:
     weights: np.ndarray
     rng_state: str | None = None
     density: np.ndarray | None = None
-    grid: Any = None
+    grid: Grid | None = None
     previous: np.ndarray | None = None
+
+    def state(self) -> ParticleState | FieldState:
+        """What a system needs to continue from this frame."""
+        if self.density is None:
+            return ParticleState(self.points, self.step, self.time, str(self.rng_state))
+        return FieldState(self.density, self.step, self.time, self.previous)
 
 
 class CheckpointStore:
@@ -129,7 +143,8 @@ class CheckpointStore:
 
     @classmethod
     def create(
-        cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int, grid: Any = None
+        cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
+        grid: Grid | None = None,
     ) -> CheckpointStore:
         """Write a new file with metadata, configuration and data, and no frames yet.
 
@@ -180,12 +195,12 @@ class CheckpointStore:
         with h5py.File(self.path, "r") as f:
             return _frame_element(f) is not None and _frame_element(f)["step"].shape[0] > 0
 
-    def commit(self, state: Any) -> None:
+    def commit(self, state: ParticleState | FieldState) -> None:
         """Append a frame of ``state`` (particles or a density) and all buffered observables, atomically."""
         pending = self._pending
 
         def edit(f: h5py.File) -> None:
-            if hasattr(state, "positions"):
+            if isinstance(state, ParticleState):
                 _write_particles(f, state)
             else:
                 _write_density(f, state)
@@ -204,7 +219,7 @@ def _write_observables(f: h5py.File, pending: list[tuple[int, float, dict[str, f
             _append(obs[name], step, time, v)
 
 
-def _write_particles(f: h5py.File, state: Any) -> None:
+def _write_particles(f: h5py.File, state: ParticleState) -> None:
     group = f[_PARTICLES]
     W = np.asarray(state.positions)
     if "position" not in group:
@@ -214,7 +229,7 @@ def _write_particles(f: h5py.File, state: Any) -> None:
     _append(group["rng_state"], state.step, state.time, state.rng_state)
 
 
-def _write_density(f: h5py.File, state: Any) -> None:
+def _write_density(f: h5py.File, state: FieldState) -> None:
     fields = f[_FIELDS]
     m = np.asarray(state.density)
     names = ["mu"] + (["mu_previous"] if state.previous is not None else [])
@@ -261,6 +276,7 @@ class CheckpointReader:
             self.config_text = str(f["parameters"].attrs["config"])
             self.kind = str(f["parameters"].attrs["mfld_kind"])
             self.data = {k: v[()] for k, v in f["parameters/data"].items()}
+            self.has_density = _FIELDS in f
             el = _frame_element(f)
             self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
             self.times = el["time"][()] if el is not None else np.zeros(0)
@@ -278,12 +294,10 @@ class CheckpointReader:
             }
 
     def snapshot(self, step: int | None = None, rows: slice = slice(None)) -> Snapshot:
-        """The measure at ``step`` (default: the last saved frame) with its problem.
+        """The measure at ``step`` (default: the last saved frame), as host arrays.
 
         ``rows`` selects a block of particles (a process's share when resuming a sharded run).
         """
-        from .build import build_problem
-
         if self.steps.size == 0:
             raise CheckpointError(f"{str(self.path)!r} holds no saved frame yet")
         if step is None:
@@ -295,16 +309,15 @@ class CheckpointReader:
                     f"step {step} is not saved in {str(self.path)!r}; saved steps: {self.steps.tolist()}"
                 )
             k = int(hits[-1])
-        problem = build_problem(self.config, self.data)
         step_k, time_k = int(self.steps[k]), float(self.times[k])
         with h5py.File(self.path, "r") as f:
-            if self.kind not in _GRID_KINDS:
+            if _FIELDS not in f:
                 value = f[f"{_PARTICLES}/position/value"]
                 W = value[k, rows]
                 rng = f[f"{_PARTICLES}/rng_state/value"][k]
                 rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
                 q = np.full(W.shape[0], 1.0 / value.shape[1])
-                return Snapshot(self.path, self.config, problem, self.kind, step_k, time_k, W, q, rng_state)
+                return Snapshot(self.path, self.config, self.data, self.kind, step_k, time_k, W, q, rng_state)
             density = f[f"{_FIELDS}/mu/value"][k]
             previous = f[f"{_FIELDS}/mu_previous/value"][k] if f"{_FIELDS}/mu_previous" in f else None
         if previous is not None and np.isnan(previous).all():
@@ -312,20 +325,19 @@ class CheckpointReader:
         grid = self.grid()
         q = density.ravel() * grid.cell_volume
         return Snapshot(
-            self.path, self.config, problem, self.kind, step_k, time_k, grid.centers(), q, None, density, grid, previous
+            self.path, self.config, self.data, self.kind, step_k, time_k, grid.centers(), q, None, density, grid,
+            previous,
         )
 
-    def grid(self) -> Any:
+    def grid(self) -> Grid:
         """The :class:`~mfld.discretizations.grid.Grid` of a density file."""
-        from mfld.discretizations.grid import Grid
-
         with h5py.File(self.path, "r") as f:
             if _FIELDS not in f:
                 raise CheckpointError(f"{str(self.path)!r} holds particles, not a density on a grid")
             a = f[_FIELDS].attrs
             return Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
 
-    def to_xarray(self) -> Any:
+    def to_xarray(self) -> Any:  # an xarray.DataArray (xarray is optional)
         """All saved densities as an ``xarray.DataArray`` with dims ``(time, w_0, ..., w_{p-1})``."""
         try:
             import xarray as xr
@@ -341,7 +353,7 @@ class CheckpointReader:
 
 
 def load(path: str | Path, step: int | None = None) -> Snapshot:
-    """The measure saved at ``step`` (default: the last) in checkpoint ``path``, with its problem."""
+    """The measure saved at ``step`` (default: the last) in checkpoint ``path``, as host arrays with its config."""
     return CheckpointReader(path).snapshot(step)
 
 
@@ -353,7 +365,7 @@ class ShardedCheckpointStore(CheckpointStore):
     the two leaves the master describing only the frames it had before.
     """
 
-    def __init__(self, path: str | Path, comm: Any, start: int, stop: int, total: int) -> None:
+    def __init__(self, path: str | Path, comm: Communicator, start: int, stop: int, total: int) -> None:
         self.comm, self.start, self.stop, self.total = comm, start, stop, total
         self.path = Path(path)
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
@@ -364,7 +376,7 @@ class ShardedCheckpointStore(CheckpointStore):
     def has_frames(self) -> bool:
         return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
 
-    def commit(self, state: Any) -> None:
+    def commit(self, state: ParticleState | FieldState) -> None:
         W = np.asarray(state.positions)
         exists = self.shard.exists()
 
@@ -412,7 +424,7 @@ def is_sharded(path: str | Path) -> bool:
         return f"{_PARTICLES}/position/sources" in f
 
 
-def _rebuild_virtual(el: h5py.Group, total: int, p: int, dtype: Any) -> None:
+def _rebuild_virtual(el: h5py.Group, total: int, p: int, dtype: npt.DTypeLike) -> None:
     """``value`` as a virtual dataset (frames x total x p) over the shard files listed in ``sources``.
 
     Shards are named relative to the master, which HDF5 resolves against the master's folder.

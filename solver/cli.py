@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mfld.discretizations.loop import Interrupted
+
 from . import build
 from .checkpoint import CheckpointError, CheckpointReader
 from .config import ConfigError, load_config
-from .loop import Interrupted
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -32,8 +33,7 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mfld.validation.experiments import EXPERIMENTS
-    from mfld.validation.suite import CHECKS, run_checks
+    from mfld.validation.suite import CHECKS, EXPERIMENTS, run_checks
 
     registry = EXPERIMENTS if args.command == "experiment" else CHECKS
     reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry)
@@ -62,7 +62,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(path, plot: bool) -> None:
+def _finish(path: str, plot: bool) -> None:
     print(f"checkpoint: {path}")
     if plot:
         from .plotting import plot_run
@@ -96,7 +96,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g})")
     else:
         print("frames:          none")
-    if r.kind in ("grid", "spectral", "stationary"):
+    if r.has_density:
         g = r.grid()
         print(f"grid:            {' x '.join(map(str, g.cells))} cells on {list(zip(g.lower, g.upper, strict=True))}")
     print(f"configured:      {c['time']['steps']} steps")

@@ -9,7 +9,7 @@ dotted key.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,8 +17,18 @@ from typing import Any
 
 import tomli_w
 
-from .datasets import INPUTS, LINKS, TARGETS
-from .features import FEATURE_MAPS
+from mfld.discretizations.grid import GRID_DIAGNOSTICS, GRID_SCHEMES
+from mfld.discretizations.particles import PARTICLE_SCHEMES
+from mfld.discretizations.registry import DISCRETIZATIONS
+from mfld.model.backend import BACKENDS
+from mfld.model.datasets import INPUTS, LINKS, TARGETS
+from mfld.model.features import FEATURE_MAPS
+from mfld.model.objectives import OBJECTIVES
+from mfld.model.observables import OBSERVABLES
+from mfld.model.registry import Registry
+
+Config = dict[str, Any]
+"""A configuration: the nested tables of the TOML file (``config["model"]["lam"]``)."""
 
 
 class ConfigError(ValueError):
@@ -27,74 +37,101 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
+    """One configuration key: its type, its check, what the check requires, and what it means."""
+
     type: type | tuple[type, ...]
-    check: Callable[[Any], bool] = lambda v: True
+    check: Callable[[object], bool] = lambda v: True
     requirement: str = ""
+    doc: str = ""
+    choices: Mapping[str, str] | None = None
 
 
-def _choice(*options: str) -> Key:
-    return Key(str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in options))
+def _choice(doc: str, options: Iterable[str] | Registry, docs: bool = True) -> Key:
+    """A key whose value names an entry of ``options`` (a registry's entries are listed with their docs)."""
+    names = list(options)
+    table = {n: (options.doc(n) if docs and isinstance(options, Registry) else "") for n in names}
+    # Membership is looked up when checking, so that an entry registered after import is accepted too.
+    return Key(str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in names), doc, table)
 
 
-_POS_INT = Key(int, lambda v: v >= 1, "an integer >= 1")
-_NONNEG_INT = Key(int, lambda v: v >= 0, "an integer >= 0")
-_POS = Key((int, float), lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0")
-_NONNEG = Key((int, float), lambda v: v >= 0 and v != float("inf"), "a finite number >= 0")
+def _pos_int(doc: str) -> Key:
+    return Key(int, lambda v: v >= 1, "an integer >= 1", doc)
 
 
-def _all(v: Any, ok: Callable[[Any], bool]) -> bool:
+def _nonneg_int(doc: str) -> Key:
+    return Key(int, lambda v: v >= 0, "an integer >= 0", doc)
+
+
+def _pos(doc: str) -> Key:
+    return Key((int, float), lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0", doc)
+
+
+def _nonneg(doc: str) -> Key:
+    return Key((int, float), lambda v: v >= 0 and v != float("inf"), "a finite number >= 0", doc)
+
+
+def _all(v: object, ok: Callable[[object], bool]) -> bool:
     items = v if isinstance(v, list) else [v]
     return 1 <= len(items) <= 3 and all(ok(x) for x in items)
 
 
-def _is_pos_number(x: Any) -> bool:
+def _is_pos_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < float("inf")
 
 
-def _is_cell_count(x: Any) -> bool:
+def _is_cell_count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 3
 
+
 SCHEMA: dict[str, Key] = {
-    "seed": _NONNEG_INT,
-    "discretization": _choice("particles", "grid", "spectral"),
-    "backend": _choice("numpy", "cupy"),
-    "dtype": _choice("float64", "float32"),
-    "data.target": _choice(*TARGETS),
-    "data.inputs": _choice(*INPUTS),
-    "data.d": _POS_INT,
-    "data.n": _POS_INT,
-    "data.n_test": _POS_INT,
-    "data.noise": _NONNEG,
-    "data.link": _choice(*LINKS),
-    "data.m": _POS_INT,
-    "data.frequency": _POS,
-    "model.objective": _choice("two-timescale", "classical", "prior"),
-    "model.feature": _choice(*FEATURE_MAPS),
-    "model.lam": _POS,
-    "model.lam_a": _POS,
-    "model.lam_w": _POS,
-    "model.label_noise": _NONNEG,
-    "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2"),
-    "particles.langevin": Key(bool),
-    "particles.memory_budget_mb": _POS_INT,
+    "seed": _nonneg_int("seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)"),
+    "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
+    "backend": _choice("array library", BACKENDS),
+    "dtype": _choice("floating-point precision", ("float64", "float32"), docs=False),
+    "data.target": _choice("`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` "
+                           "(f = sin(2 pi omega u.x), u m-sparse)", TARGETS, docs=False),
+    "data.inputs": _choice("`gaussian` N(0, I) or `hypercube` {-1, 1}^d", INPUTS, docs=False),
+    "data.d": _pos_int("input dimension d"),
+    "data.n": _pos_int("training samples n"),
+    "data.n_test": _pos_int("test samples; test targets are the clean f(x)"),
+    "data.noise": _nonneg("label noise sigma, eps ~ Unif[-sigma, sigma]"),
+    "data.link": _choice("single-index link g (`he2` = z^2 - 1, `he3` = z^3 - 3z)", LINKS, docs=False),
+    "data.m": _pos_int("sparse-sin: number of relevant coordinates"),
+    "data.frequency": _pos("sparse-sin: omega"),
+    "model.objective": _choice("the functional", OBJECTIVES),
+    "model.feature": _choice("feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier)",
+                             FEATURE_MAPS, docs=False),
+    "model.lam": _pos("temperature lambda"),
+    "model.lam_a": _pos("second-layer ridge lambda_a (lam_a_bar = lam lam_a)"),
+    "model.lam_w": _pos("prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)"),
+    "model.label_noise": _nonneg("s > 0: the label-noise procedure (THEORY.md 4.6): particles draw fresh "
+                                 "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df"),
+    "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2", "number of particles"),
+    "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),
+    "particles.langevin": Key(bool, doc="`false` drops the noise: the mean-field gradient flow"),
+    "particles.memory_budget_mb": _pos_int("bound on one chunk's temporaries; N = 10^6 runs within it"),
     "grid.half_width": Key(
-        (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them"
+        (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them",
+        "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior",
     ),
-    "grid.cells": Key((int, list), lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them"),
-    "grid.scheme": _choice("implicit-euler", "bdf2"),
-    "grid.edge_mass_warning": _POS,
-    "grid.gap": Key(bool),
-    "stationary.tol": _POS,
-    "stationary.max_iter": _POS_INT,
-    "stationary.damping": Key((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "stationary.memory": _NONNEG_INT,
-    "time.eta": _POS,
-    "time.steps": _NONNEG_INT,
-    "output.path": Key(str, lambda v: len(v) > 0, "a non-empty path"),
-    "output.checkpoint_every": _POS_INT,
-    "output.metrics_every": _POS_INT,
-    "output.plot": Key(bool),
-    "output.progress": _choice("auto", "on", "off"),
+    "grid.cells": Key((int, list), lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them",
+                      "cells per axis (a list: one count per axis)"),
+    "grid.scheme": _choice("time scheme of the finite volumes (the spectral solver has its own, IMEX Euler)",
+                           GRID_SCHEMES),
+    "grid.edge_mass_warning": _pos("warn once when this fraction of mass reaches the outermost cells"),
+    "grid.gap": Key(bool, doc="solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)"),
+    "stationary.tol": _pos("the fixed-point solver stops when lam KL(mu || p_mu) < tol"),
+    "stationary.max_iter": _pos_int("iteration limit of the fixed-point solver"),
+    "stationary.damping": Key((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]",
+                              "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing"),
+    "stationary.memory": _nonneg_int("Anderson mixing depth (0: plain damped iteration)"),
+    "time.eta": _pos("step size (particles: refused when eta lam lam_w >= 1; grids: tau of the implicit step)"),
+    "time.steps": _nonneg_int("number of steps"),
+    "output.path": Key(str, lambda v: len(v) > 0, "a non-empty path", "checkpoint file (`--out` overrides)"),
+    "output.checkpoint_every": _pos_int("steps between saved frames"),
+    "output.metrics_every": _pos_int("steps between recorded observables"),
+    "output.plot": Key(bool, doc="write `<path>.png` at the end"),
+    "output.progress": _choice("`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False),
 }
 
 
@@ -103,7 +140,7 @@ def default_text() -> str:
     return resources.files("mfld.data").joinpath("configs/default.toml").read_text()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
@@ -114,7 +151,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set(tree: Config, dotted: str, value: object) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for p in parents:
@@ -130,7 +167,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _check(flat: dict[str, Any]) -> None:
+def _check(flat: Mapping[str, object]) -> None:
     for key, value in flat.items():
         spec = SCHEMA.get(key)
         if spec is None:
@@ -148,7 +185,7 @@ def _check(flat: dict[str, Any]) -> None:
         raise ConfigError(f"configuration is missing keys {missing}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """The default configuration, updated by the TOML file ``path`` and ``key=value`` overrides."""
     config = tomllib.loads(default_text())
     if path is not None:
@@ -177,12 +214,12 @@ def _check_known(key: str) -> None:
         _check({key: None})
 
 
-def validate(config: dict[str, Any]) -> None:
+def validate(config: Config) -> None:
     """Raise :class:`ConfigError` unless every key is known, typed and in range."""
     _check(_flatten(config))
 
 
-def get(config: dict[str, Any], dotted: str) -> Any:
+def get(config: Config, dotted: str) -> Any:
     """``config["a"]["b"]`` for ``"a.b"``."""
     node: Any = config
     for part in dotted.split("."):
@@ -190,13 +227,57 @@ def get(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def to_toml(config: dict[str, Any]) -> str:
+def to_toml(config: Config) -> str:
     """Serialise a configuration (as stored in checkpoints)."""
     return tomli_w.dumps(config)
 
 
-def from_toml(text: str) -> dict[str, Any]:
-    """Parse and validate a configuration stored as TOML text."""
-    config = tomllib.loads(text)
+def from_toml(text: str) -> Config:
+    """Parse and validate a configuration stored as TOML text.
+
+    Keys added to mfld after the text was written take their defaults, so files
+    of earlier versions still load; unknown keys are still refused.
+    """
+    stored = tomllib.loads(text)
+    config = tomllib.loads(default_text())
+    for key, value in _flatten(stored).items():
+        _check_known(key)
+        _set(config, key, value)
     validate(config)
     return config
+
+
+def _cell(v: object) -> str:
+    return "`" + (tomli_w.dumps({"v": v}).split("=", 1)[1].strip()) + "`"
+
+
+def _escape(text: str) -> str:
+    """A Markdown table cell: a literal ``|`` must not end the cell."""
+    return text.replace("|", "\\|")
+
+
+def reference_table() -> str:
+    """The README's configuration reference, generated from :data:`SCHEMA`, the registries and the default."""
+    default = _flatten(tomllib.loads(default_text()))
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, spec in SCHEMA.items():
+        meaning = spec.doc
+        # Choices are listed unless the description already names each of them.
+        if spec.choices and any(f"`{n}`" not in spec.doc for n in spec.choices):
+            meaning += ": " + ", ".join(f"`{n}`" + (f" ({d})" if d else "") for n, d in spec.choices.items())
+        lines.append(f"| `{key}` | {_cell(default[key])} | {_escape(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+def observables_table() -> str:
+    """The README's list of observables, generated from the registries of observables and grid diagnostics."""
+    lines = ["| observable | recorded for | meaning |", "|---|---|---|"]
+    lines += [f"| `{n}` | every run | {_escape(OBSERVABLES.doc(n))} |" for n in OBSERVABLES]
+    lines += [f"| `{n}` | grid and spectral runs | {_escape(GRID_DIAGNOSTICS.doc(n))} |" for n in GRID_DIAGNOSTICS]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m mfld.solver.config [--observables]: print the README's tables
+    import sys
+
+    print(observables_table() if "--observables" in sys.argv else reference_table(), end="")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfld.solver.datasets import make_dataset
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.problem import Problem
 
 
 def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 1, seed: int = 0, **kw) -> Problem:

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mfld.solver import build, loop
+from mfld.discretizations import loop
+from mfld.solver import build
 from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.config import load_config
 
@@ -72,7 +73,7 @@ def test_loaded_measure_reproduces_recorded_observables(tmp_path):
     snap = load(path, step=20)
     obs = CheckpointReader(path).observables()
     k = list(obs["U"]["step"]).index(20)
-    functional = build.build_functional(snap.config, snap.problem)
+    functional = build.build_functional(snap.config, build.build_problem(snap.config, snap.data))
     fit = functional.fit(snap.points, snap.weights)
     assert abs(fit.U - obs["U"]["value"][k]) <= 1e-12 * abs(fit.U)
     with pytest.raises(CheckpointError, match="step 21 is not saved"):
@@ -168,3 +169,22 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path):
         load(truncated)
     with pytest.raises(CheckpointError, match="does not exist"):
         load(tmp_path / "missing.h5")
+
+
+def test_a_gpu_runs_file_loads_where_cupy_is_absent(tmp_path):
+    """Reading gives host arrays and the config; the problem is built on a backend the reader chooses."""
+    path = build.start(small_config(), tmp_path / "r.h5")
+    with h5py.File(path, "r+") as f:  # as if the run had been made with backend = "cupy"
+        f["parameters"].attrs["config"] = f["parameters"].attrs["config"].replace('backend = "numpy"',
+                                                                                 'backend = "cupy"')
+    snap = load(path)
+    assert snap.config["backend"] == "cupy" and isinstance(snap.points, np.ndarray)
+    problem = build.build_problem(snap.config, snap.data, backend="numpy")
+    fit = build.build_functional(snap.config, problem).fit(snap.points, snap.weights)
+    U = CheckpointReader(path).observables()["U"]["value"][-1]
+    assert abs(fit.U - U) <= 1e-12 * abs(U)
+    try:  # the configured backend is still what a plain build_problem uses
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs CuPy"):
+            build.build_problem(snap.config, snap.data)

@@ -10,10 +10,11 @@ import pytest
 
 from conftest import small_problem
 from mfld.discretizations.particles import Particles
+from mfld.discretizations.registry import DISCRETIZATIONS
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver.cli import main
-from mfld.solver.config import SCHEMA, ConfigError, load_config
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.solver.config import SCHEMA, ConfigError, load_config, observables_table, reference_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -97,10 +98,15 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
 
 
-def test_every_configuration_key_is_documented_in_the_readme():
+def test_readme_configuration_reference_is_generated_from_the_registries():
+    """The README's table is `python -m mfld.solver.config`: every key, default and registered choice."""
     text = README.read_text().split("## Configuration reference")[1].split("\n## ")[0]
     documented = set(re.findall(r"^\| `([A-Za-z_.]+)` \|", text, flags=re.M))
     assert documented == set(SCHEMA), sorted(documented ^ set(SCHEMA))
+    assert reference_table() in text, "regenerate the README's table with `python -m mfld.solver.config`"
+    for name in DISCRETIZATIONS:
+        assert f"`{name}`" in reference_table()
+    assert observables_table() in README.read_text(), "regenerate with `python -m mfld.solver.config --observables`"
 
 
 def test_cli_run_info_plot_resume(tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mfld.solver.cli import main
-from mfld.validation.experiments import EXPERIMENTS
+from mfld.validation.suite import EXPERIMENTS
 
 
 @pytest.fixture(scope="module")

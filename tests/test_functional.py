@@ -7,9 +7,11 @@ import pytest
 
 from conftest import one_sided_derivative, small_problem
 from mfld.discretizations.particles import euler_maruyama
-from mfld.solver.classical import ClassicalFunctional
-from mfld.solver.features import FEATURE_MAPS
-from mfld.solver.functional import TwoTimescaleFunctional, degrees_of_freedom, kernel_alignment
+from mfld.model.classical import ClassicalFunctional
+from mfld.model.features import FEATURE_MAPS
+from mfld.model.functional import GradientDrift
+from mfld.model.observables import degrees_of_freedom, kernel_alignment
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
 
 def central_gradient(f, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
@@ -32,11 +34,13 @@ def test_feature_gradient_matches_finite_differences(name, rng):
     w = rng.standard_normal(fm.dim(3)) * 0.7
     Xa = fm.augment(X)
     C, A = rng.standard_normal((7, 2)), rng.standard_normal((1, 2))
-    Z = fm.preactivation(Xa, w[None])
-    analytic = fm.contract_grad(Xa, fm.derivative(Z), C, A)[0]
+    Z, H = fm.evaluate(Xa, w[None])
+    analytic = fm.contract_grad(Xa, w[None], Z, H, C, A)[0]
     assert np.allclose(fm.derivative(Z, fm.values(Z)), fm.derivative(Z), rtol=1e-13, atol=1e-15)
     numeric = central_gradient(lambda v: float(C @ A[0] @ fm(X, v[None])[:, 0]), w)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+    # The full contraction with M = C A^T is the same sum.
+    np.testing.assert_allclose(fm.pullback(Xa, w[None], Z, H, C @ A.T)[0], analytic, rtol=1e-12)
 
 
 @pytest.mark.parametrize("feature", ["tanh_bias", "tanh", "sigmoid_bias", "erf", "softplus_bias", "cos_bias"])
@@ -139,10 +143,12 @@ def test_noiseless_step_is_gradient_descent(rng):
     q = uniform(50)
     eta = 0.3
     expected = W - eta * F.grad_potential(F.fit(W, q))
-    np.testing.assert_array_equal(euler_maruyama(F, W, q, eta), expected)
+    drift = GradientDrift(F)
+    np.testing.assert_array_equal(euler_maruyama(W, q, drift, eta, pb.lam, None, 1), expected)
     # The noise enters as sqrt(2 eta lam) xi.
     xi = rng.standard_normal(W.shape)
-    np.testing.assert_allclose(euler_maruyama(F, W, q, eta, xi), expected + np.sqrt(2 * eta * pb.lam) * xi)
+    noisy = euler_maruyama(W, q, drift, eta, pb.lam, xi, 1)
+    np.testing.assert_allclose(noisy, expected + np.sqrt(2 * eta * pb.lam) * xi)
 
 
 @pytest.mark.parametrize("T", [1, 2])

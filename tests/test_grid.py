@@ -17,9 +17,10 @@ from mfld.discretizations.grid import (
 )
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import PriorOnlyFunctional, TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.prior import PriorOnlyFunctional
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
 # Ornstein-Uhlenbeck: kappa = lam lam_w = 1, stationary covariance I / lam_w = 0.1 I.
 LAM, LAM_W, T_END = 0.1, 10.0, 0.5

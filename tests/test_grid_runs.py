@@ -52,7 +52,7 @@ def test_grid_file_layout_and_analysis(tmp_path):
     snap = load(path, step=20)
     assert snap.density.shape == (96,) and snap.grid.cells == (96,)
     np.testing.assert_allclose(snap.weights.sum(), 1.0, rtol=1e-12)
-    F = build.build_functional(snap.config, snap.problem)
+    F = build.build_functional(snap.config, build.build_problem(snap.config, snap.data))
     U = CheckpointReader(path).observables()["U"]
     k = list(U["step"]).index(20)
     assert abs(F.fit(snap.points, snap.weights).U - U["value"][k]) < 1e-12 * abs(U["value"][k])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mfld.validation import convexity
+from mfld.validation.checks import convexity
 from mfld.validation.suite import CHECKS, run_checks
 
 

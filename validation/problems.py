@@ -7,9 +7,9 @@ Both are small enough for fine grids and many particle seeds on two cores.
 
 from __future__ import annotations
 
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
 
 def low_dim_problem(p: int, lam: float = 0.05, lam_a: float = 1.0, lam_w: float = 1.0, noise: float = 0.0,

@@ -1,4 +1,4 @@
-"""``mfld validate``: run the checks and write one report folder."""
+"""``mfld validate`` and ``mfld experiment``: run checks or experiments and write one report folder."""
 
 from __future__ import annotations
 
@@ -7,20 +7,30 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import convexity, crosscheck, discretizations, rates
+from mfld.model.registry import Registry
+
+from .checks import convexity, crosscheck, discretizations, rates
+from .experiments import alignment, label_noise, paper, sample_complexity
 from .report import Report
 
-CHECKS: dict[str, Callable[..., Report]] = {
-    "convexity": convexity.run,
-    "rate": rates.run,
-    "crosscheck": crosscheck.run,
-    "discretizations": discretizations.run,
-}
+Check = Callable[..., Report]
+
+CHECKS: Registry[Check] = Registry("check")
+CHECKS.add("convexity", convexity.run, "G along (1-s) mu0 + s mu1 and the linearisation inequality")
+CHECKS.add("rate", rates.run, "the exponential rate of Obj(m_t) - Obj(mu*) against the bound; the particle floor")
+CHECKS.add("crosscheck", crosscheck.run, "particles against the grid: O(1/N) bias, kernel error, W1/W2, weak order")
+CHECKS.add("discretizations", discretizations.run, "accuracy against cost of every discretisation")
+
+EXPERIMENTS: Registry[Check] = Registry("experiment")
+EXPERIMENTS.add("alignment", alignment.run, "kernel and parameter alignment against d")
+EXPERIMENTS.add("paper-figure-1", paper.figure_1, "alignment and df during training, several noise levels")
+EXPERIMENTS.add("label-noise", label_noise.run, "the label-noise procedure against its expected dynamics")
+EXPERIMENTS.add("paper-figure-2", paper.figure_2, "df and test loss with the label-noise procedure")
+EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the network against kernel ridge")
 
 
 def run_checks(
-    names: list[str], out: str | Path, full: bool = False, seed: int = 0,
-    registry: dict[str, Callable[..., Report]] = CHECKS,
+    names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
 ) -> list[Report]:
     """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary."""
     if names == ["all"]:

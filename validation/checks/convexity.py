@@ -17,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from mfld.discretizations.grid import Grid
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.functional import Functional
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from .report import Report
+from ..report import Report
 
 FEATURES = ("tanh", "tanh_bias", "sigmoid_bias", "erf_bias", "softplus_bias", "cos_bias")
 
@@ -31,7 +32,7 @@ def _functional(feature: str, d: int, noise: float, seed: int) -> TwoTimescaleFu
     return TwoTimescaleFunctional(Problem(ds.X, ds.Y, feature, 0.05, 0.5, 1.0))
 
 
-def _G(F: TwoTimescaleFunctional, W: np.ndarray, q: np.ndarray, features=None) -> float:
+def _G(F: Functional, W: np.ndarray, q: np.ndarray, features: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     return F.energy(F.fit(W, q, features))["G"]
 
 
@@ -57,7 +58,8 @@ def _interior_max(v: np.ndarray) -> float:
     return float(v[1:-1].max())
 
 
-def measure_pairs(F: TwoTimescaleFunctional, kind: str, pairs: int, rng: np.random.Generator, s: np.ndarray):
+def measure_pairs(F: Functional, kind: str, pairs: int, rng: np.random.Generator,
+                  s: np.ndarray) -> tuple[float, float, list[np.ndarray]]:
     """Worst relative violations of the chord and linearisation inequalities over random pairs."""
     p = F.problem.p
     if kind == "grid":
@@ -89,7 +91,8 @@ def measure_pairs(F: TwoTimescaleFunctional, kind: str, pairs: int, rng: np.rand
     return worst_chord, worst_lin, curves
 
 
-def position_pairs(F: TwoTimescaleFunctional, pairs: int, rng: np.random.Generator, s: np.ndarray):
+def position_pairs(F: Functional, pairs: int, rng: np.random.Generator,
+                   s: np.ndarray) -> tuple[float, list[np.ndarray]]:
     """The finite-N loss along straight lines in position space: the worst chord violation."""
     p = F.problem.p
     worst, curves = -np.inf, []

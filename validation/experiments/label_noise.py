@@ -14,13 +14,15 @@ import math
 
 import numpy as np
 
+from mfld.discretizations import loop
 from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.noise import as_noise
 from mfld.discretizations.particles import Particles
-from mfld.solver.functional import degrees_of_freedom
-from mfld.solver.label_noise import ExpectedLabelNoiseFunctional
+from mfld.model.label_noise import ExpectedLabelNoiseFunctional, LabelNoiseDrift
+from mfld.model.observables import degrees_of_freedom
 
-from .problems import low_dim_functional
-from .report import Report
+from ..problems import low_dim_functional
+from ..report import Report
 from .training import experiment_config
 
 
@@ -33,29 +35,24 @@ def run(full: bool = False, seed: int = 0) -> Report:
     for s in c["label_noise"]:
         G = ExpectedLabelNoiseFunctional(F, s) if s > 0 else F
         fv = FiniteVolume(G, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.25)
-        g_t, g_df = [], []
-        while fv.time < c["T"] - 1e-9:
-            fv.step()
-            g_t.append(fv.time)
-            g_df.append(degrees_of_freedom(F, fv.fit()))
+        g = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit())}, record_start=False, record_end=False)
+        loop.run(fv, until=c["T"], observers=[g])
+        g_t, g_df = g.series()["time"].tolist(), g.series()["df"].tolist()
         df_grid, U_grid = g_df[-1], fv.fit().U
         dfs, Us, p_curve = [], [], None
         for k in range(c["seeds"]):
             rng = np.random.default_rng([seed, k, 5])
-            p = Particles(F, rng.standard_normal((c["N"], 2)), c["eta"], rng, label_noise=s)
-            t, dfp, tail_df, tail_U = [], [], [], []
-            while p.time < c["T"] - 1e-9:
-                p.step()
-                if p.step_count % 10 == 0:
-                    fit = p.fit()
-                    t.append(p.time)
-                    dfp.append(degrees_of_freedom(F, fit))
-                    if p.time > c["T"] / 2:
-                        tail_df.append(dfp[-1])
-                        tail_U.append(fit.U)
-            dfs.append(np.mean(tail_df))
-            Us.append(np.mean(tail_U))
-            p_curve = (t, dfp)
+            noise = as_noise(rng)
+            drift = LabelNoiseDrift(F, s, noise.uniform) if s > 0 else None
+            p = Particles(F, rng.standard_normal((c["N"], 2)), c["eta"], noise, drift=drift)
+            rec = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10,
+                                record_start=False, record_end=False)
+            loop.run(p, until=c["T"], observers=[rec])
+            series = rec.series()
+            tail = series["time"] > c["T"] / 2
+            dfs.append(np.mean(series["df"][tail]))
+            Us.append(np.mean(series["U"][tail]))
+            p_curve = (series["time"].tolist(), series["df"].tolist())
         se = float(np.std(dfs, ddof=1) / math.sqrt(len(dfs)))
         rows.append([s, df_grid, float(np.mean(dfs)), se, U_grid, float(np.mean(Us))])
         curves[s] = {"grid": (g_t, g_df), "particles": p_curve}

@@ -20,28 +20,26 @@ import math
 
 import numpy as np
 
+from mfld.discretizations import loop
 from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.discretizations.stationary import solve_stationary
-from mfld.solver.functional import PriorOnlyFunctional
+from mfld.model.functional import Functional
+from mfld.model.prior import PriorOnlyFunctional
+from mfld.model.problem import Problem
 
-from .problems import low_dim_functional, low_dim_problem
-from .report import Report
+from ..problems import low_dim_functional, low_dim_problem
+from ..report import Report
 
 
-def gap_history(F, grid: Grid, m0: np.ndarray, reference: float, tau: float, t_max: float, every: int = 5):
+def gap_history(F: Functional, grid: Grid, m0: np.ndarray, reference: float, tau: float, t_max: float,
+                every: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Times and gaps ``Obj(m_t) - reference`` of a BDF2 run until the gap reaches round-off."""
     fv = FiniteVolume(F, grid, m0, tau, "bdf2", reference_objective=reference)
-    t, gap = [], []
-    while fv.time < t_max:
-        fv.step()
-        if fv.step_count % every == 0:
-            g = fv.diagnostics()["gap"]
-            t.append(fv.time)
-            gap.append(g)
-            if g < 1e-13:
-                break
-    return np.array(t), np.array(gap)
+    rec = loop.Recorder(lambda s: {"gap": s.diagnostics()["gap"]}, every, record_start=False, record_end=False)
+    loop.run(fv, until=t_max, observers=[rec], stop=loop.below(rec, "gap", 1e-13))
+    series = rec.series()
+    return series["time"], series["gap"]
 
 
 def fit_rate(t: np.ndarray, gap: np.ndarray, lo: float = 1e-11, hi: float = 1e-4) -> tuple[float, float, np.ndarray]:
@@ -53,13 +51,13 @@ def fit_rate(t: np.ndarray, gap: np.ndarray, lo: float = 1e-11, hi: float = 1e-4
     return -float(slope), float(intercept), keep
 
 
-def alpha_bound(problem) -> float:
+def alpha_bound(problem: Problem) -> float:
     """``lam_w exp(-2 c_l^2 / (lam^2 lam_a))`` with ``c_l = max |y|``."""
     cl = float(np.max(np.abs(problem.Y)))
     return problem.lam_w * math.exp(-2 * cl**2 / (problem.lam**2 * problem.lam_a))
 
 
-def grid_rates(lams, report: Report, cells: int, tau: float) -> list[list]:
+def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) -> list[list]:
     rows = []
     fig, ax = report.figure("log-gap", figsize=(7, 4.5), constrained_layout=True)
     # Ornstein-Uhlenbeck: the exact asymptotic rate is 2 lam lam_w.
@@ -99,7 +97,8 @@ def grid_rates(lams, report: Report, cells: int, tau: float) -> list[list]:
     return rows
 
 
-def particle_floor(Ns, etas, seeds: int, t_burn: float, t_end: float, report: Report) -> list[list]:
+def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_burn: float, t_end: float,
+                   report: Report) -> list[list]:
     F = low_dim_functional(1)
     grid = Grid.box(6.0, 400, 1)
     star = solve_stationary(F, grid, tol=1e-14)
@@ -113,13 +112,11 @@ def particle_floor(Ns, etas, seeds: int, t_burn: float, t_end: float, report: Re
             means = []
             for seed in range(n_seeds):
                 rng = np.random.default_rng([seed, N])
-                sys = Particles(F, rng.standard_normal((N, 1)), eta, rng)
-                tail = []
-                while sys.time < t_end:
-                    sys.step()
-                    if sys.time > t_burn:
-                        tail.append(F.energy(sys.fit())["G"])
-                means.append(np.mean(tail))
+                system = Particles(F, rng.standard_normal((N, 1)), eta, rng)
+                tail = loop.Recorder(lambda s: {"G": F.energy(s.fit())["G"]}, record_start=False, after=t_burn,
+                                     record_end=False)
+                loop.run(system, until=t_end, observers=[tail])
+                means.append(np.mean(tail.series()["G"]))
             floor = float(np.mean(means)) - G_star
             err = float(np.std(means, ddof=1) / math.sqrt(n_seeds))
             rows.append([N, eta, floor, err, n_seeds])

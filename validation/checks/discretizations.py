@@ -15,13 +15,14 @@ import time
 
 import numpy as np
 
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations import loop
+from mfld.discretizations.grid import FiniteVolume, Grid, GridDensity, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
 
-from .problems import low_dim_functional
-from .report import Report
+from ..problems import low_dim_functional
+from ..report import Report
 
 _MESH = np.linspace(-6.0, 6.0, 200_001)
 
@@ -52,12 +53,11 @@ def run(full: bool = False, seed: int = 0) -> Report:
     U_star = F.fit(fine.centers(), q_star, F.features(fine.centers())).U
     rows = []
 
-    def grid_method(name: str, cls, cells: int, tau: float, **kw) -> None:
+    def grid_method(name: str, cls: type[GridDensity], cells: int, tau: float, **kw: str) -> None:
         grid = Grid.box(6.0, cells, 1)
         t0 = time.perf_counter()
         s = cls(F, grid, gaussian_density(grid, [0.0], [[1.0]]), tau, **kw)
-        while s.time < T - 1e-9:
-            s.step()
+        loop.run(s, until=T)
         wall = time.perf_counter() - t0
         q = s.measure()[1]
         rows.append([name, cells, tau, int(round(T / tau)), abs(s.fit().U - U_star), w1(grid_cdf(grid, q), cdf_star),
@@ -74,13 +74,11 @@ def run(full: bool = False, seed: int = 0) -> Report:
         rng = np.random.default_rng([seed, N])
         t0 = time.perf_counter()
         s = Particles(F, rng.standard_normal((N, 1)), 0.1, rng)
-        Us = []
-        while s.time < T - 1e-9:
-            s.step()
-            if s.time > T / 2:
-                Us.append(s.fit().U)
+        tail = loop.Recorder(lambda s: {"U": s.fit().U}, record_start=False, after=T / 2, record_end=False)
+        loop.run(s, until=T, observers=[tail])
         wall = time.perf_counter() - t0
-        rows.append(["particles (eta 0.1)", N, 0.1, int(round(T / 0.1)), abs(float(np.mean(Us)) - U_star),
+        U_mean = float(np.mean(tail.series()["U"]))
+        rows.append(["particles (eta 0.1)", N, 0.1, int(round(T / 0.1)), abs(U_mean - U_star),
                      w1(particle_cdf(s.positions), cdf_star), float("nan"), wall])
     report.table(
         f"Against mu* (stationary solver, 3200 cells) after running to T = {T:g} from the prior",

@@ -16,18 +16,11 @@ term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
 
 from __future__ import annotations
 
-from typing import Any
-
-from .backend import namespace
-from .functional import (
-    DEFAULT_MEMORY_BUDGET,
-    Fit,
-    PriorOnlyFunctional,
-    TwoTimescaleFunctional,
-    chunks,
-    validate_measure,
-)
+from .backend import Array, namespace
+from .distributed import Communicator, Serial
+from .functional import DEFAULT_MEMORY_BUDGET, Fit, chunks, second_moment, validate_measure
 from .problem import Problem
+from .two_timescale import TwoTimescaleFunctional
 
 
 class ClassicalFunctional:
@@ -35,24 +28,30 @@ class ClassicalFunctional:
 
     name = "classical"
 
-    def __init__(self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+    def __init__(
+        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
+    ) -> None:
+        if comm is not None and comm.size > 1:
+            raise ValueError(f"model.objective = {self.name!r} runs in one process; only 'two-timescale' is sharded")
         self.problem = problem
+        self.comm: Communicator = Serial()
         self._kernel = TwoTimescaleFunctional(problem, memory_budget)
 
     @property
     def dim(self) -> int:
         return self.problem.T + self.problem.p
 
-    def _split(self, Theta: Any) -> tuple[Any, Any]:
+    def _split(self, Theta: Array) -> tuple[Array, Array]:
         T = self.problem.T
         return Theta[:, :T], Theta[:, T:]
 
-    def features(self, Theta: Any) -> tuple[Any, Any]:
+    def features(self, Theta: Array) -> tuple[Array, Array]:
         """``(Z, H)`` of the ``w`` part of points ``Theta`` on the training inputs."""
         return self._kernel.features(self._split(Theta)[1])
 
     def fit(
-        self, Theta: Any, q: Any, features: tuple[Any, Any] | None = None, Y: Any = None, signed: bool = False
+        self, Theta: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        signed: bool = False,
     ) -> Fit:
         """Network output ``f_P(X)`` and residual coefficients ``R`` for the measure."""
         pb = self.problem
@@ -72,13 +71,13 @@ class ClassicalFunctional:
         U = 0.5 * float(xp.sum((F - Y) ** 2)) / (pb.n * pb.T)
         return Fit(Theta, q, R, F, U, "none", None, None, Z, H)
 
-    def _regulariser(self, Theta: Any) -> Any:
+    def _regulariser(self, Theta: Array) -> Array:
         xp = namespace(Theta)
         A, W = self._split(Theta)
         pb = self.problem
         return 0.5 * pb.lam * (pb.lam_a * xp.sum(A * A, axis=1) + pb.lam_w * xp.sum(W * W, axis=1))
 
-    def potential(self, fit: Fit, Theta: Any = None) -> Any:
+    def potential(self, fit: Fit, Theta: Array | None = None) -> Array:
         """``dG/dP(a, w) = sum_j R_j . a h(x_j; w) + lam r(a, w)``."""
         Theta = fit.points if Theta is None else Theta
         xp = namespace(Theta)
@@ -86,7 +85,7 @@ class ClassicalFunctional:
         H = fit.H if (Theta is fit.points and fit.H is not None) else self._kernel.features(W)[1]
         return xp.sum((H.T @ fit.coef) * A, axis=1) + self._regulariser(Theta)
 
-    def grad_potential(self, fit: Fit, Theta: Any = None) -> Any:
+    def grad_potential(self, fit: Fit, Theta: Array | None = None) -> Array:
         """``(grad_a, grad_w)`` of ``dG/dP`` at ``Theta`` (N x (T+p))."""
         pb = self.problem
         Theta = fit.points if Theta is None else Theta
@@ -98,24 +97,22 @@ class ClassicalFunctional:
             A, W = self._split(Theta[sl])
             Z, H = (fit.Z, fit.H) if reuse else self._kernel.features(W)
             out[sl, :T] = H.T @ fit.coef + pb.lam * pb.lam_a * A
-            D = pb.feature.derivative(Z, H)
-            out[sl, T:] = pb.feature.contract_grad(pb.Xa, D, fit.coef, A) + pb.lam * pb.lam_w * W
+            out[sl, T:] = pb.feature.contract_grad(pb.Xa, W, Z, H, fit.coef, A) + pb.lam * pb.lam_w * W
         return out
 
     def energy(self, fit: Fit) -> dict[str, float]:
         """``U`` (data term), ``second_moment = E||w||^2`` and ``G``."""
         xp = namespace(fit.points)
-        q = fit.weights
-        reg = float(xp.sum(q * self._regulariser(fit.points)))
-        _, W = self._split(fit.points)
-        m2 = float(xp.sum(q * xp.sum(W * W, axis=1)))
+        reg = float(xp.sum(fit.weights * self._regulariser(fit.points)))
+        m2 = second_moment(fit, self._split(fit.points)[1])
         return {"U": fit.U, "second_moment": m2, "G": fit.U + reg}
 
     def kernel_fit(self, fit: Fit) -> Fit:
         """Two-timescale fit of the ``w``-marginal: the intrinsic kernel ``k_mu``."""
-        return self._kernel.fit(self._split(fit.points)[1], fit.weights)
+        # The weights were checked when ``fit`` was made; a spectral density's undershoots stay admitted.
+        return self._kernel.fit(self._split(fit.points)[1], fit.weights, signed=True)
 
-    def predict(self, fit: Fit, X: Any) -> Any:
+    def predict(self, fit: Fit, X: Array) -> Array:
         """``f_P(x)`` at new inputs."""
         pb = self.problem
         A, W = self._split(fit.points)
@@ -123,20 +120,5 @@ class ClassicalFunctional:
         Xa = pb.feature.augment(X)
         out = xp.zeros((X.shape[0], pb.T), dtype=W.dtype)
         for sl in chunks(W.shape[0], self._kernel.chunk_size(X.shape[0])):
-            out += pb.feature.values(pb.feature.preactivation(Xa, W[sl])) @ (fit.weights[sl, None] * A[sl])
+            out += pb.feature.evaluate(Xa, W[sl])[1] @ (fit.weights[sl, None] * A[sl])
         return out
-
-
-def make_functional(name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Any = None) -> Any:
-    """``"two-timescale"`` (THEORY.md section 2), ``"classical"`` (section 6) or ``"prior"`` (U = 0).
-
-    Only the two-timescale functional can be split over processes (``comm``).
-    """
-    kinds = {"two-timescale": TwoTimescaleFunctional, "classical": ClassicalFunctional, "prior": PriorOnlyFunctional}
-    if name not in kinds:
-        raise ValueError(f"model.objective must be one of {sorted(kinds)}, got {name!r}")
-    if name == "two-timescale":
-        return TwoTimescaleFunctional(problem, memory_budget, comm)
-    if comm is not None and comm.size > 1:
-        raise ValueError(f"model.objective = {name!r} runs in one process; only 'two-timescale' is sharded")
-    return kinds[name](problem, memory_budget)

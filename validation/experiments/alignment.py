@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from .report import Report, fit_slope
+from ..report import Report, fit_slope
 from .training import experiment_config, train
 
 

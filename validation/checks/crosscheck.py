@@ -22,26 +22,28 @@ T, from differences between eta and eta/2 with coupled Brownian increments
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 
+from mfld.discretizations import loop
 from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
-from mfld.discretizations.particles import Particles, euler_maruyama
+from mfld.discretizations.particles import Particles
+from mfld.model.functional import Functional
 
-from .problems import low_dim_functional
-from .report import Report, fit_slope
+from ..problems import low_dim_functional
+from ..report import Report, fit_slope
 
 
-def grid_reference(F, p: int, T: float, cells: int, tau: float):
+def grid_reference(F: Functional, p: int, T: float, cells: int, tau: float) -> tuple[Grid, FiniteVolume]:
     grid = Grid.box(6.0, cells, p)
     fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p) / F.problem.lam_w), tau, "bdf2")
-    while fv.time < T - 1e-9:
-        fv.step()
+    loop.run(fv, until=T)
     return grid, fv
 
 
-def kernel(F, W: np.ndarray, q: np.ndarray, X: np.ndarray) -> np.ndarray:
+def kernel(F: Functional, W: np.ndarray, q: np.ndarray, X: np.ndarray) -> np.ndarray:
     H = F.problem.feature(X, W)
     return (H * q) @ H.T
 
@@ -53,7 +55,8 @@ def _sample_density(grid: Grid, q: np.ndarray, size: int, rng: np.random.Generat
     return grid.centers()[cells] + jitter
 
 
-def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None, rng) -> tuple[float, float]:
+def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None,
+              rng: np.random.Generator) -> tuple[float, float]:
     import ot
 
     if grid.dim == 1:
@@ -67,7 +70,8 @@ def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray |
     return w1, w2
 
 
-def against_N(p: int, Ns, budget: int, T: float, eta: float, cells: int, report: Report, seed: int) -> dict:
+def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, cells: int, report: Report,
+              seed: int) -> dict:
     F = low_dim_functional(p)
     grid, fv = grid_reference(F, p, T, cells, 0.02)
     pts, qg = fv.points, fv.density.ravel() * grid.cell_volume
@@ -86,11 +90,10 @@ def against_N(p: int, Ns, budget: int, T: float, eta: float, cells: int, report:
         raw, cv, kerr, w1s, w2s = [], [], [], [], []
         for s in range(seeds):
             r = np.random.default_rng([seed, p, N, s])
-            sys = Particles(F, r.standard_normal((N, p)) / math.sqrt(F.problem.lam_w), eta, r)
-            while sys.time < T - 1e-9:
-                sys.step()
-            W, q = sys.measure()
-            U_N = sys.fit().U
+            system = Particles(F, r.standard_normal((N, p)) / math.sqrt(F.problem.lam_w), eta, r)
+            loop.run(system, until=T)
+            W, q = system.measure()
+            U_N = system.fit().U
             raw.append(U_N - U_T)
             cv.append(U_N - U_T - (float(np.mean(F.first_variation_U(fit_g, W))) - dU_mean))
             kerr.append(float(np.max((kernel(F, W, q, Xk) - K_T) ** 2)))
@@ -163,22 +166,36 @@ def _plot_densities(report: Report, p: int, grid: Grid, density: np.ndarray, W: 
     ax.legend()
 
 
-def weak_error(etas, N: int, seeds: int, T: float, report: Report, seed: int) -> dict:
+class CoupledNoise:
+    """The Brownian increments of the finest step, summed ``k`` at a time: step ``j`` of a coarse run sees
+    ``(xi_{(j-1)k+1} + ... + xi_{jk}) / sqrt(k)``, so runs with different steps share one Brownian path."""
+
+    def __init__(self, xi: np.ndarray, k: int) -> None:
+        self.xi, self.k = xi, k
+
+    def normal(self, step: int, start: int, stop: int, p: int) -> np.ndarray:
+        return self.xi[(step - 1) * self.k : step * self.k, start:stop].sum(axis=0) / math.sqrt(self.k)
+
+    def uniform(self, step: int, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        raise NotImplementedError("the coupled runs carry no label noise")
+
+    def state(self) -> str:
+        return json.dumps({"stream": "coupled", "k": self.k})
+
+
+def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report, seed: int) -> dict:
     """Differences of E||w||^2 at T between eta and eta/2, Brownian increments coupled."""
     F = low_dim_functional(1)
     fine = etas[-1]
     vals = {e: [] for e in etas}
-    q = np.full(N, 1.0 / N)
     for s in range(seeds):
         r = np.random.default_rng([seed, 7, s])
         W0 = r.standard_normal((N, 1))
         xi = r.standard_normal((int(round(T / fine)), N, 1))
         for e in etas:
-            k = int(round(e / fine))
-            W = W0.copy()
-            for j in range(int(round(T / e))):
-                W = euler_maruyama(F, W, q, e, xi[j * k : (j + 1) * k].sum(axis=0) / math.sqrt(k))
-            vals[e].append(float(np.mean(W**2)))
+            system = Particles(F, W0.copy(), e, CoupledNoise(xi, int(round(e / fine))))
+            loop.run(system, int(round(T / e)))
+            vals[e].append(float(np.mean(system.positions**2)))
     rows = []
     for a, b in zip(etas, etas[1:], strict=False):
         d = np.array(vals[a]) - np.array(vals[b])

@@ -10,11 +10,32 @@ interface; :func:`world` returns the MPI one when the program was started by
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from .backend import namespace, to_host
+
+T = TypeVar("T")
+
+
+class Communicator(Protocol):
+    """The processes that share one measure: ``rank`` of ``size``, with sums over all of them."""
+
+    rank: int
+    size: int
+
+    def sum(self, x: T) -> T:
+        """The sum of ``x`` (a float or an array) over the processes."""
+        ...
+
+    def allgather(self, x: T) -> list[T]: ...
+
+    def barrier(self) -> None: ...
+
+    def bcast(self, x: T) -> T:
+        """Rank 0's ``x`` on every process."""
+        ...
 
 
 class Serial:
@@ -22,27 +43,27 @@ class Serial:
 
     rank, size = 0, 1
 
-    def sum(self, x: Any) -> Any:
+    def sum(self, x: T) -> T:
         return x
 
-    def allgather(self, x: Any) -> list[Any]:
+    def allgather(self, x: T) -> list[T]:
         return [x]
 
     def barrier(self) -> None:
         pass
 
-    def bcast(self, x: Any) -> Any:
+    def bcast(self, x: T) -> T:
         return x
 
 
 class MPIComm:
     """An mpi4py communicator; arrays are summed in place (host-staged for CuPy arrays)."""
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(self, comm: Any) -> None:  # an mpi4py Comm (mpi4py is optional)
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
 
-    def sum(self, x: Any) -> Any:
+    def sum(self, x: T) -> T:
         from mpi4py import MPI
 
         if np.isscalar(x) or isinstance(x, float | int):
@@ -52,13 +73,13 @@ class MPIComm:
         self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
         return host if xp is np else xp.asarray(host)
 
-    def allgather(self, x: Any) -> list[Any]:
+    def allgather(self, x: T) -> list[T]:
         return self.comm.allgather(x)
 
     def barrier(self) -> None:
         self.comm.Barrier()
 
-    def bcast(self, x: Any) -> Any:
+    def bcast(self, x: T) -> T:
         return self.comm.bcast(x, root=0)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfld.solver.datasets import make_dataset
-from mfld.solver.functional import TwoTimescaleFunctional
-from mfld.solver.problem import Problem
+from mfld.model.datasets import make_dataset
+from mfld.model.problem import Problem
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from .report import Report
+from ..report import Report
 from .training import experiment_config, train
 
 

@@ -7,10 +7,16 @@ symmetric rank-k updates) live here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TypeAlias
 
 import numpy as np
+
+from .registry import Registry
+
+Array: TypeAlias = np.ndarray
+"""A NumPy array, or a CuPy array where the backend is ``cupy`` (the same interface, at run time any of the two)."""
 
 try:  # CuPy is an optional extra (mfld[gpu]).
     import cupy as _cupy
@@ -18,7 +24,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     _cupy = None
 
 
-def namespace(*arrays: Any) -> ModuleType:
+def namespace(*arrays: Array) -> ModuleType:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
     if _cupy is not None:
         for a in arrays:
@@ -27,28 +33,33 @@ def namespace(*arrays: Any) -> ModuleType:
     return np
 
 
+def _cupy_module() -> ModuleType:
+    if _cupy is None:
+        raise ImportError(
+            "backend = 'cupy' needs CuPy: install the GPU extra with `pip install 'mfld[gpu]'` "
+            "(or set backend = 'numpy')."
+        )
+    return _cupy
+
+
+BACKENDS: Registry[Callable[[], ModuleType]] = Registry("backend")
+BACKENDS.add("numpy", lambda: np, "CPU")
+BACKENDS.add("cupy", _cupy_module, "an NVIDIA GPU, `pip install 'mfld[gpu]'`")
+
+
 def get_backend(name: str) -> ModuleType:
-    """Array module for a configuration name ``"numpy"`` or ``"cupy"``."""
-    if name == "numpy":
-        return np
-    if name == "cupy":
-        if _cupy is None:
-            raise ImportError(
-                "backend = 'cupy' needs CuPy: install the GPU extra with "
-                "`pip install 'mfld[gpu]'` (or set backend = 'numpy')."
-            )
-        return _cupy
-    raise ValueError(f"backend must be 'numpy' or 'cupy', got {name!r}")
+    """Array module for a configuration name (``"numpy"`` or ``"cupy"``)."""
+    return BACKENDS[name]()
 
 
-def to_host(a: Any) -> np.ndarray:
+def to_host(a: Array) -> np.ndarray:
     """Copy an array to host memory as a NumPy array (no-op for NumPy input)."""
     if _cupy is not None and isinstance(a, _cupy.ndarray):
         return _cupy.asnumpy(a)
     return np.asarray(a)
 
 
-def cholesky_solve(K: Any, B: Any) -> tuple[Any, Any]:
+def cholesky_solve(K: Array, B: Array) -> tuple[Array, Array]:
     """Solve ``K X = B`` for symmetric positive-definite ``K``.
 
     Returns ``(X, L)`` with ``K = L L^T``. Raises ``numpy.linalg.LinAlgError``
@@ -69,7 +80,7 @@ def cholesky_solve(K: Any, B: Any) -> tuple[Any, Any]:
     return (X if B.ndim == 2 else X[:, 0]), L
 
 
-def inverse_trace_from_cholesky(L: Any) -> float:
+def inverse_trace_from_cholesky(L: Array) -> float:
     """``tr(K^{-1}) = ||L^{-1}||_F^2`` for ``K = L L^T``."""
     xp = namespace(L)
     Linv = xp.linalg.inv(L)

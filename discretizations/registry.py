@@ -1,0 +1,37 @@
+"""The registry of discretisations: ``discretization`` -> system class, its time schemes and its kind.
+
+``density`` discretisations hold a density on a :class:`~mfld.discretizations.grid.Grid`
+and share one constructor ``cls(functional, grid, density, tau, **options)``;
+their files store ``/fields``. ``scheme_key`` is the configuration key choosing
+among ``schemes`` (None where the discretisation has one scheme of its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mfld.model.registry import Registry
+
+from .grid import GRID_SCHEMES, FiniteVolume
+from .particles import PARTICLE_SCHEMES, Particles
+from .spectral import FourierSpectral
+
+
+@dataclass(frozen=True)
+class Discretization:
+    """One way of representing the measure, with the time schemes it offers."""
+
+    cls: type
+    density: bool
+    schemes: Registry | None
+    scheme_key: str | None
+    max_dim: int | None
+
+
+DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")
+DISCRETIZATIONS.add("particles", Discretization(Particles, False, PARTICLE_SCHEMES, "particles.scheme", None),
+                    "interacting particles, any dimension")
+DISCRETIZATIONS.add("grid", Discretization(FiniteVolume, True, GRID_SCHEMES, "grid.scheme", 3),
+                    "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
+DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral, True, None, None, 3),
+                    "Fourier pseudo-spectral with an IMEX Euler step, p = 1 to 3")

@@ -1,0 +1,199 @@
+"""Feature maps ``h(x; w)`` of the first layer (THEORY.md section 1).
+
+A feature map is anything that satisfies :class:`FeatureMap`: it evaluates
+``h(X; W)`` (n x N) with a cache of its own, and contracts ``grad_w h`` with
+coefficient matrices, which is all the functionals need. The shipped maps are
+ridge functions ``h(x; w) = s * sigma(u . x + b)``: the parameter is
+``w = (u, b)`` in ``R^{d+1}`` with a bias, or ``w = u`` in ``R^d`` without.
+Writing ``x~ = (x, 1)`` (or ``x~ = x``) and ``z = w . x~``,
+
+    h(x; w)        = s sigma(z)
+    grad_w h(x; w) = s sigma'(z) x~
+
+so every quantity reduces to matrix products with the data. All code is
+backend-neutral (NumPy or CuPy arrays alike).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Protocol
+
+from .backend import Array, namespace
+from .registry import Registry
+
+
+class FeatureMap(Protocol):
+    """What a functional needs of ``h(x; w)``, ``w in R^p``.
+
+    ``Xa = augment(X)`` is the inputs in the form the map consumes, computed once
+    per data set. ``evaluate`` returns ``(cache, H)`` with ``H[j, i] = h(x_j; w_i)``;
+    the cache (for ridge maps the pre-activations) is handed back to the
+    contractions so that nothing is recomputed.
+    """
+
+    name: str
+
+    def dim(self, d: int) -> int:
+        """Parameter dimension ``p`` for input dimension ``d``."""
+        ...
+
+    def augment(self, X: Array) -> Array: ...
+
+    def evaluate(self, Xa: Array, W: Array) -> tuple[Array, Array]: ...
+
+    def contract_grad(self, Xa: Array, W: Array, cache: Array, H: Array, C: Array, A: Array) -> Array:
+        """``G[i] = sum_j sum_t C[j, t] A[i, t] grad_w h(x_j; w_i)`` (N x p), ``C`` n x T, ``A`` N x T."""
+        ...
+
+    def pullback(self, Xa: Array, W: Array, cache: Array, H: Array, M: Array) -> Array:
+        """``G[i] = sum_j M[j, i] grad_w h(x_j; w_i)`` (N x p) for a full n x N coefficient matrix."""
+        ...
+
+    def __call__(self, X: Array, W: Array) -> Array:
+        """``h(X; W)`` as an n x N matrix."""
+        ...
+
+
+def _erf(xp: ModuleType) -> Callable[[Array], Array]:
+    if xp.__name__ == "numpy":
+        from scipy.special import erf
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy.special import erf
+    return erf
+
+
+def _sigmoid(xp: ModuleType, z: Array) -> Array:
+    return 0.5 * (1.0 + xp.tanh(0.5 * z))
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A scalar activation with its derivative, both ``(xp, z) -> array``.
+
+    ``derivative_from_value``, where the derivative is a cheap function of the
+    value (tanh: ``1 - s^2``), spares a second transcendental per entry.
+    """
+
+    name: str
+    value: Callable[[ModuleType, Array], Array]
+    derivative: Callable[[ModuleType, Array], Array]
+    scale: float = 1.0
+    derivative_from_value: Callable[[Array], Array] | None = None
+
+
+def _tanh_d(xp: ModuleType, z: Array) -> Array:
+    t = xp.tanh(z)
+    return 1.0 - t * t
+
+
+def _sigmoid_d(xp: ModuleType, z: Array) -> Array:
+    s = _sigmoid(xp, z)
+    return s * (1.0 - s)
+
+
+def _softplus(xp: ModuleType, z: Array) -> Array:
+    # log(1 + e^z) without overflow for large |z|.
+    return xp.logaddexp(0.0, z)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation("tanh", lambda xp, z: xp.tanh(z), _tanh_d, 1.0, lambda s: 1.0 - s * s),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_d, 1.0, lambda s: s * (1.0 - s)),
+    "erf": Activation(
+        "erf",
+        lambda xp, z: _erf(xp)(z),
+        lambda xp, z: _TWO_OVER_SQRT_PI * xp.exp(-z * z),
+    ),
+    # log(1 + e^z), a smoothed ReLU.
+    "softplus": Activation("softplus", _softplus, _sigmoid),
+    # sqrt(2) cos(z) has E[h^2] = 1 for a uniform phase: random Fourier features.
+    "cos": Activation(
+        "cos",
+        lambda xp, z: xp.cos(z),
+        lambda xp, z: -xp.sin(z),
+        math.sqrt(2.0),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RidgeFeature:
+    """``h(x; w) = scale * sigma(u . x + b)`` with ``w = (u, b)`` or ``w = u``; its cache is ``Z = X~ W^T``."""
+
+    activation: Activation
+    bias: bool
+
+    @property
+    def name(self) -> str:
+        return self.activation.name + ("_bias" if self.bias else "")
+
+    def dim(self, d: int) -> int:
+        """Parameter dimension ``p`` for input dimension ``d``."""
+        return d + 1 if self.bias else d
+
+    def augment(self, X: Array) -> Array:
+        """``X~``: the inputs with a column of ones appended when there is a bias."""
+        if not self.bias:
+            return X
+        xp = namespace(X)
+        return xp.concatenate([X, xp.ones((X.shape[0], 1), dtype=X.dtype)], axis=1)
+
+    def evaluate(self, Xa: Array, W: Array) -> tuple[Array, Array]:
+        """``(Z, H)`` with ``Z[j, i] = w_i . x~_j`` and ``H = h(Z)``."""
+        Z = Xa @ W.T
+        return Z, self.values(Z)
+
+    def values(self, Z: Array) -> Array:
+        """``h`` evaluated on pre-activations."""
+        xp = namespace(Z)
+        h = self.activation.value(xp, Z)
+        return h * self.activation.scale if self.activation.scale != 1.0 else h
+
+    def derivative(self, Z: Array, H: Array | None = None) -> Array:
+        """``dh/dz`` on pre-activations ``Z``; from the values ``H = h(Z)`` when that is cheaper."""
+        act = self.activation
+        if H is not None and act.derivative_from_value is not None:
+            return act.derivative_from_value(H)  # scale is 1 for these activations
+        g = act.derivative(namespace(Z), Z)
+        return g * act.scale if act.scale != 1.0 else g
+
+    def contract_grad(self, Xa: Array, W: Array, cache: Array, H: Array, C: Array, A: Array) -> Array:
+        """``G[i] = sum_j sum_t C[j, t] A[i, t] grad_w h(x_j; w_i)`` (N x p).
+
+        With ``grad_w h(x_j; w_i) = D[j, i] x~_j``, ``D = dh/dz``, this is
+        ``sum_t A[:, t] * (D^T (C[:, t] * X~))``: T products of N x n by n x p,
+        with no n x N temporary besides ``D``.
+        """
+        D = self.derivative(cache, H)
+        G = A[:, :1] * (D.T @ (C[:, :1] * Xa))
+        for t in range(1, C.shape[1]):
+            G += A[:, t : t + 1] * (D.T @ (C[:, t : t + 1] * Xa))
+        return G
+
+    def pullback(self, Xa: Array, W: Array, cache: Array, H: Array, M: Array) -> Array:
+        """``G[i] = sum_j M[j, i] grad_w h(x_j; w_i) = ((M * D)^T X~)[i]``."""
+        return (M * self.derivative(cache, H)).T @ Xa
+
+    def __call__(self, X: Array, W: Array) -> Array:
+        """``h(X; W)`` as an n x N matrix."""
+        return self.evaluate(self.augment(X), W)[1]
+
+
+FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature")
+for _act in ACTIVATIONS.values():
+    for _bias in (True, False):
+        _f = RidgeFeature(_act, _bias)
+        FEATURE_MAPS.add(_f.name, _f, f"{_act.name}(u.x{' + b' if _bias else ''})")
+
+
+def get_feature_map(name: str) -> FeatureMap:
+    """Look up a feature map by name, e.g. ``"tanh_bias"`` (the paper's) or ``"tanh"``."""
+    if name not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map {name!r}; choose one of {sorted(FEATURE_MAPS)}")
+    return FEATURE_MAPS[name]

@@ -1,0 +1,142 @@
+"""The learning problem: data, feature map and hyper-parameters (THEORY.md section 1).
+
+Symbols: inputs ``X`` (n x d), targets ``Y`` (n x T), temperature ``lam``, ridge
+``lam_a``, prior precision ``lam_w``; ``lam_a_bar = lam lam_a``,
+``lam_w_bar = lam lam_w``; prior ``nu = N(0, I / lam_w)`` on ``w in R^p``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+
+import numpy as np
+import numpy.typing as npt
+
+from .backend import Array, namespace, to_host
+from .features import FeatureMap, get_feature_map
+
+
+def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
+    if a.ndim not in ndim_ok:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndim_ok))} dimensions, got shape {a.shape}")
+    xp = namespace(a)
+    if not bool(xp.all(xp.isfinite(a))):
+        bad = int(to_host(xp.sum(~xp.isfinite(a))))
+        raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the data before building a Problem")
+    return a
+
+
+def _data_pair(xname: str, yname: str, X: Array, Y: Array) -> tuple[Array, Array]:
+    """Finite inputs (rows) and targets as a matrix (one column per task)."""
+    X = _finite_matrix(xname, X, (2,))
+    Y = _finite_matrix(yname, Y, (1, 2))
+    return X, (Y[:, None] if Y.ndim == 1 else Y)
+
+
+def _positive(name: str, v: float) -> float:
+    v = float(v)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Data, feature map and hyper-parameters of the two-layer mean-field model.
+
+    ``relevant`` is an optional orthonormal basis (d x k) of the target's relevant
+    input subspace, used for the parameter alignment
+    ``P(mu) = E_mu ||relevant^T u||^2 / ||u||^2`` (for a single-index target
+    ``f(x) = g(u° . x)`` it is ``u°`` and P is THEORY.md's definition).
+    """
+
+    X: Array
+    Y: Array
+    feature: FeatureMap
+    lam: float
+    lam_a: float
+    lam_w: float
+    X_test: Array | None = None
+    Y_test: Array | None = None
+    relevant: Array | None = None
+    Xa: Array = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.feature, str):
+            object.__setattr__(self, "feature", get_feature_map(self.feature))
+        for name in ("lam", "lam_a", "lam_w"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        X, Y = _data_pair("X", "Y", self.X, self.Y)
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one target row per input")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "Y", Y)
+        if (self.X_test is None) != (self.Y_test is None):
+            raise ValueError("give both X_test and Y_test, or neither")
+        if self.X_test is not None:
+            Xt, Yt = _data_pair("X_test", "Y_test", self.X_test, self.Y_test)
+            if Xt.shape[1] != X.shape[1]:
+                raise ValueError(f"X_test has {Xt.shape[1]} columns but X has {X.shape[1]}")
+            if Yt.shape != (Xt.shape[0], Y.shape[1]):
+                raise ValueError(f"Y_test has shape {Yt.shape}, expected {(Xt.shape[0], Y.shape[1])}")
+            object.__setattr__(self, "X_test", Xt)
+            object.__setattr__(self, "Y_test", Yt)
+        if self.relevant is not None:
+            R = self.relevant if self.relevant.ndim == 2 else self.relevant[:, None]
+            if R.shape[0] != X.shape[1]:
+                raise ValueError(f"relevant has {R.shape[0]} rows, expected d = {X.shape[1]}")
+            object.__setattr__(self, "relevant", R)
+        object.__setattr__(self, "Xa", self.feature.augment(X))
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def T(self) -> int:
+        return int(self.Y.shape[1])
+
+    @property
+    def p(self) -> int:
+        """Dimension of the first-layer parameter ``w``."""
+        return self.feature.dim(self.d)
+
+    @property
+    def lam_a_bar(self) -> float:
+        return self.lam * self.lam_a
+
+    @property
+    def lam_w_bar(self) -> float:
+        return self.lam * self.lam_w
+
+    @property
+    def xp(self) -> ModuleType:
+        return namespace(self.X)
+
+    def to(self, xp: ModuleType, dtype: npt.DTypeLike = None) -> Problem:
+        """The same problem with its arrays moved to ``xp`` (numpy or cupy) and ``dtype``."""
+
+        def conv(a: Array | None) -> Array | None:
+            if a is None:
+                return None
+            a = xp.asarray(to_host(a) if xp is np else a)
+            return a.astype(dtype) if dtype is not None else a
+
+        return replace(
+            self,
+            X=conv(self.X),
+            Y=conv(self.Y),
+            X_test=conv(self.X_test),
+            Y_test=conv(self.Y_test),
+            relevant=conv(self.relevant),
+        )
+
+    def sample_prior(self, N: int, rng: np.random.Generator) -> np.ndarray:
+        """``N`` draws from ``nu = N(0, I / lam_w)`` (N x p, on the host)."""
+        return rng.standard_normal((N, self.p)) / math.sqrt(self.lam_w)

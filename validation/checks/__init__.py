@@ -1,0 +1,1 @@
+"""Theory checks: convexity, the linear rate, particles against the grid, accuracy against cost."""

@@ -1,0 +1,43 @@
+"""Training runs for the experiments: particles with a few observables recorded along the way."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import numpy as np
+
+from mfld.discretizations import loop
+from mfld.discretizations.noise import as_noise
+from mfld.discretizations.particles import Particles
+from mfld.model.label_noise import LabelNoiseDrift
+from mfld.model.observables import Evaluation, evaluate
+from mfld.model.two_timescale import TwoTimescaleFunctional
+
+OBSERVED = ("kernel_alignment", "parameter_alignment", "degrees_of_freedom", "train_loss", "U", "test_loss")
+
+
+def experiment_config(name: str, full: bool) -> dict[str, object]:
+    """The ``[quick]`` or ``[full]`` table of ``data/experiments/<name>.toml``."""
+    text = resources.files("mfld.data").joinpath(f"experiments/{name}.toml").read_text()
+    return tomllib.loads(text)["full" if full else "quick"]
+
+
+def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, seed: int, every: int,
+          label_noise: float = 0.0, init_sd: float | None = None) -> dict[str, np.ndarray]:
+    """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
+
+    They start from the prior ``nu`` (THEORY.md section 3), or from ``N(0, init_sd^2 I)`` when given;
+    ``label_noise = s > 0`` runs the label-noise procedure.
+    """
+    rng = np.random.default_rng([seed, N, 11])
+    if init_sd is None:
+        W0 = functional.problem.sample_prior(N, rng)
+    else:
+        W0 = rng.standard_normal((N, functional.problem.p)) * init_sd
+    noise = as_noise(rng)
+    drift = LabelNoiseDrift(functional, label_noise, noise.uniform) if label_noise > 0 else None
+    system = Particles(functional, W0, eta, noise, drift=drift)
+    recorder = loop.Recorder(lambda s: evaluate(Evaluation(functional, s.fit()), OBSERVED), every)
+    loop.run(system, steps, [recorder])
+    return recorder.series()
