@@ -8,9 +8,9 @@ loop stops after ``steps`` steps, at time ``until``, or when a condition on the
 system (for example an observable below a tolerance, :func:`below`) holds,
 whichever comes first.
 
-Ctrl-C (SIGINT) does not interrupt a step half-way: it is caught, the current
-step is completed, observers finish (a checkpoint writer writes a final frame)
-and :class:`Interrupted` is raised.
+Ctrl-C (SIGINT) and SIGTERM (what batch schedulers send) do not interrupt a
+step half-way: they are caught, the current step is completed, observers finish
+(a checkpoint writer writes a final frame) and :class:`Interrupted` is raised.
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ StopCondition = Callable[[System], bool]
 
 
 class Interrupted(Exception):
-    """The run was stopped by SIGINT after its observers finished (a final checkpoint is written)."""
+    """The run was stopped by SIGINT or SIGTERM after its observers finished (a final checkpoint is written).
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"interrupted at step {step}")
-        self.step = step
+    ``detail`` replaces the default message where the caller knows better what was saved.
+    """
+
+    def __init__(self, step: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"interrupted at step {step}")
+        self.step, self.detail = step, detail
 
 
 def run(
@@ -65,7 +68,8 @@ def run(
     end = math.inf if until is None else until - 1e-9 * max(1.0, abs(until))
     interrupt = threading.Event()
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupt.set()) if in_main else None
+    signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
+    previous = {sig: signal.signal(sig, lambda *_: interrupt.set()) for sig in signals}
     try:
         for obs in observers:
             obs.start(system)
@@ -80,8 +84,8 @@ def run(
         for obs in observers:
             obs.finish(system, interrupt.is_set())
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if interrupt.is_set():
         raise Interrupted(system.step_count)
     return system

@@ -8,6 +8,7 @@ registries (:data:`~mfld.model.objectives.OBJECTIVES`,
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from mfld.discretizations import loop
 from mfld.discretizations.grid import FieldState, Grid, check_box, gaussian_density
 from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
-from mfld.discretizations.particles import Particles, ParticleState, initial_positions
+from mfld.discretizations.particles import Particles, ParticleState, check_step_size, initial_positions
 from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.discretizations.stationary import StationaryResult, solve_stationary
 from mfld.discretizations.system import System
@@ -29,10 +30,11 @@ from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from .checkpoint import CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
+from .checkpoint import CheckpointError, CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
 from .config import Config, get, to_toml
 from .observers import Checkpoints, Progress
 
+log = logging.getLogger("mfld")
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
 Data = dict[str, np.ndarray]
 
@@ -110,7 +112,7 @@ def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool
     s = config["stationary"]
 
     def report(it: int, cert: float, obj: float) -> None:
-        print(f"  iteration {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}")
+        log.info(f"  iteration {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}")
 
     result = solve_stationary(
         functional, grid, tol=s["tol"], max_iter=s["max_iter"], damping=s["damping"], memory=s["memory"],
@@ -163,6 +165,14 @@ def build_system(
                     edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
 
 
+def check_inputs(config: Config, problem: Problem) -> None:
+    """The cheap checks of a configuration against its problem (box, dimension, step size), before any work."""
+    if DISCRETIZATIONS[config["discretization"]].density:
+        build_grid(config, build_functional(config, problem))
+    else:
+        check_step_size(problem, config["time"]["eta"])
+
+
 def metrics_of(system: System) -> dict[str, float]:
     """The observables of the system's current measure and the discretisation's diagnostics."""
     out = evaluate(Evaluation(system.functional, system.fit(), system.entropy()))
@@ -197,6 +207,9 @@ def _store(path: Path, comm: Communicator, system: System, create: tuple | None)
 def start(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
     """Run a configuration from the prior, writing its checkpoint file; returns the path."""
     path = Path(path or config["output"]["path"])
+    data = generate_data(config)
+    problem = build_problem(config, data)
+    check_inputs(config, problem)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass --overwrite"
@@ -206,10 +219,9 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
         exists = comm.bcast(path.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
             raise FileExistsError(f"{str(path)!r} exists; pass --overwrite or choose another --out")
-    data = generate_data(config)
-    problem = build_problem(config, data)
     system = build_system(config, problem, comm=comm)
-    create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None))
+    create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
+              config["output"]["author"])
     store = _store(path, comm, system, create)
     steps = config["time"]["steps"]
     loop.run(system, steps, _observers(config, store, steps, resuming=False, rank=comm.rank))
@@ -220,6 +232,11 @@ def resume(path: str | Path, steps: int | None = None) -> Path:
     """Continue the run in ``path`` from its last frame by ``steps`` steps (default: to ``time.steps``)."""
     comm = world()
     reader = CheckpointReader(path)
+    if reader.kind == "stationary":
+        raise CheckpointError(
+            f"{str(path)!r} holds mu* from `mfld stationary`, not a run: there is nothing to resume; "
+            "start the dynamics with `mfld run CONFIG`"
+        )
     config = reader.config
     rows = slice(*shard(config["particles"]["N"], comm.rank, comm.size)) if comm.size > 1 else slice(None)
     snap = reader.snapshot(rows=rows)
@@ -244,7 +261,8 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
     functional = build_functional(config, problem)
     grid = build_grid(config, functional)
     result = stationary(config, functional, grid, verbose=True)
-    store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid)
+    store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid,
+                                   config["output"]["author"])
     for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"], strict=True)):
         store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
     store.commit(FieldState(to_host(result.density), 0, 0.0))

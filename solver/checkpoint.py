@@ -6,10 +6,11 @@ File layout (every time series is an H5MD element ``{step, time, value}``)::
     /particles/mu/box             dimension = p, boundary = "none"
     /particles/mu/position        value: frames x N x p
     /particles/mu/rng_state       value: frames, JSON text of the noise generator
-    /fields/mu                    value: frames x cells_1 x ... x cells_p (grid densities)
+    /fields/mu                    value: frames x cells_1 x ... x cells_p (grid densities), with
+                                  the cell centres w_k of each axis and time as dimension scales
+                                  in the same group (netCDF tools and xarray's h5netcdf engine
+                                  open it: group "fields/mu"); /fields attrs lower, upper, cells
     /fields/mu_previous           the density one step earlier (bdf2 only, for exact resume)
-    /fields/coordinates/w_k       cell centres of axis k, attached to value as dimension scales;
-                                  /fields attrs lower, upper, cells describe the grid
     /observables/<name>           value: records (objective, U, second_moment, ...)
     /parameters                   attrs: config (TOML text), mfld_kind
     /parameters/data/{X, Y, X_test, Y_test[, relevant]}
@@ -62,6 +63,15 @@ def _version() -> str:
     try:
         return version("mfld")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in this environment
         return "unknown"
 
 
@@ -144,21 +154,23 @@ class CheckpointStore:
     @classmethod
     def create(
         cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
-        grid: Grid | None = None,
+        grid: Grid | None = None, author: str = "",
     ) -> CheckpointStore:
         """Write a new file with metadata, configuration and data, and no frames yet.
 
-        ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``.
+        ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``;
+        ``author`` defaults to the login name.
         """
         path = Path(path)
 
         def edit(f: h5py.File) -> None:
             h5md = f.create_group("h5md")
             h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
-            h5md.create_group("author").attrs["name"] = os.environ.get("USER", "mfld user")
+            # H5MD asks for fixed-length strings in its metadata.
+            h5md.create_group("author").attrs["name"] = np.bytes_(author or _login())
             creator = h5md.create_group("creator")
-            creator.attrs["name"] = "mfld"
-            creator.attrs["version"] = _version()
+            creator.attrs["name"] = np.bytes_("mfld")
+            creator.attrs["version"] = np.bytes_(_version())
             params = f.create_group("parameters")
             params.attrs["config"] = config_text
             params.attrs["mfld_kind"] = kind
@@ -176,9 +188,6 @@ class CheckpointStore:
                 fields.attrs["lower"] = np.asarray(grid.lower, dtype=np.float64)
                 fields.attrs["upper"] = np.asarray(grid.upper, dtype=np.float64)
                 fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
-                coords = fields.create_group("coordinates")
-                for k, axis in enumerate(grid.axes()):
-                    coords.create_dataset(f"w_{k}", data=axis).make_scale(f"w_{k}")
 
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, edit, start_from_existing=False)
@@ -229,16 +238,33 @@ def _write_particles(f: h5py.File, state: ParticleState) -> None:
     _append(group["rng_state"], state.step, state.time, state.rng_state)
 
 
+def _density_element(fields: h5py.Group, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
+    """A density element whose dimensions are self-described: time and the cell centres w_k, in its own group."""
+    el = _element(fields, name, shape, dtype)
+    el["time"].make_scale("time")
+    el["time"].attrs["units"] = el["time"].attrs["unit"] = "1"
+    el["time"].attrs["long_name"] = "time t of the dynamics (dimensionless)"
+    el["value"].dims[0].attach_scale(el["time"])
+    el["step"].dims[0].attach_scale(el["time"])
+    el["value"].attrs["long_name"] = f"density of {name} on the grid"
+    el["value"].attrs["units"] = el["value"].attrs["unit"] = "1"
+    a = fields.attrs
+    grid = Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
+    for k, axis in enumerate(grid.axes()):
+        w = el.create_dataset(f"w_{k}", data=axis)
+        w.make_scale(f"w_{k}")
+        w.attrs["units"] = w.attrs["unit"] = "1"
+        w.attrs["long_name"] = f"cell centres of parameter axis {k}"
+        el["value"].dims[k + 1].attach_scale(w)
+
+
 def _write_density(f: h5py.File, state: FieldState) -> None:
     fields = f[_FIELDS]
     m = np.asarray(state.density)
     names = ["mu"] + (["mu_previous"] if state.previous is not None else [])
     for name in names:
         if name not in fields:
-            el = _element(fields, name, m.shape, m.dtype)
-            for k in range(m.ndim):
-                el["value"].dims[k + 1].attach_scale(fields[f"coordinates/w_{k}"])
-            el["value"].dims[0].attach_scale(el["time"])
+            _density_element(fields, name, m.shape, m.dtype)
         _append(fields[name], state.step, state.time, m if name == "mu" else state.previous)
 
 
@@ -277,6 +303,12 @@ class CheckpointReader:
             self.kind = str(f["parameters"].attrs["mfld_kind"])
             self.data = {k: v[()] for k, v in f["parameters/data"].items()}
             self.has_density = _FIELDS in f
+            missing = _missing_shards(self.path, f)
+            if missing:
+                raise CheckpointError(
+                    f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
+                    f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
+                )
             el = _frame_element(f)
             self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
             self.times = el["time"][()] if el is not None else np.zeros(0)
@@ -416,6 +448,15 @@ class ShardedCheckpointStore(CheckpointStore):
             _atomic_write(self.path, edit, start_from_existing=True)
         self._pending = []
         self.comm.barrier()
+
+
+def _missing_shards(path: Path, f: h5py.File) -> list[str]:
+    """The shard files that the master's table of sources names and its folder lacks."""
+    sources = f.get(f"{_PARTICLES}/position/sources")
+    if sources is None:
+        return []
+    names = {entry[0] for t in sources[()] for entry in json.loads(t)}
+    return sorted(n for n in names if not (path.parent / n).is_file())
 
 
 def is_sharded(path: str | Path) -> bool:

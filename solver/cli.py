@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from mfld.discretizations.loop import Interrupted
+from mfld.model.backend import BACKENDS
 
 from . import build
 from .checkpoint import CheckpointError, CheckpointReader
@@ -26,7 +29,7 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set or [])
     if config["discretization"] == "particles":
         config["discretization"] = "grid"
-    print("solving mu* = p_{mu*} on the grid:")
+    logging.getLogger("mfld").info("solving mu* = p_{mu*} on the grid:")
     path = build.write_stationary(config, args.out, overwrite=args.overwrite)
     print(f"mu*: {path}")
     return 0
@@ -36,9 +39,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from mfld.validation.suite import CHECKS, EXPERIMENTS, run_checks
 
     registry = EXPERIMENTS if args.command == "experiment" else CHECKS
-    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry)
+    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry,
+                         backend=getattr(args, "backend", "numpy"))
     print(f"report: {args.out}/summary.md")
-    failed = [r.name for r in reports if not r.passed]
+    failed = [r.name for r in reports if r.status == "failed"]
     if failed:
         print(f"mfld: the numbers disagree with the theory in: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -81,6 +85,15 @@ def _print_last(reader: CheckpointReader) -> None:
         print(f"  {name:<20} {el['value'][-1]: .8g}")
 
 
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from .config import shipped_configs
+
+    print("shipped configurations (`mfld run NAME`, `mfld stationary NAME`):")
+    for name, summary in shipped_configs().items():
+        print(f"  {name:<14} {summary}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     r = CheckpointReader(args.file)
     c = r.config
@@ -112,7 +125,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _config_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
-    p.add_argument("config", nargs="?", help="TOML configuration file merged over the built-in default")
+    p.add_argument("config", nargs="?", help="TOML configuration file, or a shipped one by name (`mfld configs`), "
+                   "merged over the built-in default")
     p.add_argument("--out", help=out_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -128,6 +142,9 @@ def _report_arguments(p: argparse.ArgumentParser, names_help: str, full_help: st
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfld", description="Mean-field Langevin dynamics of two-layer networks.")
+    p.add_argument("--version", action="version", version=f"mfld {_version()}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: debugging)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a configuration (the built-in default without CONFIG)")
     _config_arguments(r, "checkpoint file (default: output.path)")
@@ -136,10 +153,14 @@ def parser() -> argparse.ArgumentParser:
     _config_arguments(st, "output file (default: output.path)")
     st.set_defaults(func=_cmd_stationary)
     v = sub.add_parser("validate", help="check the theory numerically: convexity, rate, crosscheck, discretizations")
-    _report_arguments(v, "check names, or 'all'", "paper-grade sizes instead of the quick ones", "mfld-validation")
+    _report_arguments(v, "check names, or 'all'", "paper-grade sizes instead of the quick ones (CPU: the checks are "
+                      "small grids and particle sets)", "mfld-validation")
     e = sub.add_parser("experiment", help="reproduce the paper: alignment, paper-figure-1, label-noise, "
                        "paper-figure-2, sample-complexity")
-    _report_arguments(e, "experiment names, or 'all'", "the paper's sizes (wants the GPU machine)", "mfld-experiments")
+    _report_arguments(e, "experiment names, or 'all'",
+                      "the paper's sizes (hours on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
+    e.add_argument("--backend", default="numpy", choices=list(BACKENDS),
+                   help="array backend of the particle training (label-noise's grid part runs on the CPU)")
     sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")
     sw.add_argument("file", help="sweep TOML: base, out, [set] and [grid] of lists")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else its name)")
@@ -150,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
     s.set_defaults(func=_cmd_resume)
+    c = sub.add_parser("configs", help="list the shipped configurations, usable by name")
+    c.set_defaults(func=_cmd_configs)
     i = sub.add_parser("info", help="summarise a checkpoint file")
     i.add_argument("file")
     i.set_defaults(func=_cmd_info)
@@ -160,13 +183,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mfld")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it (MPICH, Open MPI, PMIx), without initialising MPI."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Status and progress go to stderr through the ``mfld`` logger; results go to stdout."""
+    logger = logging.getLogger("mfld")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     np.seterr(over="ignore", under="ignore")
+    rank = _launcher_rank()
+    _configure_logging(-1 if args.quiet or rank > 0 else args.verbose)
+    if rank > 0:  # one rank speaks for an MPI job; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     try:
         return args.func(args)
     except Interrupted as e:
-        print(f"mfld: {e}; the final checkpoint is written, continue with `mfld resume`", file=sys.stderr)
+        hint = "" if e.detail else "; the final checkpoint is written, continue with `mfld resume`"
+        print(f"mfld: {e}{hint}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("mfld: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     except (
         ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError

@@ -131,6 +131,7 @@ SCHEMA: dict[str, Key] = {
     "output.checkpoint_every": _pos_int("steps between saved frames"),
     "output.metrics_every": _pos_int("steps between recorded observables"),
     "output.plot": Key(bool, doc="write `<path>.png` at the end"),
+    "output.author": Key(str, doc="the H5MD author of the file (empty: the login name)"),
     "output.progress": _choice("`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False),
 }
 
@@ -185,16 +186,46 @@ def _check(flat: Mapping[str, object]) -> None:
         raise ConfigError(f"configuration is missing keys {missing}")
 
 
+def shipped_configs() -> dict[str, str]:
+    """The configurations that ship with mfld, ``{name: first comment line}`` (``mfld configs`` lists them)."""
+    out = {}
+    for f in sorted(resources.files("mfld.data").joinpath("configs").iterdir(), key=lambda f: f.name):
+        if f.name.endswith(".toml"):
+            first = f.read_text().splitlines()[0] if f.read_text() else ""
+            out[f.name[: -len(".toml")]] = first.lstrip("# ").strip()
+    return out
+
+
+def read_config_text(path: str | Path) -> tuple[str, str]:
+    """``(text, where)`` of a configuration: a file, or else a shipped configuration by name (``grid-1d``)."""
+    p = Path(path)
+    name = p.name[: -len(".toml")] if p.name.endswith(".toml") else p.name
+    if not p.exists() and str(p.parent) == "." and name in shipped_configs():
+        return resources.files("mfld.data").joinpath(f"configs/{name}.toml").read_text(), f"shipped config {name!r}"
+    if p.is_dir():
+        raise ConfigError(f"configuration {str(path)!r} is a directory; give a TOML file or a shipped name "
+                          f"({', '.join(shipped_configs())})")
+    try:
+        return p.read_text(encoding="utf-8"), f"configuration file {str(path)!r}"
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist, nor is it a shipped configuration "
+                          f"({', '.join(shipped_configs())}; `mfld configs` lists them)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (is it a TOML file?)") from None
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """The default configuration, updated by the TOML file ``path`` and ``key=value`` overrides."""
+    """The default configuration, updated by the TOML file ``path`` and ``key=value`` overrides.
+
+    ``path`` may also name a shipped configuration (``"grid-1d"``); a file of that name takes precedence.
+    """
     config = tomllib.loads(default_text())
     if path is not None:
+        text, where = read_config_text(path)
         try:
-            user = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+            user = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {e}") from None
+            raise ConfigError(f"{where} is not valid TOML: {e}") from None
         for key, value in _flatten(user).items():
             _check_known(key)
             _set(config, key, value)

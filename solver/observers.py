@@ -8,7 +8,10 @@ whose sink is the checkpoint store. Data flows one way: system -> observer -> si
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+import time
 from typing import Protocol
 
 from tqdm.auto import tqdm
@@ -18,25 +21,54 @@ from mfld.discretizations.loop import Recorder
 from mfld.discretizations.particles import ParticleState
 from mfld.discretizations.system import System
 
+log = logging.getLogger("mfld")
+
 
 class Progress:
-    """A tqdm bar, shown only for runs longer than ``delay`` seconds (or never)."""
+    """Progress of a run: a tqdm bar on a terminal, a logged line every tenth of the run elsewhere.
+
+    ``enabled`` None ("auto") shows the bar on a terminal and the lines when
+    stderr is a file or a pipe (batch jobs, CI), in both cases only for runs
+    longer than ``delay`` seconds; True forces the bar, False shows nothing.
+    """
 
     def __init__(self, total: int, enabled: bool | None = None, delay: float = 2.0, metrics: Recorder | None = None):
         self.total, self.enabled, self.delay, self.metrics = total, enabled, delay, metrics
         self.bar: tqdm | None = None
+        self._lines = False
+        self._t0 = 0.0
+        self._next = 0
 
     def start(self, system: System) -> None:
-        # tqdm's disable=None hides the bar when stderr is not a terminal ("auto").
-        disable = {True: False, False: True, None: None}[self.enabled]
+        self._t0 = time.monotonic()
+        self._start_step = system.step_count
+        self._lines = self.enabled is None and not sys.stderr.isatty()
+        self._next = max(1, self.total // 10)
+        disable = self._lines or self.enabled is False
         delay = 0.0 if self.enabled else self.delay
         self.bar = tqdm(total=self.total, disable=disable, delay=delay, unit="step", desc="mfld")
 
-    def observe(self, system: System) -> None:
-        self.bar.update(1)
+    def _objective(self, system: System) -> float | None:
         if self.metrics is not None and self.metrics.last_step == system.step_count:
-            obj = self.metrics.latest.get("objective", math.nan)
-            self.bar.set_postfix(objective=f"{obj:.6g}", refresh=False)
+            return self.metrics.latest.get("objective", math.nan)
+        return None
+
+    def observe(self, system: System) -> None:
+        obj = self._objective(system)
+        if not self._lines:
+            self.bar.update(1)
+            if obj is not None:
+                self.bar.set_postfix(objective=f"{obj:.6g}", refresh=False)
+            return
+        done = system.step_count - self._start_step
+        elapsed = time.monotonic() - self._t0
+        if done >= self._next or done == self.total:
+            self._next = done + max(1, self.total // 10)
+            if elapsed >= self.delay:
+                rate = done / elapsed
+                left = (self.total - done) / rate if rate > 0 else math.inf
+                log.info(f"step {system.step_count} ({done}/{self.total}, {100 * done / max(self.total, 1):.0f}%), "
+                         f"t = {system.time:.6g}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
     def finish(self, system: System, interrupted: bool) -> None:
         self.bar.close()

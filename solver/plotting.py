@@ -1,16 +1,13 @@
-"""Figures of a run's observables (matplotlib, no display needed)."""
+"""Figures of a run's observables (Matplotlib's object API: no display needed, the user's backend untouched)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .checkpoint import CheckpointReader  # noqa: E402
+from .checkpoint import CheckpointReader
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),
@@ -27,7 +24,8 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
     reader = CheckpointReader(path)
     obs = reader.observables()
     out = Path(out) if out is not None else Path(path).with_suffix(".png")
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    axes = fig.subplots(2, 3)
     panels = list(PANELS)
     if "certificate" in obs:
         panels[1] = ("certificate", "certificate lam KL(m || p_m), gap", True)
@@ -57,5 +55,4 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
         f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}"
     )
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

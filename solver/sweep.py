@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("mfld")
 SUMMARY = ("objective", "U", "train_loss", "test_loss", "kernel_alignment", "degrees_of_freedom")
 
 
@@ -99,7 +101,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
               workers: int | None = None) -> list[dict[str, Any]]:
     """Run every task of the sweep file on Dask and write ``summary.csv`` and ``summary.md``."""
     try:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ImportError("mfld sweep needs Dask: pip install 'mfld[dask]'") from None
     base, shared, grid, out_spec = read_sweep(path)
@@ -115,7 +117,12 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
                                      dashboard_address=None))
     try:
         futures = client.map(run_task, todo, folder=str(folder), pure=False)
-        rows = client.gather(futures)
+        order = {f.key: k for k, f in enumerate(futures)}
+        rows: list[dict[str, object]] = [{} for _ in futures]
+        for done, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            rows[order[future.key]] = row
+            log.info(f"[{done}/{len(futures)}] {row['status']:<15} {row['name']}")
     finally:
         cluster = None if scheduler else client.cluster
         client.close()

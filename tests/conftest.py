@@ -29,3 +29,9 @@ def one_sided_derivative(f, e: float = 1e-4) -> float:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty folder of its own: what a user's earlier runs left in theirs changes nothing."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -9,6 +9,8 @@ import pytest
 from mfld.solver.cli import main
 from mfld.validation.suite import EXPERIMENTS
 
+pytestmark = pytest.mark.slow  # minutes: the quick subset is `pytest -m "not slow"`
+
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):

@@ -41,7 +41,7 @@ def test_grid_file_layout_and_analysis(tmp_path):
     with h5py.File(path, "r") as f:
         value = f["fields/mu/value"]
         assert value.shape == (4, 96)
-        assert value.dims[1][0].name == "/fields/coordinates/w_0"
+        assert value.dims[1][0].name == "/fields/mu/w_0"
         np.testing.assert_allclose(value.dims[1][0][()], np.linspace(-6, 6, 97)[:-1] + 6 / 96)
         for name in ("certificate", "gap", "mass", "min_density", "objective", "kernel_alignment"):
             assert f"observables/{name}" in f
@@ -75,8 +75,8 @@ def test_stationary_command_writes_the_optimum(tmp_path, capsys):
     out = tmp_path / "star.h5"
     args = ["stationary", "--out", str(out)] + [a for item in GRID_1D for a in ("--set", item)]
     assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "lam KL(mu || p_mu)" in text
+    captured = capsys.readouterr()
+    assert "lam KL(mu || p_mu)" in captured.err and f"mu*: {out}" in captured.out  # progress on stderr, result out
     snap = load(out)
     assert snap.kind == "stationary" and snap.density.shape == (96,)
     cert = CheckpointReader(out).observables()["certificate"]["value"]
@@ -89,5 +89,52 @@ def test_stationary_command_writes_the_optimum(tmp_path, capsys):
 
 
 def test_grid_refuses_a_box_too_small_for_the_prior(capsys):
+    # The README's first command leaves mfld-run.h5 in the working directory: the box is still what is refused.
+    assert main(["run", "--set", "time.steps=2", "--set", "output.plot=false", "--set", "particles.N=20"]) == 0
     assert main(["run", *[a for item in GRID_1D for a in ("--set", item)], "--set", "grid.half_width=2.0"]) == 2
     assert "cannot hold the prior" in capsys.readouterr().err
+
+
+def test_a_grid_on_a_high_dimensional_problem_names_the_dimension(capsys):
+    assert main(["run", "--set", "discretization=grid"]) == 2  # the default problem: tanh with bias, d = 10
+    assert "grids need a parameter dimension p <= 3; this problem has p = 11" in capsys.readouterr().err
+
+
+def test_shipped_configurations_run_by_name(capsys):
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("default", "grid-1d", "grid-2d", "spectral-1d"))
+    assert main(["run", "grid-1d", "--out", "g.h5", "--set", "time.steps=3", "--set", "output.plot=false"]) == 0
+    assert load("g.h5").grid.cells == (256,)  # grid-1d's own cells, not the default's 64
+    assert main(["run", "no-such-config"]) == 2
+    assert "nor is it a shipped configuration" in capsys.readouterr().err
+
+
+def test_grid_files_open_in_netcdf_tools(tmp_path):
+    """xarray's h5netcdf engine and the netCDF library read the density with its coordinates."""
+    import shutil
+    import subprocess
+
+    import netCDF4
+    import xarray as xr
+
+    path = build.start(config(), tmp_path / "g.h5")
+    with xr.open_dataset(path, engine="h5netcdf", group="fields/mu") as ds:
+        assert ds["value"].dims == ("time", "w_0") and ds["w_0"].size == 96
+        np.testing.assert_array_equal(ds["value"].values[-1], load(path).density)
+        np.testing.assert_array_equal(ds["time"].values, CheckpointReader(path).times)
+        assert ds["w_0"].attrs["units"] == "1"
+    with netCDF4.Dataset(path) as nc:
+        mu = nc["fields/mu"]
+        assert set(mu.dimensions) == {"time", "w_0"} and mu["value"].dimensions == ("time", "w_0")
+    if shutil.which("ncdump"):
+        out = subprocess.run(["ncdump", "-h", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0 and "double w_0(w_0)" in out.stdout, out.stderr
+
+
+def test_resume_of_a_stationary_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "star.h5"
+    assert main(["stationary", "--out", str(out)] + [a for item in GRID_1D for a in ("--set", item)]) == 0
+    assert main(["resume", str(out), "--steps", "3"]) == 2
+    assert "holds mu* from `mfld stationary`, not a run" in capsys.readouterr().err
+    assert CheckpointReader(out).steps.tolist() == [0]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader, load
+from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.config import load_config
 
 pytest.importorskip("mpi4py")
@@ -26,13 +26,14 @@ SETTINGS = [
 ]
 
 
-def mfld(ranks: int, *args: str) -> None:
+def mfld(ranks: int, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "mfld.solver.cli", *args]
     if ranks > 1:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def sets(*extra: str) -> list[str]:
@@ -41,7 +42,8 @@ def sets(*extra: str) -> list[str]:
 
 def test_two_ranks_follow_the_single_process_trajectory(tmp_path):
     mfld(1, "run", "--out", str(tmp_path / "one.h5"), *sets("time.steps=20"))
-    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=20"))
+    proc = mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=20"))
+    assert proc.stdout.count("checkpoint:") == 1  # one rank speaks for the job
     one, two = load(tmp_path / "one.h5"), load(tmp_path / "two.h5")
     assert one.step == two.step == 20 and two.points.shape == (101, 5)
     np.testing.assert_allclose(two.points, one.points, rtol=1e-12, atol=1e-12)
@@ -81,3 +83,12 @@ def test_in_process_runs_use_the_keyed_stream(tmp_path):
     config = load_config(None, SETTINGS + ["time.steps=4"])
     path = build.start(config, tmp_path / "r.h5")
     assert '"keyed-philox"' in load(path).rng_state
+
+
+def test_a_master_moved_without_its_shards_is_refused(tmp_path):
+    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=5"))
+    elsewhere = tmp_path / "moved"
+    elsewhere.mkdir()
+    shutil.copy(tmp_path / "two.h5", elsewhere / "two.h5")
+    with pytest.raises(CheckpointError, match=r"shard files are missing: two\.r0of2\.h5, two\.r1of2\.h5"):
+        load(elsewhere / "two.h5")

@@ -10,6 +10,8 @@ import pytest
 from mfld.validation.checks import convexity
 from mfld.validation.suite import CHECKS, run_checks
 
+pytestmark = pytest.mark.slow  # minutes: the quick subset is `pytest -m "not slow"`
+
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):

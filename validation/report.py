@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def _clean(x: Any) -> Any:
@@ -38,7 +35,11 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class Report:
-    """What one check measured; ``passed`` says whether the theory's claim held."""
+    """What one check measured; ``status`` says whether the theory's claims held.
+
+    A claim is recorded only where the numbers could contradict it; a report
+    with no claim is ``"no claims"``, neither passed nor failed.
+    """
 
     name: str
     title: str
@@ -50,7 +51,15 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(ok for _, ok in self.claims)
+        """Every claim held, and there was at least one."""
+        return bool(self.claims) and all(ok for _, ok in self.claims)
+
+    @property
+    def status(self) -> str:
+        """``"passed"``, ``"failed"`` or ``"no claims"``."""
+        if not self.claims:
+            return "no claims"
+        return "passed" if self.passed else "failed"
 
     def claim(self, text: str, ok: bool) -> bool:
         """Record a claim of the theory and whether the numbers support it."""
@@ -61,12 +70,17 @@ class Report:
         self.tables.append((title, header, rows))
 
     def figure(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        fig, axes = plt.subplots(*args, **kwargs)
+        # A bare Figure (no pyplot): the user's Matplotlib backend and open figures are left alone.
+        layout = "constrained" if kwargs.pop("constrained_layout", False) else None
+        fig = Figure(figsize=kwargs.pop("figsize", None), layout=layout)
+        axes = fig.subplots(*args, **kwargs)
         self.figures.append((name, fig))
         return fig, axes
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", ""]
+        if not self.claims:
+            lines += ["No claim of the theory is tested here: the tables report measurements only.", ""]
         for text, ok in self.claims:
             lines.append(f"- [{'x' if ok else ' '}] {text}")
         lines.append("")
@@ -87,6 +101,7 @@ class Report:
             "name": self.name,
             "title": self.title,
             "passed": self.passed,
+            "status": self.status,
             "claims": [{"claim": t, "holds": ok} for t, ok in self.claims],
             "tables": [{"title": t, "header": h, "rows": r} for t, h, r in self.tables],
             "data": self.data,
@@ -97,7 +112,6 @@ class Report:
         for name, fig in self.figures:
             p = folder / f"{self.name}-{name}.png"
             fig.savefig(p, dpi=110)
-            plt.close(fig)
             paths.append(p)
         return paths
 

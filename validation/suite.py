@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mfld.discretizations.loop import Interrupted
+from mfld.model.backend import get_backend
 from mfld.model.registry import Registry
 
 from .checks import convexity, crosscheck, discretizations, rates
-from .experiments import alignment, label_noise, paper, sample_complexity
+from .experiments import alignment, label_noise, paper, sample_complexity, training
 from .report import Report
 
+log = logging.getLogger("mfld.validation")
 Check = Callable[..., Report]
 
 CHECKS: Registry[Check] = Registry("check")
@@ -31,6 +35,7 @@ EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the
 
 def run_checks(
     names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
+    backend: str = "numpy",
 ) -> list[Report]:
     """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary."""
     if names == ["all"]:
@@ -38,28 +43,46 @@ def run_checks(
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}; choose from {sorted(registry)} or 'all'")
+    get_backend(backend)  # an unavailable backend is refused before any work
     out = Path(out)
-    reports, timings = [], {}
+    reports: list[Report] = []
+    timings: dict[str, float] = {}
     for name in names:
         t0 = time.perf_counter()
-        print(f"running {name} ({'full' if full else 'quick'}) ...", flush=True)
-        report = registry[name](full=full, seed=seed)
+        log.info(f"running {name} ({'full' if full else 'quick'}) ...")
+        try:
+            with training.backend(backend):
+                report = registry[name](full=full, seed=seed)
+        except (KeyboardInterrupt, Interrupted):
+            # What was done stays written; the interrupted check is named in the summary.
+            _write_summary(out, reports, timings, full, seed, interrupted=name)
+            raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
+                              f"and summary.md are in {out}") from None
         timings[name] = time.perf_counter() - t0
         report.write(out)
         reports.append(report)
-        print(f"  {'passed' if report.passed else 'FAILED'} in {timings[name]:.1f} s", flush=True)
+        shown = report.status.upper() if report.status == "failed" else report.status
+        log.info(f"  {shown} in {timings[name]:.1f} s")
+        _write_summary(out, reports, timings, full, seed)
+    return reports
+
+
+def _write_summary(out: Path, reports: list[Report], timings: dict[str, float], full: bool, seed: int,
+                   interrupted: str | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     summary = ["# mfld validation report", "", f"mode: {'full' if full else 'quick'}, seed {seed}", "",
                "| check | claims held | wall s |", "|---|---|---|"]
     for r in reports:
-        held = sum(ok for _, ok in r.claims)
-        summary.append(f"| [{r.name}]({r.name}.md) | {held} / {len(r.claims)} | {timings[r.name]:.1f} |")
+        held = f"{sum(ok for _, ok in r.claims)} / {len(r.claims)}" if r.claims else "no claims tested"
+        summary.append(f"| [{r.name}]({r.name}.md) | {held} | {timings[r.name]:.1f} |")
+    if interrupted:
+        summary.append(f"| {interrupted} | interrupted (Ctrl-C): nothing written | |")
     summary.append("")
     for r in reports:
         summary += [f"- [{'x' if ok else ' '}] {r.name}: {text}" for text, ok in r.claims]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     (out / "summary.json").write_text(json.dumps(
-        {"mode": "full" if full else "quick", "seed": seed,
-         "checks": {r.name: {"passed": r.passed, "seconds": timings[r.name],
+        {"mode": "full" if full else "quick", "seed": seed, "interrupted": interrupted,
+         "checks": {r.name: {"passed": r.passed, "status": r.status, "seconds": timings[r.name],
                              "claims": [{"claim": t, "holds": ok} for t, ok in r.claims]} for r in reports}},
         indent=1))
-    return reports

@@ -72,6 +72,7 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
     report.claim(f"the rate fit recovers the exact Ornstein-Uhlenbeck rate 2 lam lam_w = {exact:g} "
                  f"(measured {rate:.4g}, within 3%)", abs(rate / exact - 1) < 0.03)
     ax.semilogy(t, np.maximum(gap, 1e-17), "k:", label="OU (U = 0)")
+    vacuous: list[str] = []
     for i, lam in enumerate(lams):
         F = low_dim_functional(1, lam=lam)
         star = solve_stationary(F, grid, tol=1e-14)
@@ -79,8 +80,15 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
         rate, b, keep = fit_rate(t, gap)
         bound = 2 * alpha_bound(F.problem) * lam
         rows.append(["two-timescale", lam, rate, bound, rate / (2 * lam * F.problem.lam_w), int(keep.sum())])
-        report.claim(f"lam = {lam:g}: linear convergence, rate {rate:.4g} > 0 and >= the bound {bound:.3g}",
-                     rate > 0 and rate >= bound)
+        resid = float(np.max(np.abs(np.log(gap[keep]) - (b - rate * t[keep]))))
+        report.claim(f"lam = {lam:g}: linear convergence, log(gap) falls on a line of slope -{rate:.4g} "
+                     f"(largest deviation {resid:.2f} in log over {int(keep.sum())} points, must be < 0.5)",
+                     rate > 0 and resid < 0.5)
+        if bound > 1e-6 * rate:
+            report.claim(f"lam = {lam:g}: the rate {rate:.4g} is at least the bound 2 alpha lam = {bound:.3g}",
+                         rate >= bound)
+        else:
+            vacuous.append(f"{lam:g} ({bound:.3g})")
         ax.semilogy(t, np.maximum(gap, 1e-17), color=f"C{i}", label=f"lam = {lam:g}")
         ax.semilogy(t[keep], np.exp(b - rate * t[keep]), color=f"C{i}", ls="--", lw=0.8)
     ax.set_xlabel("t")
@@ -88,6 +96,13 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
     ax.set_ylim(1e-15, None)
     ax.legend()
     ax.set_title("grid dynamics (BDF2), dashed: fitted exp(-rate t)")
+    if vacuous:
+        report.notes.append(
+            f"The bound 2 alpha lam of Theorem 3.7 is not tested at lam = {', '.join(vacuous)}: it is below a "
+            "millionth of the measured rate there, so no measurement could contradict it. With c_l = max |y| of "
+            "order 1 the factor exp(-2 c_l^2 / (lam^2 lam_a)) is astronomically small at these temperatures: the "
+            "theorem guarantees linear convergence but says little about its speed."
+        )
     report.table(
         "Fitted rate of the gap against lam (grid, p = 1); bound = 2 alpha lam with "
         "alpha = lam_w exp(-2 c_l^2 / (lam^2 lam_a)); OU row: exact rate",
@@ -148,9 +163,10 @@ def run(full: bool = False, seed: int = 0) -> Report:
     else:
         floor = particle_floor((50, 200, 800), (0.4, 0.1), 4, 60.0, 120.0, report)
     report.data = {"grid_rates": rows, "particle_floor": floor}
+    z = max(abs(r[2]) / r[3] for r in floor)
     report.notes.append(
-        "The bound 2 alpha lam of Theorem 3.7 is far below the measured rates: with c_l = max |y| of "
-        "order 1 and lam <= 0.5 the factor exp(-2 c_l^2 / (lam^2 lam_a)) is astronomically small, so the "
-        "theorem guarantees linear convergence but says little about its speed at these temperatures."
+        f"The particle floor is reported, not tested: the largest |floor| is {z:.1f} standard errors, so at these "
+        "sizes the table cannot resolve the O(eta + 1/N) dependence of THEORY.md 4.2 (the standard error falls "
+        "only like 1/sqrt(seeds)); the figure's points are mostly noise."
     )
     return report

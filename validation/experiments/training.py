@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from importlib import resources
 
 import numpy as np
@@ -10,9 +13,24 @@ import numpy as np
 from mfld.discretizations import loop
 from mfld.discretizations.noise import as_noise
 from mfld.discretizations.particles import Particles
+from mfld.model.backend import get_backend
 from mfld.model.label_noise import LabelNoiseDrift
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.two_timescale import TwoTimescaleFunctional
+
+_BACKEND: ContextVar[str] = ContextVar("backend", default="numpy")
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Run the experiments' particle training on the array backend ``name`` (``"numpy"`` or ``"cupy"``)."""
+    get_backend(name)  # refuse an unavailable backend before any work
+    token = _BACKEND.set(name)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
 
 OBSERVED = ("kernel_alignment", "parameter_alignment", "degrees_of_freedom", "train_loss", "U", "test_loss")
 
@@ -28,8 +46,11 @@ def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, se
     """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
 
     They start from the prior ``nu`` (THEORY.md section 3), or from ``N(0, init_sd^2 I)`` when given;
-    ``label_noise = s > 0`` runs the label-noise procedure.
+    ``label_noise = s > 0`` runs the label-noise procedure. The particles live on the backend chosen
+    with :func:`backend` (NumPy by default).
     """
+    if _BACKEND.get() != "numpy":
+        functional = TwoTimescaleFunctional(functional.problem.to(get_backend(_BACKEND.get())))
     rng = np.random.default_rng([seed, N, 11])
     if init_sd is None:
         W0 = functional.problem.sample_prior(N, rng)
