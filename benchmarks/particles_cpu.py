@@ -1,6 +1,6 @@
 """Particle MFLD on the CPU: mfld's step against a plain NumPy step, side by side.
 
-The plain step is what a user would write from THEORY.md section 2: the whole
+The plain step is what a user would write from docs/theory.md §2: the whole
 n x N feature matrix, ``np.linalg.solve`` on the n x n system, the drift in one
 expression. Both steps use the same positions and the same noise, so their
 outputs are compared too. Peak memory is measured with ``tracemalloc`` (NumPy

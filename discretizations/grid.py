@@ -1,4 +1,4 @@
-"""Finite volumes for the mean-field Fokker-Planck equation (THEORY.md section 3).
+"""Finite volumes for the mean-field Fokker-Planck equation (docs/theory.md §3).
 
     d_t m = lam Laplace(m) + div(m grad V_m)      on a box, no-flux boundaries
 

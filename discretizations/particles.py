@@ -1,4 +1,4 @@
-"""Interacting particles for MFLD (THEORY.md section 3).
+"""Interacting particles for MFLD (docs/theory.md §3).
 
 The empirical measure ``mu_W = (1/N) sum_i delta_{w_i}`` moves under a drift
 ``b = -grad_w V_{mu_W}`` (a :class:`~mfld.model.functional.Drift`: plain MFLD,

@@ -1,4 +1,4 @@
-"""The optimum mu* as the fixed point of the proximal Gibbs map (THEORY.md section 3).
+"""The optimum mu* as the fixed point of the proximal Gibbs map (docs/theory.md §3).
 
     p_mu ∝ exp(-V_mu / lam),        mu* = p_{mu*}
 

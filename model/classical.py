@@ -1,4 +1,4 @@
-"""The classical mean-field objective on (a, w) (THEORY.md section 6).
+"""The classical mean-field objective on (a, w) (docs/theory.md §6).
 
 The measure ``P`` lives on ``theta = (a, w)`` with ``a in R^T`` (first T
 coordinates) and ``w in R^p``; with points ``Theta`` (N x (T+p)) and weights ``q``:

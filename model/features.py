@@ -1,4 +1,4 @@
-"""Feature maps ``h(x; w)`` of the first layer (THEORY.md section 1).
+"""Feature maps ``h(x; w)`` of the first layer (docs/theory.md §1).
 
 A feature map is anything that satisfies :class:`FeatureMap`: it evaluates
 ``h(X; W)`` (n x N) with a cache of its own, and contracts ``grad_w h`` with

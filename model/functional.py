@@ -3,7 +3,7 @@
 A measure is given as points ``W`` (N x p) with non-negative weights ``q`` (N,)
 summing to one: particles have ``q_i = 1/N``, a grid has ``q_i = m_i |cell|``.
 A :class:`Functional` evaluates ``G(mu)`` and its first variation
-``V_mu = dG/dmu`` on such point sets (THEORY.md sections 2 and 6):
+``V_mu = dG/dmu`` on such point sets (docs/theory.md §2 and §6):
 
 * ``fit(W, q)`` solves what the measure determines in closed form (for the
   two-timescale objective the second layer ``c_mu``) and returns a :class:`Fit`;

@@ -1,4 +1,4 @@
-"""The label-noise procedure (THEORY.md 4.6) and its expected dynamics.
+"""The label-noise procedure (docs/theory.md §4.6) and its expected dynamics.
 
 At each step a fresh ``eps ~ Unif[-s, s]^{n x T}`` is drawn, the second layer is
 fitted on ``Y + eps`` and the objective is the *clean* loss of that fit:
@@ -17,7 +17,7 @@ and, with ``E eps eps^T = (s^2 / 3) I``,
     E dU_eps/dmu(w)  = dU/dmu(w) + (s^2 / 6n) d df/dmu(w),   d df/dmu(w) = n lam_a_bar ||K^{-1} h(X; w)||^2
 
 so the procedure runs, in expectation, the MFLD of ``Obj + (s^2 / 6n) df``: it
-penalises the degrees of freedom. (THEORY.md writes the coefficient as
+penalises the degrees of freedom. (The paper's summary writes the coefficient as
 ``lam_a_bar s^2 / 6n``; with the normalisation ``U = (lam_a_bar/2) Y^T K^{-1} Y``
 of its section 2 the derivation above gives ``s^2 / 6n``, and
 ``tests/test_label_noise.py`` confirms it by Monte Carlo.)

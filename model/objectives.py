@@ -17,8 +17,8 @@ Objective = Callable[[Problem, int, Communicator | None], Functional]
 
 OBJECTIVES: Registry[Objective] = Registry("model.objective")
 OBJECTIVES.add("two-timescale", TwoTimescaleFunctional,
-               "the limiting functional, second layer in closed form, THEORY.md 2")
-OBJECTIVES.add("classical", ClassicalFunctional, "the measure on (a, w), THEORY.md 6")
+               "the limiting functional, second layer in closed form, docs/theory.md §2")
+OBJECTIVES.add("classical", ClassicalFunctional, "the measure on (a, w), docs/theory.md §6")
 OBJECTIVES.add("prior", PriorOnlyFunctional, "U = 0: Ornstein-Uhlenbeck, exact Gaussian solutions")
 
 

@@ -1,4 +1,4 @@
-"""Observables of a measure as pure functions (THEORY.md sections 2 and 4).
+"""Observables of a measure as pure functions (docs/theory.md §2 and §4).
 
 Each observable is a function of an :class:`Evaluation` (a functional, the fit
 of one measure and that measure's entropy) and is registered in

@@ -1,4 +1,4 @@
-"""The learning problem: data, feature map and hyper-parameters (THEORY.md section 1).
+"""The learning problem: data, feature map and hyper-parameters (docs/theory.md §1).
 
 Symbols: inputs ``X`` (n x d), targets ``Y`` (n x T), temperature ``lam``, ridge
 ``lam_a``, prior precision ``lam_w``; ``lam_a_bar = lam lam_a``,
@@ -49,7 +49,7 @@ class Problem:
     ``relevant`` is an optional orthonormal basis (d x k) of the target's relevant
     input subspace, used for the parameter alignment
     ``P(mu) = E_mu ||relevant^T u||^2 / ||u||^2`` (for a single-index target
-    ``f(x) = g(u° . x)`` it is ``u°`` and P is THEORY.md's definition).
+    ``f(x) = g(u° . x)`` it is ``u°`` and P is the definition of docs/theory.md §4.4).
     """
 
     X: Array

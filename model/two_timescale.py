@@ -1,4 +1,4 @@
-"""The two-timescale limiting functional on weighted point sets (THEORY.md section 2).
+"""The two-timescale limiting functional on weighted point sets (docs/theory.md §2).
 
 With ``H = h(X; W)`` (n x N) and ``Q = diag(q)``:
 

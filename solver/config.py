@@ -104,7 +104,7 @@ SCHEMA: dict[str, Key] = {
     "model.lam": _pos("temperature lambda"),
     "model.lam_a": _pos("second-layer ridge lambda_a (lam_a_bar = lam lam_a)"),
     "model.lam_w": _pos("prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)"),
-    "model.label_noise": _nonneg("s > 0: the label-noise procedure (THEORY.md 4.6): particles draw fresh "
+    "model.label_noise": _nonneg("s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
                                  "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df"),
     "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2", "number of particles"),
     "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),

@@ -1,4 +1,4 @@
-"""The two-timescale and classical functionals against their definitions (THEORY.md 2, 6)."""
+"""The two-timescale and classical functionals against their definitions (docs/theory.md §2, §6)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def test_expected_clean_loss_is_U_plus_df_penalty(rng):
     se = np.std(draws) / np.sqrt(len(draws))
     predicted = penalty_coefficient(pb, s) * degrees_of_freedom(F, fit)
     assert abs(excess - predicted) < 4 * se, (excess, predicted, se)
-    # THEORY.md's lam_a_bar s^2 / 6n would be 0.3 times as large here: far outside the error bar.
+    # the paper's lam_a_bar s^2 / 6n would be 0.3 times as large here: far outside the error bar.
     assert abs(excess - pb.lam_a_bar * predicted) > 20 * se
 
 

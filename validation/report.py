@@ -7,12 +7,15 @@ and tables pasted without rerunning the check.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+log = logging.getLogger("mfld.validation")
 
 
 def _clean(x: Any) -> Any:
@@ -60,6 +63,10 @@ class Report:
         if not self.claims:
             return "no claims"
         return "passed" if self.passed else "failed"
+
+    def progress(self, text: str) -> None:
+        """Say what was just measured (on stderr, through logging), so that long checks are never silent."""
+        log.info(f"  {self.name}: {text}")
 
     def claim(self, text: str, ok: bool) -> bool:
         """Record a claim of the theory and whether the numbers support it."""

@@ -1,4 +1,4 @@
-"""Convexity of the limiting functional G (THEORY.md 4.1, Theorem 3.1).
+"""Convexity of the limiting functional G (docs/theory.md §4.1, Theorem 3.1).
 
 For pairs of measures ``mu0, mu1`` (grid densities and particle sets, several
 feature maps, with and without label noise) this checks
@@ -127,6 +127,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
             all_position += curves
             worst_position = max(worst_position, pos)
             rows.append([feature, noise, "positions (finite N)", F.problem.p, pairs, pos, "-"])
+            report.progress(f"{feature}, label noise {noise:g}")
     report.table(
         "Worst relative violation over the pairs (negative: the inequality holds with that margin): "
         "max over 0 < s < 1 of (G(mu_s) - chord) / |G|, and (linearisation - G(mu2)) / |G|",

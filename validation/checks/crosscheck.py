@@ -1,4 +1,4 @@
-"""Particles against the grid on the same problem (THEORY.md 4.3).
+"""Particles against the grid on the same problem (docs/theory.md §4.3).
 
 For p = 1 and p = 2 the grid (finite volumes, BDF2, fine cells and steps) gives
 ``mu_t``; particles start from the same prior and run Euler-Maruyama. At time T,
@@ -105,6 +105,7 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
         rows.append([N, seeds, float(np.mean(cv)), se(cv), float(np.mean(raw)), se(raw),
                      float(np.sqrt(np.mean(np.square(raw)))), float(np.mean(kerr)), float(np.mean(w1s)),
                      float(np.mean(w2s))])
+        report.progress(f"p = {p}, N = {N}: {seeds} seeds")
     arr = np.array(rows)
     slopes = {
         "U_bias_cv": fit_slope(arr[:, 0], np.abs(arr[:, 2])),
@@ -200,6 +201,7 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
     for a, b in zip(etas, etas[1:], strict=False):
         d = np.array(vals[a]) - np.array(vals[b])
         rows.append([a, float(d.mean()), float(d.std(ddof=1) / math.sqrt(seeds))])
+        report.progress(f"weak error at eta = {a:g}")
     order = fit_slope([r[0] for r in rows], [abs(r[1]) for r in rows])
     report.table(
         f"Euler-Maruyama weak error on E||w||^2 at T = {T:g} (p = 1, N = {N}, {seeds} seeds, coupled noise): "

@@ -62,6 +62,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
         q = s.measure()[1]
         rows.append([name, cells, tau, int(round(T / tau)), abs(s.fit().U - U_star), w1(grid_cdf(grid, q), cdf_star),
                      float(np.min(s.density)), wall])
+        report.progress(f"{name}, {cells} cells: {wall:.1f} s")
 
     cells = (50, 100, 200, 400) if full else (50, 100, 200)
     for n in cells:
@@ -80,6 +81,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
         U_mean = float(np.mean(tail.series()["U"]))
         rows.append(["particles (eta 0.1)", N, 0.1, int(round(T / 0.1)), abs(U_mean - U_star),
                      w1(particle_cdf(s.positions), cdf_star), float("nan"), wall])
+        report.progress(f"particles, N = {N}: {wall:.1f} s")
     report.table(
         f"Against mu* (stationary solver, 3200 cells) after running to T = {T:g} from the prior",
         ["method", "unknowns", "step", "steps", "|U - U*|", "W1 to mu*", "min density", "wall s"],

@@ -1,4 +1,4 @@
-"""The linear convergence rate of MFLD (THEORY.md 4.2, Theorem 3.7).
+"""The linear convergence rate of MFLD (docs/theory.md §4.2, Theorem 3.7).
 
     Obj(mu_t) - Obj(mu*) <= exp(-2 alpha lam t) (Obj(mu_0) - Obj(mu*)),
     alpha >= lam_w exp(-2 c_l^2 / (lam^2 lam_a)),   |y| <= c_l.
@@ -80,6 +80,7 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
         rate, b, keep = fit_rate(t, gap)
         bound = 2 * alpha_bound(F.problem) * lam
         rows.append(["two-timescale", lam, rate, bound, rate / (2 * lam * F.problem.lam_w), int(keep.sum())])
+        report.progress(f"grid rate at lam = {lam:g}: {rate:.4g}")
         resid = float(np.max(np.abs(np.log(gap[keep]) - (b - rate * t[keep]))))
         report.claim(f"lam = {lam:g}: linear convergence, log(gap) falls on a line of slope -{rate:.4g} "
                      f"(largest deviation {resid:.2f} in log over {int(keep.sum())} points, must be < 0.5)",
@@ -135,6 +136,7 @@ def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_b
             floor = float(np.mean(means)) - G_star
             err = float(np.std(means, ddof=1) / math.sqrt(n_seeds))
             rows.append([N, eta, floor, err, n_seeds])
+            report.progress(f"particle floor at N = {N}, eta = {eta:g}")
     report.table(
         "Particle floor: time-and-seed average of G(mu_N) minus G(mu*) at stationarity (p = 1), "
         "with its standard error",
@@ -166,7 +168,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
     z = max(abs(r[2]) / r[3] for r in floor)
     report.notes.append(
         f"The particle floor is reported, not tested: the largest |floor| is {z:.1f} standard errors, so at these "
-        "sizes the table cannot resolve the O(eta + 1/N) dependence of THEORY.md 4.2 (the standard error falls "
+        "sizes the table cannot resolve the O(eta + 1/N) dependence of docs/theory.md §4.2 (the standard error falls "
         "only like 1/sqrt(seeds)); the figure's points are mostly noise."
     )
     return report

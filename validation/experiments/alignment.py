@@ -1,4 +1,4 @@
-"""Kernel and parameter alignment against the dimension (THEORY.md 4.4, Theorem 5.4).
+"""Kernel and parameter alignment against the dimension (docs/theory.md §4.4, Theorem 5.4).
 
 Single-index target ``g(u° . x)``, tanh with bias, Gaussian inputs, and the
 scalings ``lam = c_lam / (d log d)``, ``lam_a = c_a d log d``, ``n = c_n d log d``.
@@ -37,6 +37,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
                          tr["parameter_alignment"][0], tr["parameter_alignment"][-1], tr["test_loss"][-1]])
         m = np.mean(runs, axis=0)
         rows.append([d, n, lam, lam_a, *m.tolist()])
+        report.progress(f"d = {d}: {c['seeds']} seeds")
     arr = np.array(rows)
     slope_A, slope_P = fit_slope(arr[:, 0], arr[:, 4]), fit_slope(arr[:, 0], arr[:, 6])
     report.table(

@@ -55,6 +55,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
             p_curve = (series["time"].tolist(), series["df"].tolist())
         se = float(np.std(dfs, ddof=1) / math.sqrt(len(dfs)))
         rows.append([s, df_grid, float(np.mean(dfs)), se, U_grid, float(np.mean(Us))])
+        report.progress(f"s = {s:g}")
         curves[s] = {"grid": (g_t, g_df), "particles": p_curve}
     report.table(
         f"At stationarity (T = {c['T']:g}); particles: N = {c['N']}, eta = {c['eta']}, {c['seeds']} seeds, "

@@ -1,4 +1,4 @@
-"""The paper's Section 6 figures on the x1 x2 target (THEORY.md section 5).
+"""The paper's Section 6 figures on the x1 x2 target (docs/theory.md §5).
 
 * ``paper-figure-1``: kernel alignment and degrees of freedom against training
   time for several label-noise levels sigma in the data; larger sigma, larger df.
@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from mfld.model.datasets import make_dataset
@@ -16,6 +18,8 @@ from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from ..report import Report
 from .training import experiment_config, train
+
+log = logging.getLogger("mfld.validation")
 
 
 def _problem(c: dict, sigma: float, seed: int) -> TwoTimescaleFunctional:
@@ -31,6 +35,7 @@ def _init_sd(c: dict) -> float | None:
 def _curves(c: dict, sigma: float, label_noise: float, seed: int, init_sd: float | None) -> dict[str, np.ndarray]:
     runs = [train(_problem(c, sigma, seed + s), c["N"], c["eta"], c["steps"], seed + s, c["every"], label_noise,
                   init_sd) for s in range(c["seeds"])]
+    log.info(f"  sigma = {sigma:g}, label noise s = {label_noise:g}: {c['seeds']} seeds")
     return {k: np.mean([r[k] for r in runs], axis=0) for k in runs[0]}
 
 
@@ -56,7 +61,7 @@ def figure_1(full: bool = False, seed: int = 0) -> Report:
     report.table(f"{setting}; initial measure N(0, {c['init_sd']}^2 I)", header, rows)
     prior = {sigma: _curves(c, sigma, 0.0, seed, None) for sigma in (c["sigmas"][0], c["sigmas"][-1])}
     report.table(
-        f"{setting}; initial measure the prior nu = N(0, I / lam_w) of THEORY.md",
+        f"{setting}; initial measure the prior nu = N(0, I / lam_w) of docs/theory.md §1",
         header,
         [[s, cv["kernel_alignment"][0], cv["kernel_alignment"][-1], cv["degrees_of_freedom"][0],
           cv["degrees_of_freedom"][-1], cv["test_loss"][-1]] for s, cv in prior.items()],
@@ -65,7 +70,7 @@ def figure_1(full: bool = False, seed: int = 0) -> Report:
         "Where df starts decides its direction: from the prior nu (sd 1/sqrt(lam_w) = 2) the tanh features are "
         "saturated and the kernel already has high rank, so df starts high and drifts down while the alignment "
         "rises; from a narrow initial measure df starts low and rises, as in the paper's Figure 1. The paper's "
-        "initialisation is not stated in THEORY.md; the narrow one is our choice, recorded in the configuration."
+        "initialisation is not stated in the paper; the narrow one is our choice, recorded in the configuration."
     )
     df_final = [r[4] for r in rows]
     report.claim("alignment rises during training for every sigma", all(r[2] > r[1] for r in rows))

@@ -1,4 +1,4 @@
-"""Sample complexity on m-sparse targets (THEORY.md 4.7).
+"""Sample complexity on m-sparse targets (docs/theory.md §4.7).
 
 ``f°(x) = sin(2 pi omega u° . x)`` with ``u°`` supported on m coordinates of the
 hypercube ``{-1, 1}^d``. For each d and n: the relative test error
@@ -66,6 +66,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
                     for w in (0.25, 0.5, 1.0, 2.0)
                 ))
             rows.append([d, n, *(float(np.mean(v)) for v in errs.values())])
+            report.progress(f"d = {d}, n = {n}")
     report.table(
         f"Relative test error; m = {c['m']}, omega = {c['frequency']}, N = {c['N']}, {c['steps']} steps, "
         f"{c['seeds']} seed(s)",

@@ -45,7 +45,7 @@ def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, se
           label_noise: float = 0.0, init_sd: float | None = None) -> dict[str, np.ndarray]:
     """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
 
-    They start from the prior ``nu`` (THEORY.md section 3), or from ``N(0, init_sd^2 I)`` when given;
+    They start from the prior ``nu`` (docs/theory.md §3), or from ``N(0, init_sd^2 I)`` when given;
     ``label_noise = s > 0`` runs the label-noise procedure. The particles live on the backend chosen
     with :func:`backend` (NumPy by default).
     """
