@@ -177,6 +177,10 @@ class Particles:
         """Particles add no observables of their own."""
         return {}
 
+    def restart_solver(self) -> None:
+        self.functional.restart_solver()
+        self._fit = None
+
     def state(self) -> ParticleState:
         """Host copy of the positions and the noise source's state."""
         return ParticleState(to_host(self.positions).copy(), self.step_count, self.time, self.noise.state())

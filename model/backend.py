@@ -65,8 +65,13 @@ def cholesky_solve(K: Array, B: Array) -> tuple[Array, Array]:
     Returns ``(X, L)`` with ``K = L L^T``. Raises ``numpy.linalg.LinAlgError``
     when ``K`` is not numerically positive definite.
     """
-    xp = namespace(K, B)
-    L = xp.linalg.cholesky(K)
+    L = namespace(K).linalg.cholesky(K)
+    return cholesky_apply(L, B), L
+
+
+def cholesky_apply(L: Array, B: Array) -> Array:
+    """``K^{-1} B = L^{-T} L^{-1} B`` for the Cholesky factor ``L`` of ``K`` (B a vector or n x T)."""
+    xp = namespace(L, B)
     if xp is np:
         from scipy.linalg import solve_triangular
     else:  # pragma: no cover - GPU only
@@ -77,7 +82,7 @@ def cholesky_solve(K: Array, B: Array) -> tuple[Array, Array]:
     X = xp.empty_like(cols)
     for j in range(cols.shape[1]):
         X[:, j] = solve_triangular(L.T, solve_triangular(L, cols[:, j], lower=True), lower=False)
-    return (X if B.ndim == 2 else X[:, 0]), L
+    return X if B.ndim == 2 else X[:, 0]
 
 
 def inverse_trace_from_cholesky(L: Array) -> float:

@@ -107,6 +107,9 @@ class ClassicalFunctional:
         m2 = second_moment(fit, self._split(fit.points)[1])
         return {"U": fit.U, "second_moment": m2, "G": fit.U + reg}
 
+    def restart_solver(self) -> None:
+        """Fits here are direct: nothing is carried between them."""
+
     def kernel_fit(self, fit: Fit) -> Fit:
         """Two-timescale fit of the ``w``-marginal: the intrinsic kernel ``k_mu``."""
         # The weights were checked when ``fit`` was made; a spectral density's undershoots stay admitted.

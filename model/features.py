@@ -95,6 +95,22 @@ def _sigmoid_d(xp: ModuleType, z: Array) -> Array:
     return s * (1.0 - s)
 
 
+def _one_minus_square(s: Array) -> Array:
+    """``1 - s^2`` with one temporary (the expression ``1.0 - s * s`` makes two, and is 2.5x slower)."""
+    d = s * s
+    d *= -1.0
+    d += 1.0
+    return d
+
+
+def _s_one_minus_s(s: Array) -> Array:
+    """``s (1 - s) = s - s^2`` with one temporary."""
+    d = s * s
+    d *= -1.0
+    d += s
+    return d
+
+
 def _softplus(xp: ModuleType, z: Array) -> Array:
     # log(1 + e^z) without overflow for large |z|.
     return xp.logaddexp(0.0, z)
@@ -103,8 +119,8 @@ def _softplus(xp: ModuleType, z: Array) -> Array:
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", lambda xp, z: xp.tanh(z), _tanh_d, 1.0, lambda s: 1.0 - s * s),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_d, 1.0, lambda s: s * (1.0 - s)),
+    "tanh": Activation("tanh", lambda xp, z: xp.tanh(z), _tanh_d, 1.0, _one_minus_square),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_d, 1.0, _s_one_minus_s),
     "erf": Activation(
         "erf",
         lambda xp, z: _erf(xp)(z),

@@ -38,6 +38,8 @@ class Fit:
     (N x N), ``gram`` the matrix that was factored less ``r I``; otherwise
     ``side`` is ``"none"``. ``Z, H`` are the features of ``points`` when they
     were computed in one piece (the cache and the values of the feature map).
+    ``exact`` is the exact (factored) fit of the same measure once an iterative
+    fit needed it, kept so that it is formed once.
     """
 
     points: Array
@@ -50,6 +52,7 @@ class Fit:
     factor: Array | None
     Z: Array | None = None
     H: Array | None = None
+    exact: Fit | None = None
 
 
 class Functional(Protocol):
@@ -82,6 +85,10 @@ class Functional(Protocol):
     def kernel_fit(self, fit: Fit) -> Fit: ...
 
     def predict(self, fit: Fit, X: Array) -> Array: ...
+
+    def restart_solver(self) -> None:
+        """Forget state carried from one fit to the next (an iterative solver's); a no-op for direct solves."""
+        ...
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

@@ -151,7 +151,10 @@ class ExpectedLabelNoiseFunctional:
         return e
 
     def kernel_fit(self, fit: Fit) -> Fit:
-        return fit
+        return self.base.kernel_fit(fit)
+
+    def restart_solver(self) -> None:
+        self.base.restart_solver()
 
     def predict(self, fit: Fit, X: Array) -> Array:
         return self.base.predict(fit, X)

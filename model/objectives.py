@@ -11,7 +11,7 @@ from .label_noise import ExpectedLabelNoiseFunctional
 from .prior import PriorOnlyFunctional
 from .problem import Problem
 from .registry import Registry
-from .two_timescale import TwoTimescaleFunctional
+from .two_timescale import DualSolve, TwoTimescaleFunctional
 
 Objective = Callable[[Problem, int, Communicator | None], Functional]
 
@@ -24,13 +24,16 @@ OBJECTIVES.add("prior", PriorOnlyFunctional, "U = 0: Ornstein-Uhlenbeck, exact G
 
 def make_functional(
     name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-    label_noise: float = 0.0,
+    label_noise: float = 0.0, solve: DualSolve | None = None,
 ) -> Functional:
     """The functional ``name`` of ``problem``; ``label_noise = s > 0`` gives its expectation ``G + (s^2/6n) df``.
 
-    Only the two-timescale functional can be split over processes (``comm``) or carry label noise.
+    Only the two-timescale functional can be split over processes (``comm``), carry label noise or
+    solve its dual system iteratively (``solve``).
     """
     F = OBJECTIVES[name](problem, memory_budget, comm)
+    if solve is not None and isinstance(F, TwoTimescaleFunctional):
+        F.solve = solve
     if label_noise <= 0:
         return F
     if not isinstance(F, TwoTimescaleFunctional):

@@ -56,6 +56,9 @@ class PriorOnlyFunctional:
         m2 = second_moment(fit, fit.points)
         return {"U": 0.0, "second_moment": m2, "G": 0.5 * self.problem.lam_w_bar * m2}
 
+    def restart_solver(self) -> None:
+        """Fits here are direct: nothing is carried between them."""
+
     def kernel_fit(self, fit: Fit) -> Fit:
         """The intrinsic kernel ``k_mu`` of the measure (defined whether or not U is on)."""
         # The weights were checked when ``fit`` was made; a spectral density's undershoots stay admitted.

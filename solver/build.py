@@ -9,6 +9,7 @@ registries (:data:`~mfld.model.objectives.OBJECTIVES`,
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,11 @@ from mfld.model.label_noise import LabelNoiseDrift
 from mfld.model.objectives import make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
-from mfld.model.two_timescale import TwoTimescaleFunctional
+from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
 from .checkpoint import CheckpointError, CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
 from .config import Config, get, to_toml
-from .observers import Checkpoints, Progress
+from .observers import Checkpoints, Progress, SolverRestarts
 
 log = logging.getLogger("mfld")
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
@@ -71,8 +72,10 @@ def build_functional(config: Config, problem: Problem, comm: Communicator | None
     """
     density = DISCRETIZATIONS[config["discretization"]].density
     s = config["model"]["label_noise"]
-    functional = make_functional(config["model"]["objective"], problem, config["particles"]["memory_budget_mb"] * 2**20,
-                                 comm, label_noise=s if density else 0.0)
+    c = config["particles"]
+    solve = DualSolve(c["solve"], c["solve_tol"], c["pcg_refresh"])
+    functional = make_functional(config["model"]["objective"], problem, c["memory_budget_mb"] * 2**20,
+                                 comm, label_noise=s if density else 0.0, solve=solve)
     if s > 0 and not isinstance(functional, TwoTimescaleFunctional) and not density:
         raise ValueError("model.label_noise needs model.objective = 'two-timescale'")
     return functional
@@ -186,7 +189,7 @@ def _observers(config: Config, store: CheckpointStore, steps: int, resuming: boo
     metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=store.add_observables)
     shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
-    return [metrics, progress, Checkpoints(store, out["checkpoint_every"])]
+    return [SolverRestarts(out["checkpoint_every"]), metrics, progress, Checkpoints(store, out["checkpoint_every"])]
 
 
 def _store(path: Path, comm: Communicator, system: System, create: tuple | None) -> CheckpointStore:
@@ -202,6 +205,29 @@ def _store(path: Path, comm: Communicator, system: System, create: tuple | None)
     assert isinstance(system, Particles)
     start = system.offset
     return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total)
+
+
+def blas_threads(config: Config, processes: int = 1) -> int:
+    """Threads for each process's BLAS pools: ``MFLD_THREADS``, else ``threads``, else the cores shared out.
+
+    NumPy and SciPy each bring an OpenBLAS pool whose idle threads spin; two processes whose
+    pools each take every core slow each other several-fold, so a process takes its share.
+    """
+    env = os.environ.get("MFLD_THREADS", "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"MFLD_THREADS must be a positive integer, got {env!r}")
+        return int(env)
+    if config["threads"] > 0:
+        return config["threads"]
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def _run(system: System, steps: int, observers: list[loop.Observer], threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        loop.run(system, steps, observers)
 
 
 def start(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
@@ -224,7 +250,8 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
               config["output"]["author"])
     store = _store(path, comm, system, create)
     steps = config["time"]["steps"]
-    loop.run(system, steps, _observers(config, store, steps, resuming=False, rank=comm.rank))
+    observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
+    _run(system, steps, observers, blas_threads(config, comm.size))
     return path
 
 
@@ -247,7 +274,8 @@ def resume(path: str | Path, steps: int | None = None) -> Path:
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
     system = build_system(config, build_problem(config, snap.data), snap.state(), comm)
-    loop.run(system, steps, _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank))
+    observers = _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank)
+    _run(system, steps, observers, blas_threads(config, comm.size))
     return Path(path)
 
 

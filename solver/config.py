@@ -26,6 +26,7 @@ from mfld.model.features import FEATURE_MAPS
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.model.registry import Registry
+from mfld.model.two_timescale import SOLVE_METHODS
 
 Config = dict[str, Any]
 """A configuration: the nested tables of the TOML file (``config["model"]["lam"]``)."""
@@ -84,6 +85,8 @@ def _is_cell_count(x: object) -> bool:
 
 
 SCHEMA: dict[str, Key] = {
+    "threads": _nonneg_int("BLAS threads of each process (0: the cores divided among the MPI ranks or sweep "
+                           "workers); the environment variable MFLD_THREADS overrides it"),
     "seed": _nonneg_int("seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)"),
     "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
     "backend": _choice("array library", BACKENDS),
@@ -110,6 +113,15 @@ SCHEMA: dict[str, Key] = {
     "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),
     "particles.langevin": Key(bool, doc="`false` drops the noise: the mean-field gradient flow"),
     "particles.memory_budget_mb": _pos_int("bound on one chunk's temporaries; N = 10^6 runs within it"),
+    "particles.solve": _choice("the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
+                               "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, "
+                               "warm-started and preconditioned by an earlier factor, `auto` takes pcg when "
+                               "the system solved (n x n, or N x N when N < n) has at least 400 rows",
+                               SOLVE_METHODS, docs=False),
+    "particles.solve_tol": Key((int, float), lambda v: 0 < v < 1, "a number in (0, 1)",
+                               "pcg: relative residual per column; the drift then agrees with the exact one to about "
+                               "cond(K) tol (1e-8 relative at the default)"),
+    "particles.pcg_refresh": _pos_int("pcg: refactor the preconditioner after a solve of more iterations than this"),
     "grid.half_width": Key(
         (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them",
         "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior",

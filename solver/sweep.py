@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,11 @@ def tasks(base: str | None, shared: dict[str, Any], grid: dict[str, list[Any]]) 
     return out
 
 
-def run_task(task: dict[str, Any], folder: str) -> dict[str, Any]:
-    """Run (or skip, or resume) one configuration; never raises: failures come back as rows."""
+def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, Any]:
+    """Run (or skip, or resume) one configuration; never raises: failures come back as rows.
+
+    ``threads`` > 0 sets the run's BLAS threads unless the sweep sets ``threads`` itself.
+    """
     from .build import resume, start
     from .checkpoint import CheckpointReader
     from .config import load_config
@@ -76,7 +80,9 @@ def run_task(task: dict[str, Any], folder: str) -> dict[str, Any]:
     path = Path(folder) / f"{task['name']}.h5"
     row = {"name": task["name"], **task["params"], "path": str(path)}
     try:
-        config = load_config(task["base"], task["overrides"] + ['output.progress="off"', "output.plot=false"])
+        own = any(o.startswith("threads=") for o in task["overrides"])
+        share = [f"threads={threads}"] if threads and not own else []
+        config = load_config(task["base"], share + task["overrides"] + ['output.progress="off"', "output.plot=false"])
         target = config["time"]["steps"]
         if path.exists():
             reader = CheckpointReader(path)
@@ -116,7 +122,9 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
         client = Client(LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                                      dashboard_address=None))
     try:
-        futures = client.map(run_task, todo, folder=str(folder), pure=False)
+        # Each local worker takes its share of the cores for its BLAS pools (no oversubscription).
+        threads = 0 if scheduler else max(1, (os.cpu_count() or 1) // (workers or 2))
+        futures = client.map(run_task, todo, folder=str(folder), threads=threads, pure=False)
         order = {f.key: k for k, f in enumerate(futures)}
         rows: list[dict[str, object]] = [{} for _ in futures]
         for done, future in enumerate(as_completed(futures), 1):

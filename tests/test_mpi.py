@@ -40,16 +40,19 @@ def sets(*extra: str) -> list[str]:
     return [a for item in [*SETTINGS, *extra] for a in ("--set", item)]
 
 
-def test_two_ranks_follow_the_single_process_trajectory(tmp_path):
-    mfld(1, "run", "--out", str(tmp_path / "one.h5"), *sets("time.steps=20"))
-    proc = mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=20"))
+@pytest.mark.parametrize("solve, tol", [("cholesky", 1e-12), ("pcg", 1e-9)])
+def test_two_ranks_follow_the_single_process_trajectory(tmp_path, solve, tol):
+    """pcg: one Allreduce per product; its sums run in another order than one process's, so agreement is to the
+    solver's tolerance rather than to round-off."""
+    mfld(1, "run", "--out", str(tmp_path / "one.h5"), *sets("time.steps=20", f'particles.solve="{solve}"'))
+    proc = mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=20", f'particles.solve="{solve}"'))
     assert proc.stdout.count("checkpoint:") == 1  # one rank speaks for the job
     one, two = load(tmp_path / "one.h5"), load(tmp_path / "two.h5")
     assert one.step == two.step == 20 and two.points.shape == (101, 5)
-    np.testing.assert_allclose(two.points, one.points, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(two.points, one.points, rtol=tol, atol=tol)
     o1, o2 = CheckpointReader(tmp_path / "one.h5").observables(), CheckpointReader(tmp_path / "two.h5").observables()
     for name in ("U", "objective", "kernel_alignment", "degrees_of_freedom", "test_loss", "parameter_alignment"):
-        np.testing.assert_allclose(o2[name]["value"], o1[name]["value"], rtol=1e-12)
+        np.testing.assert_allclose(o2[name]["value"], o1[name]["value"], rtol=tol)
     with h5py.File(tmp_path / "two.h5", "r") as f:
         assert f["particles/mu/position/value"].is_virtual
     assert (tmp_path / "two.r0of2.h5").exists() and (tmp_path / "two.r1of2.h5").exists()

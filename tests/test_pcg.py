@@ -1,0 +1,111 @@
+"""The matrix-free dual solve: the same drift as the exact Cholesky solve, on both sides, through runs and resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import small_problem
+from mfld.discretizations import loop
+from mfld.model.observables import degrees_of_freedom, kernel_alignment
+from mfld.model.pcg import pcg
+from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointReader, load
+from mfld.solver.config import load_config
+
+
+def test_pcg_solves_a_spd_system_to_the_tolerance(rng):
+    A = rng.standard_normal((60, 60))
+    K = A @ A.T + 0.5 * np.eye(60)
+    B = rng.standard_normal((60, 3))
+    res = pcg(lambda V: K @ V, B, lambda R: R, tol=1e-12, max_iter=500)
+    assert res.converged
+    assert np.linalg.norm(K @ res.x - B, axis=0).max() <= 1e-12 * np.linalg.norm(B, axis=0).max()
+    stalled = pcg(lambda V: K @ V, B, lambda R: R, tol=1e-12, max_iter=3)
+    assert not stalled.converged and stalled.iterations == 3
+
+
+@pytest.mark.parametrize("N", [400, 60])  # n = 120: the n-side system, then the N-side one
+@pytest.mark.parametrize("T", [1, 3])
+def test_pcg_drift_equals_the_cholesky_drift(N, T, rng):
+    pb = small_problem("tanh_bias", n=120, d=4, T=T)
+    exact = TwoTimescaleFunctional(pb)
+    it = TwoTimescaleFunctional(pb, solve=DualSolve("pcg", tol=1e-11))
+    W = pb.sample_prior(N, rng)
+    q = rng.random(N) + 0.5
+    q /= q.sum()  # non-uniform weights
+    it.fit(W, q)  # the first solve is exact and becomes the preconditioner
+    assert it.iterations == []
+    for _ in range(5):  # a few steps' worth of motion: the warm start and the old factor are now approximate
+        W = W + 0.05 * rng.standard_normal(W.shape)
+        fit_it, fit_ex = it.fit(W, q), exact.fit(W, q)
+        assert fit_it.gram is None and fit_it.side == fit_ex.side == ("n" if N >= pb.n else "N")
+        g_it, g_ex = it.grad_potential(fit_it), exact.grad_potential(fit_ex)
+        assert np.linalg.norm(g_it - g_ex) <= 1e-8 * np.linalg.norm(g_ex)
+        assert abs(fit_it.U - fit_ex.U) <= 1e-10 * abs(fit_ex.U)
+    assert len(it.iterations) == 5 and 0 < max(it.iterations) <= it.solve.refresh * 4
+    # Observables that need the Gram matrix are computed exactly from the same measure.
+    assert abs(degrees_of_freedom(it, fit_it) - degrees_of_freedom(exact, fit_ex)) < 1e-9
+    assert abs(kernel_alignment(it, fit_it) - kernel_alignment(exact, fit_ex)) < 1e-12
+
+
+def test_a_stale_preconditioner_is_refreshed(rng):
+    pb = small_problem("tanh_bias", n=120, d=4)
+    it = TwoTimescaleFunctional(pb, solve=DualSolve("pcg", tol=1e-11, refresh=1))
+    W = pb.sample_prior(300, rng)
+    q = np.full(300, 1 / 300)
+    it.fit(W, q)
+    old = it._factor["n"]
+    it.fit(W + 0.3 * rng.standard_normal(W.shape), q)  # far from the factored system: more than 1 iteration
+    assert it.iterations[-1] > 1
+    assert it._factor.get("n") is not old  # dropped (the next solve is exact) or already refactored
+
+
+SMALL = ["data.d=4", "data.n=100", "data.n_test=50", "particles.N=300", "time.eta=0.1", "model.lam=0.05",
+         "output.checkpoint_every=50", "output.metrics_every=25", "output.plot=false", 'output.progress="off"']
+
+
+def _run(tmp_path, name, *extra):
+    return build.start(load_config(None, SMALL + list(extra)), tmp_path / f"{name}.h5")
+
+
+def test_a_pcg_run_follows_the_cholesky_run(tmp_path):
+    chol = _run(tmp_path, "chol", "time.steps=200", 'particles.solve="cholesky"')
+    it = _run(tmp_path, "pcg", "time.steps=200", 'particles.solve="pcg"')
+    a, b = load(chol), load(it)
+    assert a.step == b.step == 200
+    assert np.max(np.abs(a.points - b.points)) < 1e-6
+    oa, ob = CheckpointReader(chol).observables(), CheckpointReader(it).observables()
+    np.testing.assert_allclose(ob["degrees_of_freedom"]["value"], oa["degrees_of_freedom"]["value"], rtol=1e-9)
+
+
+def test_a_pcg_run_resumes_bit_for_bit(tmp_path):
+    whole = _run(tmp_path, "whole", "time.steps=150", 'particles.solve="pcg"')
+    half = _run(tmp_path, "half", "time.steps=100", 'particles.solve="pcg"')
+    build.resume(half, steps=50)
+    np.testing.assert_array_equal(load(half).points, load(whole).points)
+    oa, ob = CheckpointReader(whole).observables(), CheckpointReader(half).observables()
+    np.testing.assert_array_equal(oa["U"]["value"], ob["U"]["value"])
+
+
+def test_without_restarts_at_checkpoints_a_resume_would_drift(tmp_path, monkeypatch):
+    """The restarts are what makes the resume exact: without them the trajectories part at round-off level."""
+    from mfld.solver import observers
+
+    monkeypatch.setattr(observers.SolverRestarts, "observe", lambda self, system: None)
+    whole = _run(tmp_path, "whole", "time.steps=150", 'particles.solve="pcg"')
+    half = _run(tmp_path, "half", "time.steps=100", 'particles.solve="pcg"')
+    build.resume(half, steps=50)
+    diff = np.max(np.abs(load(half).points - load(whole).points))
+    assert 0 < diff < 1e-6
+
+
+def test_the_loop_drives_pcg_and_counts_iterations(rng):
+    pb = small_problem("tanh_bias", n=100, d=4)
+    from mfld.discretizations.particles import Particles
+
+    F = TwoTimescaleFunctional(pb, solve=DualSolve("pcg"))
+    system = Particles(F, pb.sample_prior(300, rng), 0.1, 0)
+    loop.run(system, 30)
+    assert len(F.iterations) >= 25 and np.mean(F.iterations) < F.solve.refresh
