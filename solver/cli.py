@@ -228,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mfld: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mfld info FILE | head`: the reader left, which is no error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0
     except (
         ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError
     ) as e:
