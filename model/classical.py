@@ -17,7 +17,7 @@ term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
 from __future__ import annotations
 
 from .backend import Array, namespace
-from .distributed import Communicator, Serial
+from .distributed import Communicator, single_process
 from .functional import DEFAULT_MEMORY_BUDGET, Fit, chunks, second_moment, validate_measure
 from .problem import Problem
 from .two_timescale import TwoTimescaleFunctional
@@ -31,10 +31,8 @@ class ClassicalFunctional:
     def __init__(
         self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
     ) -> None:
-        if comm is not None and comm.size > 1:
-            raise ValueError(f"model.objective = {self.name!r} runs in one process; only 'two-timescale' is sharded")
+        self.comm: Communicator = single_process(self.name, comm)
         self.problem = problem
-        self.comm: Communicator = Serial()
         self._kernel = TwoTimescaleFunctional(problem, memory_budget)
 
     @property

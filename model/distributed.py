@@ -83,6 +83,13 @@ class MPIComm:
         return self.comm.bcast(x, root=0)
 
 
+def single_process(objective: str, comm: Communicator | None) -> Serial:
+    """The communicator of an objective that runs in one process: refuse a split over several."""
+    if comm is not None and comm.size > 1:
+        raise ValueError(f"model.objective = {objective!r} runs in one process; only 'two-timescale' is sharded")
+    return Serial()
+
+
 def world() -> Serial | MPIComm:
     """The MPI world when running under ``mpiexec -n R`` with R > 1, else :class:`Serial`."""
     try:

@@ -46,6 +46,7 @@ from mfld.discretizations.particles import ParticleState
 from mfld.model.distributed import Communicator
 
 from .config import Config, from_toml
+from .provenance import provenance
 
 H5MD_VERSION = (1, 1)
 _PARTICLES = "/particles/mu"
@@ -55,15 +56,6 @@ _STR = h5py.string_dtype()
 
 class CheckpointError(ValueError):
     """A file is missing, not HDF5, not H5MD, not written by mfld, or inconsistent."""
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mfld")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 def _login() -> str:
@@ -170,10 +162,14 @@ class CheckpointStore:
             h5md.create_group("author").attrs["name"] = np.bytes_(author or _login())
             creator = h5md.create_group("creator")
             creator.attrs["name"] = np.bytes_("mfld")
-            creator.attrs["version"] = np.bytes_(_version())
+            prov = provenance()
+            creator.attrs["version"] = np.bytes_(prov["mfld"])
+            creator.attrs["git_revision"] = np.bytes_(prov["git_revision"])
             params = f.create_group("parameters")
             params.attrs["config"] = config_text
             params.attrs["mfld_kind"] = kind
+            for key, value in prov.items():  # how this file was made
+                params.require_group("provenance").attrs[key] = value
             g = params.create_group("data")
             for name, arr in data.items():
                 if arr is not None:
@@ -303,6 +299,8 @@ class CheckpointReader:
             self.kind = str(f["parameters"].attrs["mfld_kind"])
             self.data = {k: v[()] for k, v in f["parameters/data"].items()}
             self.has_density = _FIELDS in f
+            prov = f["parameters"].get("provenance")
+            self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
             missing = _missing_shards(self.path, f)
             if missing:
                 raise CheckpointError(

@@ -16,6 +16,7 @@ from mfld.model.backend import BACKENDS
 from . import build
 from .checkpoint import CheckpointError, CheckpointReader
 from .config import ConfigError, load_config
+from .provenance import mfld_version
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -113,6 +114,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         g = r.grid()
         print(f"grid:            {' x '.join(map(str, g.cells))} cells on {list(zip(g.lower, g.upper, strict=True))}")
     print(f"configured:      {c['time']['steps']} steps")
+    if r.provenance:
+        p = r.provenance
+        made = f"mfld {p.get('mfld', '?')}" + (f" (git {p['git_revision']})" if p.get("git_revision") else "")
+        libs = ", ".join(f"{lib} {p[lib]}" for lib in ("numpy", "scipy", "h5py") if lib in p)
+        print(f"made by:         {made}, Python {p.get('python', '?')}, {libs}")
+        print(f"                 on {p.get('host', '?')} at {p.get('started', '?')}: {p.get('command', '')}")
     _print_last(r)
     return 0
 
@@ -142,7 +149,7 @@ def _report_arguments(p: argparse.ArgumentParser, names_help: str, full_help: st
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfld", description="Mean-field Langevin dynamics of two-layer networks.")
-    p.add_argument("--version", action="version", version=f"mfld {_version()}")
+    p.add_argument("--version", action="version", version=f"mfld {mfld_version()}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: debugging)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,15 +188,6 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="PNG path (default: FILE with .png)")
     pl.set_defaults(func=_cmd_plot)
     return p
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mfld")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 def _launcher_rank() -> int:
