@@ -76,13 +76,24 @@ def check_step_size(problem: Problem, eta: float) -> None:
         )
 
 
-def initial_positions(functional: Functional, noise: NoiseSource, start: int, stop: int) -> np.ndarray:
-    """Particles ``start .. stop - 1`` of the prior: ``w ~ N(0, I / lam_w)`` (``a ~ N(0, I / lam_a)`` too
-    for the classical objective), drawn from the noise at step 0 so that any split gives the same."""
+def initial_measure(functional: Functional, Z: np.ndarray, sd: float | None = None) -> np.ndarray:
+    """Standard normals ``Z`` (N x dim) scaled to the initial measure.
+
+    The prior ``nu``: ``w ~ N(0, I / lam_w)`` (and ``a ~ N(0, I / lam_a)`` for the classical
+    objective); with ``sd``, ``N(0, sd^2 I)`` on every coordinate instead.
+    """
+    if sd is not None:
+        return Z * sd
     pb = functional.problem
-    Z = noise.normal(0, start, stop, functional.dim)
     T = functional.dim - pb.p
     return np.concatenate([Z[:, :T] / np.sqrt(pb.lam_a), Z[:, T:] / np.sqrt(pb.lam_w)], axis=1)
+
+
+def initial_positions(functional: Functional, noise: NoiseSource, start: int, stop: int,
+                      sd: float | None = None) -> np.ndarray:
+    """Particles ``start .. stop - 1`` of the initial measure (:func:`initial_measure`), drawn from the
+    noise at step 0 so that any split over processes gives the same."""
+    return initial_measure(functional, noise.normal(0, start, stop, functional.dim), sd)
 
 
 class Particles:

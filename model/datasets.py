@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,13 +31,13 @@ LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class Dataset:
-    """Training and test data with the target's relevant subspace (d x k, orthonormal)."""
+    """Training and test data with the target's relevant subspace (d x k, orthonormal; None when unknown)."""
 
     X: np.ndarray
     Y: np.ndarray
-    X_test: np.ndarray
-    Y_test: np.ndarray
-    relevant: np.ndarray
+    X_test: np.ndarray | None
+    Y_test: np.ndarray | None
+    relevant: np.ndarray | None
 
 
 def _inputs(kind: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,3 +101,54 @@ def make_dataset(
     X_test = _inputs(inputs, n_test, d, rng)
     Y = f(X) + rng.uniform(-noise, noise, size=n)
     return Dataset(X, Y[:, None], X_test, f(X_test)[:, None], relevant)
+
+
+def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of an ``.npz`` file (arrays ``X``, ``Y``) or of a CSV file with a header row."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("X", "Y") if k not in z.files]
+            if missing:
+                raise ValueError(f"data file {str(path)!r} lacks the arrays {missing}; it holds {z.files}")
+            return np.asarray(z["X"], dtype=float), np.asarray(z["Y"], dtype=float)
+    if path.suffix != ".csv":
+        raise ValueError(f"data.source must be a .npz or .csv file, got {str(path)!r}")
+    with open(path, encoding="utf-8") as f:
+        header = [h.strip() for h in f.readline().strip().split(",")]
+    missing = [c for c in y_columns + x_columns if c not in header]
+    if missing:
+        raise ValueError(f"CSV file {str(path)!r} has no columns {missing}; its columns are {header} "
+                         "(set data.x_columns and data.y_columns)")
+    xs = x_columns or [c for c in header if c not in y_columns]
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if table.shape[1] != len(header):
+        raise ValueError(f"CSV file {str(path)!r}: rows have {table.shape[1]} fields, the header {len(header)}")
+    return table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]]
+
+
+def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_columns: list[str] | None = None,
+                 test_source: str | Path | None = None) -> Dataset:
+    """A data set from files: ``.npz`` with arrays ``X`` (n x d), ``Y`` (n or n x T) and optionally
+    ``X_test``, ``Y_test``; or CSV with a header, inputs ``x_columns`` (default: every column not a
+    target) and targets ``y_columns`` (default ``["y"]``). ``test_source`` (same format) gives the
+    test set when the training file has none. Files are read without pickles; shapes and finite
+    values are checked by :class:`~mfld.model.problem.Problem`."""
+    y_columns = list(y_columns or ["y"])
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"data.source {str(path)!r} is not a file")
+    X, Y = _read_table(path, list(x_columns or []), y_columns)
+    X_test = Y_test = None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if ("X_test" in z.files) != ("Y_test" in z.files):
+                raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
+            if "X_test" in z.files:
+                X_test, Y_test = np.asarray(z["X_test"], dtype=float), np.asarray(z["Y_test"], dtype=float)
+    if test_source:
+        tpath = Path(test_source)
+        if not tpath.is_file():
+            raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
+        X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)
+    as_matrix = [a if a is None or a.ndim != 1 else a[:, None] for a in (X, Y, X_test, Y_test)]
+    return Dataset(*as_matrix, relevant=None)

@@ -208,8 +208,109 @@ for _act in ACTIVATIONS.values():
         FEATURE_MAPS.add(_f.name, _f, f"{_act.name}(u.x{' + b' if _bias else ''})")
 
 
-def get_feature_map(name: str) -> FeatureMap:
-    """Look up a feature map by name, e.g. ``"tanh_bias"`` (the paper's) or ``"tanh"``."""
-    if name not in FEATURE_MAPS:
-        raise ValueError(f"unknown feature map {name!r}; choose one of {sorted(FEATURE_MAPS)}")
-    return FEATURE_MAPS[name]
+ENTRY_POINTS = "mfld.feature_maps"
+"""The entry-point group through which installed packages offer feature maps."""
+
+_PLUGINS: dict[str, FeatureMap] = {}
+
+
+def plugin_names() -> list[str]:
+    """Feature maps offered by installed packages (entry points of the group ``mfld.feature_maps``)."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINTS))
+
+
+def is_feature_name(name: str) -> bool:
+    """Whether ``name`` can name a feature map: registered, installed as a plug-in, or ``module:attribute``."""
+    return name in FEATURE_MAPS or name in plugin_names() or _is_import_path(name)
+
+
+def _is_import_path(name: str) -> bool:
+    module, _, attr = name.partition(":")
+    return bool(module and attr) and all(part.isidentifier() for part in module.split(".") + attr.split("."))
+
+
+def get_feature_map(name: str, allow_import: bool = True) -> FeatureMap:
+    """The feature map ``name``: a registered one (``"tanh_bias"``, the paper's), an installed plug-in
+    (entry point group ``mfld.feature_maps``), or ``"package.module:attribute"`` (a feature map, or a
+    callable without arguments returning one). Plug-ins pass :func:`check_feature_map` once.
+
+    ``allow_import = False`` refuses import paths: a name read from a file must not choose code to run.
+    """
+    if name in FEATURE_MAPS:
+        return FEATURE_MAPS[name]
+    if name in _PLUGINS:
+        return _PLUGINS[name]
+    from importlib import import_module
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=ENTRY_POINTS) if ep.name == name]
+    if found:
+        obj = found[0].load()
+    elif _is_import_path(name):
+        if not allow_import:
+            raise ValueError(f"the feature map {name!r} is an import path read from a file: mfld does not import "
+                             "code named by a file; pass --trust-plugins (trust=True) if you trust this file")
+        module, _, attr = name.partition(":")
+        try:
+            obj = import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"feature map {name!r} cannot be imported: {e}") from None
+    else:
+        raise ValueError(
+            f"unknown feature map {name!r}; choose one of {sorted(FEATURE_MAPS)}, an installed plug-in "
+            f"({', '.join(plugin_names()) or 'none installed'}) or 'package.module:attribute'"
+        )
+    if callable(obj) and not hasattr(obj, "evaluate"):
+        obj = obj()
+    check_feature_map(obj, name)
+    _PLUGINS[name] = obj
+    return obj
+
+
+def check_feature_map(fm: FeatureMap, name: str = "feature map", d: int = 3) -> None:
+    """Refuse a feature map whose shapes, values or gradients are wrong, with a message saying which.
+
+    On a few random inputs and parameters: ``h`` is n x N and finite, ``contract_grad`` is N x p
+    and matches central differences of ``sum_j sum_t C[j, t] A[i, t] h(x_j; w_i)`` to 1e-5
+    relative, and ``pullback`` with ``M = C A^T`` equals ``contract_grad``.
+    """
+    import numpy as np
+
+    def fail(what: str) -> ValueError:
+        return ValueError(f"feature map {name!r} fails its conformance check: {what}")
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, d))
+    try:
+        p = int(fm.dim(d))
+        W = 0.7 * rng.standard_normal((4, p))
+        Xa = fm.augment(X)
+        cache, H = fm.evaluate(Xa, W)
+        H = np.asarray(H)
+        if H.shape != (5, 4) or not np.all(np.isfinite(H)):
+            raise fail(f"evaluate must give finite h of shape (n, N) = (5, 4), got {H.shape}")
+        C, A = rng.standard_normal((5, 2)), rng.standard_normal((4, 2))
+        G = np.asarray(fm.contract_grad(Xa, W, cache, H, C, A))
+        M = np.asarray(fm.pullback(Xa, W, cache, H, C @ A.T))
+    except ValueError:
+        raise
+    except Exception as e:  # any failure of foreign code is reported as a failed check
+        raise fail(f"{type(e).__name__}: {e}") from None
+    if G.shape != (4, p) or not np.all(np.isfinite(G)):
+        raise fail(f"contract_grad must give a finite (N, p) = (4, {p}) array, got {G.shape}")
+    step = 1e-6
+    for i in range(4):
+        num = np.empty(p)
+        for k in range(p):
+            e = np.zeros(p)
+            e[k] = step
+            up, down = fm.evaluate(Xa, (W[i] + e)[None])[1], fm.evaluate(Xa, (W[i] - e)[None])[1]
+            num[k] = float(C @ A[i] @ (np.asarray(up) - np.asarray(down))[:, 0]) / (2 * step)
+        if np.linalg.norm(G[i] - num) > 1e-5 * max(1.0, np.linalg.norm(num)):
+            raise fail(f"contract_grad disagrees with central differences of h at a point: {G[i]} against {num}")
+    if not np.allclose(M, G, rtol=1e-8, atol=1e-12):
+        raise fail("pullback with M = C A^T differs from contract_grad")

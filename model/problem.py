@@ -69,6 +69,9 @@ class Problem:
         for name in ("lam", "lam_a", "lam_w"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
         X, Y = _data_pair("X", "Y", self.X, self.Y)
+        if 0 in X.shape or Y.shape[1] == 0:
+            raise ValueError(f"X has shape {X.shape} and Y {Y.shape}: a problem needs at least one sample, one input "
+                             "dimension and one target")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one target row per input")
         object.__setattr__(self, "X", X)

@@ -22,8 +22,9 @@ from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.discretizations.stationary import StationaryResult, solve_stationary
 from mfld.discretizations.system import System
 from mfld.model.backend import get_backend, to_host
-from mfld.model.datasets import make_dataset
+from mfld.model.datasets import make_dataset, read_dataset
 from mfld.model.distributed import Communicator, Serial, shard, world
+from mfld.model.features import get_feature_map
 from mfld.model.functional import Drift, Functional
 from mfld.model.label_noise import LabelNoiseDrift
 from mfld.model.objectives import make_functional
@@ -41,25 +42,39 @@ Data = dict[str, np.ndarray]
 
 
 def generate_data(config: Config) -> Data:
-    """The configuration's synthetic data set as ``{X, Y, X_test, Y_test, relevant}``."""
+    """The configuration's data as ``{X, Y, X_test, Y_test, relevant}``: read from ``data.source``, or generated."""
     c = config["data"]
-    ds = make_dataset(
-        c["target"], d=c["d"], n=c["n"], n_test=c["n_test"], noise=c["noise"], inputs=c["inputs"],
-        link=c["link"], m=c["m"], frequency=c["frequency"], seed=config["seed"],
-    )
+    if c["source"]:
+        ds = read_dataset(c["source"], c["x_columns"], c["y_columns"], c["test_source"] or None)
+    else:
+        ds = make_dataset(
+            c["target"], d=c["d"], n=c["n"], n_test=c["n_test"], noise=c["noise"], inputs=c["inputs"],
+            link=c["link"], m=c["m"], frequency=c["frequency"], seed=config["seed"],
+        )
     return {k: getattr(ds, k) for k in DATA_KEYS}
 
 
-def build_problem(config: Config, data: Data | None = None, backend: str | None = None) -> Problem:
+def with_data_sizes(config: Config, data: Data) -> Config:
+    """The configuration with ``data.d``, ``data.n`` (and ``data.n_test``) those of the data, as stored in files."""
+    out = {**config, "data": dict(config["data"])}
+    out["data"]["n"], out["data"]["d"] = (int(v) for v in data["X"].shape)
+    if data.get("X_test") is not None:
+        out["data"]["n_test"] = int(data["X_test"].shape[0])
+    return out
+
+
+def build_problem(config: Config, data: Data | None = None, backend: str | None = None,
+                  trust: bool = True) -> Problem:
     """The :class:`Problem` of a configuration on ``backend`` (default: the configured one), in its dtype.
 
     To analyse a saved run on another machine, pass the data read from its file
     and the backend of this machine: ``build_problem(snap.config, snap.data, backend="numpy")``.
+    ``trust = False`` (configurations read from files) refuses feature maps named by import path.
     """
     data = generate_data(config) if data is None else data
     m = config["model"]
     pb = Problem(
-        data["X"], data["Y"], m["feature"], m["lam"], m["lam_a"], m["lam_w"],
+        data["X"], data["Y"], get_feature_map(m["feature"], allow_import=trust), m["lam"], m["lam_a"], m["lam_w"],
         data.get("X_test"), data.get("Y_test"), data.get("relevant"),
     )
     return pb.to(get_backend(config["backend"] if backend is None else backend), np.dtype(config["dtype"]))
@@ -150,7 +165,8 @@ def build_system(
         start, stop = shard(N, comm.rank, comm.size)
         if state is None:
             noise: NoiseSource = KeyedNoise(config["seed"])
-            W, step, time = initial_positions(functional, noise, start, stop), 0, 0.0
+            sd = config["particles"]["init_sd"] if config["particles"]["init"] == "gaussian" else None
+            W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
         else:
             noise, W, step, time = noise_from_state(state.rng_state), state.positions, state.step, state.time
         return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,
@@ -234,6 +250,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     """Run a configuration from the prior, writing its checkpoint file; returns the path."""
     path = Path(path or config["output"]["path"])
     data = generate_data(config)
+    config = with_data_sizes(config, data)
     problem = build_problem(config, data)
     check_inputs(config, problem)
     if path.exists() and not overwrite:
@@ -255,8 +272,11 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     return path
 
 
-def resume(path: str | Path, steps: int | None = None) -> Path:
-    """Continue the run in ``path`` from its last frame by ``steps`` steps (default: to ``time.steps``)."""
+def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> Path:
+    """Continue the run in ``path`` from its last frame by ``steps`` steps (default: to ``time.steps``).
+
+    ``trust`` admits a feature map that the file names by import path (code the file would choose).
+    """
     comm = world()
     reader = CheckpointReader(path)
     if reader.kind == "stationary":
@@ -273,7 +293,7 @@ def resume(path: str | Path, steps: int | None = None) -> Path:
             raise ValueError(
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
-    system = build_system(config, build_problem(config, snap.data), snap.state(), comm)
+    system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
     observers = _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(config, comm.size))
     return Path(path)
@@ -285,6 +305,7 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; choose another --out or pass --overwrite")
     data = generate_data(config)
+    config = with_data_sizes(config, data)
     problem = build_problem(config, data)
     functional = build_functional(config, problem)
     grid = build_grid(config, functional)

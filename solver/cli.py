@@ -62,7 +62,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    path = build.resume(args.file, args.steps)
+    path = build.resume(args.file, args.steps, trust=args.trust_plugins)
     _finish(path, CheckpointReader(path).config["output"]["plot"])
     return 0
 
@@ -105,7 +105,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"eta={c['time']['eta']:g}"
     )
     X, Y = r.data["X"], r.data["Y"]
-    print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} target={c['data']['target']}")
+    source = f"source={c['data']['source']}" if c["data"]["source"] else f"target={c['data']['target']}"
+    print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} {source}")
     if r.steps.size:
         print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g})")
     else:
@@ -177,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
+    s.add_argument("--trust-plugins", action="store_true",
+                   help="import a feature map that the file names by module:attribute (only for files you trust)")
     s.set_defaults(func=_cmd_resume)
     c = sub.add_parser("configs", help="list the shipped configurations, usable by name")
     c.set_defaults(func=_cmd_configs)

@@ -22,7 +22,7 @@ from mfld.discretizations.particles import PARTICLE_SCHEMES
 from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.model.backend import BACKENDS
 from mfld.model.datasets import INPUTS, LINKS, TARGETS
-from mfld.model.features import FEATURE_MAPS
+from mfld.model.features import FEATURE_MAPS, is_feature_name
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.model.registry import Registry
@@ -91,6 +91,14 @@ SCHEMA: dict[str, Key] = {
     "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
     "backend": _choice("array library", BACKENDS),
     "dtype": _choice("floating-point precision", ("float64", "float32"), docs=False),
+    "data.source": Key(str, doc="a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, "
+                           "Y_test) or CSV with a header; relative to the configuration file (or, with `--set`, to "
+                           "the working directory); empty: the generator below"),
+    "data.test_source": Key(str, doc="a test set in the same format (when the data file holds none)"),
+    "data.x_columns": Key(list, lambda v: all(isinstance(c, str) for c in v), "a list of column names",
+                          "CSV: the input columns (empty: every column that is not a target)"),
+    "data.y_columns": Key(list, lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
+                          "a non-empty list of column names", "CSV: the target columns (one per task)"),
     "data.target": _choice("`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` "
                            "(f = sin(2 pi omega u.x), u m-sparse)", TARGETS, docs=False),
     "data.inputs": _choice("`gaussian` N(0, I) or `hypercube` {-1, 1}^d", INPUTS, docs=False),
@@ -102,14 +110,19 @@ SCHEMA: dict[str, Key] = {
     "data.m": _pos_int("sparse-sin: number of relevant coordinates"),
     "data.frequency": _pos("sparse-sin: omega"),
     "model.objective": _choice("the functional", OBJECTIVES),
-    "model.feature": _choice("feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier)",
-                             FEATURE_MAPS, docs=False),
+    "model.feature": Key(str, is_feature_name, "a registered feature map, an installed plug-in or module:attribute",
+                         "feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier); also a plug-in "
+                         "(entry point `mfld.feature_maps`) or `package.module:attribute`: "
+                         + ", ".join(f"`{n}`" for n in FEATURE_MAPS)),
     "model.lam": _pos("temperature lambda"),
     "model.lam_a": _pos("second-layer ridge lambda_a (lam_a_bar = lam lam_a)"),
     "model.lam_w": _pos("prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)"),
     "model.label_noise": _nonneg("s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
                                  "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df"),
     "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2", "number of particles"),
+    "particles.init": _choice("the initial measure: `prior` nu = N(0, I / lam_w), or `gaussian` N(0, init_sd^2 I)",
+                              ("prior", "gaussian"), docs=False),
+    "particles.init_sd": _pos("standard deviation of the `gaussian` initial measure"),
     "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),
     "particles.langevin": Key(bool, doc="`false` drops the noise: the mean-field gradient flow"),
     "particles.memory_budget_mb": _pos_int("bound on one chunk's temporaries; N = 10^6 runs within it"),
@@ -208,17 +221,21 @@ def shipped_configs() -> dict[str, str]:
     return out
 
 
-def read_config_text(path: str | Path) -> tuple[str, str]:
-    """``(text, where)`` of a configuration: a file, or else a shipped configuration by name (``grid-1d``)."""
+def read_config_text(path: str | Path) -> tuple[str, str, Path]:
+    """``(text, where, folder)`` of a configuration: a file, or else a shipped configuration by name (``grid-1d``).
+
+    ``folder`` is where the file's relative paths (``data.source``) start.
+    """
     p = Path(path)
     name = p.name[: -len(".toml")] if p.name.endswith(".toml") else p.name
     if not p.exists() and str(p.parent) == "." and name in shipped_configs():
-        return resources.files("mfld.data").joinpath(f"configs/{name}.toml").read_text(), f"shipped config {name!r}"
+        shipped = resources.files("mfld.data").joinpath(f"configs/{name}.toml")
+        return shipped.read_text(), f"shipped config {name!r}", Path(str(shipped)).parent
     if p.is_dir():
         raise ConfigError(f"configuration {str(path)!r} is a directory; give a TOML file or a shipped name "
                           f"({', '.join(shipped_configs())})")
     try:
-        return p.read_text(encoding="utf-8"), f"configuration file {str(path)!r}"
+        return p.read_text(encoding="utf-8"), f"configuration file {str(path)!r}", p.resolve().parent
     except FileNotFoundError:
         raise ConfigError(f"configuration file {str(path)!r} does not exist, nor is it a shipped configuration "
                           f"({', '.join(shipped_configs())}; `mfld configs` lists them)") from None
@@ -233,23 +250,33 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """
     config = tomllib.loads(default_text())
     if path is not None:
-        text, where = read_config_text(path)
+        text, where, folder = read_config_text(path)
         try:
             user = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where} is not valid TOML: {e}") from None
         for key, value in _flatten(user).items():
             _check_known(key)
-            _set(config, key, value)
+            _set(config, key, _absolute(key, value, folder))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
         key = key.strip()
         _check_known(key)
-        _set(config, key, parse_value(text.strip()))
+        _set(config, key, _absolute(key, parse_value(text.strip()), Path.cwd()))
     validate(config)
     return config
+
+
+PATH_KEYS = ("data.source", "data.test_source")
+
+
+def _absolute(key: str, value: object, folder: Path) -> object:
+    """A relative file path of the configuration made absolute against ``folder``: stored configs stay unambiguous."""
+    if key in PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute():
+        return str((folder / value).resolve())
+    return value
 
 
 def _check_known(key: str) -> None:

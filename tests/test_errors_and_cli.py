@@ -77,7 +77,7 @@ def test_non_finite_positions_are_refused(rng):
         ('model.lam="big"', "'model.lam' must be a finite number > 0"),
         ("particles.N=1.5", "'particles.N' must be an integer >= 2"),
         ("particles.langevin=1", "'particles.langevin' must be bool"),
-        ("model.feature=relu6", "'model.feature' must be one of"),
+        ("model.feature=relu6", "'model.feature' must be a registered feature map, an installed plug-in"),
         ("time.steps", "--set expects key=value"),
     ],
 )

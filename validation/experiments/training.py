@@ -12,7 +12,7 @@ import numpy as np
 
 from mfld.discretizations import loop
 from mfld.discretizations.noise import as_noise
-from mfld.discretizations.particles import Particles
+from mfld.discretizations.particles import Particles, initial_measure
 from mfld.model.backend import get_backend
 from mfld.model.label_noise import LabelNoiseDrift
 from mfld.model.observables import Evaluation, evaluate
@@ -52,10 +52,7 @@ def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, se
     if _BACKEND.get() != "numpy":
         functional = TwoTimescaleFunctional(functional.problem.to(get_backend(_BACKEND.get())))
     rng = np.random.default_rng([seed, N, 11])
-    if init_sd is None:
-        W0 = functional.problem.sample_prior(N, rng)
-    else:
-        W0 = rng.standard_normal((N, functional.problem.p)) * init_sd
+    W0 = initial_measure(functional, rng.standard_normal((N, functional.dim)), init_sd)
     noise = as_noise(rng)
     drift = LabelNoiseDrift(functional, label_noise, noise.uniform) if label_noise > 0 else None
     system = Particles(functional, W0, eta, noise, drift=drift)
