@@ -56,6 +56,9 @@ class Registry(Mapping[str, T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __repr__(self) -> str:
+        return f"<{self.key} registry: {', '.join(self._entries)}>"
+
     def doc(self, name: str) -> str:
         """The documentation line of ``name``."""
         return self._entries[name].doc

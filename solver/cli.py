@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -70,9 +71,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _finish(path: str, plot: bool) -> None:
     print(f"checkpoint: {path}")
     if plot:
-        from .plotting import plot_run
+        from .plotting import plot_measure, plot_run
 
         print(f"plot:       {plot_run(path)}")
+        print(f"measure:    {plot_measure(path)}")
     _print_last(CheckpointReader(path))
 
 
@@ -125,10 +127,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, plot, table
+
+    rows = compare(args.a, args.b, args.steps, trust=args.trust_plugins)
+    print(f"A = {args.a}, B = {args.b}")
+    print(table(rows), end="")
+    out = args.out or f"{Path(args.a).with_suffix('')}-vs-{Path(args.b).stem}.png"
+    print(f"plot: {plot(rows, out, f'{Path(args.a).name} against {Path(args.b).name}')}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .plotting import plot_run
+    from .plotting import animate, plot_measure, plot_run
 
     print(plot_run(args.file, args.out))
+    print(plot_measure(args.file, steps=args.steps))
+    if args.animate:
+        print(animate(args.file))
     return 0
 
 
@@ -186,9 +202,20 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a checkpoint file")
     i.add_argument("file")
     i.set_defaults(func=_cmd_info)
+    cp = sub.add_parser("compare", help="two saved runs of one problem at matching times: W1, W2, U, df, alignment, "
+                        "kernel distance")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument("--steps", type=int, nargs="+", help="only these steps of A (default: every common time)")
+    cp.add_argument("--out", help="PNG path (default: A-vs-B.png)")
+    cp.add_argument("--trust-plugins", action="store_true", help="import feature maps the files name by path")
+    cp.set_defaults(func=_cmd_compare)
     pl = sub.add_parser("plot", help="draw a checkpoint's observables to PNG")
     pl.add_argument("file")
-    pl.add_argument("--out", help="PNG path (default: FILE with .png)")
+    pl.add_argument("--out", help="PNG path of the observables (default: FILE with .png; the measure goes to "
+                    "FILE-measure.png)")
+    pl.add_argument("--steps", type=int, nargs="+", help="saved steps at which to draw the measure (default: four)")
+    pl.add_argument("--animate", action="store_true", help="also every saved frame as FILE.gif")
     pl.set_defaults(func=_cmd_plot)
     return p
 

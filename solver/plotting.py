@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .checkpoint import CheckpointReader
+from .checkpoint import CheckpointError, CheckpointReader
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),
@@ -55,4 +56,97 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
         f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}"
     )
     fig.savefig(out, dpi=110)
+    return out
+
+
+def _frames(reader: CheckpointReader, steps: list[int] | None, most: int = 4) -> list[int]:
+    """Saved steps to draw: the given ones, or the first, the last and evenly spaced ones between."""
+    saved = reader.steps.tolist()
+    if steps:
+        missing = [s for s in steps if s not in saved]
+        if missing:
+            raise CheckpointError(f"steps {missing} are not saved in {str(reader.path)!r}; saved steps: {saved}")
+        return list(steps)
+    picks = np.unique(np.linspace(0, len(saved) - 1, min(most, len(saved))).round().astype(int))
+    return [saved[k] for k in picks]
+
+
+def _draw(ax: Axes, reader: CheckpointReader, step: int, label: str | None = None, image: bool = True) -> None:
+    """One frame of the measure on ``ax``: a density curve or image, a scatter, or a histogram of w_0."""
+    snap = reader.snapshot(step)
+    if snap.density is not None:
+        axes = snap.grid.axes()
+        if snap.grid.dim == 1:
+            ax.plot(axes[0], snap.density, label=label)
+            ax.set_xlabel("w")
+            ax.set_ylabel("density")
+        elif snap.grid.dim == 2 and image:
+            ax.pcolormesh(axes[0], axes[1], snap.density.T, shading="auto", cmap="viridis")
+            ax.set_xlabel("w_0")
+            ax.set_ylabel("w_1")
+        else:  # marginal along the first axis
+            m = snap.density.sum(axis=tuple(range(1, snap.grid.dim))) * np.prod(snap.grid.spacing[1:])
+            ax.plot(axes[0], m, label=label)
+            ax.set_xlabel("w_0 (marginal)")
+    elif snap.points.shape[1] == 2 and image:
+        ax.scatter(snap.points[:, 0], snap.points[:, 1], s=2, alpha=0.5)
+        ax.set_xlabel("w_0")
+        ax.set_ylabel("w_1")
+    else:
+        ax.hist(snap.points[:, 0], bins=60, density=True, histtype="step", label=label)
+        ax.set_xlabel("w_0 (marginal)")
+
+
+def plot_measure(path: str | Path, out: str | Path | None = None, steps: list[int] | None = None) -> Path:
+    """The measure itself at a few saved steps into a PNG (``<path>-measure.png``); returns its path.
+
+    Densities: curves (p = 1), images (p = 2) or the marginal of w_0 (p = 3). Particles: the
+    scatter (p = 2), else marginal histograms of the first four coordinates.
+    """
+    reader = CheckpointReader(path)
+    out = Path(out) if out is not None else Path(path).with_name(Path(path).stem + "-measure.png")
+    frames = _frames(reader, steps)
+    times = dict(zip(reader.steps.tolist(), reader.times.tolist(), strict=True))
+    p = reader.snapshot(frames[0]).points.shape[1]
+    one_per_frame = p == 2
+    panels = len(frames) if one_per_frame else (1 if reader.has_density else min(p, 4))
+    fig = Figure(figsize=(4 * panels, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    for k, step in enumerate(frames):
+        label = f"t = {times[step]:g}"
+        if one_per_frame:
+            _draw(axes[k], reader, step)
+            axes[k].set_title(label)
+        elif reader.has_density:
+            _draw(axes[0], reader, step, label)
+        else:
+            W = reader.snapshot(step).points
+            for j, ax in enumerate(axes):
+                ax.hist(W[:, j], bins=60, density=True, histtype="step", label=label)
+                ax.set_xlabel(f"w_{j} (marginal)")
+    if not one_per_frame:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(f"{Path(path).name}: the measure mu_t")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def animate(path: str | Path, out: str | Path | None = None, fps: int = 4) -> Path:
+    """Every saved frame of the measure as an animated GIF (``<path>.gif``, Pillow); returns its path."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    reader = CheckpointReader(path)
+    out = Path(out) if out is not None else Path(path).with_suffix(".gif")
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+
+    def frame(k: int) -> list:
+        ax.clear()
+        _draw(ax, reader, int(reader.steps[k]))
+        ax.set_title(f"{Path(path).name}: t = {reader.times[k]:g}")
+        return []
+
+    FuncAnimation(fig, frame, frames=len(reader.steps)).save(out, writer=PillowWriter(fps=fps))
     return out

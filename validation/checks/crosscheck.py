@@ -32,6 +32,7 @@ from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.model.functional import Functional
 
+from ..distances import gram, wasserstein
 from ..problems import low_dim_functional
 from ..report import Report, fit_slope
 
@@ -43,11 +44,6 @@ def grid_reference(F: Functional, p: int, T: float, cells: int, tau: float) -> t
     return grid, fv
 
 
-def kernel(F: Functional, W: np.ndarray, q: np.ndarray, X: np.ndarray) -> np.ndarray:
-    H = F.problem.feature(X, W)
-    return (H * q) @ H.T
-
-
 def _sample_density(grid: Grid, q: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Draws from the piecewise-constant density with cell weights ``q``."""
     cells = rng.choice(q.size, size=size, p=q / q.sum())
@@ -57,17 +53,11 @@ def _sample_density(grid: Grid, q: np.ndarray, size: int, rng: np.random.Generat
 
 def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None,
               rng: np.random.Generator) -> tuple[float, float]:
-    import ot
-
+    """W1 and W2 of the particles to the grid density: exact against its cell atoms in 1-D, sliced (50
+    directions) against a sample of it in 2-D."""
     if grid.dim == 1:
-        x = grid.centers()[:, 0]
-        w1 = float(ot.wasserstein_1d(W[:, 0], x, None, q, p=1))
-        w2 = math.sqrt(float(ot.wasserstein_1d(W[:, 0], x, None, q, p=2)))
-        return w1, w2
-    kw = {"n_projections": 50, "seed": int(rng.integers(2**31))}
-    w1 = float(ot.sliced_wasserstein_distance(W, ref_sample, p=1, **kw))
-    w2 = float(ot.sliced_wasserstein_distance(W, ref_sample, p=2, **kw))
-    return w1, w2
+        return wasserstein(W, None, grid.centers(), q)
+    return wasserstein(W, None, ref_sample, None, rng, projections=50)
 
 
 def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, cells: int, report: Report,
@@ -79,7 +69,7 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
     U_T = fit_g.U
     dU_mean = float(qg @ F.first_variation_U(fit_g))
     Xk = F.problem.X_test[:50]
-    K_T = kernel(F, pts, qg, Xk)
+    K_T = gram(F.problem.feature, Xk, pts, qg)
     rng = np.random.default_rng(seed)
     ref_sample = _sample_density(grid, qg, 10000, rng) if p > 1 else None
     rows, last_W = [], None
@@ -96,7 +86,7 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
             U_N = system.fit().U
             raw.append(U_N - U_T)
             cv.append(U_N - U_T - (float(np.mean(F.first_variation_U(fit_g, W))) - dU_mean))
-            kerr.append(float(np.max((kernel(F, W, q, Xk) - K_T) ** 2)))
+            kerr.append(float(np.max((gram(F.problem.feature, Xk, W, q) - K_T) ** 2)))
             w1, w2 = distances(W, grid, qg, ref_sample, r)
             w1s.append(w1)
             w2s.append(w2)

@@ -1,0 +1,93 @@
+"""mfld compare: a particle run against a grid run of one problem, checked against the crosscheck's own measurement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import ot
+import pytest
+
+from mfld.discretizations import loop
+from mfld.discretizations.particles import Particles
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointError, load
+from mfld.solver.cli import main
+from mfld.solver.compare import compare
+from mfld.solver.config import load_config
+from mfld.validation.checks.crosscheck import distances
+from mfld.validation.problems import low_dim_functional
+
+# The crosscheck's p = 1 problem (validation/problems.py) as a configuration.
+PROBLEM = ['data.target="single-index"', "data.d=1", "data.n=40", "data.n_test=200", "seed=3", 'model.feature="tanh"',
+           "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "output.plot=false", 'output.progress="off"']
+GRID = [*PROBLEM, 'discretization="grid"', "grid.cells=1000", 'grid.scheme="bdf2"', "grid.gap=false",
+        "time.eta=0.02", "time.steps=250", "output.checkpoint_every=125", "output.metrics_every=125"]
+PARTICLES = [*PROBLEM, "particles.N=400", "time.eta=0.05", "time.steps=100", "output.checkpoint_every=50",
+             "output.metrics_every=50"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    grid = build.start(load_config(None, GRID), folder / "grid.h5")
+    particles = build.start(load_config(None, PARTICLES), folder / "particles.h5")
+    return grid, particles
+
+
+def test_particles_against_the_grid_within_the_crosscheck_range(files):
+    grid, particles = files
+    rows = compare(particles, grid)
+    assert [r["time"] for r in rows] == pytest.approx([0.0, 2.5, 5.0])  # the times both files saved
+    last = rows[-1]
+    # The crosscheck's measurement at T = 5, N = 400: 16 seeds of its own particle runs against the grid file.
+    F = low_dim_functional(1)
+    snap = load(grid)
+    w1 = []
+    for s in range(16):
+        r = np.random.default_rng([0, 1, 400, s])
+        system = Particles(F, r.standard_normal((400, 1)) / math.sqrt(F.problem.lam_w), 0.05, r)
+        loop.run(system, until=5.0)
+        w1.append(distances(system.positions, snap.grid, snap.weights, None, r)[0])
+    assert 0.8 * min(w1) <= last["W1"] <= 1.25 * max(w1), (last["W1"], min(w1), max(w1))
+    assert last["W2"] >= last["W1"] > 0
+    # W1 is that of the two files' measures: the 1-D distance between the particles and the cells' masses.
+    direct = ot.wasserstein_1d(load(particles).points[:, 0], snap.points[:, 0], None, snap.weights, p=1)
+    assert last["W1"] == pytest.approx(float(direct), rel=1e-12)
+    assert abs(last["dU"]) < 0.05 * abs(last["U_b"]) and last["kernel_sup"] < 0.1
+
+
+def test_a_run_against_itself_is_at_distance_zero(files):
+    _, particles = files
+    for r in compare(particles, particles):
+        assert r["W1"] == r["W2"] == r["dU"] == r["kernel_sup"] == 0.0
+
+
+def test_the_cli_writes_a_table_and_a_plot(files, capsys, tmp_path):
+    grid, particles = files
+    assert main(["compare", str(particles), str(grid), "--steps", "100", "--out", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| time | step_a | step_b | W1 |" in out and "| 5 | 100 | 250 |" in out
+    assert (tmp_path / "c.png").stat().st_size > 5000
+
+
+def test_runs_of_different_problems_are_refused(files, tmp_path):
+    grid, _ = files
+    other = build.start(load_config(None, [*PARTICLES, "model.lam=0.1"]), tmp_path / "other.h5")
+    with pytest.raises(CheckpointError, match="different problems .*lam"):
+        compare(other, grid)
+
+
+def test_plot_draws_the_measure_and_animates_it(files, capsys):
+    from PIL import Image
+
+    grid, particles = files
+    for path in (grid, particles):
+        assert main(["plot", str(path), "--animate"]) == 0
+        printed = capsys.readouterr().out.split()
+        measure, gif = path.with_name(path.stem + "-measure.png"), path.with_suffix(".gif")
+        assert str(measure) in printed and str(gif) in printed and measure.stat().st_size > 5000
+        with Image.open(gif) as im:
+            assert im.format == "GIF" and im.n_frames == 3  # every saved frame
+    assert main(["plot", str(grid), "--steps", "7"]) == 2
+    assert "steps [7] are not saved" in capsys.readouterr().err
