@@ -17,6 +17,8 @@ backend-neutral (NumPy or CuPy arrays alike).
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -234,7 +236,8 @@ def _is_import_path(name: str) -> bool:
 def get_feature_map(name: str, allow_import: bool = True) -> FeatureMap:
     """The feature map ``name``: a registered one (``"tanh_bias"``, the paper's), an installed plug-in
     (entry point group ``mfld.feature_maps``), or ``"package.module:attribute"`` (a feature map, or a
-    callable without arguments returning one). Plug-ins pass :func:`check_feature_map` once.
+    callable without arguments returning one; the module is looked for on the Python path and in the
+    working directory). Plug-ins pass :func:`check_feature_map` once.
 
     ``allow_import = False`` refuses import paths: a name read from a file must not choose code to run.
     """
@@ -253,6 +256,8 @@ def get_feature_map(name: str, allow_import: bool = True) -> FeatureMap:
             raise ValueError(f"the feature map {name!r} is an import path read from a file: mfld does not import "
                              "code named by a file; pass --trust-plugins (trust=True) if you trust this file")
         module, _, attr = name.partition(":")
+        if os.getcwd() not in sys.path:  # as `python -m` would: a module in the working directory is found
+            sys.path.append(os.getcwd())
         try:
             obj = import_module(module)
             for part in attr.split("."):

@@ -139,3 +139,12 @@ def test_a_problem_needs_samples_and_dimensions():
         Problem(np.zeros((0, 2)), np.zeros(0), "tanh", 0.1, 1.0, 1.0)
     with pytest.raises(ValueError, match="needs at least one sample"):
         Problem(np.zeros((3, 0)), np.zeros(3), "tanh", 0.1, 1.0, 1.0)
+
+
+def test_a_plugin_in_the_working_directory_is_found():
+    """As with `python -m`, a module next to the user's files imports without touching the Python path."""
+    shutil.copy(EXAMPLE, Path.cwd() / "bump_here.py")
+    try:
+        assert get_feature_map("bump_here:BUMP").dim(2) == 2
+    finally:
+        sys.modules.pop("bump_here", None)
