@@ -14,6 +14,7 @@ the state (positions, step, time, noise source) around it.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +61,10 @@ class ParticleState:
     rng_state: str
 
 
+class StepSizeWarning(UserWarning):
+    """The step is stable but close to the limit of the prior's linear part."""
+
+
 def check_step_size(problem: Problem, eta: float) -> None:
     """Refuse steps at which even the prior's linear part is unstable.
 
@@ -73,6 +78,14 @@ def check_step_size(problem: Problem, eta: float) -> None:
         raise ValueError(
             f"time.eta = {eta} is too large for stability: eta * lam * lam_w = {eta * problem.lam_w_bar:.3g} >= 1; "
             f"use time.eta < {1.0 / problem.lam_w_bar:.3g}"
+        )
+    if eta * problem.lam_w_bar >= 0.5:
+        warnings.warn(
+            f"time.eta = {eta} is within a factor 2 of the stability limit {1.0 / problem.lam_w_bar:.3g} "
+            f"(eta * lam * lam_w = {eta * problem.lam_w_bar:.3g}): the confinement overshoots and E||w||^2 can "
+            f"grow; time.eta < {0.5 / problem.lam_w_bar:.3g} is safe",
+            StepSizeWarning,
+            stacklevel=2,
         )
 
 

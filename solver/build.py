@@ -8,8 +8,10 @@ registries (:data:`~mfld.model.objectives.OBJECTIVES`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
 from .checkpoint import CheckpointError, CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
 from .config import Config, get, to_toml
+from .lock import FileLockedError, WriterLock
 from .observers import Checkpoints, Progress, SolverRestarts
 
 log = logging.getLogger("mfld")
@@ -246,29 +249,60 @@ def _run(system: System, steps: int, observers: list[loop.Observer], threads: in
         loop.run(system, steps, observers)
 
 
+@contextlib.contextmanager
+def _writing(path: Path, comm: Communicator) -> Iterator[None]:
+    """Hold the file's writer lock (rank 0 takes it for the job) for the run's whole life."""
+    lock, error = WriterLock(path), None
+    if comm.rank == 0:
+        try:
+            lock.__enter__()
+        except FileLockedError as e:
+            error = str(e)
+    error = comm.bcast(error)
+    if error:
+        raise FileLockedError(error)
+    try:
+        yield
+    finally:
+        if comm.rank == 0:
+            lock.__exit__(None, None, None)
+
+
+def check_output(path: Path) -> None:
+    """Refuse outputs that are not files: a directory, a device, a fifo, an empty name."""
+    if str(path) in ("", "."):
+        raise ValueError("the output path is empty; give --out FILE.h5")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{str(path)!r} exists and is not a regular file (a directory, device or fifo); "
+                         "choose another --out")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; give a file name")
+
+
 def start(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
     """Run a configuration from the prior, writing its checkpoint file; returns the path."""
-    path = Path(path or config["output"]["path"])
+    path = Path(path if path is not None else config["output"]["path"])
+    check_output(path)
     data = generate_data(config)
     config = with_data_sizes(config, data)
     problem = build_problem(config, data)
     check_inputs(config, problem)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass --overwrite"
-        )
     comm = world()
-    if comm.size > 1:
+    with _writing(path, comm):
         exists = comm.bcast(path.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
-            raise FileExistsError(f"{str(path)!r} exists; pass --overwrite or choose another --out")
-    system = build_system(config, problem, comm=comm)
-    create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
-              config["output"]["author"])
-    store = _store(path, comm, system, create)
-    steps = config["time"]["steps"]
-    observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
-    _run(system, steps, observers, blas_threads(config, comm.size))
+            raise FileExistsError(
+                f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass "
+                "--overwrite"
+            )
+        system = build_system(config, problem, comm=comm)
+        create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
+                  config["output"]["author"])
+        store = _store(path, comm, system, create)
+        store.commit(system.state())  # frame 0 before any work: a file that exists can always be resumed
+        steps = config["time"]["steps"]
+        observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
+        _run(system, steps, observers, blas_threads(config, comm.size))
     return path
 
 
@@ -278,6 +312,12 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
     ``trust`` admits a feature map that the file names by import path (code the file would choose).
     """
     comm = world()
+    with _writing(Path(path), comm):
+        _resume(Path(path), steps, trust, comm)
+    return Path(path)
+
+
+def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> None:
     reader = CheckpointReader(path)
     if reader.kind == "stationary":
         raise CheckpointError(
@@ -294,25 +334,27 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
     system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
-    observers = _observers(config, _store(Path(path), comm, system, None), steps, True, comm.rank)
+    observers = _observers(config, _store(path, comm, system, None), steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(config, comm.size))
-    return Path(path)
 
 
 def write_stationary(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
     """Solve for mu* on the configured grid and write it as a density frame (with the iteration history)."""
-    path = Path(path or config["output"]["path"])
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; choose another --out or pass --overwrite")
-    data = generate_data(config)
-    config = with_data_sizes(config, data)
-    problem = build_problem(config, data)
-    functional = build_functional(config, problem)
-    grid = build_grid(config, functional)
-    result = stationary(config, functional, grid, verbose=True)
-    store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid,
-                                   config["output"]["author"])
-    for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"], strict=True)):
-        store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
-    store.commit(FieldState(to_host(result.density), 0, 0.0))
+    path = Path(path if path is not None else config["output"]["path"])
+    check_output(path)
+    with WriterLock(path):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{str(path)!r} exists; choose another --out or pass --overwrite")
+        data = generate_data(config)
+        config = with_data_sizes(config, data)
+        problem = build_problem(config, data)
+        functional = build_functional(config, problem)
+        grid = build_grid(config, functional)
+        result = stationary(config, functional, grid, verbose=True)
+        store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid,
+                                       config["output"]["author"])
+        for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"],
+                                            strict=True)):
+            store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
+        store.commit(FieldState(to_host(result.density), 0, 0.0))
     return path

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,16 +265,115 @@ def _write_density(f: h5py.File, state: FieldState) -> None:
         _append(fields[name], state.step, state.time, m if name == "mu" else state.previous)
 
 
+_DATA_NAMES = ("X", "Y", "X_test", "Y_test", "relevant")
+
+
+def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], density: bool) -> list[str]:
+    """What in the file disagrees with its own configuration: every stored array's shape and type is checked."""
+    out = []
+    X, Y = data.get("X"), data.get("Y")
+    if X is None or Y is None or X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        out.append(f"/parameters/data must hold X (n x d) and Y (n x T) with as many rows, got "
+                   f"{getattr(X, 'shape', None)} and {getattr(Y, 'shape', None)}")
+    for name, arr in data.items():
+        if not np.issubdtype(arr.dtype, np.floating):
+            out.append(f"/parameters/data/{name} has dtype {arr.dtype}, not floating point")
+    el = _frame_element(f)
+    if el is not None:
+        frames = el["step"].shape[0]
+        if el["time"].shape != (frames,) or el["value"].shape[0] != frames:
+            out.append(f"{el.name}: step, time and value hold {frames}, {el['time'].shape[0]} and "
+                       f"{el['value'].shape[0]} frames")
+        value = el["value"]
+        if density:
+            cells = tuple(int(c) for c in f[_FIELDS].attrs["cells"])
+            if value.shape[1:] != cells:
+                out.append(f"{value.name} has frames of shape {value.shape[1:]}, the grid has {cells} cells")
+            prev = f.get(f"{_FIELDS}/mu_previous/value")
+            if prev is not None and prev.shape != value.shape:
+                out.append(f"{prev.name} has shape {prev.shape}, unlike {value.name} {value.shape}")
+        else:
+            N = config["particles"]["N"]
+            dim = int(f[f"{_PARTICLES}/box"].attrs["dimension"])
+            if value.ndim != 3 or value.shape[1:] != (N, dim):
+                out.append(f"{value.name} has shape {value.shape}, the configuration says N = {N} particles "
+                           f"in dimension {dim}")
+            rng = f.get(f"{_PARTICLES}/rng_state/value")
+            if rng is None or rng.shape[0] != frames:
+                out.append(f"{_PARTICLES}/rng_state must hold one noise state per frame")
+        if not np.issubdtype(value.dtype, np.floating):
+            out.append(f"{value.name} has dtype {value.dtype}, not floating point")
+    for name, obs in f["observables"].items():
+        if not isinstance(obs, h5py.Group) or any(k not in obs for k in ("step", "time", "value")):
+            out.append(f"/observables/{name} is not a {{step, time, value}} element")
+        elif not obs["step"].shape == obs["time"].shape == obs["value"].shape:
+            out.append(f"/observables/{name}: step, time and value differ in length")
+    return out
+
+
 def _frame_element(f: h5py.File) -> h5py.Group | None:
     """The element whose frames define the saved steps: particle positions or the density."""
     return f.get(f"{_PARTICLES}/position") or f.get(f"{_FIELDS}/mu")
 
 
+_SHARD = re.compile(r"^(?P<stem>.+)\.r\d+of\d+\.h5$")
+
+
+def _foreign_parts(path: Path, f: h5py.File) -> list[str]:
+    """Everything in the file that reaches outside it: external links, external storage, virtual datasets.
+
+    The one exception is mfld's own sharded layout: the master's particle positions as a virtual
+    dataset over ``<stem>.r<k>of<R>.h5`` files in the master's folder.
+    """
+    found: list[str] = []
+
+    def visit(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"/{name} is an external link to {link.filename}:{link.path}")
+            return
+        if isinstance(link, h5py.SoftLink):
+            found.append(f"/{name} is a soft link to {link.path}")
+            return
+        obj = f.get(name)
+        if not isinstance(obj, h5py.Dataset):
+            return
+        if obj.external:
+            found.append(f"/{name} keeps its data in external files {[e[0] for e in obj.external]}")
+        if obj.is_virtual:
+            own = f"/{name}" == f"{_PARTICLES}/position/value"
+            for vs in obj.virtual_sources():
+                m = _SHARD.match(vs.file_name)
+                if not (own and m and m["stem"] == path.stem and "/" not in vs.file_name):
+                    found.append(f"/{name} is a virtual dataset over {vs.file_name}:{vs.dset_name}")
+
+    _walk_links(f, "", visit, set())
+    return found
+
+
+def _walk_links(group: h5py.Group, prefix: str, visit: Callable[[str, object], None], seen: set[int]) -> None:
+    """Visit every link below ``group`` once, without following soft or external links (hard-link cycles too)."""
+    seen.add(hash(group.id))
+    for key in group:
+        link = group.get(key, getlink=True)
+        name = f"{prefix}{key}"
+        visit(name, link)
+        if isinstance(link, h5py.HardLink):
+            obj = group.get(key)
+            if isinstance(obj, h5py.Group) and hash(obj.id) not in seen:
+                _walk_links(obj, name + "/", visit, seen)
+
+
 def check_file(path: str | Path) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is an mfld H5MD checkpoint."""
+    """Raise :class:`CheckpointError` unless ``path`` is an mfld H5MD checkpoint that stays inside itself.
+
+    A file from elsewhere is untrusted input: links, external storage and virtual datasets that
+    reach other files are refused (except mfld's own shard layout), so reading it reads nothing else.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file")
     if not h5py.is_hdf5(path):
         raise CheckpointError(f"{str(path)!r} is not an HDF5 file (truncated, corrupt, or another format)")
     try:
@@ -284,6 +384,10 @@ def check_file(path: str | Path) -> None:
                 raise CheckpointError(
                     f"{str(path)!r} is H5MD but was not written by mfld (no configuration in /parameters)"
                 )
+            foreign = _foreign_parts(path, f)
+            if foreign:
+                raise CheckpointError(f"{str(path)!r} reaches outside itself, which mfld does not read: {foreign[0]}"
+                                      + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
     except OSError as e:
         raise CheckpointError(f"{str(path)!r} cannot be read as HDF5: {e}") from None
 
@@ -294,26 +398,41 @@ class CheckpointReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         check_file(self.path)
-        with h5py.File(self.path, "r") as f:
-            self.config_text = str(f["parameters"].attrs["config"])
-            self.kind = str(f["parameters"].attrs["mfld_kind"])
-            self.data = {k: v[()] for k, v in f["parameters/data"].items()}
-            self.has_density = _FIELDS in f
-            prov = f["parameters"].get("provenance")
-            self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
-            missing = _missing_shards(self.path, f)
-            if missing:
-                raise CheckpointError(
-                    f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
-                    f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
-                )
-            el = _frame_element(f)
-            self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
-            self.times = el["time"][()] if el is not None else np.zeros(0)
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._read(f)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError) as e:  # a part missing or of the wrong kind
+            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {type(e).__name__}: {e}"
+                                  ) from None
+
+    def _read(self, f: h5py.File) -> None:
+        self.config_text = str(f["parameters"].attrs["config"])
         try:
             self.config = from_toml(self.config_text)
         except ValueError as e:
             raise CheckpointError(f"{str(self.path)!r} holds an invalid configuration: {e}") from None
+        self.kind = str(f["parameters"].attrs["mfld_kind"])
+        if self.kind not in ("particles", "grid", "spectral", "stationary"):
+            raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
+        self.data = {k: v[()] for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
+        self.has_density = _FIELDS in f
+        prov = f["parameters"].get("provenance")
+        self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
+        missing = _missing_shards(self.path, f)
+        if missing:
+            raise CheckpointError(
+                f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
+                f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
+            )
+        el = _frame_element(f)
+        self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
+        self.times = el["time"][()] if el is not None else np.zeros(0)
+        problems = _layout_problems(f, self.config, self.data, self.has_density)
+        if problems:
+            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
+                                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
     def observables(self) -> dict[str, dict[str, np.ndarray]]:
         """``{name: {"step", "time", "value"}}`` for every recorded observable."""
@@ -329,7 +448,8 @@ class CheckpointReader:
         ``rows`` selects a block of particles (a process's share when resuming a sharded run).
         """
         if self.steps.size == 0:
-            raise CheckpointError(f"{str(self.path)!r} holds no saved frame yet")
+            raise CheckpointError(f"{str(self.path)!r} holds no saved frame: its run stopped before the first one; "
+                                  "start it again with `mfld run ... --overwrite`")
         if step is None:
             k = self.steps.size - 1
         else:

@@ -1,0 +1,190 @@
+"""Checkpoints as a hostile or careless user meets them: two writers, foreign HDF5 files, signals, odd outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.discretizations.particles import StepSizeWarning, check_step_size
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
+from mfld.solver.cli import main
+from mfld.solver.config import load_config
+from mfld.solver.lock import FileLockedError, WriterLock
+
+SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
+         "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+         "model.lam=0.05"]
+
+
+def _slow_run(path, steps: int = 40, pause: float = 0.05) -> subprocess.Popen:
+    """`build.start` in another process, pausing after every step so that others can meet it mid-run."""
+    script = textwrap.dedent(f"""
+        import time
+        from mfld.solver import build
+        from mfld.solver.config import load_config
+        original = build._observers
+        class Pause:
+            def start(self, system): pass
+            def observe(self, system): time.sleep({pause})
+            def finish(self, system, interrupted): pass
+        build._observers = lambda *a, **k: [*original(*a, **k), Pause()]
+        build.start(load_config(None, {SMALL + [f"time.steps={steps}"]!r}), {str(path)!r})
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc) -> None:
+    deadline = time.monotonic() + 60
+    while not (path.exists() and CheckpointReader(path).steps.size):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_a_second_writer_is_refused_and_the_first_file_is_untouched(tmp_path):
+    path = tmp_path / "run.h5"
+    proc = _slow_run(path)
+    _wait_for(path, proc)
+    with pytest.raises(FileLockedError, match=rf"is being written by mfld pid {proc.pid} on "):
+        build.resume(path, steps=5)
+    with pytest.raises(FileLockedError, match="is being written by"):
+        build.start(load_config(None, SMALL), path, overwrite=True)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    np.testing.assert_array_equal(load(path).points, load(lone).points)
+    a, b = CheckpointReader(path).observables(), CheckpointReader(lone).observables()
+    for name in a:
+        np.testing.assert_array_equal(a[name]["value"], b[name]["value"])
+    assert not (tmp_path / "run.h5.lock").exists()
+
+
+def test_the_lock_is_released_when_its_holder_dies(tmp_path):
+    path = tmp_path / "x.h5"
+    holder = subprocess.Popen([sys.executable, "-c", f"from mfld.solver.lock import WriterLock; import time\n"
+                               f"with WriterLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(FileLockedError), WriterLock(path):
+        pass
+    holder.kill()
+    holder.wait()
+    with WriterLock(path):  # kill -9 left the file behind, but not the lock
+        pass
+
+
+def _particles_file(tmp_path, name="r.h5"):
+    return build.start(load_config(None, SMALL), tmp_path / name)
+
+
+def test_external_links_storage_and_virtual_datasets_are_refused(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(8, dtype=np.float64).tobytes())
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.ones(3)
+    cases = {
+        "link": lambda f: f.__setitem__("parameters/extra", h5py.ExternalLink(str(other), "/x")),
+        "storage": lambda f: f["parameters"].create_dataset("extra", shape=(8,), dtype="f8",
+                                                            external=[(str(secret), 0, 64)]),
+        "virtual": lambda f: f["parameters"].create_virtual_dataset(
+            "extra", _layout(other)),
+    }
+    for name, edit in cases.items():
+        path = _particles_file(tmp_path, f"{name}.h5")
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        with pytest.raises(CheckpointError, match="reaches outside itself"):
+            load(path)
+        assert main(["info", str(path)]) == 2
+        with pytest.raises(CheckpointError, match="reaches outside itself"):
+            build.resume(path, steps=2)
+
+
+def _layout(source) -> h5py.VirtualLayout:
+    layout = h5py.VirtualLayout(shape=(3,), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(source), "x", shape=(3,))
+    return layout
+
+
+def test_a_stored_noise_name_does_not_choose_code(tmp_path):
+    path = _particles_file(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f["particles/mu/rng_state/value"][-1] = json.dumps({"stream": "sequential",
+                                                            "state": {"bit_generator": "test"}})
+    with pytest.raises(ValueError, match="unknown noise generator 'test'"):
+        build.resume(path, steps=2)
+
+
+def test_shapes_that_disagree_with_the_configuration_are_refused(tmp_path):
+    path = _particles_file(tmp_path)
+    with h5py.File(path, "r+") as f:  # a particle count that disagrees with the positions (mass 0.5 before)
+        f["parameters"].attrs["config"] = f["parameters"].attrs["config"].replace("N = 64", "N = 128")
+    with pytest.raises(CheckpointError, match="the configuration says N = 128 particles"):
+        load(path)
+    path = _particles_file(tmp_path, "obs.h5")
+    with h5py.File(path, "r+") as f:
+        del f["observables/U/time"]
+    with pytest.raises(CheckpointError, match=r"/observables/U is not a \{step, time, value\} element"):
+        CheckpointReader(path)
+    path = _particles_file(tmp_path, "kind.h5")
+    with h5py.File(path, "r+") as f:
+        del f["parameters"].attrs["mfld_kind"]
+    with pytest.raises(CheckpointError, match="malformed mfld checkpoint"):
+        CheckpointReader(path)
+
+
+def test_sigterm_ends_a_run_with_a_final_frame_that_resumes_exactly(tmp_path):
+    path = tmp_path / "t.h5"
+    proc = _slow_run(path, steps=40, pause=0.1)
+    _wait_for(path, proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    stopped = CheckpointReader(path).steps
+    assert 0 < stopped[-1] < 40  # a final frame at the step where it stopped
+    build.resume(path)
+    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    np.testing.assert_array_equal(load(path).points, load(lone).points)
+
+
+def test_a_run_killed_before_its_first_step_resumes(tmp_path):
+    """SIGKILL during the first measurement: frame 0 was already written, so `resume` continues it."""
+    path = tmp_path / "k.h5"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from mfld.solver import build
+        from mfld.solver.config import load_config
+        build.metrics_of = lambda system: os.kill(os.getpid(), signal.SIGKILL)
+        build.start(load_config(None, {SMALL!r}), {str(path)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert CheckpointReader(path).steps.tolist() == [0]
+    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2  # it says: resume
+    build.resume(path)
+    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    np.testing.assert_array_equal(load(path).points, load(lone).points)
+
+
+def test_special_files_and_directories_are_refused_as_outputs(tmp_path, capsys):
+    for out in ("/dev/null", str(tmp_path), ""):
+        assert main(["run", "--out", out, "--overwrite", "--set", "time.steps=1"]) == 2
+        assert "not a regular file" in capsys.readouterr().err or out == ""
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_a_step_near_the_stability_limit_warns():
+    from conftest import small_problem
+
+    pb = small_problem(lam=0.5, lam_w=4.0)  # lam_w_bar = 2: the limit is eta < 0.5
+    with pytest.warns(StepSizeWarning, match="within a factor 2 of the stability limit 0.5"):
+        check_step_size(pb, 0.3)
