@@ -10,6 +10,7 @@ interface; :func:`world` returns the MPI one when the program was started by
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -90,8 +91,23 @@ def single_process(objective: str, comm: Communicator | None) -> Serial:
     return Serial()
 
 
+_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_processes() -> int:
+    """The number of processes an MPI launcher started this one with (1 without a launcher), read from its
+    environment, so that a serial run never initialises MPI."""
+    for var in _LAUNCHER_SIZE:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
 def world() -> Serial | MPIComm:
-    """The MPI world when running under ``mpiexec -n R`` with R > 1, else :class:`Serial`."""
+    """The MPI world when running under ``mpiexec -n R`` with R > 1, else :class:`Serial` (MPI untouched)."""
+    if launched_processes() <= 1:
+        return Serial()
     try:
         from mpi4py import MPI
     except ImportError:

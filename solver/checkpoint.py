@@ -76,14 +76,50 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, edit: Callable[[h5py.File], None], start_from_existing: bool) -> None:
+_MARGIN = 1 << 20  # HDF5's own metadata and chunk rounding, generously
+
+
+def _check_room(path: Path, size: int) -> None:
+    """Refuse, before HDF5 writes a byte, a write of ``size`` bytes that the disk or the file-size limit cannot hold.
+
+    HDF5 does not recover from a write that fails half-way (the process can crash at exit), so the
+    room is checked first; the ``OSError`` handler below is for what the check cannot foresee.
+    """
+    import resource
+
+    free = shutil.disk_usage(path.parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if size > free:
+        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, the disk has "
+                              f"{free / 2**20:.1f} MiB free; the file keeps the frames saved before")
+    if limit != resource.RLIM_INFINITY and size > limit:
+        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, above the "
+                              f"file-size limit of {limit / 2**20:.1f} MiB (ulimit -f); the file keeps the frames "
+                              "saved before")
+
+
+def _atomic_write(path: Path, edit: Callable[[h5py.File], None], start_from_existing: bool,
+                  adds: int = 0) -> None:
+    """Apply ``edit`` to a copy of the file and replace the file by it: all of the edit or none of it.
+
+    ``adds`` is about how many bytes the edit writes. A write that cannot fit (a full disk, a
+    file-size limit) or fails (a read-only folder) leaves the file as it was, removes the copy and
+    raises :class:`CheckpointError` with the reason.
+    """
     tmp = path.with_name(path.name + ".partial")
-    if start_from_existing:
-        shutil.copyfile(path, tmp)
-    with h5py.File(tmp, "a" if start_from_existing else "w") as f:
-        edit(f)
-    _fsync(tmp)
-    os.replace(tmp, path)
+    _check_room(path, (path.stat().st_size if start_from_existing else 0) + adds + _MARGIN)
+    try:
+        if start_from_existing:
+            shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a" if start_from_existing else "w") as f:
+            edit(f)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        reason = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
+        kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
+        raise CheckpointError(f"writing {str(path)!r} failed ({reason}); {kept}") from None
     try:
         _fsync(path.parent)
     except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
@@ -187,7 +223,8 @@ class CheckpointStore:
                 fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, edit, start_from_existing=False)
+        _atomic_write(path, edit, start_from_existing=False,
+                      adds=sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
         return cls(path)
 
     def add_observables(self, step: int, time: float, values: dict[str, float]) -> None:
@@ -201,6 +238,12 @@ class CheckpointStore:
         with h5py.File(self.path, "r") as f:
             return _frame_element(f) is not None and _frame_element(f)["step"].shape[0] > 0
 
+    def commit_observables(self) -> None:
+        """Write the buffered observables without a new frame, atomically."""
+        pending = self._pending
+        _atomic_write(self.path, lambda f: _write_observables(f, pending), start_from_existing=True)
+        self._pending = []
+
     def commit(self, state: ParticleState | FieldState) -> None:
         """Append a frame of ``state`` (particles or a density) and all buffered observables, atomically."""
         pending = self._pending
@@ -212,7 +255,8 @@ class CheckpointStore:
                 _write_density(f, state)
             _write_observables(f, pending)
 
-        _atomic_write(self.path, edit, start_from_existing=True)
+        size = np.asarray(state.positions if isinstance(state, ParticleState) else state.density).nbytes
+        _atomic_write(self.path, edit, start_from_existing=True, adds=2 * size + 64 * len(pending))
         self._pending = []
 
 
@@ -526,6 +570,12 @@ class ShardedCheckpointStore(CheckpointStore):
     def has_frames(self) -> bool:
         return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
 
+    def commit_observables(self) -> None:
+        if self.comm.rank == 0:  # the observables live in the master, which rank 0 writes
+            super().commit_observables()
+        self._pending = []
+        self.comm.barrier()
+
     def commit(self, state: ParticleState | FieldState) -> None:
         W = np.asarray(state.positions)
         exists = self.shard.exists()
@@ -538,7 +588,7 @@ class ShardedCheckpointStore(CheckpointStore):
             f["value"].resize(f["value"].shape[0] + 1, axis=0)
             f["value"][-1] = W
 
-        _atomic_write(self.shard, write_shard, start_from_existing=exists)
+        _atomic_write(self.shard, write_shard, start_from_existing=exists, adds=W.nbytes)
         with h5py.File(self.shard, "r") as f:
             local_index = f["value"].shape[0] - 1
         sources = self.comm.allgather([self.shard.name, local_index, self.start, self.stop])

@@ -83,6 +83,8 @@ class Store(Protocol):
 
     def pending(self) -> bool: ...
 
+    def commit_observables(self) -> None: ...
+
 
 class Checkpoints:
     """Commit the system's state to ``store`` every ``every`` steps and at the end."""
@@ -106,8 +108,10 @@ class Checkpoints:
             self._commit(system)
 
     def finish(self, system: System, interrupted: bool) -> None:
-        if self.last_step != system.step_count or self.store.pending():
+        if self.last_step != system.step_count:
             self._commit(system)
+        elif self.store.pending():  # the last frame is saved: only the final observables remain
+            self.store.commit_observables()
 
 
 class SolverRestarts:

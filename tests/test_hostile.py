@@ -188,3 +188,43 @@ def test_a_step_near_the_stability_limit_warns():
     pb = small_problem(lam=0.5, lam_w=4.0)  # lam_w_bar = 2: the limit is eta < 0.5
     with pytest.warns(StepSizeWarning, match="within a factor 2 of the stability limit 0.5"):
         check_step_size(pb, 0.3)
+
+
+def test_the_last_frame_is_not_written_twice(tmp_path):
+    """The last step is a checkpoint step but not a metrics step: one frame, and the final observables."""
+    path = build.start(load_config(None, [*SMALL, "output.metrics_every=15"]), tmp_path / "d.h5")
+    reader = CheckpointReader(path)
+    assert reader.steps.tolist() == [0, 10, 20, 30, 40]
+    assert reader.observables()["U"]["step"].tolist() == [0, 15, 30, 40]
+
+
+def test_a_serial_run_does_not_initialise_mpi(tmp_path):
+    script = ("import sys; from mfld.model.distributed import world; world(); "
+              "print('mpi4py.MPI' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_frames(tmp_path):
+    """A file-size limit (ulimit -f) stands in for a full disk: the write fails, earlier frames survive."""
+    import resource
+
+    path = tmp_path / "full.h5"
+    config = [*SMALL, "particles.N=2000", "time.steps=40"]  # a frame is 2000 x 5 doubles: 80 kB
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as on a full disk: the write fails, nothing is killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_300_000, 1_300_000))
+
+    proc = subprocess.run([sys.executable, "-m", "mfld.solver.cli", "run", "--out", str(path),
+                           *[a for s in config for a in ("--set", s)]],
+                          capture_output=True, text=True, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "above the file-size limit of 1.2 MiB (ulimit -f); the file keeps the frames saved before" in proc.stderr
+    assert not (tmp_path / "full.h5.partial").exists()
+    saved = CheckpointReader(path).steps.tolist()
+    assert saved[0] == 0 and len(saved) < 5
+    build.resume(path)  # with room again, the run continues from what was kept
+    assert load(path).step == 40
