@@ -114,7 +114,7 @@ def row(size: Size, with_plain: bool) -> list[str]:
             b = F.grad_potential(F.fit(W, q))
             b_exact = exact.grad_potential(exact.fit(W, q))
             err = f"{np.linalg.norm(b - b_exact) / np.linalg.norm(b_exact):.1e}"
-            timed = F.iterations[-size.steps:]
+            timed = list(F.iterations)[-size.steps:]
             its = f"{np.mean(timed):.1f}" if timed else "-"
         lines.append((method, t, peak, its, err))
     base = next(t for m, t, *_ in lines if m == methods[0])

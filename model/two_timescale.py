@@ -23,6 +23,7 @@ Allreduce each, and the n x n system is solved by every process.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ class TwoTimescaleFunctional:
         # and the last solution per (side, columns), the first guess of the next solve.
         self._factor: dict[str, Array] = {}  # the inverse of an earlier K, per side
         self._guess: dict[tuple[str, int], Array] = {}  # the last solution: the next first guess
-        self.iterations: list[int] = []
+        self.iterations: deque[int] = deque(maxlen=10_000)  # CG iterations of the latest iterative solves
 
     @property
     def dim(self) -> int:

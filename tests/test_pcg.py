@@ -36,7 +36,7 @@ def test_pcg_drift_equals_the_cholesky_drift(N, T, rng):
     q = rng.random(N) + 0.5
     q /= q.sum()  # non-uniform weights
     it.fit(W, q)  # the first solve is exact and becomes the preconditioner
-    assert it.iterations == []
+    assert len(it.iterations) == 0
     for _ in range(5):  # a few steps' worth of motion: the warm start and the old factor are now approximate
         W = W + 0.05 * rng.standard_normal(W.shape)
         fit_it, fit_ex = it.fit(W, q), exact.fit(W, q)
