@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,6 +188,58 @@ def build_system(
                     edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
 
 
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux's MemAvailable; total memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_estimate(config: Config) -> dict[str, int]:
+    """Bytes the largest arrays of a run will take, by the configuration key that sizes them (float64).
+
+    Data: X and X_test. Particles: positions and their step temporaries (six N x p arrays), the
+    features of one chunk (bounded by particles.memory_budget_mb), the dual system (n x n, or
+    N x N when N < n; a few copies). Densities: the features of every cell (n per cell, twice),
+    the sparse operator and the stationary solver's history (a dozen arrays of the cells).
+    """
+    c, item = config["data"], 8
+    n, d, n_test = c["n"], c["d"], c["n_test"]
+    m = config["model"]
+    # w = (u, b) with a bias (the shipped maps' "_bias"; d for others), and the classical objective's a.
+    p = d + m["feature"].endswith("_bias") + (m["objective"] == "classical")
+    out = {"data.n": item * (n + n_test) * d}
+    if DISCRETIZATIONS[config["discretization"]].density:
+        cells = config["grid"]["cells"]
+        if p <= 3:  # above, build_grid refuses the dimension itself, with a better message
+            size = math.prod(cells if isinstance(cells, list) else [cells] * p)
+            out["grid.cells"] = item * size * (2 * n + 12 + 6 * 3)
+    else:
+        N = config["particles"]["N"]
+        side = n if N >= n else N
+        out["particles.N"] = item * 6 * N * p + min(config["particles"]["memory_budget_mb"] * 2**20, item * 3 * n * N)
+        out["data.n" if side == n else "particles.N"] += item * 4 * side * side
+    return out
+
+
+def check_memory(config: Config) -> None:
+    """Refuse, before allocating, a run whose arrays cannot fit in the memory available, naming the key."""
+    estimate = memory_estimate(config)
+    total, available = sum(estimate.values()), available_memory()
+    if total > available:
+        key = max(estimate, key=estimate.get)
+        value = get(config, key)
+        raise MemoryError(
+            f"this run needs about {total / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB available; "
+            f"most of it ({estimate[key] / 2**30:.3g} GiB) comes from {key} = {value}: reduce it"
+        )
+
+
 def check_inputs(config: Config, problem: Problem) -> None:
     """The cheap checks of a configuration against its problem (box, dimension, step size), before any work."""
     if DISCRETIZATIONS[config["discretization"]].density:
@@ -283,6 +336,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     """Run a configuration from the prior, writing its checkpoint file; returns the path."""
     path = Path(path if path is not None else config["output"]["path"])
     check_output(path)
+    check_memory(config)
     data = generate_data(config)
     config = with_data_sizes(config, data)
     problem = build_problem(config, data)

@@ -260,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
     except (
-        ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError
+        ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError,
+        MemoryError,
     ) as e:
         print(f"mfld: error: {e}", file=sys.stderr)
         return 2

@@ -84,7 +84,11 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, A
         share = [f"threads={threads}"] if threads and not own else []
         config = load_config(task["base"], share + task["overrides"] + ['output.progress="off"', "output.plot=false"])
         target = config["time"]["steps"]
-        if path.exists():
+        stale = path.exists() and _defining(CheckpointReader(path).config) != _defining(config)
+        if stale:  # the sweep's settings changed since this file was written: its results are not this task's
+            start(config, path, overwrite=True)
+            row["status"] = "rerun (settings changed)"
+        elif path.exists():
             reader = CheckpointReader(path)
             done = int(reader.steps[-1]) if reader.steps.size else 0
             if done >= target:
@@ -101,6 +105,15 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, A
         row["status"] = "failed"
         row["error"] = f"{type(e).__name__}: {e}"
     return row
+
+
+def _defining(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a configuration that defines a run's results (not its length, output or threads)."""
+    out = {k: v for k, v in config.items() if k not in ("output", "time", "threads")}
+    out["eta"] = config["time"]["eta"]
+    out["data"] = {k: v for k, v in config["data"].items() if k not in ("d", "n", "n_test")} | (
+        {} if config["data"]["source"] else {k: config["data"][k] for k in ("d", "n", "n_test")})
+    return out
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | None = None,

@@ -228,3 +228,19 @@ def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_frames(tmp_path):
     assert saved[0] == 0 and len(saved) < 5
     build.resume(path)  # with room again, the run continues from what was kept
     assert load(path).step == 40
+
+
+@pytest.mark.parametrize("override, key", [("particles.N=1000000000000", "particles.N"),
+                                           ("data.n=10000000000", "data.n")])
+def test_absurd_sizes_are_refused_before_any_allocation(override, key, capsys):
+    assert main(["run", "--out", "absurd.h5", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert f"comes from {key} = " in err and "GiB available" in err and err.count("\n") == 1
+    assert not os.path.exists("absurd.h5")
+
+
+def test_an_absurd_grid_is_refused(capsys):
+    args = ["run", "--out", "g.h5", "--set", "discretization=grid", "--set", "data.d=1",
+            "--set", "grid.cells=[100000, 100000]", "--set", 'model.feature="tanh_bias"']
+    assert main(args) == 2
+    assert "comes from grid.cells = [100000, 100000]" in capsys.readouterr().err

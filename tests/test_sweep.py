@@ -41,3 +41,17 @@ def test_sweep_reports_failures_and_skips_finished_runs(tmp_path, capsys):
     assert main(["sweep", str(spec)]) == 1
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
     assert sorted(r["status"] for r in rows) == ["failed", "failed", "skipped (done)", "skipped (done)"]
+
+
+def test_a_changed_sweep_reruns_its_stale_results(tmp_path, capsys):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP.replace('"model.lam" = [0.05, -1.0]', '"model.lam" = [0.05]'))
+    assert main(["sweep", str(spec)]) == 0
+    spec.write_text(SWEEP.replace('"model.lam" = [0.05, -1.0]', '"model.lam" = [0.05]').replace(
+        '"data.n" = 20', '"data.n" = 25'))
+    assert main(["sweep", str(spec)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
+    assert [r["status"] for r in rows] == ["rerun (settings changed)"] * 2
+    from mfld.solver.checkpoint import CheckpointReader
+
+    assert CheckpointReader(tmp_path / "results" / "seed=0-lam=0.05.h5").data["X"].shape[0] == 25
