@@ -182,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("experiment", help="reproduce the paper: alignment, paper-figure-1, label-noise, "
                        "paper-figure-2, sample-complexity")
     _report_arguments(e, "experiment names, or 'all'",
-                      "the paper's sizes (hours on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
+                      "the paper's sizes (long on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
     e.add_argument("--backend", default="numpy", choices=list(BACKENDS),
                    help="array backend of the particle training (label-noise's grid part runs on the CPU)")
     sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")
