@@ -17,23 +17,14 @@ term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
 from __future__ import annotations
 
 from .backend import Array, namespace
-from .distributed import Communicator, single_process
-from .functional import DEFAULT_MEMORY_BUDGET, Fit, chunks, second_moment, validate_measure
-from .problem import Problem
-from .two_timescale import TwoTimescaleFunctional
+from .functional import Fit, chunks, second_moment, validate_measure
+from .two_timescale import KernelBacked
 
 
-class ClassicalFunctional:
+class ClassicalFunctional(KernelBacked):
     """Mean-field objective with the second layer as part of the measure."""
 
     name = "classical"
-
-    def __init__(
-        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
-    ) -> None:
-        self.comm: Communicator = single_process(self.name, comm)
-        self.problem = problem
-        self._kernel = TwoTimescaleFunctional(problem, memory_budget)
 
     @property
     def dim(self) -> int:
@@ -104,9 +95,6 @@ class ClassicalFunctional:
         reg = float(xp.sum(fit.weights * self._regulariser(fit.points)))
         m2 = second_moment(fit, self._split(fit.points)[1])
         return {"U": fit.U, "second_moment": m2, "G": fit.U + reg}
-
-    def restart_solver(self) -> None:
-        """Fits here are direct: nothing is carried between them."""
 
     def kernel_fit(self, fit: Fit) -> Fit:
         """Two-timescale fit of the ``w``-marginal: the intrinsic kernel ``k_mu``."""

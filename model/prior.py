@@ -8,23 +8,14 @@ Gaussian with known mean and covariance, the exact reference for the solvers.
 from __future__ import annotations
 
 from .backend import Array, namespace
-from .distributed import Communicator, single_process
-from .functional import DEFAULT_MEMORY_BUDGET, Fit, second_moment, validate_measure
-from .problem import Problem
-from .two_timescale import TwoTimescaleFunctional
+from .functional import Fit, second_moment, validate_measure
+from .two_timescale import KernelBacked
 
 
-class PriorOnlyFunctional:
+class PriorOnlyFunctional(KernelBacked):
     """``G(mu) = (lam_w_bar / 2) E||w||^2``: MFLD is Ornstein-Uhlenbeck (see the module doc)."""
 
     name = "prior"
-
-    def __init__(
-        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
-    ) -> None:
-        self.comm: Communicator = single_process(self.name, comm)
-        self.problem = problem
-        self._kernel = TwoTimescaleFunctional(problem, memory_budget)
 
     @property
     def dim(self) -> int:
@@ -53,9 +44,6 @@ class PriorOnlyFunctional:
     def energy(self, fit: Fit) -> dict[str, float]:
         m2 = second_moment(fit, fit.points)
         return {"U": 0.0, "second_moment": m2, "G": 0.5 * self.problem.lam_w_bar * m2}
-
-    def restart_solver(self) -> None:
-        """Fits here are direct: nothing is carried between them."""
 
     def kernel_fit(self, fit: Fit) -> Fit:
         """The intrinsic kernel ``k_mu`` of the measure (defined whether or not U is on)."""

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .backend import Array, cholesky_apply, cholesky_solve, namespace
-from .distributed import Communicator, Serial
+from .distributed import Communicator, Serial, single_process
 from .functional import DEFAULT_MEMORY_BUDGET, Fit, chunks, second_moment, validate_measure
 from .pcg import pcg
 from .problem import Problem
@@ -319,3 +319,23 @@ class TwoTimescaleFunctional:
             Ht = pb.feature.evaluate(Xa, W[sl])[1]
             out += Ht @ (fit.weights[sl, None] * a)
         return self.comm.sum(out)
+
+
+class KernelBacked:
+    """Base of the objectives that run in one process and borrow the two-timescale functional's kernel.
+
+    It gives them the communicator (one process), the problem, ``_kernel`` for features and the
+    intrinsic kernel, and a solver with no state to restart (their fits are direct).
+    """
+
+    name = "kernel-backed"
+
+    def __init__(
+        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
+    ) -> None:
+        self.comm: Communicator = single_process(self.name, comm)
+        self.problem = problem
+        self._kernel = TwoTimescaleFunctional(problem, memory_budget)
+
+    def restart_solver(self) -> None:
+        """Fits here are direct: nothing is carried between them."""
