@@ -11,6 +11,8 @@ whichever comes first.
 Ctrl-C (SIGINT) and SIGTERM (what batch schedulers send) do not interrupt a
 step half-way: they are caught, the current step is completed, observers finish
 (a checkpoint writer writes a final frame) and :class:`Interrupted` is raised.
+Under MPI the processes agree before every step (one small Allreduce), so a
+signal to any one of them stops them all at the same step.
 """
 
 from __future__ import annotations
@@ -70,11 +72,21 @@ def run(
     in_main = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
     previous = {sig: signal.signal(sig, lambda *_: interrupt.set()) for sig in signals}
+    comm = system.functional.comm
+    interrupted = False
+
+    def everyone_asked() -> bool:
+        # A signal may reach one process of an MPI job only: all stop together, or the others would wait forever.
+        return comm.sum(float(interrupt.is_set())) > 0 if comm.size > 1 else interrupt.is_set()
+
     try:
         for obs in observers:
             obs.start(system)
         taken = 0
-        while (steps is None or taken < steps) and system.time < end and not interrupt.is_set():
+        while (steps is None or taken < steps) and system.time < end:
+            interrupted = everyone_asked()
+            if interrupted:
+                break
             system.step()
             taken += 1
             for obs in observers:
@@ -82,11 +94,11 @@ def run(
             if stop is not None and stop(system):
                 break
         for obs in observers:
-            obs.finish(system, interrupt.is_set())
+            obs.finish(system, interrupted)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if interrupt.is_set():
+    if interrupted:
         raise Interrupted(system.step_count)
     return system
 

@@ -95,3 +95,43 @@ def test_a_master_moved_without_its_shards_is_refused(tmp_path):
     shutil.copy(tmp_path / "two.h5", elsewhere / "two.h5")
     with pytest.raises(CheckpointError, match=r"shard files are missing: two\.r0of2\.h5, two\.r1of2\.h5"):
         load(elsewhere / "two.h5")
+
+
+def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
+    """SIGINT to rank 1 only: both ranks stop at the same step, write the final frame, and the job ends."""
+    import signal
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from mpi4py import MPI\n"
+        "from mfld.solver import build\n"
+        "from mfld.solver.config import load_config\n"
+        f"open({str(tmp_path)!r} + f'/pid{{MPI.COMM_WORLD.Get_rank()}}', 'w').write(str(os.getpid()))\n"
+        "original = build._observers\n"
+        "class Pause:\n"
+        "    def start(self, system): pass\n"
+        "    def observe(self, system): time.sleep(0.05)\n"
+        "    def finish(self, system, interrupted): pass\n"
+        "build._observers = lambda *a, **k: [*original(*a, **k), Pause()]\n"
+        f"build.start(load_config(None, {SETTINGS + ['time.steps=400']!r}), {str(tmp_path / 'sig.h5')!r})\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(script)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid1 = tmp_path / "pid1"
+    deadline = time.monotonic() + 120
+    while not (pid1.exists() and pid1.read_text() and (tmp_path / "sig.h5").exists()):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.kill(int(pid1.read_text()), signal.SIGINT)
+    try:
+        job.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job hung after a signal to one rank")
+    steps = CheckpointReader(tmp_path / "sig.h5").steps
+    assert 0 < steps[-1] < 400, steps  # stopped early, with a final frame
+    np.testing.assert_array_equal(load(tmp_path / "sig.h5").points.shape, (101, 5))
