@@ -351,7 +351,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
             )
         system = build_system(config, problem, comm=comm)
         create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
-                  config["output"]["author"])
+                  config["output"]["author"], config["output"]["checksum"])
         store = _store(path, comm, system, create)
         store.commit(system.state())  # frame 0 before any work: a file that exists can always be resumed
         steps = config["time"]["steps"]
@@ -406,7 +406,7 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
         grid = build_grid(config, functional)
         result = stationary(config, functional, grid, verbose=True)
         store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid,
-                                       config["output"]["author"])
+                                       config["output"]["author"], config["output"]["checksum"])
         for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"],
                                             strict=True)):
             store.add_observables(k, float(k), {"certificate": cert, "objective": obj})

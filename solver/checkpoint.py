@@ -29,11 +29,12 @@ commit, cheap next to the steps between checkpoints at sensible intervals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,19 @@ def _atomic_write(path: Path, edit: Callable[[h5py.File], None], start_from_exis
         pass
 
 
+def _checksums(f: h5py.File) -> bool:
+    """Whether the file's datasets carry Fletcher-32 checksums (``output.checksum``), verified on every read."""
+    return bool(f["parameters"].attrs.get("checksum", False))
+
+
 def _element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: npt.DTypeLike) -> h5py.Group:
     el = group.create_group(name)
-    el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,))
-    el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,))
+    check = _checksums(group.file) and np.dtype(dtype).kind != "O"
+    el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,), fletcher32=check)
+    el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,), fletcher32=check)
     chunk = (1, *value_shape) if value_shape else (256,)
-    el.create_dataset("value", shape=(0, *value_shape), maxshape=(None, *value_shape), dtype=dtype, chunks=chunk)
+    el.create_dataset("value", shape=(0, *value_shape), maxshape=(None, *value_shape), dtype=dtype, chunks=chunk,
+                      fletcher32=check)
     return el
 
 
@@ -183,7 +191,7 @@ class CheckpointStore:
     @classmethod
     def create(
         cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
-        grid: Grid | None = None, author: str = "",
+        grid: Grid | None = None, author: str = "", checksum: bool = False,
     ) -> CheckpointStore:
         """Write a new file with metadata, configuration and data, and no frames yet.
 
@@ -205,12 +213,13 @@ class CheckpointStore:
             params = f.create_group("parameters")
             params.attrs["config"] = config_text
             params.attrs["mfld_kind"] = kind
+            params.attrs["checksum"] = bool(checksum)
             for key, value in prov.items():  # how this file was made
                 params.require_group("provenance").attrs[key] = value
             g = params.create_group("data")
             for name, arr in data.items():
                 if arr is not None:
-                    g.create_dataset(name, data=np.asarray(arr))
+                    g.create_dataset(name, data=np.asarray(arr), fletcher32=bool(checksum))
             f.create_group("observables")
             if kind == "particles":
                 box = f.create_group(f"{_PARTICLES}/box")
@@ -478,9 +487,19 @@ class CheckpointReader:
             raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
                                   + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[h5py.File]:
+        """The file for reading; a chunk whose checksum fails, or that cannot be read, is one clear error."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                yield f
+        except OSError as e:
+            raise CheckpointError(f"{str(self.path)!r}: stored data cannot be read (a failed checksum: the file "
+                                  f"was damaged after it was written, or a truncated file): {e}") from None
+
     def observables(self) -> dict[str, dict[str, np.ndarray]]:
         """``{name: {"step", "time", "value"}}`` for every recorded observable."""
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             return {
                 name: {k: el[k][()] for k in ("step", "time", "value")}
                 for name, el in f["observables"].items()
@@ -504,7 +523,7 @@ class CheckpointReader:
                 )
             k = int(hits[-1])
         step_k, time_k = int(self.steps[k]), float(self.times[k])
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             if _FIELDS not in f:
                 value = f[f"{_PARTICLES}/position/value"]
                 W = value[k, rows]
@@ -525,7 +544,7 @@ class CheckpointReader:
 
     def grid(self) -> Grid:
         """The :class:`~mfld.discretizations.grid.Grid` of a density file."""
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             if _FIELDS not in f:
                 raise CheckpointError(f"{str(self.path)!r} holds particles, not a density on a grid")
             a = f[_FIELDS].attrs
@@ -538,7 +557,7 @@ class CheckpointReader:
         except ImportError:
             raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
         grid = self.grid()
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             value = f[f"{_FIELDS}/mu/value"][()]
         dims = ["time"] + [f"w_{k}" for k in range(grid.dim)]
         coords = {"time": self.times, "step": ("time", self.steps)}

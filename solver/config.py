@@ -157,6 +157,7 @@ SCHEMA: dict[str, Key] = {
     "output.metrics_every": _pos_int("steps between recorded observables"),
     "output.plot": Key(bool, doc="write `<path>.png` at the end"),
     "output.author": Key(str, doc="the H5MD author of the file (empty: the login name)"),
+    "output.checksum": Key(bool, doc="Fletcher-32 checksums on every stored array, verified on every read"),
     "output.progress": _choice("`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False),
 }
 

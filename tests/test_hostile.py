@@ -244,3 +244,23 @@ def test_an_absurd_grid_is_refused(capsys):
             "--set", "grid.cells=[100000, 100000]", "--set", 'model.feature="tanh_bias"']
     assert main(args) == 2
     assert "comes from grid.cells = [100000, 100000]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_checksums_catch_a_damaged_frame(tmp_path, checksum):
+    path = build.start(load_config(None, [*SMALL, f"output.checksum={str(checksum).lower()}"]), tmp_path / "c.h5")
+    with h5py.File(path, "r") as f:
+        ds = f["particles/mu/position/value"]
+        assert (ds.fletcher32 is True) == checksum
+        offset = ds.id.get_chunk_info(2).byte_offset  # the frame at step 20
+    with open(path, "r+b") as fh:  # one byte flipped on the disk
+        fh.seek(offset + 100)
+        byte = fh.read(1)
+        fh.seek(offset + 100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    load(path, step=10)  # the other frames are intact
+    if checksum:
+        with pytest.raises(CheckpointError, match="stored data cannot be read .a failed checksum"):
+            load(path, step=20)
+    else:  # without checksums the damage goes unnoticed: what the option is for
+        load(path, step=20)
