@@ -155,7 +155,9 @@ class Recorder:
 
     def series(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """The records as arrays: ``step``, ``time`` and each recorded name."""
-        names = list(self.records[0][2] if self.records and names is None else names or [])
+        if names is None:
+            names = self.records[0][2] if self.records else []
+        names = list(names)
         out = {"step": np.array([r[0] for r in self.records], dtype=np.int64),
                "time": np.array([r[1] for r in self.records])}
         out.update({k: np.array([r[2][k] for r in self.records]) for k in names})

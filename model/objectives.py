@@ -24,12 +24,14 @@ OBJECTIVES.add("prior", PriorOnlyFunctional, "U = 0: Ornstein-Uhlenbeck, exact G
 
 def make_functional(
     name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-    label_noise: float = 0.0, solve: DualSolve | None = None,
+    label_noise: float = 0.0, solve: DualSolve | None = None, expectation: bool = True,
 ) -> Functional:
-    """The functional ``name`` of ``problem``; ``label_noise = s > 0`` gives its expectation ``G + (s^2/6n) df``.
+    """The functional ``name`` of ``problem``.
 
-    Only the two-timescale functional can be split over processes (``comm``), carry label noise or
-    solve its dual system iteratively (``solve``).
+    ``label_noise = s > 0`` needs the two-timescale objective; with ``expectation`` the functional
+    is its expectation ``G + (s^2/6n) df`` (densities), without it the plain functional whose
+    particles run the procedure as a drift. Only the two-timescale functional can be split over
+    processes (``comm``) or solve its dual system iteratively (``solve``).
     """
     F = OBJECTIVES[name](problem, memory_budget, comm)
     if solve is not None and isinstance(F, TwoTimescaleFunctional):
@@ -38,4 +40,4 @@ def make_functional(
         return F
     if not isinstance(F, TwoTimescaleFunctional):
         raise ValueError("model.label_noise needs model.objective = 'two-timescale'")
-    return ExpectedLabelNoiseFunctional(F, label_noise)
+    return ExpectedLabelNoiseFunctional(F, label_noise) if expectation else F

@@ -93,11 +93,8 @@ def build_functional(config: Config, problem: Problem, comm: Communicator | None
     s = config["model"]["label_noise"]
     c = config["particles"]
     solve = DualSolve(c["solve"], c["solve_tol"], c["pcg_refresh"])
-    functional = make_functional(config["model"]["objective"], problem, c["memory_budget_mb"] * 2**20,
-                                 comm, label_noise=s if density else 0.0, solve=solve)
-    if s > 0 and not isinstance(functional, TwoTimescaleFunctional) and not density:
-        raise ValueError("model.label_noise needs model.objective = 'two-timescale'")
-    return functional
+    return make_functional(config["model"]["objective"], problem, c["memory_budget_mb"] * 2**20, comm,
+                           label_noise=s, solve=solve, expectation=density)
 
 
 def build_drift(config: Config, functional: Functional, noise: NoiseSource) -> Drift | None:
@@ -105,7 +102,7 @@ def build_drift(config: Config, functional: Functional, noise: NoiseSource) -> D
     s = config["model"]["label_noise"]
     if s <= 0:
         return None
-    assert isinstance(functional, TwoTimescaleFunctional)
+    assert isinstance(functional, TwoTimescaleFunctional)  # make_functional refused the others
     return LabelNoiseDrift(functional, s, noise.uniform)
 
 
