@@ -35,7 +35,15 @@ from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
-from .checkpoint import CheckpointError, CheckpointReader, CheckpointStore, ShardedCheckpointStore, is_sharded
+from .checkpoint import (
+    CheckpointError,
+    CheckpointReader,
+    CheckpointStore,
+    ShardedCheckpointStore,
+    frame_bytes,
+    is_sharded,
+)
+from .commit import check_room
 from .config import Config, get, to_toml
 from .lock import FileLockedError, WriterLock
 from .observers import Checkpoints, Progress, SolverRestarts
@@ -261,19 +269,36 @@ def _observers(config: Config, store: CheckpointStore, steps: int, resuming: boo
     return [SolverRestarts(out["checkpoint_every"]), metrics, progress, Checkpoints(store, out["checkpoint_every"])]
 
 
-def _store(path: Path, comm: Communicator, system: System, create: tuple | None) -> CheckpointStore:
+def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:
+    """Frames and observables records that ``steps`` steps from step ``first_step`` add to the file if they all run.
+
+    A frame is written at step 0 of a new run, at every multiple of ``checkpoint_every`` and at the
+    last step; a record likewise with ``metrics_every``. The file gets exactly this room, so a run
+    that ends as planned leaves no padding rows.
+    """
+    last = first_step + steps
+
+    def hits(every: int) -> int:
+        return last // every - first_step // every + (last % every != 0) + (not resuming)
+
+    out = config["output"]
+    return hits(out["checkpoint_every"]), hits(out["metrics_every"])
+
+
+def _store(path: Path, comm: Communicator, system: System, create: tuple | None,
+           plan: tuple[int, int]) -> CheckpointStore:
     """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
 
     A file that was written sharded stays sharded, whatever the number of processes that continues it.
     """
     if comm.size == 1 and not (create is None and is_sharded(path)):
-        return CheckpointStore.create(path, *create) if create else CheckpointStore(path)
+        return CheckpointStore.create(path, *create, *plan) if create else CheckpointStore(path, *plan)
     if comm.rank == 0 and create:
         CheckpointStore.create(path, *create)
     comm.barrier()
     assert isinstance(system, Particles)
     start = system.offset
-    return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total)
+    return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total, plan[0])
 
 
 def blas_threads(config: Config, processes: int = 1) -> int:
@@ -349,9 +374,12 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
         system = build_system(config, problem, comm=comm)
         create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
                   config["output"]["author"], config["output"]["checksum"])
-        store = _store(path, comm, system, create)
-        store.commit(system.state())  # frame 0 before any work: a file that exists can always be resumed
         steps = config["time"]["steps"]
+        plan = planned_rows(config, 0, steps, resuming=False)
+        if comm.rank == 0:  # the file gets room for every planned frame at step 0: refuse now what cannot fit
+            check_room(path, plan[0] * frame_bytes(system.state()) * comm.size)
+        store = _store(path, comm, system, create, plan)
+        store.commit(system.state())  # frame 0 before any work: a file that exists can always be resumed
         observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
         _run(system, steps, observers, blas_threads(config, comm.size))
     return path
@@ -385,7 +413,8 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
     system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
-    observers = _observers(config, _store(path, comm, system, None), steps, True, comm.rank)
+    store = _store(path, comm, system, None, planned_rows(config, snap.step, steps, resuming=True))
+    observers = _observers(config, store, steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(config, comm.size))
 
 

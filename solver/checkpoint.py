@@ -21,19 +21,22 @@ file, whose ``position/value`` is an HDF5 virtual dataset over the shards (the
 table ``position/sources`` records, per frame, which shard rows hold which global
 particles), so loaders see one file, and a resume on another R just adds shards.
 
-Every write (creation and each commit) goes to a copy of the file that then
-atomically replaces it (``os.replace`` after ``fsync``): a process killed
-mid-write leaves the previous file intact. The price is one file copy per
-commit, cheap next to the steps between checkpoints at sensible intervals.
+Frames and observables are committed in place (:mod:`mfld.solver.commit`): every time
+series holds ``capacity`` preallocated rows, sized from the run's plan, and
+``/parameters/committed`` counts the rows that hold data (``[frames, records]``),
+written last. A commit costs the bytes of its frame, and a process killed during it
+leaves the file as the previous commit left it. Rows past the count (a run that
+stopped early) are padding: step -1, time NaN, value undefined; mfld's readers never
+show them. A change of structure (the first frame, a new observable, more rows than
+planned) writes a new file that replaces the old one, once; a sharded run's master
+(small: no positions) is rewritten at each commit the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ from mfld.discretizations.grid import FieldState, Grid
 from mfld.discretizations.particles import ParticleState
 from mfld.model.distributed import Communicator
 
+from .commit import CheckpointError, commit_rows, counter, counts, replace, rows
 from .config import Config, from_toml
 from .provenance import provenance
 
@@ -56,10 +60,6 @@ _FIELDS = "/fields"
 _STR = h5py.string_dtype()
 
 
-class CheckpointError(ValueError):
-    """A file is missing, not HDF5, not H5MD, not written by mfld, or inconsistent."""
-
-
 def _login() -> str:
     import getpass
 
@@ -67,64 +67,6 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name in this environment
         return "unknown"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_MARGIN = 1 << 20  # HDF5's own metadata and chunk rounding, generously
-
-
-def _check_room(path: Path, size: int) -> None:
-    """Refuse, before HDF5 writes a byte, a write of ``size`` bytes that the disk or the file-size limit cannot hold.
-
-    HDF5 does not recover from a write that fails half-way (the process can crash at exit), so the
-    room is checked first; the ``OSError`` handler below is for what the check cannot foresee.
-    """
-    import resource
-
-    free = shutil.disk_usage(path.parent).free
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if size > free:
-        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, the disk has "
-                              f"{free / 2**20:.1f} MiB free; the file keeps the frames saved before")
-    if limit != resource.RLIM_INFINITY and size > limit:
-        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, above the "
-                              f"file-size limit of {limit / 2**20:.1f} MiB (ulimit -f); the file keeps the frames "
-                              "saved before")
-
-
-def _atomic_write(path: Path, edit: Callable[[h5py.File], None], start_from_existing: bool,
-                  adds: int = 0) -> None:
-    """Apply ``edit`` to a copy of the file and replace the file by it: all of the edit or none of it.
-
-    ``adds`` is about how many bytes the edit writes. A write that cannot fit (a full disk, a
-    file-size limit) or fails (a read-only folder) leaves the file as it was, removes the copy and
-    raises :class:`CheckpointError` with the reason.
-    """
-    tmp = path.with_name(path.name + ".partial")
-    _check_room(path, (path.stat().st_size if start_from_existing else 0) + adds + _MARGIN)
-    try:
-        if start_from_existing:
-            shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a" if start_from_existing else "w") as f:
-            edit(f)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        reason = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
-        kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
-        raise CheckpointError(f"writing {str(path)!r} failed ({reason}); {kept}") from None
-    try:
-        _fsync(path.parent)
-    except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
-        pass
 
 
 def _checksums(f: h5py.File) -> bool:
@@ -180,23 +122,177 @@ class Snapshot:
         return FieldState(self.density, self.step, self.time, self.previous)
 
 
-class CheckpointStore:
-    """Writer of one run's checkpoint file; observables are buffered until ``commit``."""
+_COUNT = "parameters/committed"  # [frames, records]: the rows that hold data
+_FRAME_ELEMENTS = (f"{_PARTICLES}/position", f"{_PARTICLES}/rng_state", f"{_FIELDS}/mu", f"{_FIELDS}/mu_previous")
+Record = tuple[int, float, dict[str, float]]
 
-    def __init__(self, path: str | Path) -> None:
+
+def _counts(f: h5py.File) -> tuple[int, int]:
+    """Committed frames and observables records: the counter, or whole lengths in a file without one."""
+    c = f.get(_COUNT)
+    if c is not None:
+        found = counts(c, 2) if isinstance(c, h5py.Dataset) else None
+        if found is None:
+            raise CheckpointError(f"{_COUNT} is not mfld's commit counter")
+        return found
+    el = _frame_element(f)
+    obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group) and "step" in o]
+    return (el["step"].shape[0] if el is not None else 0), (obs[0]["step"].shape[0] if obs else 0)
+
+
+def _frame(state: ParticleState | FieldState) -> dict[str, np.ndarray]:
+    """The rows one frame adds, by element."""
+    if isinstance(state, ParticleState):
+        return {f"{_PARTICLES}/position": np.asarray(state.positions),
+                f"{_PARTICLES}/rng_state": np.bytes_(state.rng_state.encode())}
+    out = {f"{_FIELDS}/mu": np.asarray(state.density)}
+    if state.previous is not None:
+        out[f"{_FIELDS}/mu_previous"] = np.asarray(state.previous)
+    return out
+
+
+def frame_bytes(state: ParticleState | FieldState) -> int:
+    """Bytes one frame of ``state`` adds to a checkpoint file."""
+    return sum(v.nbytes for v in _frame(state).values())
+
+
+def _blank(value: h5py.Dataset) -> np.ndarray | bytes:
+    """The row of an element that a frame does not have (mu_previous before the second step)."""
+    return b"" if value.dtype.kind == "S" else np.full(value.shape[1:], np.nan, dtype=value.dtype)
+
+
+def _fits(f: h5py.File, frame: dict[str, np.ndarray], records: list[Record]) -> bool:
+    """Whether the commit fits in rows the file already has (else its structure must change)."""
+    if not isinstance(f.get(_COUNT), h5py.Dataset) or counts(f[_COUNT], 2) is None:
+        return False
+    k, r = _counts(f)
+    for path in set(frame) | {p for p in _FRAME_ELEMENTS if p in f}:
+        value = f.get(f"{path}/value")
+        if value is None or value.shape[0] < k + bool(frame) or value.chunks is None:
+            return False
+        row = frame.get(path)
+        if row is None:
+            continue
+        if row.dtype.kind == "S":
+            if value.dtype.kind != "S" or value.dtype.itemsize < row.dtype.itemsize:
+                return False
+        elif value.shape[1:] != row.shape or value.dtype != row.dtype:
+            return False
+    names = {name for _, _, values in records for name in values}
+    obs = f["observables"]
+    return names <= set(obs) and all(el["value"].shape[0] >= r + len(records) for el in obs.values())
+
+
+def _write_rows(f: h5py.File, frame: dict[str, np.ndarray], step: int, time: float,
+                records: list[Record]) -> tuple[int, int]:
+    """Write the frame into row ``frames`` of every frame element, the records after the last; the new counts."""
+    k, r = _counts(f)
+    if frame:
+        for path in _FRAME_ELEMENTS:
+            if path in f:
+                el = f[path]
+                el["step"][k], el["time"][k] = step, time
+                el["value"][k] = frame[path] if path in frame else _blank(el["value"])
+    if records:
+        rows_ = slice(r, r + len(records))
+        for name, el in f["observables"].items():
+            el["step"][rows_] = [s for s, _, _ in records]
+            el["time"][rows_] = [t for _, t, _ in records]
+            el["value"][rows_] = [values.get(name, np.nan) for _, _, values in records]
+    return k + bool(frame), r + len(records)
+
+
+def _capacity(want: int, need: int, old: int) -> int:
+    """Rows to give a series: the run's plan, else double what no longer fits."""
+    return max(want, need, 2 * old if need > old else old)
+
+
+def _rebuild(old: h5py.File, new: h5py.File, frame: dict[str, np.ndarray], names: set[str],
+             need: tuple[int, int], want: tuple[int, int]) -> None:
+    """Copy ``old`` into ``new`` with room for ``need`` (at least ``want``) frames and records, and
+    elements for ``frame`` and the observables ``names``; the committed rows are copied."""
+    k, r = _counts(old)
+    checksum = _checksums(old)
+    old.copy(old["h5md"], new)
+    params = new.create_group("parameters")
+    params.attrs.update(old["parameters"].attrs)
+    for name, obj in old["parameters"].items():
+        if name != "committed":
+            old.copy(obj, params)
+    counter(params, "committed", (k, r))
+    if f"{_PARTICLES}/box" in old:
+        old.copy(old[f"{_PARTICLES}/box"], new.create_group(_PARTICLES))
+    if _FIELDS in old:
+        new.create_group(_FIELDS).attrs.update(old[_FIELDS].attrs)
+    for path in _FRAME_ELEMENTS:
+        src = old.get(path)
+        if src is None and path not in frame:
+            continue
+        if path in frame:
+            template = frame[path]
+        elif src["value"].dtype.kind in "OS":
+            template = np.bytes_(b"")
+        else:
+            template = np.zeros(src["value"].shape[1:], dtype=src["value"].dtype)
+        dtype = template.dtype
+        if dtype.kind == "S":  # the noise state: fixed-length text, room to grow
+            longest = max([len(x) for x in src["value"][:k]] if src is not None else [], default=0)
+            dtype = np.dtype(f"S{2 * max(dtype.itemsize, longest, 32)}")
+        cap = _capacity(want[0], need[0], src["value"].shape[0] if src is not None else 0)
+        group, name = path.rsplit("/", 1)
+        el = (_density_element if group == _FIELDS else _slot_element)(new[group], name, cap, template.shape, dtype)
+        for i in range(k):  # one frame at a time: memory stays one frame
+            el["step"][i], el["time"][i] = (src["step"][i], src["time"][i]) if src is not None else (-1, np.nan)
+            el["value"][i] = src["value"][i] if src is not None else _blank(el["value"])
+    obs = new.create_group("observables")
+    old_obs = {n: e for n, e in old["observables"].items()}
+    for name in sorted(set(old_obs) | names):
+        src = old_obs.get(name)
+        el = _slot_element(obs, name, _capacity(want[1], need[1], src["value"].shape[0] if src else 0), (),
+                           np.float64, checksum)
+        if r:
+            first = src if src is not None else next(iter(old_obs.values()))
+            el["step"][:r], el["time"][:r] = first["step"][:r], first["time"][:r]
+            el["value"][:r] = src["value"][:r] if src is not None else np.nan
+
+
+def _slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...],
+                  dtype: npt.DTypeLike, checksum: bool | None = None) -> h5py.Group:
+    """An H5MD element ``{step, time, value}`` of ``capacity`` preallocated rows (step -1, time NaN until written)."""
+    if checksum is None:
+        checksum = _checksums(group.file)
+    el = group.create_group(name)
+    rows(el, "step", capacity, (), np.int64, checksum, fill=-1)
+    rows(el, "time", capacity, (), np.float64, checksum, fill=np.nan)
+    fill = None if row_shape else b"" if np.dtype(dtype).kind == "S" else np.nan
+    rows(el, "value", capacity, row_shape, dtype, checksum, fill=fill)
+    return el
+
+
+class CheckpointStore:
+    """Writer of one run's checkpoint file; observables are buffered until ``commit``.
+
+    ``frames`` and ``records`` are how many frames and observables records the run is planned to
+    add: the file is given room for them at its first commit, so every later commit is in place.
+    """
+
+    def __init__(self, path: str | Path, frames: int = 0, records: int = 0) -> None:
         self.path = Path(path)
         check_file(self.path)
-        self._pending: list[tuple[int, float, dict[str, float]]] = []
+        with h5py.File(self.path, "r") as f:
+            k, r = _counts(f)
+        self._want = (k + frames, r + records)
+        self._pending: list[Record] = []
 
     @classmethod
     def create(
         cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
-        grid: Grid | None = None, author: str = "", checksum: bool = False,
+        grid: Grid | None = None, author: str = "", checksum: bool = False, frames: int = 0, records: int = 0,
     ) -> CheckpointStore:
         """Write a new file with metadata, configuration and data, and no frames yet.
 
         ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``;
-        ``author`` defaults to the login name.
+        ``author`` defaults to the login name; ``frames`` and ``records`` as for the constructor.
         """
         path = Path(path)
 
@@ -220,6 +316,7 @@ class CheckpointStore:
             for name, arr in data.items():
                 if arr is not None:
                     g.create_dataset(name, data=np.asarray(arr), fletcher32=bool(checksum))
+            counter(params, "committed", (0, 0))
             f.create_group("observables")
             if kind == "particles":
                 box = f.create_group(f"{_PARTICLES}/box")
@@ -232,9 +329,8 @@ class CheckpointStore:
                 fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, edit, start_from_existing=False,
-                      adds=sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
-        return cls(path)
+        replace(path, edit, size=sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
+        return cls(path, frames, records)
 
     def add_observables(self, step: int, time: float, values: dict[str, float]) -> None:
         """Buffer one record of observables; it reaches the file at the next commit."""
@@ -245,31 +341,43 @@ class CheckpointStore:
 
     def has_frames(self) -> bool:
         with h5py.File(self.path, "r") as f:
-            return _frame_element(f) is not None and _frame_element(f)["step"].shape[0] > 0
+            return _counts(f)[0] > 0
 
     def commit_observables(self) -> None:
-        """Write the buffered observables without a new frame, atomically."""
-        pending = self._pending
-        _atomic_write(self.path, lambda f: _write_observables(f, pending), start_from_existing=True)
-        self._pending = []
+        """Write the buffered observables without a new frame."""
+        self._commit({}, 0, 0.0)
 
     def commit(self, state: ParticleState | FieldState) -> None:
-        """Append a frame of ``state`` (particles or a density) and all buffered observables, atomically."""
-        pending = self._pending
+        """Append a frame of ``state`` (particles or a density) and all buffered observables, crash-safely."""
+        self._commit(_frame(state), state.step, state.time)
 
-        def edit(f: h5py.File) -> None:
-            if isinstance(state, ParticleState):
-                _write_particles(f, state)
-            else:
-                _write_density(f, state)
-            _write_observables(f, pending)
+    def _commit(self, frame: dict[str, np.ndarray], step: int, time: float) -> None:
+        records = self._pending
 
-        size = np.asarray(state.positions if isinstance(state, ParticleState) else state.density).nbytes
-        _atomic_write(self.path, edit, start_from_existing=True, adds=2 * size + 64 * len(pending))
+        def write(f: h5py.File) -> tuple[int, int]:
+            return _write_rows(f, frame, step, time, records)
+
+        with h5py.File(self.path, "r") as f:
+            fits = _fits(f, frame, records)
+            k, r = _counts(f)
+        if fits:
+            commit_rows(self.path, write, _COUNT)
+        else:
+            need = (k + bool(frame), r + len(records))
+            names = {name for _, _, values in records for name in values}
+
+            def edit(new: h5py.File) -> None:
+                with h5py.File(self.path, "r") as old:
+                    _rebuild(old, new, frame, names, need, self._want)
+                new[_COUNT][:2] = write(new)
+
+            rows_ = (max(self._want[0], need[0]), max(self._want[1], need[1]))
+            size = sum(v.nbytes for v in frame.values()) * rows_[0] + 24 * rows_[1] + self.path.stat().st_size
+            replace(self.path, edit, size=size)
         self._pending = []
 
-
-def _write_observables(f: h5py.File, pending: list[tuple[int, float, dict[str, float]]]) -> None:
+def _write_observables(f: h5py.File, pending: list[Record]) -> None:
+    """Append records to a sharded run's master (rewritten whole at each commit, so its series grow)."""
     obs = f["observables"]
     for step, time, values in pending:
         for name, v in values.items():
@@ -278,19 +386,10 @@ def _write_observables(f: h5py.File, pending: list[tuple[int, float, dict[str, f
             _append(obs[name], step, time, v)
 
 
-def _write_particles(f: h5py.File, state: ParticleState) -> None:
-    group = f[_PARTICLES]
-    W = np.asarray(state.positions)
-    if "position" not in group:
-        _element(group, "position", W.shape, W.dtype)
-        _element(group, "rng_state", (), _STR)
-    _append(group["position"], state.step, state.time, W)
-    _append(group["rng_state"], state.step, state.time, state.rng_state)
-
-
-def _density_element(fields: h5py.Group, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
+def _density_element(fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...],
+                     dtype: npt.DTypeLike) -> h5py.Group:
     """A density element whose dimensions are self-described: time and the cell centres w_k, in its own group."""
-    el = _element(fields, name, shape, dtype)
+    el = _slot_element(fields, name, capacity, shape, dtype)
     el["time"].make_scale("time")
     el["time"].attrs["units"] = el["time"].attrs["unit"] = "1"
     el["time"].attrs["long_name"] = "time t of the dynamics (dimensionless)"
@@ -306,16 +405,7 @@ def _density_element(fields: h5py.Group, name: str, shape: tuple[int, ...], dtyp
         w.attrs["units"] = w.attrs["unit"] = "1"
         w.attrs["long_name"] = f"cell centres of parameter axis {k}"
         el["value"].dims[k + 1].attach_scale(w)
-
-
-def _write_density(f: h5py.File, state: FieldState) -> None:
-    fields = f[_FIELDS]
-    m = np.asarray(state.density)
-    names = ["mu"] + (["mu_previous"] if state.previous is not None else [])
-    for name in names:
-        if name not in fields:
-            _density_element(fields, name, m.shape, m.dtype)
-        _append(fields[name], state.step, state.time, m if name == "mu" else state.previous)
+    return el
 
 
 _DATA_NAMES = ("X", "Y", "X_test", "Y_test", "relevant")
@@ -331,12 +421,18 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
     for name, arr in data.items():
         if not np.issubdtype(arr.dtype, np.floating):
             out.append(f"/parameters/data/{name} has dtype {arr.dtype}, not floating point")
+    count = f.get(_COUNT)
+    if count is not None and (not isinstance(count, h5py.Dataset) or counts(count, 2) is None):
+        return [*out, f"{_COUNT} is not mfld's commit counter (int64[{4096 // 8}])"]
+    frames, records = _counts(f)
+    if frames < 0 or records < 0:
+        out.append(f"{_COUNT} holds negative counts {frames, records}")
     el = _frame_element(f)
     if el is not None:
-        frames = el["step"].shape[0]
-        if el["time"].shape != (frames,) or el["value"].shape[0] != frames:
-            out.append(f"{el.name}: step, time and value hold {frames}, {el['time'].shape[0]} and "
-                       f"{el['value'].shape[0]} frames")
+        rows_ = el["step"].shape[0]
+        if el["time"].shape != (rows_,) or el["value"].shape[0] != rows_ or frames > rows_:
+            out.append(f"{el.name}: step, time and value hold {rows_}, {el['time'].shape[0]} and "
+                       f"{el['value'].shape[0]} rows, and {_COUNT} counts {frames} frames")
         value = el["value"]
         if density:
             cells = tuple(int(c) for c in f[_FIELDS].attrs["cells"])
@@ -352,15 +448,18 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
                 out.append(f"{value.name} has shape {value.shape}, the configuration says N = {N} particles "
                            f"in dimension {dim}")
             rng = f.get(f"{_PARTICLES}/rng_state/value")
-            if rng is None or rng.shape[0] != frames:
+            if rng is None or rng.shape[0] < frames:
                 out.append(f"{_PARTICLES}/rng_state must hold one noise state per frame")
         if not np.issubdtype(value.dtype, np.floating):
             out.append(f"{value.name} has dtype {value.dtype}, not floating point")
+    elif frames:
+        out.append(f"{_COUNT} counts {frames} frames in a file that has none")
     for name, obs in f["observables"].items():
         if not isinstance(obs, h5py.Group) or any(k not in obs for k in ("step", "time", "value")):
             out.append(f"/observables/{name} is not a {{step, time, value}} element")
-        elif not obs["step"].shape == obs["time"].shape == obs["value"].shape:
-            out.append(f"/observables/{name}: step, time and value differ in length")
+        elif not obs["step"].shape == obs["time"].shape == obs["value"].shape or obs["step"].shape[0] < records:
+            out.append(f"/observables/{name}: step, time and value differ in length or hold fewer than "
+                       f"{records} records")
     return out
 
 
@@ -479,10 +578,12 @@ class CheckpointReader:
                 f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
                 f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
             )
-        el = _frame_element(f)
-        self.steps = el["step"][()] if el is not None else np.zeros(0, dtype=np.int64)
-        self.times = el["time"][()] if el is not None else np.zeros(0)
         problems = _layout_problems(f, self.config, self.data, self.has_density)
+        if not problems:
+            self.frames, self.records = _counts(f)
+            el = _frame_element(f)
+            self.steps = el["step"][: self.frames] if el is not None else np.zeros(0, dtype=np.int64)
+            self.times = el["time"][: self.frames] if el is not None else np.zeros(0)
         if problems:
             raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
                                   + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -501,7 +602,7 @@ class CheckpointReader:
         """``{name: {"step", "time", "value"}}`` for every recorded observable."""
         with self._open() as f:
             return {
-                name: {k: el[k][()] for k in ("step", "time", "value")}
+                name: {k: el[k][: self.records] for k in ("step", "time", "value")}
                 for name, el in f["observables"].items()
             }
 
@@ -558,7 +659,7 @@ class CheckpointReader:
             raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
         grid = self.grid()
         with self._open() as f:
-            value = f[f"{_FIELDS}/mu/value"][()]
+            value = f[f"{_FIELDS}/mu/value"][: self.frames]
         dims = ["time"] + [f"w_{k}" for k in range(grid.dim)]
         coords = {"time": self.times, "step": ("time", self.steps)}
         coords.update({f"w_{k}": axis for k, axis in enumerate(grid.axes())})
@@ -573,15 +674,18 @@ def load(path: str | Path, step: int | None = None) -> Snapshot:
 class ShardedCheckpointStore(CheckpointStore):
     """The checkpoint of a particle run split over MPI processes (see the module doc).
 
-    Every rank calls :meth:`commit`; each writes its shard, then rank 0 rebuilds the
-    master's virtual dataset from the table of sources. A process killed between
-    the two leaves the master describing only the frames it had before.
+    Every rank calls :meth:`commit`; each commits its frame into its shard in place, then rank 0
+    rewrites the master (observables, noise states, the virtual dataset over the shards; no
+    positions) and replaces it. A process killed between the two leaves the master describing
+    only the frames it had before; the shard row it wrote is reused.
     """
 
-    def __init__(self, path: str | Path, comm: Communicator, start: int, stop: int, total: int) -> None:
+    def __init__(self, path: str | Path, comm: Communicator, start: int, stop: int, total: int,
+                 frames: int = 0) -> None:
         self.comm, self.start, self.stop, self.total = comm, start, stop, total
         self.path = Path(path)
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
+        self._frames = frames
         self._pending = []
         if comm.rank == 0:
             check_file(self.path)
@@ -589,30 +693,60 @@ class ShardedCheckpointStore(CheckpointStore):
     def has_frames(self) -> bool:
         return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
 
+    def _rewrite_master(self, edit: Callable[[h5py.File], None]) -> None:
+        pending = self._pending
+
+        def whole(f: h5py.File) -> None:
+            edit(f)
+            _write_observables(f, pending)
+            el, obs = f.get(f"{_PARTICLES}/position"), list(f["observables"].values())
+            f[_COUNT][:2] = (el["step"].shape[0] if el else 0, obs[0]["step"].shape[0] if obs else 0)
+
+        replace(self.path, whole, size=64 * len(pending), copy=True)
+
     def commit_observables(self) -> None:
         if self.comm.rank == 0:  # the observables live in the master, which rank 0 writes
-            super().commit_observables()
+            self._rewrite_master(lambda f: None)
         self._pending = []
         self.comm.barrier()
 
+    def _commit_shard(self, W: np.ndarray) -> int:
+        """Commit ``W`` as the next row of this process's shard; the row's index."""
+        k, fits = 0, False
+        if self.shard.exists():
+            with h5py.File(self.shard, "r") as f:
+                c = counts(f["committed"], 1) if isinstance(f.get("committed"), h5py.Dataset) else None
+                k = c[0] if c is not None else f["value"].shape[0]
+                fits = c is not None and f["value"].shape[0] > k and f["value"].shape[1:] == W.shape
+
+        def write(f: h5py.File) -> tuple[int]:
+            f["value"][k] = W
+            return (k + 1,)
+
+        if fits:
+            commit_rows(self.shard, write, "committed")
+            return k
+        old = self.shard.exists()
+        cap = _capacity(self._frames, k + 1, k)
+
+        def edit(new: h5py.File) -> None:
+            rows(new, "value", cap, W.shape, W.dtype)
+            new.attrs["start"], new.attrs["stop"] = self.start, self.stop
+            counter(new, "committed", (k,))
+            if old:
+                with h5py.File(self.shard, "r") as f:
+                    for i in range(k):
+                        new["value"][i] = f["value"][i]
+            new["committed"][:1] = write(new)
+
+        replace(self.shard, edit, size=cap * W.nbytes)
+        return k
+
     def commit(self, state: ParticleState | FieldState) -> None:
         W = np.asarray(state.positions)
-        exists = self.shard.exists()
-
-        def write_shard(f: h5py.File) -> None:
-            if "value" not in f:
-                f.create_dataset("value", shape=(0, *W.shape), maxshape=(None, *W.shape), dtype=W.dtype,
-                                 chunks=(1, *W.shape))
-                f.attrs["start"], f.attrs["stop"] = self.start, self.stop
-            f["value"].resize(f["value"].shape[0] + 1, axis=0)
-            f["value"][-1] = W
-
-        _atomic_write(self.shard, write_shard, start_from_existing=exists, adds=W.nbytes)
-        with h5py.File(self.shard, "r") as f:
-            local_index = f["value"].shape[0] - 1
+        local_index = self._commit_shard(W)
         sources = self.comm.allgather([self.shard.name, local_index, self.start, self.stop])
         if self.comm.rank == 0:
-            pending = self._pending
 
             def edit(f: h5py.File) -> None:
                 group = f[_PARTICLES]
@@ -630,9 +764,8 @@ class ShardedCheckpointStore(CheckpointStore):
                 el["sources"][k] = json.dumps(sources)
                 _append(group["rng_state"], state.step, state.time, state.rng_state)
                 _rebuild_virtual(el, self.total, W.shape[1], W.dtype)
-                _write_observables(f, pending)
 
-            _atomic_write(self.path, edit, start_from_existing=True)
+            self._rewrite_master(edit)
         self._pending = []
         self.comm.barrier()
 

@@ -93,34 +93,54 @@ def test_existing_file_is_not_overwritten(tmp_path):
         build.start(small_config(), path)
 
 
-def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path):
-    """SIGKILL the writer half-way through its third commit: the file must still load."""
-    path = tmp_path / "crash.h5"
-    script = textwrap.dedent(f"""
+def _die_in(function: str, at_step: int) -> str:
+    """Python source that makes ``checkpoint.<function>`` SIGKILL the process, after it ran, at ``at_step``."""
+    return textwrap.dedent(f"""
         import os, signal
         from mfld.solver import build, checkpoint
         from mfld.solver.config import load_config
-        calls = {{"n": 0}}
-        original = checkpoint._append
-        def dying_append(el, step, time, value):
-            calls["n"] += 1
-            if step == 20 and el.name.endswith("position"):
-                el["step"].resize(el["step"].shape[0] + 1, axis=0)  # leave the frame half-written
-                el.file.flush()
+        original = checkpoint.{function}
+
+        def dying(*args):
+            out = original(*args)
+            rows = "{function}" == "_write_rows"
+            step = args[2] if rows else args[4][0]  # the frame's step, or the frames needed
+            if step == {at_step}:
+                (args[0] if rows else args[1]).flush()  # what was written reaches the file
                 os.kill(os.getpid(), signal.SIGKILL)
-            original(el, step, time, value)
-        checkpoint._append = dying_append
-        build.start(load_config(None, {SMALL!r}), {str(path)!r})
+            return out
+
+        checkpoint.{function} = dying
     """)
+
+
+@pytest.mark.parametrize("moment", ["in place", "rebuild"])
+def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path, moment):
+    """SIGKILL the writer half-way through a commit: in place (the rows of the frame at step 20 are
+    written, its count is not), or while a resume gives the file more rows (a new file is being
+    made): the file must load with the frames before, and resume exactly."""
+    path = tmp_path / "crash.h5"
+    if moment == "in place":
+        script = _die_in("_write_rows", 20) + f"build.start(load_config(None, {SMALL!r}), {str(path)!r})"
+        kept = [0, 10]
+    else:  # steps 0, 10, 20 planned; a resume for 20 more needs 5 frames: a new file, killed before it replaces
+        build.start(small_config("time.steps=20"), path)
+        script = _die_in("_rebuild", 4) + f"build.resume({str(path)!r}, steps=20)"
+        kept = [0, 10, 20]
+    before = path.read_bytes() if path.exists() else None
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    snap = load(path)
-    assert snap.step == 10
-    np.testing.assert_array_equal(CheckpointReader(path).steps, [0, 10])
+    if before is not None:
+        assert path.read_bytes() == before  # the old file was never touched
+    np.testing.assert_array_equal(CheckpointReader(path).steps, kept)
+    assert load(path).step == kept[-1]
     # The run can be continued from what survived, and lands where an uninterrupted run does.
-    build.resume(path)
+    build.resume(path, steps=40 - kept[-1])
     whole = build.start(small_config(), tmp_path / "whole.h5")
     np.testing.assert_array_equal(load(path).points, load(whole).points)
+    oa, ob = CheckpointReader(whole).observables(), CheckpointReader(path).observables()
+    np.testing.assert_array_equal(oa["objective"]["step"], ob["objective"]["step"])
+    np.testing.assert_array_equal(oa["objective"]["value"], ob["objective"]["value"])
 
 
 class _InterruptAt:

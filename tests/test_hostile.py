@@ -206,28 +206,43 @@ def test_a_serial_run_does_not_initialise_mpi(tmp_path):
     assert out.stdout.strip() == "False"
 
 
-def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_frames(tmp_path):
-    """A file-size limit (ulimit -f) stands in for a full disk: the write fails, earlier frames survive."""
+def _run_limited(args: list[str], config: list[str], size: int) -> subprocess.CompletedProcess:
+    """``mfld`` under a file-size limit (ulimit -f), which stands in for a full disk: writes fail, nothing is killed."""
     import resource
 
-    path = tmp_path / "full.h5"
-    config = [*SMALL, "particles.N=2000", "time.steps=40"]  # a frame is 2000 x 5 doubles: 80 kB
-
     def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as on a full disk: the write fails, nothing is killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1_300_000, 1_300_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
-    proc = subprocess.run([sys.executable, "-m", "mfld.solver.cli", "run", "--out", str(path),
-                           *[a for s in config for a in ("--set", s)]],
+    return subprocess.run([sys.executable, "-m", "mfld.solver.cli", *args, *[a for s in config for a in ("--set", s)]],
                           capture_output=True, text=True, preexec_fn=limit)
+
+
+def test_a_disk_too_small_for_the_run_is_refused_before_any_work(tmp_path):
+    """The file is given room for every planned frame at step 0: a disk that cannot hold them refuses at once."""
+    path = tmp_path / "full.h5"
+    config = [*SMALL, "particles.N=2000", "time.steps=40"]  # 5 frames of 2000 x 5 doubles: 400 kB
+    proc = _run_limited(["run", "--out", str(path)], config, 300_000)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert "above the file-size limit of 1.2 MiB (ulimit -f); the file keeps the frames saved before" in proc.stderr
+    assert "above the file-size limit of 0.3 MiB (ulimit -f); no file was written" in proc.stderr
+    assert not path.exists() and not (tmp_path / "full.h5.partial").exists()
+
+
+def test_a_full_disk_ends_a_run_that_grows_its_file_with_one_line_and_keeps_the_frames(tmp_path):
+    """A resume past the planned frames gives the file more rows (a new file): when it cannot, the frames stay."""
+    path = tmp_path / "full.h5"
+    config = [*SMALL, "particles.N=2000", "time.steps=20"]  # 3 frames of 80 kB
+    assert _run_limited(["run", "--out", str(path)], config, 2_500_000).returncode == 0
+    before = path.read_bytes()
+    proc = _run_limited(["resume", str(path), "--steps", "400"], [], 2_500_000)  # 43 frames: 3.4 MB
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "above the file-size limit of 2.4 MiB (ulimit -f); the file keeps the frames saved before" in proc.stderr
     assert not (tmp_path / "full.h5.partial").exists()
-    saved = CheckpointReader(path).steps.tolist()
-    assert saved[0] == 0 and len(saved) < 5
-    build.resume(path)  # with room again, the run continues from what was kept
-    assert load(path).step == 40
+    assert path.read_bytes() == before
+    build.resume(path, steps=20)  # with room again, the run continues from what was kept
+    assert CheckpointReader(path).steps.tolist() == [0, 10, 20, 30, 40]
 
 
 @pytest.mark.parametrize("override, key", [("particles.N=1000000000000", "particles.N"),

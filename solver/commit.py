@@ -1,0 +1,170 @@
+"""Crash-safe changes to an HDF5 file: whole-file replacement, and rows committed in place.
+
+A process killed at any moment (``kill -9``, a power cut after ``fsync``) must leave a file
+that reads as before the change or as after it, never half-way. Two ways to change a file:
+
+* :func:`replace` edits a new file and ``os.replace``\\ s it over the old one after ``fsync``.
+  It costs a whole file, so it is kept for changes of structure: creating the file, adding a
+  dataset, giving a dataset more rows.
+* :func:`commit_rows` writes into rows that already exist. Datasets made by :func:`rows` hold
+  ``capacity`` rows whose storage is allocated when the dataset is created (and reserved on
+  the disk by :func:`replace`, so a commit cannot meet a full disk); a commit fills rows at and
+  past the committed count, flushes them to the disk, and only then overwrites the count
+  (:func:`counter`). Readers trust the rows below the count. It costs the rows written.
+
+Why the in-place write is safe: writing raw data into storage allocated at creation changes
+no HDF5 metadata (the chunk addresses are fixed; ``tests/test_commit.py`` compares every byte
+of the file outside the rows written), so the file's structure is the one a reader already
+accepted. The count is the first 16 bytes of a 4 KiB block aligned to 4 KiB and is written by
+one call, so it lies within one disk sector, which a drive writes whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+from h5py import h5d, h5p
+
+ALIGN = 4096  # objects of this size or more start on a 4 KiB boundary: the count's block does
+_COUNT_WORDS = ALIGN // 8
+_MARGIN = 1 << 20  # HDF5's own metadata and chunk rounding, generously
+
+
+class CheckpointError(ValueError):
+    """A file is missing, not HDF5, not H5MD, not written by mfld or inconsistent; or a change to it
+    could not be made (the file is then as it was before the change)."""
+
+
+def fsync(path: Path) -> None:
+    """Flush the file (or folder) at ``path`` to the disk, whichever descriptor wrote it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_room(path: Path, size: int) -> None:
+    """Refuse, before HDF5 writes a byte, a write of ``size`` bytes that the disk or the file-size limit cannot hold.
+
+    HDF5 does not recover from a write that fails half-way (the process can crash at exit), so the
+    room is checked first; :func:`replace` turns what the check cannot foresee into an error too.
+    """
+    free = shutil.disk_usage(path.parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
+    if size > free:
+        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, the disk has "
+                              f"{free / 2**20:.1f} MiB free; {kept}")
+    if limit != resource.RLIM_INFINITY and size > limit:
+        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, above the "
+                              f"file-size limit of {limit / 2**20:.1f} MiB (ulimit -f); {kept}")
+
+
+def _failed(path: Path, e: OSError) -> CheckpointError:
+    reason = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
+    kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
+    return CheckpointError(f"writing {str(path)!r} failed ({reason}); {kept}")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of the whole file now (no bytes are written where the filesystem allows),
+    so later in-place commits into not-yet-written rows cannot run out of disk."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: the filesystem cannot reserve; check_room did
+            raise
+    finally:
+        os.close(fd)
+
+
+def open_new(path: Path) -> h5py.File:
+    """A new HDF5 file for :func:`replace`, with large objects aligned so that :func:`counter` blocks are."""
+    return h5py.File(path, "w", alignment_threshold=ALIGN, alignment_interval=ALIGN)
+
+
+def replace(path: Path, edit: Callable[[h5py.File], None], size: int, copy: bool = False) -> None:
+    """Make the file at ``path`` with ``edit`` in a new file, then replace ``path`` by it: all or nothing.
+
+    ``edit`` receives the new file (empty, or a copy of ``path`` when ``copy``) and may read the old
+    one. ``size`` is about how many bytes the new file takes. A write that cannot fit (a full disk,
+    a file-size limit) or fails (a read-only folder) leaves ``path`` as it was, removes the new file
+    and raises :class:`CheckpointError` with the reason.
+    """
+    tmp = path.with_name(path.name + ".partial")
+    check_room(path, size + (path.stat().st_size if copy else 0) + _MARGIN)
+    try:
+        if copy:
+            shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") if copy else open_new(tmp) as f:
+            edit(f)
+        _reserve(tmp)
+        fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _failed(path, e) from None
+    try:
+        fsync(path.parent)
+    except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
+        pass
+
+
+def rows(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...], dtype: npt.DTypeLike,
+         checksum: bool = False, fill: object = None) -> h5py.Dataset:
+    """A dataset of ``capacity`` rows of ``row_shape``, its storage allocated now, for :func:`commit_rows`.
+
+    Rows of arrays are chunked one per row; rows of scalars in chunks of up to 1024. ``fill`` is the
+    value of rows never written (written at creation); without one, large rows are not filled, which
+    costs no writes (rows past the count are then undefined, as readers are told by the count).
+    """
+    plist = h5p.create(h5p.DATASET_CREATE)
+    plist.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+    chunks = (1, *row_shape) if row_shape else (min(max(capacity, 1), 1024),)
+    return group.create_dataset(
+        name, shape=(capacity, *row_shape), dtype=dtype, chunks=chunks, fletcher32=checksum, dcpl=plist,
+        fillvalue=fill, fill_time="never" if fill is None else "alloc",
+    )
+
+
+def counter(group: h5py.Group, name: str, counts: tuple[int, ...]) -> h5py.Dataset:
+    """The committed counts, ``counts`` to start: the first words of a 4 KiB block aligned to 4 KiB."""
+    plist = h5p.create(h5p.DATASET_CREATE)
+    plist.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+    data = np.zeros(_COUNT_WORDS, dtype=np.int64)
+    data[: len(counts)] = counts
+    return group.create_dataset(name, data=data, dcpl=plist)
+
+
+def counts(dataset: h5py.Dataset, n: int) -> tuple[int, ...] | None:
+    """The first ``n`` committed counts, or None if ``dataset`` is not a counter."""
+    if dataset.shape != (_COUNT_WORDS,) or dataset.dtype != np.int64 or dataset.chunks is not None:
+        return None
+    return tuple(int(c) for c in dataset[:n])
+
+
+def commit_rows(path: Path, write: Callable[[h5py.File], tuple[int, ...]], count: str) -> None:
+    """Write rows in place with ``write`` (which returns the new counts), then the counts: the commit.
+
+    A process killed before the counts reach the disk leaves the previous counts, and readers the
+    previous rows; a write that fails (on a filesystem that could not reserve the blocks) does too.
+    """
+    try:
+        with h5py.File(path, "r+") as f:
+            new = write(f)
+            f.flush()
+            fsync(path)
+            f[count][: len(new)] = new  # one write of len(new) words inside one sector: the commit
+            f.flush()
+        fsync(path)
+    except OSError as e:
+        raise _failed(path, e) from None

@@ -1,0 +1,123 @@
+"""The in-place commit protocol: what a commit writes, and what a kill at any moment leaves."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.discretizations.particles import ParticleState
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointReader, CheckpointStore, load
+from mfld.solver.commit import ALIGN
+from mfld.solver.config import load_config, to_toml
+
+SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
+         "output.checkpoint_every=10", "output.metrics_every=5", "output.progress=off"]
+
+
+def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:
+    """Byte ranges a commit of ``frame`` and ``records`` may change: those rows' chunks and the counter."""
+    out = []
+
+    def chunk_of(ds: h5py.Dataset, row: int) -> None:
+        info = ds.id.get_chunk_info_by_coord((row,) + (0,) * (ds.ndim - 1))
+        out.append((info.byte_offset, info.byte_offset + info.size))
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset) and name.startswith(("particles", "observables")):
+            rows = range(records.start, records.stop) if name.startswith("observables") else [frame]
+            for row in rows:
+                chunk_of(obj, row)
+
+    f.visititems(visit)
+    counter = f["parameters/committed"].id.get_offset()
+    out.append((counter, counter + ALIGN))
+    return out
+
+
+def _store(path, checksum: bool) -> CheckpointStore:
+    config = load_config(None, [*SMALL, f"output.checksum={str(checksum).lower()}"])
+    data = build.generate_data(config)
+    return CheckpointStore.create(path, to_toml(build.with_data_sizes(config, data)), data, "particles", 5,
+                                  checksum=checksum, frames=5, records=9)
+
+
+def _commit(store: CheckpointStore, k: int, rng: np.random.Generator) -> None:
+    for step in (10 * k - 5, 10 * k) if k else (0,):
+        store.add_observables(step, 0.1 * step, {"U": rng.normal(), "objective": rng.normal()})
+    store.commit(ParticleState(rng.normal(size=(64, 5)), 10 * k, 1.0 * k, f'{{"seed": {k}}}'))
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+def test_an_in_place_commit_changes_only_its_rows_and_the_count(tmp_path, checksum):
+    """Four frames committed into a file planned for five; the fifth commit may change only the bytes of
+    its rows' chunks and of the counter: no HDF5 metadata, so a kill during it cannot damage the file."""
+    rng = np.random.default_rng(0)
+    store = _store(tmp_path / "run.h5", checksum)
+    for k in range(4):
+        _commit(store, k, rng)
+    before = np.frombuffer(store.path.read_bytes(), np.uint8)
+    with h5py.File(store.path, "r") as f:
+        assert f["parameters/committed"].id.get_offset() % ALIGN == 0
+        assert f["particles/mu/position/value"].shape[0] == 5 and f["observables/U/value"].shape[0] == 9
+        assert f["parameters/committed"][:2].tolist() == [4, 7]
+        allowed = _regions(f, 4, slice(7, 9))
+    _commit(store, 4, rng)
+    after = np.frombuffer(store.path.read_bytes(), np.uint8)
+    assert after.size == before.size
+    changed = np.flatnonzero(after != before)
+    inside = np.zeros(changed.size, bool)
+    for lo, hi in allowed:
+        inside |= (changed >= lo) & (changed < hi)
+    assert changed.size > 64 * 5 * 4 and inside.all(), f"{(~inside).sum()} bytes changed outside the rows and count"
+    reader = CheckpointReader(store.path)
+    assert reader.steps.tolist() == [0, 10, 20, 30, 40] and reader.observables()["U"]["step"][-1] == 40
+
+
+def test_rows_past_the_count_are_not_read(tmp_path):
+    """A commit whose count never landed (the process died after writing its rows) is invisible."""
+    rng = np.random.default_rng(1)
+    store = _store(tmp_path / "run.h5", False)
+    for k in range(3):
+        _commit(store, k, rng)
+    with h5py.File(store.path, "r+") as f:
+        f["parameters/committed"][:2] = (2, 3)  # as if the third commit had died before its count
+    reader = CheckpointReader(store.path)
+    assert reader.steps.tolist() == [0, 10]
+    assert reader.observables()["U"]["step"].tolist() == [0, 5, 10]
+    assert reader.snapshot().step == 10
+    _commit(CheckpointStore(store.path), 2, rng)  # the next commit reuses the rows
+    assert CheckpointReader(store.path).steps.tolist() == [0, 10, 20]
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp_path):
+    """SIGKILL a run at random times (seeded); every file it leaves loads, and resumes to the uninterrupted result."""
+    config = [*SMALL, "particles.N=20000", "time.steps=100", "output.checkpoint_every=5"]  # about 3 s
+    whole = build.start(load_config(None, config), tmp_path / "whole.h5")
+    expected = load(whole).points
+    rng = random.Random(12)
+    args = [sys.executable, "-m", "mfld.solver.cli", "run", *[a for s in config for a in ("--set", s)]]
+    resumed = 0
+    for trial in range(4):
+        path = tmp_path / f"kill{trial}.h5"
+        proc = subprocess.Popen([*args, "--out", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 3.5))  # import and setup take about a second
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not path.exists():  # killed before the file was made
+            continue
+        reader = CheckpointReader(path)
+        if reader.steps.size == 0:  # killed before frame 0 was committed: start again
+            continue
+        assert np.all(np.diff(reader.steps) == 5)
+        if reader.steps[-1] < 100:
+            resumed += 1
+            build.resume(path)
+        np.testing.assert_array_equal(load(path).points, expected)
+    assert resumed >= 2  # the kills did land during the runs
