@@ -123,13 +123,15 @@ def rows(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...]
          checksum: bool = False, fill: object = None) -> h5py.Dataset:
     """A dataset of ``capacity`` rows of ``row_shape``, its storage allocated now, for :func:`commit_rows`.
 
-    Rows of arrays are chunked one per row; rows of scalars in chunks of up to 1024. ``fill`` is the
+    Rows of arrays are chunked one per row; rows of scalars in chunks of about 512 bytes (HDF5
+    rewrites a whole chunk to change a row of it, so a commit rewrites about 512 bytes per series). ``fill`` is the
     value of rows never written (written at creation); without one, large rows are not filled, which
     costs no writes (rows past the count are then undefined, as readers are told by the count).
     """
     plist = h5p.create(h5p.DATASET_CREATE)
     plist.set_alloc_time(h5d.ALLOC_TIME_EARLY)
-    chunks = (1, *row_shape) if row_shape else (min(max(capacity, 1), 1024),)
+    per_chunk = max(1, 512 // np.dtype(dtype).itemsize)
+    chunks = (1, *row_shape) if row_shape else (min(max(capacity, 1), per_chunk),)
     return group.create_dataset(
         name, shape=(capacity, *row_shape), dtype=dtype, chunks=chunks, fletcher32=checksum, dcpl=plist,
         fillvalue=fill, fill_time="never" if fill is None else "alloc",
