@@ -87,7 +87,7 @@ def copy_on_write(path: Path, N: int, count: int) -> list[float]:
     CheckpointStore.create(path, CONFIG, {}, "particles", P)
     times = []
     for k, W, values in frames_of(N, count):
-        def edit(f: h5py.File) -> None:
+        def edit(f: h5py.File, k: int = k, W: np.ndarray = W, values: dict = values) -> None:
             group = f.require_group("particles/mu")
             _append(group, "position", k, W, W.shape, W.dtype)
             _append(group, "rng_state", k, json.dumps({"stream": "keyed-philox", "seed": 0}), (),

@@ -15,7 +15,8 @@ column sums, so ``I - tau A`` is an M-matrix with ``1^T (I - tau A) = 1^T``.
 
 Time steps are linearly implicit: V is frozen at the current density (the
 functional evaluated on the cell centres weighted by ``m |cell|``) and one sparse
-system is solved.
+system is solved, by one of the solvers of :mod:`mfld.discretizations.linear`
+(``grid.linear_solver``: direct LU, dimensional splitting, or Krylov).
 
 The schemes are registered in :data:`GRID_SCHEMES`:
 
@@ -36,7 +37,6 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,10 @@ import numpy.typing as npt
 from mfld.model.backend import Array, namespace, to_host
 from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
+
+from .linear import LINEAR_SOLVERS, bernoulli, choose, fokker_planck_matrix
+
+__all__ = ["bernoulli", "fokker_planck_matrix"]  # re-exported: their home is .linear
 
 
 class BoxWarning(UserWarning):
@@ -157,45 +161,6 @@ def gaussian_density(grid: Grid, mean: npt.ArrayLike, cov: npt.ArrayLike) -> np.
     P = np.linalg.inv(np.atleast_2d(cov))
     m = np.exp(-0.5 * np.einsum("ij,jk,ik->i", X, P, X)).reshape(grid.shape)
     return m / (m.sum() * grid.cell_volume)
-
-
-def bernoulli(x: Array) -> Array:
-    """``B(x) = x / (e^x - 1)``, with ``B(0) = 1`` and no cancellation near 0."""
-    xp = namespace(x)
-    small = xp.abs(x) < 1e-8
-    safe = xp.where(small, 1.0, x)
-    return xp.where(small, 1.0 - 0.5 * x, safe / xp.expm1(safe))
-
-
-def _sparse(xp: ModuleType) -> tuple[ModuleType, ModuleType]:
-    if xp is np:
-        import scipy.sparse as sp
-        import scipy.sparse.linalg as spla
-    else:  # pragma: no cover - GPU only
-        import cupyx.scipy.sparse as sp
-        import cupyx.scipy.sparse.linalg as spla
-    return sp, spla
-
-
-def fokker_planck_matrix(grid: Grid, V: Array, lam: float) -> Any:  # a scipy or cupyx sparse matrix
-    """Sparse ``A(V)`` with ``dm/dt = A m`` the Scharfetter-Gummel discretisation (see module doc)."""
-    xp = namespace(V)
-    sp, _ = _sparse(xp)
-    V = V.reshape(grid.shape)
-    idx = xp.arange(grid.size).reshape(grid.shape)
-    rows, cols, vals = [], [], []
-    for k, h in enumerate(grid.spacing):
-        n = grid.shape[k]
-        lo = xp.take(idx, xp.arange(n - 1), axis=k).ravel()
-        hi = xp.take(idx, xp.arange(1, n), axis=k).ravel()
-        delta = (xp.diff(V, axis=k) / lam).ravel()
-        out_lo = lam / h**2 * bernoulli(delta)  # rate lo -> hi
-        out_hi = lam / h**2 * bernoulli(-delta)  # rate hi -> lo
-        rows += [lo, lo, hi, hi]
-        cols += [lo, hi, lo, hi]
-        vals += [-out_lo, out_hi, out_lo, -out_hi]
-    A = sp.coo_matrix((xp.concatenate(vals), (xp.concatenate(rows), xp.concatenate(cols))), shape=(grid.size,) * 2)
-    return A.tocsc()
 
 
 @dataclass
@@ -405,31 +370,31 @@ GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
 
 
 class FiniteVolume(GridDensity):
-    """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc)."""
+    """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc).
+
+    ``linear_solver`` names how each step's system is solved (:data:`~mfld.discretizations.linear.LINEAR_SOLVERS`,
+    or ``"auto"``); ``solver_tol`` is the Krylov solver's relative residual.
+    """
 
     def __init__(
         self, functional: Functional, grid: Grid, density: npt.ArrayLike, tau: float,
-        scheme: str = "implicit-euler", previous: npt.ArrayLike | None = None, **kwargs: Any,
+        scheme: str = "implicit-euler", previous: npt.ArrayLike | None = None, linear_solver: str = "auto",
+        solver_tol: float = 1e-10, **kwargs: Any,
     ) -> None:
         super().__init__(functional, grid, density, tau, **kwargs)
         prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(grid.shape)
         self.scheme_name = scheme
         self.scheme = GRID_SCHEMES[scheme](prev)
-        self._solver: tuple[float, Array, Callable[[Array], Array]] | None = None
+        self.linear_solver = choose(linear_solver, grid.cells)  # what "auto" stands for here
+        self.solver = LINEAR_SOLVERS[self.linear_solver](grid, functional.problem.lam, solver_tol)
 
     def state(self) -> FieldState:
         density = to_host(self.density).copy()
         return FieldState(density, self.step_count, self.time, self.scheme.history(density))
 
     def solve(self, V: Array, dt: float, rhs: Array) -> Array:
-        """``(I - dt A(V))^{-1} rhs``, reusing the factorisation while V and dt are unchanged."""
-        cached = self._solver
-        if cached is None or cached[0] != dt or not bool(self.xp.array_equal(cached[1], V)):
-            sp, spla = _sparse(self.xp)
-            A = fokker_planck_matrix(self.grid, V, self.functional.problem.lam)
-            M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * A
-            self._solver = (dt, V, spla.factorized(M))
-        return self._solver[2](rhs.ravel()).reshape(self.grid.shape)
+        """``(I - dt A(V))^{-1} rhs`` by the configured linear solver."""
+        return self.solver.solve(V, dt, rhs)
 
     def step(self) -> None:
         """One linearly implicit step of size ``tau``."""

@@ -3,7 +3,8 @@
 ``density`` discretisations hold a density on a :class:`~mfld.discretizations.grid.Grid`
 and share one constructor ``cls(functional, grid, density, tau, **options)``;
 their files store ``/fields``. ``scheme_key`` is the configuration key choosing
-among ``schemes`` (None where the discretisation has one scheme of its own).
+among ``schemes`` (None where the discretisation has one scheme of its own);
+``linear_solver`` marks the ones that take ``grid.linear_solver``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ class Discretization:
     schemes: Registry | None
     scheme_key: str | None
     max_dim: int | None
+    linear_solver: bool = False  # takes grid.linear_solver and grid.solver_tol
 
 
 DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")
 DISCRETIZATIONS.add("particles", Discretization(Particles, False, PARTICLE_SCHEMES, "particles.scheme", None),
                     "interacting particles, any dimension")
-DISCRETIZATIONS.add("grid", Discretization(FiniteVolume, True, GRID_SCHEMES, "grid.scheme", 3),
+DISCRETIZATIONS.add("grid", Discretization(FiniteVolume, True, GRID_SCHEMES, "grid.scheme", 3, True),
                     "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
 DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral, True, None, None, 3),
                     "Fourier pseudo-spectral with an IMEX Euler step, p = 1 to 3")

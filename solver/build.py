@@ -189,6 +189,8 @@ def build_system(
         density, step, time, previous = state.density, state.step, state.time, state.previous
     if spec.schemes is not None:
         options["previous"] = previous
+    if spec.linear_solver:
+        options.update(linear_solver=config["grid"]["linear_solver"], solver_tol=config["grid"]["solver_tol"])
     return spec.cls(functional, grid, density, eta, step=step, time=time, reference_objective=reference,
                     edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
 

@@ -18,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from mfld.discretizations.grid import GRID_DIAGNOSTICS, GRID_SCHEMES
+from mfld.discretizations.linear import LINEAR_SOLVERS
 from mfld.discretizations.particles import PARTICLE_SCHEMES
 from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.model.backend import BACKENDS
@@ -143,6 +144,10 @@ SCHEMA: dict[str, Key] = {
                       "cells per axis (a list: one count per axis)"),
     "grid.scheme": _choice("time scheme of the finite volumes (the spectral solver has its own, IMEX Euler)",
                            GRID_SCHEMES),
+    "grid.linear_solver": _choice("how each implicit step's sparse system is solved (finite volumes)", LINEAR_SOLVERS),
+    "grid.solver_tol": Key((int, float), lambda v: 0 < v < 1e-3, "a number in (0, 1e-3)",
+                           "krylov: relative residual of each step's solve (the density then matches the direct "
+                           "solver's to about this)"),
     "grid.edge_mass_warning": _pos("warn once when this fraction of mass reaches the outermost cells"),
     "grid.gap": Key(bool, doc="solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)"),
     "stationary.tol": _pos("the fixed-point solver stops when lam KL(mu || p_mu) < tol"),

@@ -1,0 +1,265 @@
+"""The linear system of an implicit finite-volume step, and three ways to solve it.
+
+Every implicit step of :class:`~mfld.discretizations.grid.FiniteVolume` solves
+
+    (I - dt A(V)) m = r,
+
+with ``A(V)`` the Scharfetter-Gummel operator (docs/theory.md §3): on the face between
+cells ``i`` and ``i + e_k``, with ``delta = (V_{i+e_k} - V_i) / lam`` and ``B(x) = x / (e^x - 1)``,
+mass moves from ``i`` to ``i + e_k`` at the rate ``a = lam B(delta) / h_k^2`` and back at
+``b = lam B(-delta) / h_k^2``. So ``A = sum_k A_k``, one operator per axis; each ``I - dt A_k``
+is a set of independent tridiagonal M-matrices (one per grid line along axis k) with unit
+column sums, and ``A_k exp(-V / lam) = 0`` for every k.
+
+The solvers, registered in :data:`LINEAR_SOLVERS` (``grid.linear_solver``):
+
+* ``"direct"``: sparse LU of ``I - dt A`` (SuperLU; cuSOLVER on CuPy), refactored whenever V
+  changes, i.e. every step of the nonlinear problem. Exact; the reference. Its fill-in makes
+  it impractical past about 10^5 cells in 2-D and 10^4 in 3-D.
+* ``"splitting"``: Lie dimensional splitting, ``m = (I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r``:
+  one batch of tridiagonal solves per axis (the Thomas algorithm, vectorised over the lines),
+  O(cells) per step. Each factor is an M-matrix with unit column sums, so the step is positive
+  (the Thomas recursion only adds non-negative terms: exactly, in floating point) and conserves
+  mass, for every ``dt``. Each factor also keeps the Gibbs density ``exp(-V / lam)`` fixed, so the
+  stationary states are those of the unsplit scheme. The price is a splitting error of order
+  ``dt`` per unit time (commutators ``[A_j, A_k]``), measured in ``tests/test_linear.py``; in
+  1-D there is one factor and the solve is exact.
+* ``"krylov"``: GMRES on the unsplit system, matrix-free, preconditioned by one splitting
+  sweep (which is already close: a few iterations reach ``grid.solver_tol``), O(cells) per
+  iteration. The result is the direct solution to the tolerance; then mass is restored
+  exactly (a rescaling by 1 + O(tol)) and round-off negatives of order tol are set to zero
+  (the exact solution is positive), so positivity and mass hold as for the direct solver.
+
+``"auto"`` (:func:`choose`) takes ``direct`` in 1-D and on small grids, where a factorisation is
+cheapest, and ``krylov`` above the measured crossover (``benchmarks/grid_vs_peers.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from mfld.model.backend import Array, namespace
+from mfld.model.registry import Registry
+
+AUTO_DIRECT_CELLS = 2048  # measured crossover in 2-D (about 40^2); in 3-D krylov wins from 16^3 = 4096
+
+
+class GridLike(Protocol):
+    shape: tuple[int, ...]
+    size: int
+    spacing: tuple[float, ...]
+
+
+def bernoulli(x: Array) -> Array:
+    """``B(x) = x / (e^x - 1)``, with ``B(0) = 1`` and no cancellation near 0."""
+    xp = namespace(x)
+    small = xp.abs(x) < 1e-8
+    safe = xp.where(small, 1.0, x)
+    return xp.where(small, 1.0 - 0.5 * x, safe / xp.expm1(safe))
+
+
+def _sparse(xp: ModuleType) -> tuple[ModuleType, ModuleType]:
+    if xp is np:
+        import scipy.sparse as sp
+        import scipy.sparse.linalg as spla
+    else:  # pragma: no cover - GPU only
+        import cupyx.scipy.sparse as sp
+        import cupyx.scipy.sparse.linalg as spla
+    return sp, spla
+
+
+def rates(grid: GridLike, V: Array, lam: float, axis: int) -> tuple[Array, Array]:
+    """The face rates ``(a, b)`` along ``axis``: ``i -> i + e_k`` and back; ``n_k - 1`` faces on that axis."""
+    xp = namespace(V)
+    delta = xp.diff(V.reshape(grid.shape), axis=axis) / lam
+    scale = lam / grid.spacing[axis] ** 2
+    return scale * bernoulli(delta), scale * bernoulli(-delta)
+
+
+def apply(grid: GridLike, V: Array, lam: float, m: Array) -> Array:
+    """``A(V) m``: the net flux into each cell, ``sum_k`` (inflow - outflow) across the faces of axis k."""
+    xp = namespace(m)
+    m = m.reshape(grid.shape)
+    out = xp.zeros_like(m)
+    for k in range(len(grid.shape)):
+        a, b = rates(grid, V, lam, k)
+        lo = [slice(None)] * m.ndim
+        hi = [slice(None)] * m.ndim
+        lo[k], hi[k] = slice(0, -1), slice(1, None)
+        flux = a * m[tuple(lo)] - b * m[tuple(hi)]  # net flow from i to i + e_k
+        out[tuple(lo)] -= flux
+        out[tuple(hi)] += flux
+    return out
+
+
+def fokker_planck_matrix(grid: GridLike, V: Array, lam: float) -> Any:  # a scipy or cupyx sparse matrix
+    """Sparse ``A(V)`` (CSC) with ``dm/dt = A m``, the Scharfetter-Gummel operator of the module doc."""
+    xp = namespace(V)
+    sp, _ = _sparse(xp)
+    idx = xp.arange(grid.size).reshape(grid.shape)
+    rows, cols, vals = [], [], []
+    for k in range(len(grid.shape)):
+        n = grid.shape[k]
+        lo = xp.take(idx, xp.arange(n - 1), axis=k).ravel()
+        hi = xp.take(idx, xp.arange(1, n), axis=k).ravel()
+        a, b = (r.ravel() for r in rates(grid, V, lam, k))
+        rows += [lo, lo, hi, hi]
+        cols += [lo, hi, lo, hi]
+        vals += [-a, b, a, -b]
+    A = sp.coo_matrix((xp.concatenate(vals), (xp.concatenate(rows), xp.concatenate(cols))), shape=(grid.size,) * 2)
+    return A.tocsc()
+
+
+def tridiagonal_lines(a: Array, b: Array, dt: float, r: Array) -> Array:
+    """Solve ``(I - dt A_1d) x = r`` on every line at once; lines run along axis 0 of ``r`` (n x lines).
+
+    ``a[f], b[f]`` (``(n - 1) x lines``) are the rates across face f, from cell f to f + 1 and back.
+    Row i reads ``(1 + dt (a_i + b_{i-1})) x_i - dt b_i x_{i+1} - dt a_{i-1} x_{i-1} = r_i``. The
+    Thomas recursion, whose every term is non-negative for ``r >= 0`` (an M-matrix): no pivoting
+    is needed and positivity survives rounding.
+    """
+    xp = namespace(r)
+    n = r.shape[0]
+    diag = xp.ones_like(r)
+    diag[:-1] += dt * a
+    diag[1:] += dt * b
+    upper, lower = -dt * b, -dt * a  # row i: x_{i+1} coefficient upper[i]; row i + 1: x_i coefficient lower[i]
+    c = xp.empty_like(a)
+    d = xp.empty_like(r)
+    denom = diag[0]
+    c[0], d[0] = upper[0] / denom, r[0] / denom
+    for i in range(1, n):
+        denom = diag[i] - lower[i - 1] * c[i - 1]
+        if i < n - 1:
+            c[i] = upper[i] / denom
+        d[i] = (r[i] - lower[i - 1] * d[i - 1]) / denom
+    x = d
+    for i in range(n - 2, -1, -1):
+        x[i] -= c[i] * x[i + 1]
+    return x
+
+
+def split_solve(grid: GridLike, V: Array, lam: float, dt: float, r: Array) -> Array:
+    """``(I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r``: one sweep of tridiagonal solves per axis."""
+    xp = namespace(r)
+    m = r.reshape(grid.shape)
+    for k in range(len(grid.shape)):
+        a, b = rates(grid, V, lam, k)
+        x = tridiagonal_lines(_lines(a, k), _lines(b, k), dt, _lines(m, k))
+        m = xp.moveaxis(x.reshape((grid.shape[k],) + tuple(s for j, s in enumerate(grid.shape) if j != k)), 0, k)
+    return xp.ascontiguousarray(m)
+
+
+def _lines(u: Array, axis: int) -> Array:
+    """``u`` with ``axis`` first and the others flattened, contiguous: the grid lines along ``axis`` as columns."""
+    xp = namespace(u)
+    return xp.ascontiguousarray(xp.moveaxis(u, axis, 0)).reshape(u.shape[axis], -1)
+
+
+class LinearSolver(Protocol):
+    """Solves ``(I - dt A(V)) m = r`` for a finite-volume step; ``iterations`` counts Krylov steps (0 if none)."""
+
+    iterations: int
+
+    def solve(self, V: Array, dt: float, r: Array) -> Array: ...
+
+
+class Direct:
+    """Sparse LU of ``I - dt A(V)``, kept while V and dt are unchanged (the linear problems)."""
+
+    def __init__(self, grid: GridLike, lam: float, tol: float) -> None:
+        self.grid, self.lam, self.iterations = grid, lam, 0
+        self._cached: tuple[float, Array, Callable[[Array], Array]] | None = None
+
+    def solve(self, V: Array, dt: float, r: Array) -> Array:
+        xp = namespace(V)
+        cached = self._cached
+        if cached is None or cached[0] != dt or not bool(xp.array_equal(cached[1], V)):
+            sp, spla = _sparse(xp)
+            M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * fokker_planck_matrix(self.grid, V,
+                                                                                                   self.lam)
+            self._cached = (dt, V, spla.factorized(M))
+        return self._cached[2](r.ravel()).reshape(self.grid.shape)
+
+
+class Splitting:
+    """Lie dimensional splitting: O(cells), positive, conservative; first-order splitting error (module doc)."""
+
+    def __init__(self, grid: GridLike, lam: float, tol: float) -> None:
+        self.grid, self.lam, self.iterations = grid, lam, 0
+
+    def solve(self, V: Array, dt: float, r: Array) -> Array:
+        return split_solve(self.grid, V, self.lam, dt, r)
+
+
+def _gmres_tolerance(gmres: Callable[..., Any], tol: float) -> dict[str, float]:
+    """SciPy's GMRES takes ``rtol``; CuPy's (and older SciPy's) ``tol``."""
+    names = inspect.signature(gmres).parameters
+    return {"rtol": tol} if "rtol" in names else {"tol": tol}
+
+
+class Krylov:
+    """GMRES on ``I - dt A(V)``, matrix-free, preconditioned by a splitting sweep, to relative residual ``tol``."""
+
+    def __init__(self, grid: GridLike, lam: float, tol: float, max_iterations: int = 200) -> None:
+        self.grid, self.lam, self.tol, self.max_iterations = grid, lam, float(tol), max_iterations
+        self.iterations = 0
+
+    def solve(self, V: Array, dt: float, r: Array) -> Array:
+        xp = namespace(r)
+        _, spla = _sparse(xp)
+        grid, lam, size = self.grid, self.lam, self.grid.size
+        op = spla.LinearOperator((size, size), dtype=r.dtype,
+                                 matvec=lambda m: (m.reshape(grid.shape) - dt * apply(grid, V, lam, m)).ravel())
+        pre = spla.LinearOperator((size, size), dtype=r.dtype,
+                                  matvec=lambda u: split_solve(grid, V, lam, dt, u).ravel())
+        count = [0]
+
+        def counted(_: Any) -> None:
+            count[0] += 1
+
+        rhs = r.ravel()
+        x, info = spla.gmres(op, rhs, x0=pre.matvec(rhs), M=pre, restart=30, maxiter=self.max_iterations,
+                             atol=0.0, callback=counted, callback_type="pr_norm",
+                             **_gmres_tolerance(spla.gmres, self.tol))
+        self.iterations = count[0]
+        if info != 0:
+            raise FloatingPointError(
+                f"grid.linear_solver = 'krylov' did not reach grid.solver_tol = {self.tol:g} in {count[0]} GMRES "
+                "iterations; reduce time.eta, or use grid.linear_solver = 'direct'"
+            )
+        x = xp.maximum(x, 0.0) if bool(xp.all(rhs >= 0)) else x  # the exact solution is positive then
+        return (x * (xp.sum(rhs) / xp.sum(x))).reshape(grid.shape)  # mass exactly that of r
+
+
+LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry("grid.linear_solver")
+LINEAR_SOLVERS.add("direct", Direct, "sparse LU every step: exact, the reference; slow past ~10^5 cells")
+LINEAR_SOLVERS.add("splitting", Splitting, "dimensional (Lie) splitting, tridiagonal sweeps: O(cells), positive and "
+                   "conservative, splitting error of order tau (none in 1-D)")
+LINEAR_SOLVERS.add("krylov", Krylov, "GMRES preconditioned by a splitting sweep, to grid.solver_tol: O(cells) per "
+                   "iteration, the direct solution to the tolerance")
+
+
+def choose(name: str, cells: Sequence[int]) -> str:
+    """The solver ``name`` stands for on a grid of ``cells`` per axis: itself, or what ``"auto"`` picks.
+
+    ``auto``: ``direct`` in 1-D (a tridiagonal LU, no fill-in) and up to :data:`AUTO_DIRECT_CELLS`
+    cells, ``krylov`` above; both give the exact step (krylov to its tolerance), so ``auto`` never
+    changes a result beyond the tolerance. ``splitting`` is never chosen for the user.
+    """
+    LINEAR_SOLVERS[name]  # refuse an unknown name, listing the known ones
+    if name != "auto":
+        return name
+    total = 1
+    for c in cells:
+        total *= c
+    return "direct" if len(cells) == 1 or total <= AUTO_DIRECT_CELLS else "krylov"
+
+
+LINEAR_SOLVERS.add("auto", lambda grid, lam, tol: LINEAR_SOLVERS[choose("auto", grid.shape)](grid, lam, tol),
+                   f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `krylov` above (the measured crossover)")
