@@ -1,7 +1,7 @@
 """Particles against the grid on the same problem (docs/theory.md §4.3).
 
-For p = 1 and p = 2 the grid (finite volumes, BDF2, fine cells and steps) gives
-``mu_t``; particles start from the same prior and run Euler-Maruyama. At time T,
+For p = 1 and p = 2 (and p = 3 with ``--full``) the grid (finite volumes, BDF2, fine
+cells and steps; GMRES steps in p = 3) gives ``mu_t``; particles start from the same prior and run Euler-Maruyama. At time T,
 against the number of particles N (four values over two decades, many seeds):
 
 * the bias of U, measured with the first variation as a control variate:
@@ -13,7 +13,7 @@ against the number of particles N (four values over two decades, many seeds):
   inputs, O(1/N);
 * Wasserstein distances between ``mu_N`` and the grid density (POT): exact
   W1 and W2 in 1-D against the piecewise-constant density's cell atoms, sliced
-  W1 and W2 in 2-D (50 projections) against a 10^4 sample of it; about O(N^{-1/2}).
+  W1 and W2 in 2-D and 3-D (50 projections) against a 10^4 sample of it; about O(N^{-1/2}).
 
 Against the step eta: the weak error of Euler-Maruyama on ``E ||w||^2`` at time
 T, from differences between eta and eta/2 with coupled Brownian increments
@@ -54,7 +54,7 @@ def _sample_density(grid: Grid, q: np.ndarray, size: int, rng: np.random.Generat
 def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None,
               rng: np.random.Generator) -> tuple[float, float]:
     """W1 and W2 of the particles to the grid density: exact against its cell atoms in 1-D, sliced (50
-    directions) against a sample of it in 2-D."""
+    directions) against a sample of it in 2-D and 3-D."""
     if grid.dim == 1:
         return wasserstein(W, None, grid.centers(), q)
     return wasserstein(W, None, ref_sample, None, rng, projections=50)
@@ -148,12 +148,13 @@ def _plot_densities(report: Report, p: int, grid: Grid, density: np.ndarray, W: 
         ax.plot(grid.axes()[0], density, "k", label="grid density")
         ax.set_xlabel("w")
     else:
-        a, b = grid.axes()
-        ax.contour(a, b, density.T, levels=12, cmap="viridis")
+        a, b = grid.axes()[:2]
+        marginal = density.sum(axis=2) * grid.spacing[2] if p == 3 else density  # the (w_0, w_1) marginal
+        ax.contour(a, b, marginal.T, levels=12, cmap="viridis")
         ax.scatter(W[:, 0], W[:, 1], s=2, color="C3", alpha=0.5, label=f"particles (N = {W.shape[0]})")
-        ax.set_xlabel("u")
-        ax.set_ylabel("b")
-    ax.set_title(f"mu_T at T = {T:g}: grid and particles")
+        ax.set_xlabel("u" if p == 2 else "u_1")
+        ax.set_ylabel("b" if p == 2 else "u_2")
+    ax.set_title(f"mu_T at T = {T:g}: grid and particles" + (" (marginal of w_0, w_1)" if p == 3 else ""))
     ax.legend()
 
 
@@ -215,14 +216,14 @@ def run(full: bool = False, seed: int = 0) -> Report:
     if full:
         sizes = {"Ns": (50, 200, 800, 3200, 12800), "budget": 102400, "T": 5.0, "eta": 0.01}
         weak = {"etas": (0.4, 0.2, 0.1, 0.05, 0.025, 0.0125), "N": 4000, "seeds": 16, "T": 4.0}
-        cells = {1: 2000, 2: 128}
+        cells = {1: 2000, 2: 128, 3: 48}
     else:
         sizes = {"Ns": (25, 100, 400, 1600), "budget": 6400, "T": 5.0, "eta": 0.05}
         weak = {"etas": (0.4, 0.2, 0.1, 0.05, 0.025), "N": 1000, "seeds": 8, "T": 4.0}
         cells = {1: 1000, 2: 80}
     report.data = {
         f"p{p}": against_N(p, sizes["Ns"], sizes["budget"], sizes["T"], sizes["eta"], cells[p], report, seed)
-        for p in (1, 2)
+        for p in ((1, 2, 3) if full else (1, 2))
     }
     report.data["weak_error"] = weak_error(weak["etas"], weak["N"], weak["seeds"], weak["T"], report, seed)
     return report
