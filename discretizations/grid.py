@@ -385,8 +385,8 @@ class FiniteVolume(GridDensity):
         prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(grid.shape)
         self.scheme_name = scheme
         self.scheme = GRID_SCHEMES[scheme](prev)
-        self.linear_solver = choose(linear_solver, grid.cells)  # what "auto" stands for here
-        self.solver = LINEAR_SOLVERS[self.linear_solver](grid, functional.problem.lam, solver_tol)
+        choose(linear_solver, grid.cells)  # refuse an unknown name before any work
+        self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
 
     def state(self) -> FieldState:
         density = to_host(self.density).copy()

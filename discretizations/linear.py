@@ -246,7 +246,7 @@ LINEAR_SOLVERS.add("krylov", Krylov, "GMRES preconditioned by a splitting sweep,
 
 
 def choose(name: str, cells: Sequence[int]) -> str:
-    """The solver ``name`` stands for on a grid of ``cells`` per axis: itself, or what ``"auto"`` picks.
+    """The solver ``name`` stands for on a grid of ``cells`` per axis: itself, or what ``"auto"`` starts with.
 
     ``auto``: ``direct`` in 1-D (a tridiagonal LU, no fill-in) and up to :data:`AUTO_DIRECT_CELLS`
     cells, ``krylov`` above; both give the exact step (krylov to its tolerance), so ``auto`` never
@@ -261,5 +261,34 @@ def choose(name: str, cells: Sequence[int]) -> str:
     return "direct" if len(cells) == 1 or total <= AUTO_DIRECT_CELLS else "krylov"
 
 
-LINEAR_SOLVERS.add("auto", lambda grid, lam, tol: LINEAR_SOLVERS[choose("auto", grid.shape)](grid, lam, tol),
-                   f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `krylov` above (the measured crossover)")
+class Auto:
+    """:func:`choose`'s solver, except that a potential seen twice in a row is factored once and reused.
+
+    A linear problem (V independent of m: Ornstein-Uhlenbeck, a frozen potential) then costs one
+    LU and a triangular solve per step, as with ``direct``; a nonlinear one never repeats V.
+    Grids whose LU would not fit (over :data:`AUTO_FACTOR_CELLS`) stay with krylov.
+    """
+
+    def __init__(self, grid: GridLike, lam: float, tol: float) -> None:
+        self.name = choose("auto", grid.shape)
+        self.first = LINEAR_SOLVERS[self.name](grid, lam, tol)
+        limit = AUTO_FACTOR_CELLS[min(len(grid.shape), 3) - 1]
+        self.direct = Direct(grid, lam, tol) if self.name != "direct" and grid.size <= limit else None
+        self._last: tuple[float, Array] | None = None
+        self.iterations = 0
+
+    def solve(self, V: Array, dt: float, r: Array) -> Array:
+        xp = namespace(V)
+        last, self._last = self._last, (dt, V)
+        repeated = last is not None and last[0] == dt and bool(xp.array_equal(last[1], V))
+        solver = self.direct if repeated and self.direct is not None else self.first
+        out = solver.solve(V, dt, r)
+        self.iterations = solver.iterations
+        return out
+
+
+AUTO_FACTOR_CELLS = (10**7, 2**18, 2**15)  # 1-D, 2-D, 3-D: an LU of at most a few hundred MB and seconds
+
+
+LINEAR_SOLVERS.add("auto", Auto, f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `krylov` above (the measured "
+                   "crossover); a potential that repeats (a linear problem) is factored once and reused")

@@ -1,7 +1,8 @@
 """Particles against the grid on the same problem (docs/theory.md §4.3).
 
 For p = 1 and p = 2 (and p = 3 with ``--full``) the grid (finite volumes, BDF2, fine
-cells and steps; GMRES steps in p = 3) gives ``mu_t``; particles start from the same prior and run Euler-Maruyama. At time T,
+cells and steps; GMRES steps in p = 3) gives ``mu_t``; particles start from the same
+prior and run Euler-Maruyama. At time T,
 against the number of particles N (four values over two decades, many seeds):
 
 * the bias of U, measured with the first variation as a control variate:
