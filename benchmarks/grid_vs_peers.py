@@ -5,16 +5,23 @@
 on [-2.5, 2.5]^p from a Gaussian N(mean0, cov0) to t = 0.5, where the exact
 solution is Gaussian. Each solver runs on its own grid of the stated size; the
 error is max |m - m_exact| / max m_exact at t = 0.5 on that grid, the time is
-wall time in this process (the first call of a JIT-compiled peer is reported
-separately). Then the nonlinear problem (two-timescale functional, tanh with
-bias, d = 1, so p = 2) is timed per implicit step at 128^2 and 256^2 cells.
+wall time in this process, best of three (the first call of a JIT-compiled peer
+is reported separately). A summary then sets each fplanck row against the
+fastest mfld row with an error at most as large.
+
+Then the nonlinear problem (two-timescale functional, tanh with bias: d = 1 so
+p = 2, and d = 2 so p = 3; n = 50) is timed per implicit Euler step for each
+``grid.linear_solver`` at 128^2, 256^2, 512^2, 64^3 and 128^3 cells, side by
+side (the potential V_m, the same for all, is timed alone in its own column, best of three).
+The direct LU is skipped where its fill-in makes it hopeless (3-D past 32^3).
 
 Peers: fplanck (master equation, exact matrix exponential in time), py-pde
 (finite differences, scipy's adaptive RK45), FiPy (finite volumes with
 exponential convection, implicit Euler). A peer that is not installed is
 skipped with the reason. Install them with ``pip install fplanck py-pde fipy``.
 
-    python benchmarks/grid_vs_peers.py
+    python benchmarks/grid_vs_peers.py                 # both tables
+    python benchmarks/grid_vs_peers.py --nonlinear 128 256 --cubes 64   # fewer sizes
 """
 
 from __future__ import annotations
@@ -121,23 +128,30 @@ def fipy_solver(p: int, n: int, dt: float = 1e-3):
     return np.asarray(m.value), points
 
 
-def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int = 3) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                                                     float]:
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
 
 
 def linear_table() -> None:
     solvers: list[tuple[str, Callable[[int, int], tuple[np.ndarray, np.ndarray]], bool]] = [
         ("mfld FV implicit Euler, tau 1e-3", mfld_solver(FiniteVolume, "implicit-euler", 1e-3), False),
         ("mfld FV BDF2, tau 1e-2", mfld_solver(FiniteVolume, "bdf2", 1e-2), False),
-        ("mfld spectral IMEX, tau 1e-4", mfld_solver(FourierSpectral, None, 1e-4), False),
+        ("mfld spectral IMEX Euler, tau 1e-3", mfld_solver(FourierSpectral, "imex-euler", 1e-3), False),
+        ("mfld spectral SBDF2, tau 1e-2", mfld_solver(FourierSpectral, "sbdf2", 1e-2), False),
+        ("mfld spectral SBDF2, tau 5e-2", mfld_solver(FourierSpectral, "sbdf2", 5e-2), False),
         ("fplanck (expm in time)", fplanck_solver, False),
         ("py-pde (scipy RK45, adaptive)", pypde_solver, True),
         ("FiPy (implicit Euler, dt 1e-3)", fipy_solver, False),
     ]
     print(f"Ornstein-Uhlenbeck, lam = {LAM}, kappa = {KAPPA}, t = {T_END}, box [-{L}, {L}]^p")
     print(f"{'solver':<36} {'p':>2} {'cells':>9} {'rel. error':>11} {'wall s':>8}  note")
+    results: list[tuple[str, int, str, float, float]] = []
     for p, sizes in ((1, (100, 400)), (2, (32, 64))):
         for name, solve, jit in solvers:
             for n in sizes:
@@ -158,29 +172,77 @@ def linear_table() -> None:
                         (m, pts), wall = timed(run)
                     if any(issubclass(w.category, BoxWarning) for w in caught):
                         note += " undershoot reached the box edge (BoxWarning)"
-                    print(f"{name:<36} {p:>2} {cells:>9} {rel_error(m, pts, p):>11.2e} {wall:>8.3f}  {note}")
+                    err = rel_error(m, pts, p)
+                    results.append((name, p, cells, err, wall))
+                    print(f"{name:<36} {p:>2} {cells:>9} {err:>11.2e} {wall:>8.3f}  {note}")
                 except ImportError as e:
                     print(f"{name:<36} {p:>2} {cells:>9} {'skipped':>11} {'':>8}  not installed ({e.name})")
                 except Exception as e:  # a peer failing is reported, not fatal
                     print(f"{name:<36} {p:>2} {cells:>9} {'failed':>11} {'':>8}  {type(e).__name__}: {e}")
+    summary(results)
 
 
-def nonlinear_table(steps: int = 5) -> None:
-    ds = make_dataset("single-index", d=1, n=50, n_test=10, seed=0)
-    F = TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh_bias", 0.05, 1.0, 1.0))
-    print("\nNonlinear problem (two-timescale, tanh_bias, d = 1, n = 50, p = 2), implicit Euler, tau = 0.5")
-    print(f"{'cells':>9} {'setup s':>8} {'s / step':>9}")
-    for n in (128, 256):
-        grid = Grid.box(6.0, n, 2)
-        t0 = time.perf_counter()
-        fv = FiniteVolume(F, grid, gaussian_density(grid, [0, 0], np.eye(2)), 0.5)
-        setup = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fv.step()
-        print(f"{n:>7}^2 {setup:>8.2f} {(time.perf_counter() - t0) / steps:>9.3f}")
+def summary(results: list[tuple[str, int, str, float, float]]) -> None:
+    """Each fplanck row against the fastest mfld row of the same p whose error is no larger."""
+    print("\nAt equal or lower error: fplanck's time / the fastest mfld solver's time")
+    for name, p, cells, err, wall in results:
+        if not name.startswith("fplanck"):
+            continue
+        better = [r for r in results if r[0].startswith("mfld") and r[1] == p and r[3] <= err]
+        if not better:
+            print(f"  p = {p}, fplanck {cells} (error {err:.2e}): no mfld row as accurate")
+            continue
+        best = min(better, key=lambda r: r[4])
+        print(f"  p = {p}, fplanck {cells} (error {err:.2e}, {wall:.3f} s): {best[0]} {best[2]} (error "
+              f"{best[3]:.2e}, {best[4]:.4f} s), {wall / best[4]:.0f}x faster")
+
+
+def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
+    ds = make_dataset("single-index", d=p - 1, n=50, n_test=10, seed=0)
+    return TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh_bias", 0.05, 1.0, 1.0))
+
+
+def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:
+    print("\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
+          "box [-5, 5]^3), implicit Euler, tau = 0.5, seconds per step (after one untimed step)")
+    solvers = ("direct", "splitting", "krylov")
+    print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>14}" for s in solvers) + "   krylov iterations")
+    for p, sizes in ((2, squares), (3, cubes)):
+        F = _nonlinear_functional(p)
+        for n in sizes:
+            grid = Grid.box(6.0 if p == 2 else 5.0, n, p)
+            m0 = gaussian_density(grid, np.zeros(p), np.eye(p))
+            row, iterations = [], ""
+            for name in solvers:
+                if name == "direct" and p == 3 and n > 32:
+                    row.append(f"{'(fill-in)':>14}")
+                    continue
+                fv = FiniteVolume(F, grid, m0, 0.5, linear_solver=name)
+                fv.step()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    fv.step()
+                row.append(f"{(time.perf_counter() - t0) / steps:>14.3f}")
+                if name == "krylov":
+                    iterations = str(fv.solver.iterations)
+            potential = math.inf
+            for _ in range(3):
+                fv._fit = None
+                t0 = time.perf_counter()
+                fv.potential()
+                potential = min(potential, time.perf_counter() - t0)
+            cells = f"{n}^{p}"
+            print(f"{cells:>9} {potential:>8.3f} " + " ".join(row) + f"   {iterations}", flush=True)
 
 
 if __name__ == "__main__":
-    linear_table()
-    nonlinear_table()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nonlinear", type=int, nargs="*", default=[128, 256, 512], help="2-D cells per axis")
+    parser.add_argument("--cubes", type=int, nargs="*", default=[64, 128], help="3-D cells per axis")
+    parser.add_argument("--no-linear", action="store_true", help="skip the Ornstein-Uhlenbeck table")
+    args = parser.parse_args()
+    if not args.no_linear:
+        linear_table()
+    nonlinear_table(args.nonlinear, args.cubes)

@@ -83,11 +83,13 @@ def rates(grid: GridLike, V: Array, lam: float, axis: int) -> tuple[Array, Array
 
 def apply(grid: GridLike, V: Array, lam: float, m: Array) -> Array:
     """``A(V) m``: the net flux into each cell, ``sum_k`` (inflow - outflow) across the faces of axis k."""
+    return _apply([rates(grid, V, lam, k) for k in range(len(grid.shape))], m.reshape(grid.shape))
+
+
+def _apply(face_rates: list[tuple[Array, Array]], m: Array) -> Array:
     xp = namespace(m)
-    m = m.reshape(grid.shape)
     out = xp.zeros_like(m)
-    for k in range(len(grid.shape)):
-        a, b = rates(grid, V, lam, k)
+    for k, (a, b) in enumerate(face_rates):
         lo = [slice(None)] * m.ndim
         hi = [slice(None)] * m.ndim
         lo[k], hi[k] = slice(0, -1), slice(1, None)
@@ -115,44 +117,72 @@ def fokker_planck_matrix(grid: GridLike, V: Array, lam: float) -> Any:  # a scip
     return A.tocsc()
 
 
-def tridiagonal_lines(a: Array, b: Array, dt: float, r: Array) -> Array:
-    """Solve ``(I - dt A_1d) x = r`` on every line at once; lines run along axis 0 of ``r`` (n x lines).
+def thomas_factors(a: Array, b: Array, dt: float) -> tuple[Array, Array, Array]:
+    """The elimination of ``I - dt A_1d`` on every line at once (lines along axis 0, ``n x lines``).
 
-    ``a[f], b[f]`` (``(n - 1) x lines``) are the rates across face f, from cell f to f + 1 and back.
-    Row i reads ``(1 + dt (a_i + b_{i-1})) x_i - dt b_i x_{i+1} - dt a_{i-1} x_{i-1} = r_i``. The
-    Thomas recursion, whose every term is non-negative for ``r >= 0`` (an M-matrix): no pivoting
-    is needed and positivity survives rounding.
+    ``a[f], b[f]`` (``(n - 1) x lines``) are the rates across face f, from cell f to f + 1 and back;
+    row i reads ``(1 + dt (a_i + b_{i-1})) x_i - dt b_i x_{i+1} - dt a_{i-1} x_{i-1} = r_i``. Returns the
+    reciprocal pivots, the eliminated upper diagonal and the lower diagonal for :func:`thomas_solve`.
+    An M-matrix with unit column sums: the pivots are positive and no pivoting is needed.
     """
-    xp = namespace(r)
-    n = r.shape[0]
-    diag = xp.ones_like(r)
+    xp = namespace(a)
+    n = a.shape[0] + 1
+    diag = xp.ones((n,) + a.shape[1:], dtype=a.dtype)
     diag[:-1] += dt * a
     diag[1:] += dt * b
     upper, lower = -dt * b, -dt * a  # row i: x_{i+1} coefficient upper[i]; row i + 1: x_i coefficient lower[i]
+    inv = xp.empty_like(diag)
     c = xp.empty_like(a)
-    d = xp.empty_like(r)
-    denom = diag[0]
-    c[0], d[0] = upper[0] / denom, r[0] / denom
+    inv[0] = 1.0 / diag[0]
+    c[0] = upper[0] * inv[0]
     for i in range(1, n):
-        denom = diag[i] - lower[i - 1] * c[i - 1]
+        inv[i] = 1.0 / (diag[i] - lower[i - 1] * c[i - 1])
         if i < n - 1:
-            c[i] = upper[i] / denom
-        d[i] = (r[i] - lower[i - 1] * d[i - 1]) / denom
-    x = d
-    for i in range(n - 2, -1, -1):
+            c[i] = upper[i] * inv[i]
+    return inv, c, lower
+
+
+def thomas_solve(factors: tuple[Array, Array, Array], r: Array) -> Array:
+    """Forward and back substitution with :func:`thomas_factors`. For ``r >= 0`` every term added is
+    non-negative (``-lower``, ``-c`` and the pivots are), so the solution is, in floating point too."""
+    inv, c, lower = factors
+    x = namespace(r).empty_like(r)
+    x[0] = r[0] * inv[0]
+    for i in range(1, r.shape[0]):
+        x[i] = (r[i] - lower[i - 1] * x[i - 1]) * inv[i]
+    for i in range(r.shape[0] - 2, -1, -1):
         x[i] -= c[i] * x[i + 1]
     return x
 
 
+class SplitSystem:
+    """``I - dt A(V)`` of one step: the face rates of every axis and the Thomas factors of every
+    ``I - dt A_k``, computed once, for matrix-free products and splitting sweeps."""
+
+    def __init__(self, grid: GridLike, V: Array, lam: float, dt: float) -> None:
+        self.shape, self.dt = tuple(grid.shape), dt
+        self.rates = [rates(grid, V, lam, k) for k in range(len(self.shape))]
+        self.factors = [thomas_factors(_lines(a, k), _lines(b, k), dt) for k, (a, b) in enumerate(self.rates)]
+
+    def matvec(self, m: Array) -> Array:
+        """``(I - dt A) m``."""
+        m = m.reshape(self.shape)
+        return m - self.dt * _apply(self.rates, m)
+
+    def sweep(self, r: Array) -> Array:
+        """``(I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r``: one sweep of tridiagonal solves per axis."""
+        xp = namespace(r)
+        m = r.reshape(self.shape)
+        for k, factors in enumerate(self.factors):
+            x = thomas_solve(factors, _lines(m, k))
+            rest = tuple(s for j, s in enumerate(self.shape) if j != k)
+            m = xp.moveaxis(x.reshape((self.shape[k],) + rest), 0, k)
+        return xp.ascontiguousarray(m)
+
+
 def split_solve(grid: GridLike, V: Array, lam: float, dt: float, r: Array) -> Array:
-    """``(I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r``: one sweep of tridiagonal solves per axis."""
-    xp = namespace(r)
-    m = r.reshape(grid.shape)
-    for k in range(len(grid.shape)):
-        a, b = rates(grid, V, lam, k)
-        x = tridiagonal_lines(_lines(a, k), _lines(b, k), dt, _lines(m, k))
-        m = xp.moveaxis(x.reshape((grid.shape[k],) + tuple(s for j, s in enumerate(grid.shape) if j != k)), 0, k)
-    return xp.ascontiguousarray(m)
+    """``(I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r`` (see :class:`SplitSystem`)."""
+    return SplitSystem(grid, V, lam, dt).sweep(r)
 
 
 def _lines(u: Array, axis: int) -> Array:
@@ -213,11 +243,10 @@ class Krylov:
     def solve(self, V: Array, dt: float, r: Array) -> Array:
         xp = namespace(r)
         _, spla = _sparse(xp)
-        grid, lam, size = self.grid, self.lam, self.grid.size
-        op = spla.LinearOperator((size, size), dtype=r.dtype,
-                                 matvec=lambda m: (m.reshape(grid.shape) - dt * apply(grid, V, lam, m)).ravel())
-        pre = spla.LinearOperator((size, size), dtype=r.dtype,
-                                  matvec=lambda u: split_solve(grid, V, lam, dt, u).ravel())
+        size = self.grid.size
+        system = SplitSystem(self.grid, V, self.lam, dt)
+        op = spla.LinearOperator((size, size), dtype=r.dtype, matvec=lambda m: system.matvec(m).ravel())
+        pre = spla.LinearOperator((size, size), dtype=r.dtype, matvec=lambda u: system.sweep(u).ravel())
         count = [0]
 
         def counted(_: Any) -> None:
@@ -234,7 +263,7 @@ class Krylov:
                 "iterations; reduce time.eta, or use grid.linear_solver = 'direct'"
             )
         x = xp.maximum(x, 0.0) if bool(xp.all(rhs >= 0)) else x  # the exact solution is positive then
-        return (x * (xp.sum(rhs) / xp.sum(x))).reshape(grid.shape)  # mass exactly that of r
+        return (x * (xp.sum(rhs) / xp.sum(x))).reshape(self.grid.shape)  # mass exactly that of r
 
 
 LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry("grid.linear_solver")

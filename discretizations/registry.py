@@ -15,7 +15,7 @@ from mfld.model.registry import Registry
 
 from .grid import GRID_SCHEMES, FiniteVolume
 from .particles import PARTICLE_SCHEMES, Particles
-from .spectral import FourierSpectral
+from .spectral import SPECTRAL_SCHEMES, FourierSpectral
 
 
 @dataclass(frozen=True)
@@ -35,5 +35,5 @@ DISCRETIZATIONS.add("particles", Discretization(Particles, False, PARTICLE_SCHEM
                     "interacting particles, any dimension")
 DISCRETIZATIONS.add("grid", Discretization(FiniteVolume, True, GRID_SCHEMES, "grid.scheme", 3, True),
                     "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
-DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral, True, None, None, 3),
-                    "Fourier pseudo-spectral with an IMEX Euler step, p = 1 to 3")
+DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral, True, SPECTRAL_SCHEMES, "spectral.scheme", 3),
+                    "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")

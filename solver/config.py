@@ -21,6 +21,7 @@ from mfld.discretizations.grid import GRID_DIAGNOSTICS, GRID_SCHEMES
 from mfld.discretizations.linear import LINEAR_SOLVERS
 from mfld.discretizations.particles import PARTICLE_SCHEMES
 from mfld.discretizations.registry import DISCRETIZATIONS
+from mfld.discretizations.spectral import SPECTRAL_SCHEMES
 from mfld.model.backend import BACKENDS
 from mfld.model.datasets import INPUTS, LINKS, TARGETS
 from mfld.model.features import FEATURE_MAPS, is_feature_name
@@ -142,8 +143,9 @@ SCHEMA: dict[str, Key] = {
     ),
     "grid.cells": Key((int, list), lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them",
                       "cells per axis (a list: one count per axis)"),
-    "grid.scheme": _choice("time scheme of the finite volumes (the spectral solver has its own, IMEX Euler)",
-                           GRID_SCHEMES),
+    "grid.scheme": _choice("time scheme of the finite volumes", GRID_SCHEMES),
+    "spectral.scheme": _choice("time scheme of the Fourier spectral solver (drift explicit, diffusion implicit)",
+                               SPECTRAL_SCHEMES),
     "grid.linear_solver": _choice("how each implicit step's sparse system is solved (finite volumes)", LINEAR_SOLVERS),
     "grid.solver_tol": Key((int, float), lambda v: 0 < v < 1e-3, "a number in (0, 1e-3)",
                            "krylov: relative residual of each step's solve (the density then matches the direct "

@@ -23,11 +23,12 @@ def config(*extra: str) -> dict:
     return load_config(None, GRID_1D + list(extra))
 
 
-@pytest.mark.parametrize("scheme", ["implicit-euler", "bdf2"])
-def test_grid_resume_is_bit_identical(tmp_path, scheme):
-    extra = f'grid.scheme="{scheme}"'
-    whole = build.start(config(extra), tmp_path / "whole.h5")
-    half = build.start(config(extra, "time.steps=15"), tmp_path / "half.h5")  # ends between frames
+@pytest.mark.parametrize("extra", ['grid.scheme="implicit-euler"', 'grid.scheme="bdf2"',
+                                   ["discretization=spectral", 'spectral.scheme="sbdf2"', "time.eta=0.05"]])
+def test_grid_resume_is_bit_identical(tmp_path, extra):
+    extra = extra if isinstance(extra, list) else [extra]
+    whole = build.start(config(*extra), tmp_path / "whole.h5")
+    half = build.start(config(*extra, "time.steps=15"), tmp_path / "half.h5")  # ends between frames
     build.resume(half, steps=15)
     a, b = load(whole), load(half)
     assert a.step == b.step == 30
@@ -103,7 +104,7 @@ def test_a_grid_on_a_high_dimensional_problem_names_the_dimension(capsys):
 def test_shipped_configurations_run_by_name(capsys):
     assert main(["configs"]) == 0
     listed = capsys.readouterr().out
-    assert all(name in listed for name in ("default", "grid-1d", "grid-2d", "spectral-1d"))
+    assert all(name in listed for name in ("default", "grid-1d", "grid-2d", "grid-3d", "spectral-1d"))
     assert main(["run", "grid-1d", "--out", "g.h5", "--set", "time.steps=3", "--set", "output.plot=false"]) == 0
     assert load("g.h5").grid.cells == (256,)  # grid-1d's own cells, not the default's 64
     assert main(["run", "no-such-config"]) == 2
