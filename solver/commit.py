@@ -161,7 +161,10 @@ def commit_rows(path: Path, write: Callable[[h5py.File], tuple[int, ...]], count
     previous rows; a write that fails (on a filesystem that could not reserve the blocks) does too.
     """
     try:
-        with h5py.File(path, "r+") as f:
+        # HDF5's own file lock would make any reader that holds the file open (a notebook, h5dump)
+        # fail the run's commit; the writer is unique by mfld's lock, and a reader only ever
+        # trusts the rows below the count, which a commit does not touch.
+        with h5py.File(path, "r+", locking=False) as f:
             new = write(f)
             f.flush()
             fsync(path)

@@ -95,6 +95,26 @@ def test_rows_past_the_count_are_not_read(tmp_path):
     assert CheckpointReader(store.path).steps.tolist() == [0, 10, 20]
 
 
+def test_a_reader_holding_the_file_open_does_not_stop_commits(tmp_path):
+    """A notebook or h5dump that keeps the file open (with HDF5's shared lock) must not fail the run."""
+    rng = np.random.default_rng(2)
+    store = _store(tmp_path / "run.h5", False)
+    _commit(store, 0, rng)
+    code = (f"import h5py, sys, time; f = h5py.File({str(store.path)!r}, 'r'); print(f['parameters/committed'][0], "
+            "flush=True); sys.stdin.readline(); print(f['parameters/committed'][0], flush=True)")
+    reader = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"
+        for k in (1, 2):
+            _commit(store, k, rng)  # in place, while the reader has the file open
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() in ("1", "3")  # its cached view, or the new one: never torn
+    finally:
+        reader.kill()
+    assert CheckpointReader(store.path).steps.tolist() == [0, 10, 20]
+
+
 @pytest.mark.slow
 def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp_path):
     """SIGKILL a run at random times (seeded); every file it leaves loads, and resumes to the uninterrupted result."""
