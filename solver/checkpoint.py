@@ -133,7 +133,7 @@ def _counts(f: h5py.File) -> tuple[int, int]:
     if c is not None:
         found = counts(c, 2) if isinstance(c, h5py.Dataset) else None
         if found is None:
-            raise CheckpointError(f"{_COUNT} is not mfld's commit counter")
+            raise CheckpointError(f"/{_COUNT} is not mfld's commit counter")
         return found
     el = _frame_element(f)
     obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group) and "step" in o]
@@ -423,16 +423,16 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
             out.append(f"/parameters/data/{name} has dtype {arr.dtype}, not floating point")
     count = f.get(_COUNT)
     if count is not None and (not isinstance(count, h5py.Dataset) or counts(count, 2) is None):
-        return [*out, f"{_COUNT} is not mfld's commit counter (int64[{4096 // 8}])"]
+        return [*out, f"/{_COUNT} is not mfld's commit counter (int64[{4096 // 8}])"]
     frames, records = _counts(f)
     if frames < 0 or records < 0:
-        out.append(f"{_COUNT} holds negative counts {frames, records}")
+        out.append(f"/{_COUNT} holds negative counts {frames, records}")
     el = _frame_element(f)
     if el is not None:
         rows_ = el["step"].shape[0]
         if el["time"].shape != (rows_,) or el["value"].shape[0] != rows_ or frames > rows_:
             out.append(f"{el.name}: step, time and value hold {rows_}, {el['time'].shape[0]} and "
-                       f"{el['value'].shape[0]} rows, and {_COUNT} counts {frames} frames")
+                       f"{el['value'].shape[0]} rows, and /{_COUNT} counts {frames} frames")
         value = el["value"]
         if density:
             cells = tuple(int(c) for c in f[_FIELDS].attrs["cells"])
@@ -453,7 +453,7 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
         if not np.issubdtype(value.dtype, np.floating):
             out.append(f"{value.name} has dtype {value.dtype}, not floating point")
     elif frames:
-        out.append(f"{_COUNT} counts {frames} frames in a file that has none")
+        out.append(f"/{_COUNT} counts {frames} frames in a file that has none")
     for name, obs in f["observables"].items():
         if not isinstance(obs, h5py.Group) or any(k not in obs for k in ("step", "time", "value")):
             out.append(f"/observables/{name} is not a {{step, time, value}} element")
@@ -582,6 +582,7 @@ class CheckpointReader:
         if not problems:
             self.frames, self.records = _counts(f)
             el = _frame_element(f)
+            self.capacity = el["step"].shape[0] if el is not None else 0  # rows reserved (a run that stopped early)
             self.steps = el["step"][: self.frames] if el is not None else np.zeros(0, dtype=np.int64)
             self.times = el["time"][: self.frames] if el is not None else np.zeros(0)
         if problems:

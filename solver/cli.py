@@ -110,7 +110,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     source = f"source={c['data']['source']}" if c["data"]["source"] else f"target={c['data']['target']}"
     print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} {source}")
     if r.steps.size:
-        print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g})")
+        room = f"; rows for {r.capacity}" if r.capacity > r.steps.size else ""
+        print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g}"
+              f"{room})")
     else:
         print("frames:          none")
     if r.has_density:

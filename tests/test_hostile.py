@@ -135,6 +135,17 @@ def test_shapes_that_disagree_with_the_configuration_are_refused(tmp_path):
         del f["observables/U/time"]
     with pytest.raises(CheckpointError, match=r"/observables/U is not a \{step, time, value\} element"):
         CheckpointReader(path)
+    path = _particles_file(tmp_path, "count.h5")
+    with h5py.File(path, "r+") as f:  # a count past the rows the file has
+        f["parameters/committed"][0] = 99
+    with pytest.raises(CheckpointError, match="/parameters/committed counts 99 frames"):
+        load(path)
+    path = _particles_file(tmp_path, "counter.h5")
+    with h5py.File(path, "r+") as f:  # a counter of another type
+        del f["parameters/committed"]
+        f["parameters/committed"] = np.zeros(3)
+    with pytest.raises(CheckpointError, match="is not mfld's commit counter"):
+        CheckpointReader(path)
     path = _particles_file(tmp_path, "kind.h5")
     with h5py.File(path, "r+") as f:
         del f["parameters"].attrs["mfld_kind"]
