@@ -187,17 +187,23 @@ def _write_rows(f: h5py.File, frame: dict[str, np.ndarray], step: int, time: flo
                 records: list[Record]) -> tuple[int, int]:
     """Write the frame into row ``frames`` of every frame element, the records after the last; the new counts."""
     k, r = _counts(f)
+    clocks: set[int] = set()  # step and time shared by several elements are written once
+
+    def tick(el: h5py.Group, rows_: int | slice, steps: object, times: object) -> None:
+        if hash(el["step"].id) not in clocks:
+            clocks.add(hash(el["step"].id))
+            el["step"][rows_], el["time"][rows_] = steps, times
+
     if frame:
         for path in _FRAME_ELEMENTS:
             if path in f:
                 el = f[path]
-                el["step"][k], el["time"][k] = step, time
+                tick(el, k, step, time)
                 el["value"][k] = frame[path] if path in frame else _blank(el["value"])
     if records:
         rows_ = slice(r, r + len(records))
         for name, el in f["observables"].items():
-            el["step"][rows_] = [s for s, _, _ in records]
-            el["time"][rows_] = [t for _, t, _ in records]
+            tick(el, rows_, [s for s, _, _ in records], [t for _, t, _ in records])
             el["value"][rows_] = [values.get(name, np.nan) for _, _, values in records]
     return k + bool(frame), r + len(records)
 
@@ -224,6 +230,8 @@ def _rebuild(old: h5py.File, new: h5py.File, frame: dict[str, np.ndarray], names
         old.copy(old[f"{_PARTICLES}/box"], new.create_group(_PARTICLES))
     if _FIELDS in old:
         new.create_group(_FIELDS).attrs.update(old[_FIELDS].attrs)
+    cap_frames = _capacity(want[0], need[0], max([old[p]["value"].shape[0] for p in _FRAME_ELEMENTS if p in old],
+                                                  default=0))
     for path in _FRAME_ELEMENTS:
         src = old.get(path)
         if src is None and path not in frame:
@@ -238,32 +246,46 @@ def _rebuild(old: h5py.File, new: h5py.File, frame: dict[str, np.ndarray], names
         if dtype.kind == "S":  # the noise state: fixed-length text, room to grow
             longest = max([len(x) for x in src["value"][:k]] if src is not None else [], default=0)
             dtype = np.dtype(f"S{2 * max(dtype.itemsize, longest, 32)}")
-        cap = _capacity(want[0], need[0], src["value"].shape[0] if src is not None else 0)
         group, name = path.rsplit("/", 1)
-        el = (_density_element if group == _FIELDS else _slot_element)(new[group], name, cap, template.shape, dtype)
+        if group == _FIELDS:
+            el = _density_element(new[group], name, cap_frames, template.shape, dtype)
+        else:  # the noise state is sampled with the positions: it shares their step and time (H5MD allows it)
+            clock = new.get(f"{_PARTICLES}/position") if name == "rng_state" else None
+            el = _slot_element(new[group], name, cap_frames, template.shape, dtype, clock=clock)
         for i in range(k):  # one frame at a time: memory stays one frame
             el["step"][i], el["time"][i] = (src["step"][i], src["time"][i]) if src is not None else (-1, np.nan)
             el["value"][i] = src["value"][i] if src is not None else _blank(el["value"])
     obs = new.create_group("observables")
     old_obs = {n: e for n, e in old["observables"].items()}
+    cap_records = _capacity(want[1], need[1], max([e["value"].shape[0] for e in old_obs.values()], default=0))
+    clock = None  # every record has every observable: one step and one time for all (hard links)
     for name in sorted(set(old_obs) | names):
         src = old_obs.get(name)
-        el = _slot_element(obs, name, _capacity(want[1], need[1], src["value"].shape[0] if src else 0), (),
-                           np.float64, checksum)
+        el = _slot_element(obs, name, cap_records, (), np.float64, checksum, clock)
+        if clock is None:
+            clock = el
+            if r:
+                first = next(iter(old_obs.values()))
+                el["step"][:r], el["time"][:r] = first["step"][:r], first["time"][:r]
         if r:
-            first = src if src is not None else next(iter(old_obs.values()))
-            el["step"][:r], el["time"][:r] = first["step"][:r], first["time"][:r]
             el["value"][:r] = src["value"][:r] if src is not None else np.nan
 
 
 def _slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...],
-                  dtype: npt.DTypeLike, checksum: bool | None = None) -> h5py.Group:
-    """An H5MD element ``{step, time, value}`` of ``capacity`` preallocated rows (step -1, time NaN until written)."""
+                  dtype: npt.DTypeLike, checksum: bool | None = None, clock: h5py.Group | None = None) -> h5py.Group:
+    """An H5MD element ``{step, time, value}`` of ``capacity`` preallocated rows (step -1, time NaN until written).
+
+    With ``clock`` (an element sampled at the same steps), ``step`` and ``time`` are hard links to its
+    own, as H5MD allows: fewer series for a commit to touch.
+    """
     if checksum is None:
         checksum = _checksums(group.file)
     el = group.create_group(name)
-    rows(el, "step", capacity, (), np.int64, checksum, fill=-1)
-    rows(el, "time", capacity, (), np.float64, checksum, fill=np.nan)
+    if clock is not None:
+        el["step"], el["time"] = clock["step"], clock["time"]
+    else:
+        rows(el, "step", capacity, (), np.int64, checksum, fill=-1)
+        rows(el, "time", capacity, (), np.float64, checksum, fill=np.nan)
     fill = None if row_shape else b"" if np.dtype(dtype).kind == "S" else np.nan
     rows(el, "value", capacity, row_shape, dtype, checksum, fill=fill)
     return el
