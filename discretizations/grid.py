@@ -319,27 +319,42 @@ class GridScheme(Protocol):
     def history(self, like: np.ndarray) -> np.ndarray | None: ...
 
 
-class ImplicitEuler:
-    """``(I - tau A(V^k)) m^{k+1} = m^k``: positive for every ``tau``, first order."""
+class OneStep:
+    """Base of one-step schemes: nothing of earlier steps to keep."""
 
     def __init__(self, previous: Array | None = None) -> None:
         pass
-
-    def advance(self, fv: FiniteVolume, V: Array) -> Array:
-        return fv.solve(V, fv.tau, fv.density)
 
     def history(self, like: np.ndarray) -> None:
         return None
 
 
-class BDF2:
+class TwoStep:
+    """Base of two-step schemes: the density one step earlier, saved with the state for an exact resume."""
+
+    def __init__(self, previous: Array | None = None) -> None:
+        self.previous = previous
+
+    def history(self, like: np.ndarray) -> np.ndarray:
+        """The density one step earlier (NaN before the first step)."""
+        return np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy()
+
+
+class ImplicitEuler(OneStep):
+    """``(I - tau A(V^k)) m^{k+1} = m^k``: positive for every ``tau``, first order."""
+
+    def advance(self, fv: FiniteVolume, V: Array) -> Array:
+        return fv.solve(V, fv.tau, fv.density)
+
+
+class BDF2(TwoStep):
     """``(I - (2/3) tau A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``: second order, positivity checked.
 
     The first step (no ``m^{k-1}`` yet) is an implicit Euler step.
     """
 
     def __init__(self, previous: Array | None = None) -> None:
-        self.previous = previous
+        super().__init__(previous)
         self._V_previous: Array | None = None  # V of ``previous``; recomputed after a resume
 
     def advance(self, fv: FiniteVolume, V: Array) -> Array:
@@ -358,10 +373,6 @@ class BDF2:
             )
         self.previous, self._V_previous = fv.density, V
         return new
-
-    def history(self, like: np.ndarray) -> np.ndarray:
-        """The density one step earlier (NaN before the first step)."""
-        return np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy()
 
 
 GRID_SCHEMES: Registry[Callable[[Array | None], GridScheme]] = Registry("grid.scheme")

@@ -34,7 +34,7 @@ from mfld.model.backend import Array, to_host
 from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
-from .grid import FieldState, Grid, GridDensity
+from .grid import FieldState, Grid, GridDensity, OneStep, TwoStep
 
 
 class SpectralScheme(Protocol):
@@ -45,24 +45,18 @@ class SpectralScheme(Protocol):
     def history(self, like: np.ndarray) -> np.ndarray | None: ...
 
 
-class ImexEuler:
+class ImexEuler(OneStep):
     """``(1 + tau lam |xi|^2) m^_{k+1} = m^_k + tau N_k``: first order."""
-
-    def __init__(self, previous: Array | None = None) -> None:
-        pass
 
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array:
         return (m_hat + sp.tau * drift_hat) / (1.0 + sp.tau * sp.functional.problem.lam * sp.xi2)
 
-    def history(self, like: np.ndarray) -> None:
-        return None
 
-
-class SBDF2:
+class SBDF2(TwoStep):
     """``(3 + 2 tau lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 tau (2 N_k - N_{k-1})``: second order."""
 
     def __init__(self, previous: Array | None = None) -> None:
-        self.previous = previous
+        super().__init__(previous)
         self._previous_hat: tuple[Array, Array] | None = None  # m^ and N of ``previous``; recomputed after a resume
 
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array:
@@ -77,10 +71,6 @@ class SBDF2:
             new = rhs / (3.0 + 2.0 * tau * lam * sp.xi2)
         self.previous, self._previous_hat = sp.density, (m_hat, drift_hat)
         return new
-
-    def history(self, like: np.ndarray) -> np.ndarray:
-        """The density one step earlier (NaN before the first step)."""
-        return np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy()
 
 
 SPECTRAL_SCHEMES: Registry[Callable[[Array | None], SpectralScheme]] = Registry("spectral.scheme")
