@@ -17,6 +17,7 @@ file size (the goal: at most 1.5). A copy-on-write case whose bytes would pass
     python benchmarks/checkpoint_commits.py                        # N = 1e4 and 1e6; 10, 100, 1000 frames
     python benchmarks/checkpoint_commits.py --sizes 10000 --frames 10 100
     python benchmarks/checkpoint_commits.py --dir /scratch         # where the files go (deleted after)
+    python benchmarks/checkpoint_commits.py --checksum             # in place with Fletcher-32 checksums
 
 Run it with nothing else writing to the disk.
 """
@@ -24,6 +25,7 @@ Run it with nothing else writing to the disk.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -57,8 +59,8 @@ def frames_of(N: int, count: int, seed: int = 0):
         yield k, W, {name: float(rng.normal()) for name in OBSERVABLES}
 
 
-def in_place(path: Path, N: int, count: int) -> list[float]:
-    store = CheckpointStore.create(path, CONFIG, {}, "particles", P, frames=count, records=count)
+def in_place(path: Path, N: int, count: int, checksum: bool = False) -> list[float]:
+    store = CheckpointStore.create(path, CONFIG, {}, "particles", P, frames=count, records=count, checksum=checksum)
     times = []
     for k, W, values in frames_of(N, count):
         store.add_observables(k, 0.1 * k, values)
@@ -121,7 +123,10 @@ def main() -> None:
     parser.add_argument("--max-copy-gb", type=float, default=20.0,
                         help="skip copy-on-write cases that would write more than this (predicted)")
     parser.add_argument("--max-file-gb", type=float, default=30.0, help="skip cases whose file is larger")
+    parser.add_argument("--checksum", action="store_true",
+                        help="in place with output.checksum (HDF5 writes every preallocated chunk once at creation)")
     args = parser.parse_args()
+    ours = functools.partial(in_place, checksum=args.checksum)
     folder = Path(tempfile.mkdtemp(prefix="mfld-bench-", dir=args.dir))
     gb = 2.0**30
     print(f"p = {P}; one commit per frame; files in {folder} (free: {shutil.disk_usage(folder).free / gb:.0f} GiB)")
@@ -134,7 +139,7 @@ def main() -> None:
                 if count * frame > args.max_file_gb * gb:
                     print(f"{N:>9} {count:>6} | skipped: the file would be {count * frame / gb:.0f} GiB")
                     continue
-                rows = {"in place": measure(in_place, folder, N, count)}
+                rows = {"in place": measure(ours, folder, N, count)}
                 predicted = frame * count * (count + 1) / 2
                 if predicted <= args.max_copy_gb * gb:
                     rows["copy"] = measure(copy_on_write, folder, N, count)
