@@ -708,7 +708,7 @@ class ShardedCheckpointStore(CheckpointStore):
         self.comm, self.start, self.stop, self.total = comm, start, stop, total
         self.path = Path(path)
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
-        self._frames = frames
+        self._want = self._shard_rows()[0] + frames
         self._pending = []
         if comm.rank == 0:
             check_file(self.path)
@@ -733,14 +733,19 @@ class ShardedCheckpointStore(CheckpointStore):
         self._pending = []
         self.comm.barrier()
 
+    def _shard_rows(self) -> tuple[int, int, tuple[int, ...] | None]:
+        """This process's shard: committed rows, rows it has room for (0 without a counter), row shape."""
+        if not self.shard.exists():
+            return 0, 0, None
+        with h5py.File(self.shard, "r") as f:
+            c = counts(f["committed"], 1) if isinstance(f.get("committed"), h5py.Dataset) else None
+            rows_ = f["value"].shape[0]
+            return (c[0] if c is not None else rows_), (rows_ if c is not None else 0), f["value"].shape[1:]
+
     def _commit_shard(self, W: np.ndarray) -> int:
         """Commit ``W`` as the next row of this process's shard; the row's index."""
-        k, fits = 0, False
-        if self.shard.exists():
-            with h5py.File(self.shard, "r") as f:
-                c = counts(f["committed"], 1) if isinstance(f.get("committed"), h5py.Dataset) else None
-                k = c[0] if c is not None else f["value"].shape[0]
-                fits = c is not None and f["value"].shape[0] > k and f["value"].shape[1:] == W.shape
+        k, room, shape = self._shard_rows()
+        fits = room > k and shape == W.shape
 
         def write(f: h5py.File) -> tuple[int]:
             f["value"][k] = W
@@ -750,7 +755,7 @@ class ShardedCheckpointStore(CheckpointStore):
             commit_rows(self.shard, write, "committed")
             return k
         old = self.shard.exists()
-        cap = _capacity(self._frames, k + 1, k)
+        cap = _capacity(self._want, k + 1, room)
 
         def edit(new: h5py.File) -> None:
             rows(new, "value", cap, W.shape, W.dtype)
