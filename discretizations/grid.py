@@ -46,9 +46,7 @@ from mfld.model.backend import Array, namespace, to_host
 from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
 
-from .linear import LINEAR_SOLVERS, bernoulli, choose, fokker_planck_matrix
-
-__all__ = ["bernoulli", "fokker_planck_matrix"]  # re-exported: their home is .linear
+from .linear import LINEAR_SOLVERS
 
 
 class BoxWarning(UserWarning):
@@ -203,6 +201,7 @@ class GridDensity:
 
     kind = "grid"
     signed = False
+    scheme: Any = None  # the time scheme, set by subclasses with :meth:`_use_scheme`
 
     def __init__(
         self,
@@ -288,8 +287,16 @@ class GridDensity:
                 stacklevel=3,
             )
 
+    def _use_scheme(self, schemes: Registry, name: str, previous: npt.ArrayLike | None) -> None:
+        """Take the time scheme ``name`` of ``schemes``, continuing from ``previous`` (two-step schemes)."""
+        prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(
+            self.grid.shape)
+        self.scheme_name, self.scheme = name, schemes[name](prev)
+
     def state(self) -> FieldState:
-        return FieldState(to_host(self.density).copy(), self.step_count, self.time)
+        density = to_host(self.density).copy()
+        history = None if self.scheme is None else self.scheme.history(density)
+        return FieldState(density, self.step_count, self.time, history)
 
 
 def _mass(g: GridDensity) -> float:
@@ -393,15 +400,8 @@ class FiniteVolume(GridDensity):
         solver_tol: float = 1e-10, **kwargs: Any,
     ) -> None:
         super().__init__(functional, grid, density, tau, **kwargs)
-        prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(grid.shape)
-        self.scheme_name = scheme
-        self.scheme = GRID_SCHEMES[scheme](prev)
-        choose(linear_solver, grid.cells)  # refuse an unknown name before any work
+        self._use_scheme(GRID_SCHEMES, scheme, previous)
         self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
-
-    def state(self) -> FieldState:
-        density = to_host(self.density).copy()
-        return FieldState(density, self.step_count, self.time, self.scheme.history(density))
 
     def solve(self, V: Array, dt: float, rhs: Array) -> Array:
         """``(I - dt A(V))^{-1} rhs`` by the configured linear solver."""

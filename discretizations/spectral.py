@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from mfld.model.backend import Array, to_host
+from mfld.model.backend import Array
 from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
-from .grid import FieldState, Grid, GridDensity, OneStep, TwoStep
+from .grid import Grid, GridDensity, OneStep, TwoStep
 
 
 class SpectralScheme(Protocol):
@@ -88,9 +88,7 @@ class FourierSpectral(GridDensity):
                  scheme: str = "imex-euler", previous: npt.ArrayLike | None = None, **kwargs: Any) -> None:
         super().__init__(functional, grid, density, tau, **kwargs)
         xp = self.xp
-        prev = None if previous is None else xp.asarray(previous, dtype=self.density.dtype).reshape(grid.shape)
-        self.scheme_name = scheme
-        self.scheme = SPECTRAL_SCHEMES[scheme](prev)
+        self._use_scheme(SPECTRAL_SCHEMES, scheme, previous)
         freqs = []
         for k, (n, h) in enumerate(zip(grid.shape, grid.spacing, strict=True)):
             last = k == grid.dim - 1
@@ -119,10 +117,6 @@ class FourierSpectral(GridDensity):
         for k in range(g.dim):
             out = out + self._ik[k] * xp.fft.rfftn(m * grad[:, k].reshape(g.shape))
         return out
-
-    def state(self) -> FieldState:
-        density = to_host(self.density).copy()
-        return FieldState(density, self.step_count, self.time, self.scheme.history(density))
 
     def step(self) -> None:
         """One step of the configured IMEX scheme, of size ``tau``."""

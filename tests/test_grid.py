@@ -12,9 +12,9 @@ from mfld.discretizations.grid import (
     FiniteVolume,
     Grid,
     check_box,
-    fokker_planck_matrix,
     gaussian_density,
 )
+from mfld.discretizations.linear import fokker_planck_matrix
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
 from mfld.model.datasets import make_dataset
