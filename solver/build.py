@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .commit import check_room
 from .config import Config, get, to_toml
-from .lock import FileLockedError, WriterLock
+from .lock import FileLockedError, WriterLock, writer_path
 from .observers import Checkpoints, Progress, SolverRestarts
 
 log = logging.getLogger("mfld")
@@ -296,7 +296,7 @@ def _store(path: Path, comm: Communicator, system: System, create: tuple | None,
     if comm.size == 1 and not (create is None and is_sharded(path)):
         return CheckpointStore.create(path, *create, *plan) if create else CheckpointStore(path, *plan)
     if comm.rank == 0 and create:
-        CheckpointStore.create(path, *create)
+        CheckpointStore.create(path, *create).write_metadata()
     comm.barrier()
     assert isinstance(system, Particles)
     start = system.offset
@@ -327,8 +327,9 @@ def _run(system: System, steps: int, observers: list[loop.Observer], threads: in
 
 
 @contextlib.contextmanager
-def _writing(path: Path, comm: Communicator) -> Iterator[None]:
-    """Hold the file's writer lock (rank 0 takes it for the job) for the run's whole life."""
+def _writing(path: Path, comm: Communicator) -> Iterator[Path]:
+    """Hold the file's writer lock (rank 0 takes it for the job) for the run's whole life; yields the file
+    to write: ``path`` with its symbolic links resolved, so that a link is written through, not replaced."""
     lock, error = WriterLock(path), None
     if comm.rank == 0:
         try:
@@ -339,7 +340,7 @@ def _writing(path: Path, comm: Communicator) -> Iterator[None]:
     if error:
         raise FileLockedError(error)
     try:
-        yield
+        yield writer_path(path)
     finally:
         if comm.rank == 0:
             lock.__exit__(None, None, None)
@@ -366,8 +367,8 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     problem = build_problem(config, data)
     check_inputs(config, problem)
     comm = world()
-    with _writing(path, comm):
-        exists = comm.bcast(path.exists() if comm.rank == 0 else None)
+    with _writing(path, comm) as target:
+        exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
             raise FileExistsError(
                 f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass "
@@ -379,9 +380,10 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
         steps = config["time"]["steps"]
         plan = planned_rows(config, 0, steps, resuming=False)
         if comm.rank == 0:  # the file gets room for every planned frame at step 0: refuse now what cannot fit
-            check_room(path, plan[0] * frame_bytes(system.state()) * comm.size)
-        store = _store(path, comm, system, create, plan)
-        store.commit(system.state())  # frame 0 before any work: a file that exists can always be resumed
+            check_room(target, plan[0] * frame_bytes(system.state()) * comm.size)
+        store = _store(target, comm, system, create, plan)
+        # The file is written whole at the first commit, frame 0 with its record, before any step: a kill
+        # before then leaves no file, one after it a file that resumes with the record of step 0.
         observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
         _run(system, steps, observers, blas_threads(config, comm.size))
     return path
@@ -393,8 +395,8 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
     ``trust`` admits a feature map that the file names by import path (code the file would choose).
     """
     comm = world()
-    with _writing(Path(path), comm):
-        _resume(Path(path), steps, trust, comm)
+    with _writing(Path(path), comm) as target:
+        _resume(target, steps, trust, comm)
     return Path(path)
 
 
@@ -425,7 +427,8 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
     path = Path(path if path is not None else config["output"]["path"])
     check_output(path)
     with WriterLock(path):
-        if path.exists() and not overwrite:
+        target = writer_path(path)
+        if target.exists() and not overwrite:
             raise FileExistsError(f"{str(path)!r} exists; choose another --out or pass --overwrite")
         data = generate_data(config)
         config = with_data_sizes(config, data)
@@ -433,7 +436,7 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
         functional = build_functional(config, problem)
         grid = build_grid(config, functional)
         result = stationary(config, functional, grid, verbose=True)
-        store = CheckpointStore.create(path, to_toml(config), data, "stationary", functional.dim, grid,
+        store = CheckpointStore.create(target, to_toml(config), data, "stationary", functional.dim, grid,
                                        config["output"]["author"], config["output"]["checksum"])
         for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"],
                                             strict=True)):

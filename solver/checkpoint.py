@@ -51,7 +51,7 @@ from mfld.discretizations.particles import ParticleState
 from mfld.model.distributed import Communicator
 
 from .commit import CheckpointError, commit_rows, counter, counts, replace, rows
-from .config import Config, from_toml
+from .config import FIRST_VERSION, Config, from_toml
 from .provenance import provenance
 
 H5MD_VERSION = (1, 1)
@@ -213,27 +213,33 @@ def _capacity(want: int, need: int, old: int) -> int:
     return max(want, need, 2 * old if need > old else old)
 
 
-def _rebuild(old: h5py.File, new: h5py.File, frame: dict[str, np.ndarray], names: set[str],
-             need: tuple[int, int], want: tuple[int, int]) -> None:
-    """Copy ``old`` into ``new`` with room for ``need`` (at least ``want``) frames and records, and
-    elements for ``frame`` and the observables ``names``; the committed rows are copied."""
-    k, r = _counts(old)
-    checksum = _checksums(old)
+def _copy_metadata(old: h5py.File, new: h5py.File) -> None:
+    """Everything of ``old`` but its time series: H5MD metadata, parameters and data, the box or the grid."""
     old.copy(old["h5md"], new)
     params = new.create_group("parameters")
     params.attrs.update(old["parameters"].attrs)
     for name, obj in old["parameters"].items():
         if name != "committed":
             old.copy(obj, params)
-    counter(params, "committed", (k, r))
+    counter(params, "committed", _counts(old))
+    new.create_group("observables")
     if f"{_PARTICLES}/box" in old:
         old.copy(old[f"{_PARTICLES}/box"], new.create_group(_PARTICLES))
     if _FIELDS in old:
         new.create_group(_FIELDS).attrs.update(old[_FIELDS].attrs)
-    cap_frames = _capacity(want[0], need[0], max([old[p]["value"].shape[0] for p in _FRAME_ELEMENTS if p in old],
-                                                  default=0))
+
+
+def _lay_out(old: h5py.File | None, new: h5py.File, frame: dict[str, np.ndarray], names: set[str],
+             need: tuple[int, int], want: tuple[int, int]) -> None:
+    """Give ``new`` (its metadata in place) the time series of ``old`` (None: a new file) with room for ``need``
+    (at least ``want``) frames and records, and elements for ``frame`` and the observables ``names``; the
+    committed rows of ``old`` are copied."""
+    k, r = _counts(old) if old is not None else (0, 0)
+    checksum = _checksums(new)
+    sources = {p: old[p] for p in _FRAME_ELEMENTS if old is not None and p in old}
+    cap_frames = _capacity(want[0], need[0], max([e["value"].shape[0] for e in sources.values()], default=0))
     for path in _FRAME_ELEMENTS:
-        src = old.get(path)
+        src = sources.get(path)
         if src is None and path not in frame:
             continue
         if path in frame:
@@ -251,12 +257,12 @@ def _rebuild(old: h5py.File, new: h5py.File, frame: dict[str, np.ndarray], names
             el = _density_element(new[group], name, cap_frames, template.shape, dtype)
         else:  # the noise state is sampled with the positions: it shares their step and time (H5MD allows it)
             clock = new.get(f"{_PARTICLES}/position") if name == "rng_state" else None
-            el = _slot_element(new[group], name, cap_frames, template.shape, dtype, clock=clock)
+            el = _slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
         for i in range(k):  # one frame at a time: memory stays one frame
             el["step"][i], el["time"][i] = (src["step"][i], src["time"][i]) if src is not None else (-1, np.nan)
             el["value"][i] = src["value"][i] if src is not None else _blank(el["value"])
-    obs = new.create_group("observables")
-    old_obs = {n: e for n, e in old["observables"].items()}
+    obs = new["observables"]
+    old_obs = dict(old["observables"].items()) if old is not None else {}
     cap_records = _capacity(want[1], need[1], max([e["value"].shape[0] for e in old_obs.values()], default=0))
     clock = None  # every record has every observable: one step and one time for all (hard links)
     for name in sorted(set(old_obs) | names):
@@ -305,14 +311,18 @@ class CheckpointStore:
             k, r = _counts(f)
         self._want = (k + frames, r + records)
         self._pending: list[Record] = []
+        self._new: tuple[Callable[[h5py.File], None], int] | None = None
 
     @classmethod
     def create(
         cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
         grid: Grid | None = None, author: str = "", checksum: bool = False, frames: int = 0, records: int = 0,
     ) -> CheckpointStore:
-        """Write a new file with metadata, configuration and data, and no frames yet.
+        """The store of a new file with metadata, configuration and data.
 
+        Nothing is written until the first :meth:`commit`, which writes the whole file at once with
+        its first frame and the observables buffered before it (one whole-file write before the
+        in-place commits start; :meth:`write_metadata` writes it without a frame).
         ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``;
         ``author`` defaults to the login name; ``frames`` and ``records`` as for the constructor.
         """
@@ -350,9 +360,17 @@ class CheckpointStore:
                 fields.attrs["upper"] = np.asarray(grid.upper, dtype=np.float64)
                 fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace(path, edit, size=sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
-        return cls(path, frames, records)
+        store = cls.__new__(cls)
+        store.path, store._want, store._pending = path, (frames, records), []
+        store._new = (edit, sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
+        return store
+
+    def write_metadata(self) -> None:
+        """Write a new store's file now, without frames (a sharded run's master, which the shards name)."""
+        if self._new is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            replace(self.path, self._new[0], size=self._new[1])
+            self._new = None
 
     def add_observables(self, step: int, time: float, values: dict[str, float]) -> None:
         """Buffer one record of observables; it reaches the file at the next commit."""
@@ -362,6 +380,8 @@ class CheckpointStore:
         return bool(self._pending)
 
     def has_frames(self) -> bool:
+        if self._new is not None:
+            return False
         with h5py.File(self.path, "r") as f:
             return _counts(f)[0] > 0
 
@@ -379,23 +399,35 @@ class CheckpointStore:
         def write(f: h5py.File) -> tuple[int, int]:
             return _write_rows(f, frame, step, time, records)
 
-        with h5py.File(self.path, "r") as f:
-            fits = _fits(f, frame, records)
-            k, r = _counts(f)
+        if self._new is None:
+            with h5py.File(self.path, "r") as f:
+                fits = _fits(f, frame, records)
+                k, r = _counts(f)
+        else:
+            fits, (k, r) = False, (0, 0)
         if fits:
             commit_rows(self.path, write, _COUNT)
         else:
             need = (k + bool(frame), r + len(records))
             names = {name for _, _, values in records for name in values}
+            new_file = self._new
 
             def edit(new: h5py.File) -> None:
-                with h5py.File(self.path, "r") as old:
-                    _rebuild(old, new, frame, names, need, self._want)
+                if new_file is not None:
+                    new_file[0](new)
+                    _lay_out(None, new, frame, names, need, self._want)
+                else:
+                    with h5py.File(self.path, "r") as old:
+                        _copy_metadata(old, new)
+                        _lay_out(old, new, frame, names, need, self._want)
                 new[_COUNT][:2] = write(new)
 
             rows_ = (max(self._want[0], need[0]), max(self._want[1], need[1]))
-            size = sum(v.nbytes for v in frame.values()) * rows_[0] + 24 * rows_[1] + self.path.stat().st_size
+            before = new_file[1] if new_file is not None else self.path.stat().st_size
+            size = sum(v.nbytes for v in frame.values()) * rows_[0] + 24 * rows_[1] + before
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             replace(self.path, edit, size=size)
+            self._new = None
         self._pending = []
 
 def _write_observables(f: h5py.File, pending: list[Record]) -> None:
@@ -583,8 +615,10 @@ class CheckpointReader:
 
     def _read(self, f: h5py.File) -> None:
         self.config_text = str(f["parameters"].attrs["config"])
+        prov = f["parameters"].get("provenance")
+        self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
         try:
-            self.config = from_toml(self.config_text)
+            self.config = from_toml(self.config_text, written_by=self.provenance.get("mfld", FIRST_VERSION))
         except ValueError as e:
             raise CheckpointError(f"{str(self.path)!r} holds an invalid configuration: {e}") from None
         self.kind = str(f["parameters"].attrs["mfld_kind"])
@@ -592,8 +626,6 @@ class CheckpointReader:
             raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
         self.data = {k: v[()] for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
         self.has_density = _FIELDS in f
-        prov = f["parameters"].get("provenance")
-        self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
         missing = _missing_shards(self.path, f)
         if missing:
             raise CheckpointError(
@@ -710,6 +742,7 @@ class ShardedCheckpointStore(CheckpointStore):
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
         self._want = self._shard_rows()[0] + frames
         self._pending = []
+        self._new = None
         if comm.rank == 0:
             check_file(self.path)
 

@@ -103,6 +103,8 @@ def replace(path: Path, edit: Callable[[h5py.File], None], size: int, copy: bool
     tmp = path.with_name(path.name + ".partial")
     check_room(path, size + (path.stat().st_size if copy else 0) + _MARGIN)
     try:
+        # Whatever sits at the temporary name goes first: a link planted there is removed, not followed.
+        tmp.unlink(missing_ok=True)
         if copy:
             shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") if copy else open_new(tmp) as f:

@@ -8,6 +8,8 @@ dotted key.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -310,13 +312,48 @@ def to_toml(config: Config) -> str:
     return tomli_w.dumps(config)
 
 
-def from_toml(text: str) -> Config:
+# Keys that a file of an earlier mfld may lack: key -> the first version that writes it into every file.
+# A stored configuration lacking one of these, written before that version, takes the key's default; one
+# lacking any other key (or one of these from that version on) was edited or damaged, and is refused:
+# today's default is not the value the run used. Add every new key here with the version that adds it.
+KEY_SINCE: dict[str, str] = {key: "0.2.0.dev1" for key in (
+    "threads", "data.source", "data.test_source", "data.x_columns", "data.y_columns", "particles.init",
+    "particles.init_sd", "particles.solve", "particles.solve_tol", "particles.pcg_refresh", "grid.linear_solver",
+    "grid.solver_tol", "spectral.scheme", "output.checksum")}
+FIRST_VERSION = "0.1.0"  # files without provenance (mfld 0.1 and the first 0.2 development builds)
+
+
+def version_order(version: str) -> tuple[float, ...]:
+    """``"0.2.0.dev1"`` as ``(0, 2, 0, 1)`` and a release as ``(..., inf)``, for comparison; unknown: newest."""
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.?dev(\d+))?(?:[+.].*)?", version.strip())
+    if m is None:
+        return (math.inf,)
+    dev = math.inf if m[4] is None else int(m[4])
+    return (int(m[1]), int(m[2]), int(m[3] or 0), dev)
+
+
+def missing_keys(stored: Mapping[str, Any], written_by: str) -> list[str]:
+    """The keys that a configuration stored by mfld ``written_by`` should hold and does not."""
+    flat, made = _flatten(stored), version_order(written_by)
+    return sorted(k for k in SCHEMA if k not in flat and (k not in KEY_SINCE or version_order(KEY_SINCE[k]) <= made))
+
+
+def from_toml(text: str, written_by: str | None = None) -> Config:
     """Parse and validate a configuration stored as TOML text.
 
-    Keys added to mfld after the text was written take their defaults, so files
-    of earlier versions still load; unknown keys are still refused.
+    Keys added to mfld after the text was written take their defaults, so files of earlier
+    versions still load; unknown keys are refused, and so, with ``written_by`` (the version of
+    mfld that stored the text), is a text lacking keys that version wrote (:data:`KEY_SINCE`).
     """
     stored = tomllib.loads(text)
+    if written_by is not None:
+        missing = missing_keys(stored, written_by)
+        if missing:
+            raise ConfigError(
+                f"the stored configuration lacks {', '.join(missing)}, which mfld {written_by} wrote into every "
+                "file: it was edited or damaged, and today's defaults are not what the run used; restore the keys "
+                "(or start the run again)"
+            )
     config = tomllib.loads(default_text())
     for key, value in _flatten(stored).items():
         _check_known(key)

@@ -125,7 +125,7 @@ def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path, moment):
         kept = [0, 10]
     else:  # steps 0, 10, 20 planned; a resume for 20 more needs 5 frames: a new file, killed before it replaces
         build.start(small_config("time.steps=20"), path)
-        script = _die_in("_rebuild", 4) + f"build.resume({str(path)!r}, steps=20)"
+        script = _die_in("_lay_out", 4) + f"build.resume({str(path)!r}, steps=20)"
         kept = [0, 10, 20]
     before = path.read_bytes() if path.exists() else None
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

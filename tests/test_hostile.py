@@ -167,8 +167,9 @@ def test_sigterm_ends_a_run_with_a_final_frame_that_resumes_exactly(tmp_path):
     np.testing.assert_array_equal(load(path).points, load(lone).points)
 
 
-def test_a_run_killed_before_its_first_step_resumes(tmp_path):
-    """SIGKILL during the first measurement: frame 0 was already written, so `resume` continues it."""
+def test_a_run_killed_before_its_first_frame_leaves_no_file_and_runs_again(tmp_path):
+    """SIGKILL during the first measurement: the file is written whole with frame 0 and its record, so
+    nothing is there yet, and the same command simply runs (no --overwrite, no half-made file)."""
     path = tmp_path / "k.h5"
     script = textwrap.dedent(f"""
         import os, signal
@@ -179,9 +180,8 @@ def test_a_run_killed_before_its_first_step_resumes(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
-    assert CheckpointReader(path).steps.tolist() == [0]
-    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2  # it says: resume
-    build.resume(path)
+    assert not path.exists() and not (tmp_path / "k.h5.partial").exists()  # the lock file may stay: unlocked
+    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 0
     lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
     np.testing.assert_array_equal(load(path).points, load(lone).points)
 

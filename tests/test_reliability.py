@@ -1,0 +1,205 @@
+"""Reliability round 3: the writer lock and links, resumes that would change the model, the first interval."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.solver import build, checkpoint
+from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
+from mfld.solver.cli import main
+from mfld.solver.config import ConfigError, from_toml, load_config, to_toml
+from mfld.solver.lock import FileLockedError, WriterLock
+
+SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
+         "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+         "model.lam=0.05"]
+
+
+def small(*extra: str) -> dict:
+    return load_config(None, SMALL + list(extra))
+
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"a file that is not mfld's\n" * 10)
+    return victim
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hard link", "dangling symlink"])
+def test_a_link_planted_at_the_lock_path_is_refused_and_its_target_untouched(tmp_path, plant):
+    path, victim = tmp_path / "k.h5", _victim(tmp_path)
+    before = victim.read_bytes()
+    lock = tmp_path / "k.h5.lock"
+    elsewhere = tmp_path / "elsewhere" / "created.txt"
+    if plant == "symlink":
+        lock.symlink_to(victim)
+    elif plant == "hard link":
+        os.link(victim, lock)
+    else:
+        elsewhere.parent.mkdir()
+        lock.symlink_to(elsewhere)
+    with pytest.raises(FileLockedError, match="k.h5.lock' (is a symbolic link|has 2 names)"):
+        build.start(small(), path)
+    assert victim.read_bytes() == before and not elsewhere.exists() and not path.exists()
+    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2
+
+
+def _slow(path, steps: int = 40) -> subprocess.Popen:
+    """`build.start` in another process that says "started" on stdout after its first step, then waits for stdin."""
+    script = textwrap.dedent(f"""
+        import sys
+        from mfld.solver import build
+        from mfld.solver.config import load_config
+        original = build._observers
+        class Wait:
+            def start(self, system): pass
+            def observe(self, system):
+                if system.step_count == 1:
+                    print("started", flush=True)
+                    sys.stdin.readline()
+            def finish(self, system, interrupted): pass
+        build._observers = lambda *a, **k: [*original(*a, **k), Wait()]
+        build.start(load_config(None, {SMALL + [f"time.steps={steps}"]!r}), {str(path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started", proc.communicate()
+    return proc
+
+
+def test_two_names_of_one_file_exclude_each_other(tmp_path):
+    real = tmp_path / "real.h5"
+    alias = tmp_path / "alias.h5"
+    alias.symlink_to(real)
+    proc = _slow(real)
+    try:
+        with pytest.raises(FileLockedError, match=f"is being written by mfld pid {proc.pid}"):
+            build.resume(alias, steps=5)
+        with pytest.raises(FileLockedError, match="is being written by"):
+            build.start(small(), alias, overwrite=True)
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    steps = CheckpointReader(real).steps.tolist()
+    assert steps == [0, 10, 20, 30, 40]  # one writer: no frame twice
+    hard = tmp_path / "hard.h5"
+    os.link(real, hard)
+    for name in (real, hard):  # a file with two names is refused by either: the other writer would share its rows
+        with pytest.raises(FileLockedError, match="has 2 names"):
+            build.resume(name, steps=5)
+    assert CheckpointReader(real).steps.tolist() == steps
+
+
+def test_a_run_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path):
+    real, alias = tmp_path / "real.h5", tmp_path / "alias.h5"
+    alias.symlink_to(real)
+    build.start(small("time.steps=20"), alias)
+    build.resume(alias, steps=20)
+    assert alias.is_symlink() and CheckpointReader(real).steps.tolist() == [0, 10, 20, 30, 40]
+
+
+def test_a_link_at_the_temporary_name_is_removed_not_followed(tmp_path):
+    path, victim = tmp_path / "k.h5", _victim(tmp_path)
+    before = victim.read_bytes()
+    (tmp_path / "k.h5.partial").symlink_to(victim)
+    build.start(small("time.steps=10"), path)
+    assert victim.read_bytes() == before and CheckpointReader(path).steps.tolist() == [0, 10]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_lock_path_that_is_not_a_file_is_one_line(tmp_path, kind, capsys):
+    path = tmp_path / "k.h5"
+    lock = tmp_path / "k.h5.lock"
+    lock.mkdir() if kind == "directory" else os.mkfifo(lock)
+    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "k.h5.lock" in err, err
+    with pytest.raises(FileLockedError):
+        with WriterLock(path):
+            pass
+
+
+def _drop_key(path, table: str, key: str | None) -> None:
+    with h5py.File(path, "r+") as f:
+        config = from_toml(f["parameters"].attrs["config"])
+        if key is None:
+            del config[table]
+        else:
+            del config[table][key]
+        f["parameters"].attrs["config"] = to_toml(config)
+
+
+@pytest.mark.parametrize(("table", "key"), [("model", "lam"), ("model", None), ("time", "eta")])
+def test_a_stored_configuration_missing_keys_its_writer_had_is_refused(tmp_path, table, key):
+    path = build.start(small("model.lam=0.01", "time.steps=10"), tmp_path / "k.h5")
+    _drop_key(path, table, key)
+    name = f"{table}.{key}" if key else f"{table}.lam"
+    with pytest.raises(CheckpointError, match=rf"lacks .*{name}.*which mfld .* wrote into every file"):
+        build.resume(path, steps=5)
+    with h5py.File(path, "r") as f:
+        assert f["parameters/committed"][0] == 2
+
+
+def test_keys_newer_than_the_writer_take_their_defaults_and_older_ones_do_not(tmp_path):
+    path = build.start(small("time.steps=10"), tmp_path / "old.h5")
+    _drop_key(path, "particles", "solve")  # added in 0.2: a file of 0.1 has no such key
+    with h5py.File(path, "r+") as f:
+        f["parameters/provenance"].attrs["mfld"] = "0.1.0"
+    assert CheckpointReader(path).config["particles"]["solve"] == "auto"
+    with h5py.File(path, "r+") as f:
+        del f["parameters/provenance"]  # no provenance: 0.1 or an early 0.2 build, which had model.lam
+    _drop_key(path, "model", "lam")
+    with pytest.raises(CheckpointError, match="model.lam"):
+        CheckpointReader(path)
+    with pytest.raises(ConfigError, match="particles.solve"):
+        from_toml("[model]\nlam = 0.1\n", written_by="0.2.0.dev1")
+
+
+def test_a_kill_in_the_first_interval_keeps_the_record_of_step_0(tmp_path):
+    path = tmp_path / "k.h5"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from mfld.solver import build
+        from mfld.solver.config import load_config
+        original = build._observers
+        class Die:
+            def start(self, system): pass
+            def observe(self, system):
+                if system.step_count == 7:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            def finish(self, system, interrupted): pass
+        build._observers = lambda *a, **k: [*original(*a, **k), Die()]
+        build.start(load_config(None, {SMALL!r}), {str(path)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert CheckpointReader(path).observables()["objective"]["step"].tolist() == [0]
+    build.resume(path)
+    lone = build.start(small(), tmp_path / "lone.h5")
+    a, b = CheckpointReader(path).observables(), CheckpointReader(lone).observables()
+    assert a["objective"]["step"].tolist() == list(range(0, 41, 5))
+    for name in b:
+        np.testing.assert_array_equal(a[name]["value"], b[name]["value"])
+    np.testing.assert_array_equal(load(path).points, load(lone).points)
+
+
+def test_a_planned_run_writes_its_file_whole_once(tmp_path, monkeypatch):
+    calls = []
+    original = checkpoint.replace
+    monkeypatch.setattr(checkpoint, "replace", lambda path, *a, **k: (calls.append(path), original(path, *a, **k)))
+    for kind in ("particles", "grid"):
+        calls.clear()
+        extra = ["discretization=grid", "data.d=1", 'data.target="single-index"', "model.feature=tanh",
+                 "grid.cells=24", "grid.gap=false", "model.lam_w=1.0", "model.lam_a=1.0"]
+        path = build.start(small(*(extra if kind == "grid" else [])), tmp_path / f"{kind}.h5")
+        assert calls == [path], kind  # frame 0 and its record together, then every commit in place
+        assert CheckpointReader(path).steps.tolist() == [0, 10, 20, 30, 40]
