@@ -241,7 +241,16 @@ class GridDensity:
 
     def fit_of(self, m: Array) -> Fit:
         """The functional's fit of the density ``m`` on this grid."""
-        return self.functional.fit(self.points, m.ravel() * self.grid.cell_volume, self.features, signed=self.signed)
+        try:
+            return self.functional.fit(self.points, m.ravel() * self.grid.cell_volume, self.features,
+                                       signed=self.signed)
+        except np.linalg.LinAlgError:
+            # A signed density (spectral) far from any measure makes S_m + n lam_a_bar I indefinite: the step
+            # that produced it was unstable, which only the step size can fix.
+            raise FloatingPointError(
+                f"the density at step {self.step_count} is far from a measure (its kernel system is not positive "
+                f"definite): the step is unstable at time.eta = {self.tau:g}; reduce time.eta"
+            ) from None
 
     def potential(self) -> Array:
         """``V_m`` at the cell centres, in the grid's shape."""

@@ -98,16 +98,28 @@ _BIT_GENERATORS = {
 
 
 def noise_from_state(text: str) -> KeyedNoise | SequentialNoise:
-    """Rebuild a noise source from its saved ``state()``."""
-    st = json.loads(text)
+    """Rebuild a noise source from its saved ``state()``; any other text is refused with one line."""
+    bad = "the saved noise state (/particles/mu/rng_state) is not one mfld writes"
+    try:
+        st = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        raise ValueError(f"{bad}: it is not JSON") from None
+    if not isinstance(st, dict):
+        raise ValueError(f"{bad}: a JSON {type(st).__name__}, not an object")
     if st.get("stream") == "keyed-philox":
-        if st["block"] != BLOCK:
-            raise ValueError(f"the checkpoint's noise blocks have {st['block']} rows, this mfld uses {BLOCK}")
-        return KeyedNoise(st["seed"])
-    inner = st["state"] if st.get("stream") == "sequential" else st
-    name = inner.get("bit_generator")
+        seed, block = st.get("seed"), st.get("block")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, block)):
+            raise ValueError(f"{bad}: the keyed stream needs integer 'seed' and 'block', got {seed!r} and {block!r}")
+        if block != BLOCK:
+            raise ValueError(f"the checkpoint's noise blocks have {block} rows, this mfld uses {BLOCK}")
+        return KeyedNoise(seed)
+    inner = st.get("state") if st.get("stream") == "sequential" else st
+    name = inner.get("bit_generator") if isinstance(inner, dict) else None
     if name not in _BIT_GENERATORS:
         raise ValueError(f"unknown noise generator {name!r} in a saved state; known: {sorted(_BIT_GENERATORS)}")
     bitgen = _BIT_GENERATORS[name]()
-    bitgen.state = inner
+    try:
+        bitgen.state = inner
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{bad}: the {name} state is malformed ({type(e).__name__}: {e})") from None
     return SequentialNoise(np.random.Generator(bitgen))

@@ -13,6 +13,7 @@ labels carry noise ``eps ~ Unif[-sigma, sigma]``; test labels are the clean
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,26 +104,96 @@ def make_dataset(
     return Dataset(X, Y[:, None], X_test, f(X_test)[:, None], relevant)
 
 
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    """The real-valued arrays of an ``.npz`` archive, refused with one line for anything else."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"data file {str(path)!r} is not a readable .npz archive (empty, truncated or another "
+                         f"format: {type(e).__name__}); write it with numpy.savez(path, X=..., Y=...)") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"data file {str(path)!r} is a single .npy array, not an .npz archive; write it with "
+                         "numpy.savez(path, X=..., Y=...)")
+    out = {}
+    with z:
+        for name in z.files:
+            try:
+                a = z[name]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"data file {str(path)!r}: array {name!r} cannot be read ({type(e).__name__}: "
+                                 f"{e}); the archive is damaged or holds objects") from None
+            if a.dtype.kind not in "iuf":
+                what = {"c": "complex", "M": "datetime", "m": "timedelta", "V": "structured", "b": "boolean",
+                        "U": "text", "S": "bytes", "O": "object"}.get(a.dtype.kind, str(a.dtype))
+                raise ValueError(f"data file {str(path)!r}: array {name!r} is {what} ({a.dtype}); inputs and "
+                                 "targets must be real numbers (integers or floats)")
+            out[name] = a.astype(float)
+    return out
+
+
+def _csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """Header and rows of a UTF-8 CSV file, each malformed file refused with one line naming it."""
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise ValueError(f"CSV file {str(path)!r} holds binary data (NUL bytes), not text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"CSV file {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"CSV file {str(path)!r} is empty; it needs a header row and data rows")
+    header = [h.strip() for h in lines[0].split(",")]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"CSV file {str(path)!r}: the header names {repeated} more than once; each column needs "
+                         "its own name")
+    if "" in header:
+        raise ValueError(f"CSV file {str(path)!r}: column {header.index('') + 1} of the header has no name")
+    if len(lines) == 1:
+        raise ValueError(f"CSV file {str(path)!r} has a header and no data rows")
+    table = np.empty((len(lines) - 1, len(header)))
+    for i, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        if len(fields) != len(header):
+            raise ValueError(f"CSV file {str(path)!r}, line {i}: {len(fields)} fields, the header has {len(header)}")
+        for j, field in enumerate(fields):
+            try:
+                table[i - 2, j] = float(field)
+            except ValueError:
+                raise ValueError(f"CSV file {str(path)!r}, line {i}, column {header[j]!r}: {field.strip()!r} is not "
+                                 "a number") from None
+    return header, table
+
+
 def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets of an ``.npz`` file (arrays ``X``, ``Y``) or of a CSV file with a header row."""
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("X", "Y") if k not in z.files]
-            if missing:
-                raise ValueError(f"data file {str(path)!r} lacks the arrays {missing}; it holds {z.files}")
-            return np.asarray(z["X"], dtype=float), np.asarray(z["Y"], dtype=float)
+        arrays = _npz(path)
+        missing = [k for k in ("X", "Y") if k not in arrays]
+        if missing:
+            raise ValueError(f"data file {str(path)!r} lacks the arrays {missing}; it holds {sorted(arrays)}")
+        if arrays["X"].ndim != 2 or arrays["Y"].ndim not in (1, 2):
+            raise ValueError(f"data file {str(path)!r}: X must be n x d and Y n or n x T, got shapes "
+                             f"{arrays['X'].shape} and {arrays['Y'].shape}")
+        return arrays["X"], arrays["Y"]
     if path.suffix != ".csv":
         raise ValueError(f"data.source must be a .npz or .csv file, got {str(path)!r}")
-    with open(path, encoding="utf-8") as f:
-        header = [h.strip() for h in f.readline().strip().split(",")]
+    for key, names in (("data.x_columns", x_columns), ("data.y_columns", y_columns)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"{key} names a column more than once: {names}")
+    both = sorted(set(x_columns) & set(y_columns))
+    if both:
+        raise ValueError(f"columns {both} are in both data.x_columns and data.y_columns; a column is an input or a "
+                         "target")
+    header, table = _csv(path)
     missing = [c for c in y_columns + x_columns if c not in header]
     if missing:
         raise ValueError(f"CSV file {str(path)!r} has no columns {missing}; its columns are {header} "
                          "(set data.x_columns and data.y_columns)")
     xs = x_columns or [c for c in header if c not in y_columns]
-    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if table.shape[1] != len(header):
-        raise ValueError(f"CSV file {str(path)!r}: rows have {table.shape[1]} fields, the header {len(header)}")
+    if not xs:
+        raise ValueError(f"CSV file {str(path)!r} has no input column: its columns {header} are all targets")
     return table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]]
 
 
@@ -140,11 +211,11 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
     X, Y = _read_table(path, list(x_columns or []), y_columns)
     X_test = Y_test = None
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if ("X_test" in z.files) != ("Y_test" in z.files):
-                raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
-            if "X_test" in z.files:
-                X_test, Y_test = np.asarray(z["X_test"], dtype=float), np.asarray(z["Y_test"], dtype=float)
+        arrays = _npz(path)
+        if ("X_test" in arrays) != ("Y_test" in arrays):
+            raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
+        if "X_test" in arrays:
+            X_test, Y_test = arrays["X_test"], arrays["Y_test"]
     if test_source:
         tpath = Path(test_source)
         if not tpath.is_file():

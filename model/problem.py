@@ -17,6 +17,10 @@ import numpy.typing as npt
 from .backend import Array, namespace, to_host
 from .features import FeatureMap, get_feature_map
 
+# Inputs and targets enter products of two or three of themselves (u.x, the Gram matrix, Y^T S Y):
+# beyond 1e100 these overflow float64 (max ~1.8e308), so larger data cannot be a mistake worth running.
+DATA_LIMIT = 1e100
+
 
 def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
     if a.ndim not in ndim_ok:
@@ -25,6 +29,10 @@ def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
     if not bool(xp.all(xp.isfinite(a))):
         bad = int(to_host(xp.sum(~xp.isfinite(a))))
         raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the data before building a Problem")
+    if a.size and float(to_host(xp.max(xp.abs(a)))) > DATA_LIMIT:
+        raise ValueError(f"{name} has entries of magnitude up to {float(to_host(xp.max(xp.abs(a)))):.3g}, above "
+                         f"{DATA_LIMIT:g}: their products overflow float64 (the features and the Gram matrix); "
+                         "rescale the data")
     return a
 
 

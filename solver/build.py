@@ -43,7 +43,7 @@ from .checkpoint import (
     frame_bytes,
     is_sharded,
 )
-from .commit import check_room
+from .commit import available_memory, check_room
 from .config import Config, get, to_toml
 from .lock import FileLockedError, WriterLock, writer_path
 from .observers import Checkpoints, Progress, SolverRestarts
@@ -195,32 +195,23 @@ def build_system(
                     edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
 
 
-def available_memory() -> int:
-    """Bytes of memory available to this process now (Linux's MemAvailable; total memory elsewhere)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def memory_estimate(config: Config) -> dict[str, int]:
     """Bytes the largest arrays of a run will take, by the configuration key that sizes them (float64).
 
     Data: X and X_test. Particles: positions and their step temporaries (six N x p arrays), the
-    features of one chunk (bounded by particles.memory_budget_mb), the dual system (n x n, or
-    N x N when N < n; a few copies). Densities: the features of every cell (n per cell, twice),
-    the sparse operator and the stationary solver's history (a dozen arrays of the cells).
+    features (n x N): in chunks bounded by particles.memory_budget_mb when the n x n system is
+    solved, whole (Z, h, h', and the weighted copies: five arrays) when N < n and the N x N one is;
+    the dual system (a few copies); the test predictions (n_test x N, in chunks). Densities: the
+    features of every cell (n per cell, twice), the sparse operator and the stationary solver's
+    history (a dozen arrays of the cells).
     """
     c, item = config["data"], 8
     n, d, n_test = c["n"], c["d"], c["n_test"]
     m = config["model"]
     # w = (u, b) with a bias (the shipped maps' "_bias"; d for others), and the classical objective's a.
     p = d + m["feature"].endswith("_bias") + (m["objective"] == "classical")
-    out = {"data.n": item * (n + n_test) * d}
+    budget = config["particles"]["memory_budget_mb"] * 2**20
+    out = {"data.n": item * n * d, "data.n_test": item * n_test * d}
     if DISCRETIZATIONS[config["discretization"]].density:
         cells = config["grid"]["cells"]
         if p <= 3:  # above, build_grid refuses the dimension itself, with a better message
@@ -228,9 +219,14 @@ def memory_estimate(config: Config) -> dict[str, int]:
             out["grid.cells"] = item * size * (2 * n + 12 + 6 * 3)
     else:
         N = config["particles"]["N"]
-        side = n if N >= n else N
-        out["particles.N"] = item * 6 * N * p + min(config["particles"]["memory_budget_mb"] * 2**20, item * 3 * n * N)
-        out["data.n" if side == n else "particles.N"] += item * 4 * side * side
+        out["particles.N"] = item * 6 * N * p
+        out["data.n_test"] += min(budget, item * 3 * n_test * N)
+        if N >= n:
+            out["particles.N"] += min(budget, item * 3 * n * N)
+            out["data.n"] += item * 4 * n * n
+        else:
+            out["data.n"] += item * 5 * n * N
+            out["particles.N"] += item * 4 * N * N
     return out
 
 
@@ -408,6 +404,12 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
             "start the dynamics with `mfld run CONFIG`"
         )
     config = reader.config
+    check_memory(config)  # the sizes the file declares, before reading its frame
+    if comm.size > 1 and not is_sharded(path):  # every rank reads this and stops alike: no rank waits in a collective
+        raise CheckpointError(
+            f"{str(path)!r} was written by one process; resume it with one process (`mfld resume {path}` without "
+            "mpiexec), or start the run again under mpiexec to have it sharded"
+        )
     rows = slice(*shard(config["particles"]["N"], comm.rank, comm.size)) if comm.size > 1 else slice(None)
     snap = reader.snapshot(rows=rows)
     if steps is None:

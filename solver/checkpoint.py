@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from mfld.discretizations.grid import FieldState, Grid
 from mfld.discretizations.particles import ParticleState
 from mfld.model.distributed import Communicator
 
-from .commit import CheckpointError, commit_rows, counter, counts, replace, rows
+from .commit import CheckpointError, available_memory, commit_rows, counter, counts, replace, rows
 from .config import FIRST_VERSION, Config, from_toml
 from .provenance import provenance
 
@@ -517,6 +518,60 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
     return out
 
 
+def _read_bounded(dataset: object) -> np.ndarray:
+    """A stored array read whole, refused first if its declared size could not fit in memory (a file may
+    declare any size, and a compressed one may hold a small chunk that expands to it)."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise CheckpointError(f"{getattr(dataset, 'name', dataset)} is not a dataset")
+    size = dataset.size * dataset.dtype.itemsize
+    if size > available_memory() // 2:
+        raise CheckpointError(f"{dataset.name} declares {dataset.shape} {dataset.dtype} ({size / 2**30:.3g} GiB), "
+                              "more than half of the memory available: mfld does not read it")
+    return dataset[()]
+
+
+def _bounded_frame(value: h5py.Dataset) -> None:
+    """Refuse to read a frame of ``value`` whose declared size could not fit in memory."""
+    size = math.prod(value.shape[1:]) * value.dtype.itemsize
+    if size > available_memory() // 2:
+        raise CheckpointError(f"{value.name} declares frames of {value.shape[1:]} {value.dtype} "
+                              f"({size / 2**30:.3g} GiB), more than half of the memory available: mfld does not "
+                              "read them")
+
+
+def _kind_problems(kind: str, config: Config, density: bool) -> list[str]:
+    """Whether the file's declared kind of run agrees with its content and its configuration."""
+    if (kind == "particles") == density:
+        return [f"/parameters mfld_kind = {kind!r}, but the file holds {'a density' if density else 'particles'}"]
+    made = config["discretization"]
+    if kind != made and not (kind == "stationary" and made != "particles"):
+        return [f"/parameters mfld_kind = {kind!r} disagrees with its configuration's discretization = {made!r}"]
+    return []
+
+
+def _clock_problems(f: h5py.File) -> list[str]:
+    """Counted rows must hold written steps: step >= 0 and never decreasing, time finite (padding rows, written
+    at creation as step -1 and time NaN, must lie past the count), and a count of no frames must not hide
+    frames (a commit writes one uncounted frame row at most before its count)."""
+    frames, records = _counts(f)
+    out = []
+    el = _frame_element(f)
+    obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group)]
+    for what, group, count in (("frame", el, frames), ("record", obs[0] if obs else None, records)):
+        if group is None or not count:
+            continue
+        steps, times = group["step"][:count], group["time"][:count]
+        if steps.min() < 0 or np.any(np.diff(steps) < 0) or not np.isfinite(times).all():
+            out.append(f"/{_COUNT} counts {count} {what}s, but {group.name} holds rows that were never written "
+                       f"(step -1 or time NaN) or out of order among them: the counter or the file is damaged")
+    if el is not None and frames == 0:
+        written = int(np.count_nonzero(el["step"][: min(el["step"].shape[0], 4096)] >= 0))
+        if written > 1:
+            out.append(f"/{_COUNT} counts no frame, but {el.name} holds {written} saved steps: the counter is "
+                       "damaged (the frames are there: do not start the run again with --overwrite)")
+    return out
+
+
 def _frame_element(f: h5py.File) -> h5py.Group | None:
     """The element whose frames define the saved steps: particle positions or the density."""
     return f.get(f"{_PARTICLES}/position") or f.get(f"{_FIELDS}/mu")
@@ -557,16 +612,23 @@ def _foreign_parts(path: Path, f: h5py.File) -> list[str]:
 
 
 def _walk_links(group: h5py.Group, prefix: str, visit: Callable[[str, object], None], seen: set[int]) -> None:
-    """Visit every link below ``group`` once, without following soft or external links (hard-link cycles too)."""
+    """Visit every link below ``group`` once, without following soft or external links (hard-link cycles too).
+
+    Iterative, so that a file nested deeper than Python's recursion limit is read like any other.
+    """
+    todo = [(group, prefix)]
     seen.add(hash(group.id))
-    for key in group:
-        link = group.get(key, getlink=True)
-        name = f"{prefix}{key}"
-        visit(name, link)
-        if isinstance(link, h5py.HardLink):
-            obj = group.get(key)
-            if isinstance(obj, h5py.Group) and hash(obj.id) not in seen:
-                _walk_links(obj, name + "/", visit, seen)
+    while todo:
+        node, path = todo.pop()
+        for key in node:
+            link = node.get(key, getlink=True)
+            name = f"{path}{key}"
+            visit(name, link)
+            if isinstance(link, h5py.HardLink):
+                obj = node.get(key)
+                if isinstance(obj, h5py.Group) and hash(obj.id) not in seen:
+                    seen.add(hash(obj.id))
+                    todo.append((obj, name + "/"))
 
 
 def check_file(path: str | Path) -> None:
@@ -624,7 +686,7 @@ class CheckpointReader:
         self.kind = str(f["parameters"].attrs["mfld_kind"])
         if self.kind not in ("particles", "grid", "spectral", "stationary"):
             raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
-        self.data = {k: v[()] for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
+        self.data = {k: _read_bounded(v) for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
         self.has_density = _FIELDS in f
         missing = _missing_shards(self.path, f)
         if missing:
@@ -632,7 +694,9 @@ class CheckpointReader:
                 f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
                 f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
             )
-        problems = _layout_problems(f, self.config, self.data, self.has_density)
+        problems = _kind_problems(self.kind, self.config, self.has_density)
+        problems = problems or _layout_problems(f, self.config, self.data, self.has_density)
+        problems = problems or _clock_problems(f)
         if not problems:
             self.frames, self.records = _counts(f)
             el = _frame_element(f)
@@ -682,12 +746,15 @@ class CheckpointReader:
         with self._open() as f:
             if _FIELDS not in f:
                 value = f[f"{_PARTICLES}/position/value"]
+                _bounded_frame(value)
                 W = value[k, rows]
                 rng = f[f"{_PARTICLES}/rng_state/value"][k]
                 rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
                 q = np.full(W.shape[0], 1.0 / value.shape[1])
                 return Snapshot(self.path, self.config, self.data, self.kind, step_k, time_k, W, q, rng_state)
-            density = f[f"{_FIELDS}/mu/value"][k]
+            density = f[f"{_FIELDS}/mu/value"]
+            _bounded_frame(density)
+            density = density[k]
             previous = f[f"{_FIELDS}/mu_previous/value"][k] if f"{_FIELDS}/mu_previous" in f else None
         if previous is not None and np.isnan(previous).all():
             previous = None

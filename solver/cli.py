@@ -54,7 +54,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    rows = run_sweep(args.file, args.out, args.scheduler, args.workers)
+    rows = run_sweep(args.file, args.out, args.scheduler, args.workers, trust=args.trust_plugins)
     failed = [r for r in rows if r["status"] == "failed"]
     for r in rows:
         print(f"  {r['status']:<15} {r['name']}" + (f"   {r['error']}" if r["status"] == "failed" else ""))
@@ -132,17 +132,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, plot, table
 
+    out = args.out or f"{Path(args.a).with_suffix('')}-vs-{Path(args.b).stem}.png"
+    _check_folder(Path(out))  # before the distances are computed, which can take minutes
     rows = compare(args.a, args.b, args.steps, trust=args.trust_plugins)
     print(f"A = {args.a}, B = {args.b}")
     print(table(rows), end="")
-    out = args.out or f"{Path(args.a).with_suffix('')}-vs-{Path(args.b).stem}.png"
     print(f"plot: {plot(rows, out, f'{Path(args.a).name} against {Path(args.b).name}')}")
     return 0
+
+
+def _check_folder(out: Path) -> None:
+    """Refuse an output whose folder is missing or cannot be written, naming it."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"the folder of {str(out)!r} does not exist; create it or choose another --out")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"the folder of {str(out)!r} cannot be written; choose another --out")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plotting import animate, plot_measure, plot_run
 
+    _check_folder(Path(args.out) if args.out else Path(args.file))
     print(plot_run(args.file, args.out))
     print(plot_measure(args.file, steps=args.steps))
     if args.animate:
@@ -192,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="results folder (default: the file's 'out', else its name)")
     sw.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     sw.add_argument("--workers", type=int, help="worker processes of the LocalCluster (default 2)")
+    sw.add_argument("--trust-plugins", action="store_true",
+                    help="let resumed runs import a feature map their files name by module:attribute")
     sw.set_defaults(func=_cmd_sweep)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
@@ -266,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         MemoryError,
     ) as e:
         print(f"mfld: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be read or written: its name and the reason, not a traceback
+        name = f" {e.filename!r}" if e.filename else ""
+        print(f"mfld: error: cannot use{name}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

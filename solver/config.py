@@ -29,6 +29,7 @@ from mfld.model.datasets import INPUTS, LINKS, TARGETS
 from mfld.model.features import FEATURE_MAPS, is_feature_name
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
+from mfld.model.problem import DATA_LIMIT
 from mfld.model.registry import Registry
 from mfld.model.two_timescale import SOLVE_METHODS
 
@@ -109,7 +110,8 @@ SCHEMA: dict[str, Key] = {
     "data.d": _pos_int("input dimension d"),
     "data.n": _pos_int("training samples n"),
     "data.n_test": _pos_int("test samples; test targets are the clean f(x)"),
-    "data.noise": _nonneg("label noise sigma, eps ~ Unif[-sigma, sigma]"),
+    "data.noise": Key((int, float), lambda v: 0 <= v <= DATA_LIMIT, f"a number in [0, {DATA_LIMIT:g}] (beyond, the "
+                      "targets overflow float64 in the kernel system)", "label noise sigma, eps ~ Unif[-sigma, sigma]"),
     "data.link": _choice("single-index link g (`he2` = z^2 - 1, `he3` = z^3 - 3z)", LINKS, docs=False),
     "data.m": _pos_int("sparse-sin: number of relevant coordinates"),
     "data.frequency": _pos("sparse-sin: omega"),

@@ -20,7 +20,9 @@ existing one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
+import json
 import logging
 import os
 import tomllib
@@ -65,13 +67,19 @@ def tasks(base: str | None, shared: dict[str, Any], grid: dict[str, list[Any]]) 
         name = "-".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()).replace("/", "_")
         overrides = [f"{k}={_toml_value(v)}" for k, v in {**shared, **params}.items()]
         out.append({"name": name, "params": params, "base": base, "overrides": overrides})
+    names = [t["name"] for t in out]
+    for t in out:  # readable names can collide (sub/y.csv and sub_y.csv; "model.lam" and "lam"): add the settings' hash
+        if names.count(t["name"]) > 1:
+            settings = json.dumps([[k, v] for k, v in t["params"].items()], sort_keys=True, default=str)
+            t["name"] += "-" + hashlib.sha256(settings.encode()).hexdigest()[:8]
     return out
 
 
-def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, Any]:
+def run_task(task: dict[str, Any], folder: str, threads: int = 0, trust: bool = False) -> dict[str, Any]:
     """Run (or skip, or resume) one configuration; never raises: failures come back as rows.
 
-    ``threads`` > 0 sets the run's BLAS threads unless the sweep sets ``threads`` itself.
+    ``threads`` > 0 sets the run's BLAS threads unless the sweep sets ``threads`` itself; ``trust``
+    lets the resume of an unfinished run import a feature map that its file names by import path.
     """
     from .build import resume, start
     from .checkpoint import CheckpointReader
@@ -85,6 +93,8 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, A
         config = load_config(task["base"], share + task["overrides"] + ['output.progress="off"', "output.plot=false"])
         target = config["time"]["steps"]
         stale = path.exists() and _defining(CheckpointReader(path).config) != _defining(config)
+        # The sweep file itself named the feature map; its own unfinished file naming the same may import it.
+        trust = trust or ":" in config["model"]["feature"]
         if stale:  # the sweep's settings changed since this file was written: its results are not this task's
             start(config, path, overwrite=True)
             row["status"] = "rerun (settings changed)"
@@ -94,7 +104,7 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0) -> dict[str, A
             if done >= target:
                 row["status"] = "skipped (done)"
             else:
-                resume(path, target - done)
+                resume(path, target - done, trust=trust)
                 row["status"] = "resumed"
         else:
             start(config, path)
@@ -117,8 +127,15 @@ def _defining(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | None = None,
-              workers: int | None = None) -> list[dict[str, Any]]:
-    """Run every task of the sweep file on Dask and write ``summary.csv`` and ``summary.md``."""
+              workers: int | None = None, trust: bool = False) -> list[dict[str, Any]]:
+    """Run every task of the sweep file on Dask and write ``summary.csv`` and ``summary.md``.
+
+    ``trust`` (``--trust-plugins``) lets resumed runs import feature maps their files name by import path.
+    """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers must be a positive number of worker processes, got {workers!r}")
+    if scheduler and workers is not None:
+        raise ValueError("--workers sizes the local cluster; with --scheduler the cluster has its own workers")
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -137,7 +154,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
     try:
         # Each local worker takes its share of the cores for its BLAS pools (no oversubscription).
         threads = 0 if scheduler else max(1, (os.cpu_count() or 1) // (workers or 2))
-        futures = client.map(run_task, todo, folder=str(folder), threads=threads, pure=False)
+        futures = client.map(run_task, todo, folder=str(folder), threads=threads, trust=trust, pure=False)
         order = {f.key: k for k, f in enumerate(futures)}
         rows: list[dict[str, object]] = [{} for _ in futures]
         for done, future in enumerate(as_completed(futures), 1):

@@ -138,3 +138,16 @@ def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
     steps = CheckpointReader(tmp_path / "sig.h5").steps
     assert 0 < steps[-1] < 400, steps  # stopped early, with a final frame
     np.testing.assert_array_equal(load(tmp_path / "sig.h5").points.shape, (101, 5))
+
+
+def test_a_serial_file_resumed_on_two_ranks_is_refused_by_both(tmp_path):
+    path = tmp_path / "one.h5"
+    mfld(1, "run", "--out", str(path), *sets("time.steps=5"))
+    before = path.read_bytes()
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mfld.solver.cli", "resume", str(path), "--steps", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
+    assert proc.returncode != 0
+    assert proc.stderr.count("was written by one process; resume it with one process") == 2, proc.stderr
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "one.h5.lock") == ["one.h5"]

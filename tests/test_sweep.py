@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,56 @@ def test_a_changed_sweep_reruns_its_stale_results(tmp_path, capsys):
     from mfld.solver.checkpoint import CheckpointReader
 
     assert CheckpointReader(tmp_path / "results" / "seed=0-lam=0.05.h5").data["X"].shape[0] == 25
+
+
+def test_grid_points_whose_readable_names_collide_get_their_own_files(tmp_path):
+    from mfld.solver.sweep import tasks
+
+    for name in ("sub/y.csv", "sub_y.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x0,x1,y\n" + "".join(f"{i % 3},{i % 5 - 2},{(i % 7) / 7}\n" for i in range(20)))
+    names = [t["name"] for t in tasks(None, {}, {"data.source": [str(tmp_path / "sub/y.csv"),
+                                                                  str(tmp_path / "sub_y.csv")]})]
+    assert len(set(names)) == 2
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP.split("[grid]")[0].replace('"data.d" = 3\n', "") + '[grid]\n"data.source" = ["sub/y.csv", '
+                    '"sub_y.csv"]\n')
+    text = spec.read_text().replace('"sub/y.csv"', repr(str(tmp_path / "sub/y.csv")).replace("'", '"'))
+    spec.write_text(text.replace('"sub_y.csv"', repr(str(tmp_path / "sub_y.csv")).replace("'", '"')))
+    assert main(["sweep", str(spec)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
+    assert len({r["path"] for r in rows}) == 2 and all((tmp_path / "results" / Path(r["path"]).name).exists()
+                                                        for r in rows)
+
+
+@pytest.mark.parametrize("workers", ["-1", "0"])
+def test_workers_must_be_positive(tmp_path, capsys, workers):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    assert main(["sweep", str(spec), "--workers", workers]) == 2
+    assert "--workers must be a positive number" in capsys.readouterr().err
+
+
+def test_a_sweep_resumes_its_own_unfinished_plugin_run(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from mfld.model import features
+    from mfld.solver import build
+    from mfld.solver.checkpoint import load
+    from mfld.solver.config import load_config
+    from mfld.solver.sweep import run_task, tasks
+
+    shutil.copy(Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shared = {"data.d": 2, "data.n": 20, "data.n_test": 30, "particles.N": 30, "time.steps": 6,
+              "output.checkpoint_every": 3, "output.metrics_every": 3, "model.feature": "bump_feature:BUMP"}
+    (task,) = tasks(None, shared, {"seed": [0]})
+    unfinished = load_config(None, [*task["overrides"], "time.steps=3", 'output.progress="off"',
+                                    "output.plot=false"])
+    build.start(unfinished, tmp_path / f"{task['name']}.h5")
+    sys.modules.pop("bump_feature", None)
+    features._PLUGINS.clear()  # as in a fresh worker process: nothing imported yet
+    row = run_task(task, str(tmp_path))
+    assert row["status"] == "resumed", row
+    assert load(tmp_path / f"{task['name']}.h5").step == 6
