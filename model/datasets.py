@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .problem import DATA_LIMIT
+
 TARGETS = ("x1x2", "single-index", "sparse-sin")
 INPUTS = ("gaussian", "hypercube")
 LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -221,5 +223,10 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
         if not tpath.is_file():
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
         X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)
+    for name, a in (("X", X), ("Y", Y), ("X_test", X_test), ("Y_test", Y_test)):
+        if a is not None and a.size and not (np.isfinite(a).all() and np.abs(a).max() <= DATA_LIMIT):
+            raise ValueError(f"data file {str(tpath if name.endswith('_test') and test_source else path)!r}: "
+                             f"{name} holds NaN, infinite or values beyond {DATA_LIMIT:g} in magnitude (their "
+                             "products overflow float64); clean or rescale the data")
     as_matrix = [a if a is None or a.ndim != 1 else a[:, None] for a in (X, Y, X_test, Y_test)]
     return Dataset(*as_matrix, relevant=None)

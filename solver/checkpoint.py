@@ -518,15 +518,16 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
     return out
 
 
-def _read_bounded(dataset: object) -> np.ndarray:
+def _read_bounded(path: Path, dataset: object) -> np.ndarray:
     """A stored array read whole, refused first if its declared size could not fit in memory (a file may
     declare any size, and a compressed one may hold a small chunk that expands to it)."""
     if not isinstance(dataset, h5py.Dataset):
-        raise CheckpointError(f"{getattr(dataset, 'name', dataset)} is not a dataset")
+        raise CheckpointError(f"{str(path)!r}: {getattr(dataset, 'name', dataset)} is not a dataset")
     size = dataset.size * dataset.dtype.itemsize
     if size > available_memory() // 2:
-        raise CheckpointError(f"{dataset.name} declares {dataset.shape} {dataset.dtype} ({size / 2**30:.3g} GiB), "
-                              "more than half of the memory available: mfld does not read it")
+        raise CheckpointError(f"{str(path)!r}: {dataset.name} declares {dataset.shape} {dataset.dtype} "
+                              f"({size / 2**30:.3g} GiB), more than half of the memory available: mfld does not "
+                              "read it")
     return dataset[()]
 
 
@@ -686,7 +687,7 @@ class CheckpointReader:
         self.kind = str(f["parameters"].attrs["mfld_kind"])
         if self.kind not in ("particles", "grid", "spectral", "stationary"):
             raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
-        self.data = {k: _read_bounded(v) for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
+        self.data = {k: _read_bounded(self.path, v) for k, v in f["parameters/data"].items() if k in _DATA_NAMES}
         self.has_density = _FIELDS in f
         missing = _missing_shards(self.path, f)
         if missing:

@@ -203,3 +203,127 @@ def test_a_planned_run_writes_its_file_whole_once(tmp_path, monkeypatch):
         path = build.start(small(*(extra if kind == "grid" else [])), tmp_path / f"{kind}.h5")
         assert calls == [path], kind  # frame 0 and its record together, then every commit in place
         assert CheckpointReader(path).steps.tolist() == [0, 10, 20, 30, 40]
+
+
+# The low cases: each bad input is refused by the CLI with exit status 2 and one line naming the file or key.
+def _csv(text: bytes | str):
+    def make(tmp_path):
+        path = tmp_path / "d.csv"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return ["run", "--set", f'data.source="{path}"', "--set", "particles.N=20", "--set", "time.steps=1"], "d.csv"
+    return make
+
+
+def _npz(write):
+    def make(tmp_path):
+        path = tmp_path / "d.npz"
+        write(path)
+        return ["run", "--set", f'data.source="{path}"', "--set", "particles.N=20", "--set", "time.steps=1"], "d.npz"
+    return make
+
+
+def _savez(**arrays):
+    return lambda path: np.savez(path, **arrays)
+
+
+def _good(n=12, d=2):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, d)), rng.normal(size=n)
+
+
+def _edited(edit, command="resume"):
+    def make(tmp_path):
+        path = build.start(small("time.steps=10"), tmp_path / "f.h5")
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        return [command, str(path)], "f.h5"
+    return make
+
+
+def _noise(text):
+    def edit(f):
+        f["particles/mu/rng_state/value"][1] = text
+    return _edited(edit)
+
+
+def _nested(f):
+    g = f["parameters"]
+    for _ in range(1200):
+        g = g.create_group("g")
+
+
+def _bomb(f):
+    del f["parameters/data/X_test"]
+    f["parameters/data"].create_dataset("X_test", shape=(2**22, 2**13), dtype="f8", chunks=(1024, 1024),
+                                        compression="gzip")
+
+
+def _config(**values):
+    def make(tmp_path):
+        return ["run", *[a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]], \
+            next(iter(values)).replace("__", ".")
+    return make
+
+
+def _out(kind):
+    def make(tmp_path):
+        path = build.start(small("time.steps=10"), tmp_path / "f.h5")
+        out = str(tmp_path / "missing" / "x.png")
+        if kind == "compare":
+            return ["compare", str(path), str(path), "--out", out], "missing"
+        return ["plot", str(path), "--out", out, *(["--animate"] if kind == "animate" else [])], "missing"
+    return make
+
+
+X, Y = _good()
+LOW = {
+    "csv binary": _csv(b"x0,y\n\x00\x01\x02,3\n"),
+    "csv latin-1": _csv(b"x0,y\n1,2\n" + "caf\xe9,1\n".encode("latin-1")),
+    "csv header only": _csv("x0,x1,y\n"),
+    "csv empty": _csv(""),
+    "csv ragged": _csv("x0,x1,y\n1,2,3\n4,5\n"),
+    "csv not a number": _csv("x0,x1,y\n1,2,3\n4,five,6\n"),
+    "csv huge values": _csv("x0,x1,y\n1,2,3\n4,1e308,6\n1,-1e308,0\n"),
+    "csv x,x,y": _csv("x,x,y\n1,2,3\n4,5,6\n"),
+    "csv x0,y,y": _csv("x0,y,y\n1,2,3\n4,5,6\n"),
+    "npz truncated": _npz(lambda p: (np.savez(p, X=X, Y=Y), p.write_bytes(p.read_bytes()[:100]))),
+    "npz empty": _npz(lambda p: p.write_bytes(b"")),
+    "npy under npz name": _npz(lambda p: np.save(open(p, "wb"), X)),
+    "npz structured": _npz(_savez(X=np.zeros(12, dtype=[("a", "f8"), ("b", "f8")]), Y=Y)),
+    "npz 3-D": _npz(_savez(X=np.zeros((12, 2, 2)), Y=Y)),
+    "npz complex": _npz(_savez(X=X + 1j, Y=Y)),
+    "npz datetime": _npz(_savez(X=np.zeros((12, 2), dtype="datetime64[D]"), Y=Y)),
+    "noise a JSON list": _noise("[1, 2]"),
+    "noise a number": _noise("3"),
+    "noise without block": _noise('{"stream": "keyed-philox", "seed": 0}'),
+    "noise a string seed": _noise('{"stream": "keyed-philox", "seed": "0", "block": 4096}'),
+    "noise not JSON": _noise("{"),
+    "gzip bomb": _edited(_bomb, "info"),
+    "kind not the content": _edited(lambda f: f["parameters"].attrs.__setitem__("mfld_kind", "grid"), "info"),
+    "counter hides frames": _edited(lambda f: f["parameters/committed"].__setitem__(0, 0), "info"),
+    "counted padding": _edited(lambda f: f["particles/mu/position/step"].__setitem__(1, -1), "plot"),
+    "data.noise = 1e308": _config(data__noise="1e308"),
+    "data.n_test = 10^9": _config(data__n_test=10**9),
+    "plot --out missing folder": _out("plot"),
+    "plot --animate --out missing folder": _out("animate"),
+    "compare --out missing folder": _out("compare"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOW))
+def test_each_bad_input_is_one_line_naming_it(tmp_path, capsys, case):
+    args, named = LOW[case](tmp_path)
+    capsys.readouterr()
+    assert main(args) == 2, case
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("mfld: error:"), err
+    assert named in err, err
+    assert "Traceback" not in err and "eta" not in err.replace("data.", ""), err
+
+
+def test_a_deeply_nested_file_is_read_without_recursion(tmp_path, capsys):
+    path = build.start(small("time.steps=10"), tmp_path / "f.h5")
+    with h5py.File(path, "r+") as f:
+        _nested(f)
+    assert main(["info", str(path)]) == 0
+    assert "frames:          2 (steps 0 .. 10" in capsys.readouterr().out
