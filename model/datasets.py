@@ -224,9 +224,14 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
         X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)
     for name, a in (("X", X), ("Y", Y), ("X_test", X_test), ("Y_test", Y_test)):
-        if a is not None and a.size and not (np.isfinite(a).all() and np.abs(a).max() <= DATA_LIMIT):
-            raise ValueError(f"data file {str(tpath if name.endswith('_test') and test_source else path)!r}: "
-                             f"{name} holds NaN, infinite or values beyond {DATA_LIMIT:g} in magnitude (their "
-                             "products overflow float64); clean or rescale the data")
+        where = f"data file {str(tpath if name.endswith('_test') and test_source else path)!r}: {name}"
+        if a is None or not a.size:
+            continue
+        if not np.isfinite(a).all():
+            raise ValueError(f"{where} contains {int(np.sum(~np.isfinite(a)))} NaN or infinite entries; clean the "
+                             "data")
+        if np.abs(a).max() > DATA_LIMIT:
+            raise ValueError(f"{where} has values of magnitude up to {np.abs(a).max():.3g}, beyond {DATA_LIMIT:g} "
+                             "(their products overflow float64); rescale the data")
     as_matrix = [a if a is None or a.ndim != 1 else a[:, None] for a in (X, Y, X_test, Y_test)]
     return Dataset(*as_matrix, relevant=None)

@@ -418,7 +418,10 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
             raise ValueError(
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
-    system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
+    try:
+        system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
+    except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
+        raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
     store = _store(path, comm, system, None, planned_rows(config, snap.step, steps, resuming=True))
     observers = _observers(config, store, steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(config, comm.size))

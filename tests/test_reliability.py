@@ -236,7 +236,7 @@ def _edited(edit, command="resume"):
         path = build.start(small("time.steps=10"), tmp_path / "f.h5")
         with h5py.File(path, "r+") as f:
             edit(f)
-        return [command, str(path)], "f.h5"
+        return [command, str(path), *(["--steps", "5"] if command == "resume" else [])], "f.h5"
     return make
 
 
