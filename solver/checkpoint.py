@@ -550,10 +550,15 @@ def _kind_problems(kind: str, config: Config, density: bool) -> list[str]:
     return []
 
 
-def _clock_problems(f: h5py.File) -> list[str]:
+def _clock_problems(f: h5py.File, kind: str, every: int) -> list[str]:
     """Counted rows must hold written steps: step >= 0 and never decreasing, time finite (padding rows, written
     at creation as step -1 and time NaN, must lie past the count), and a count of no frames must not hide
-    frames (a commit writes one uncounted frame row at most before its count)."""
+    frames (a commit writes one uncounted frame row at most before its count).
+
+    Frames and records are committed together: a commit of the frame at step F holds every record up to F,
+    and records come every ``every`` steps (``output.metrics_every``), so the last counted record lies in
+    ``[every floor(F / every), F]``. Counts outside that were not written together, and a resume from F would
+    leave a gap (or repeat records) in every observable."""
     frames, records = _counts(f)
     out = []
     el = _frame_element(f)
@@ -565,6 +570,15 @@ def _clock_problems(f: h5py.File) -> list[str]:
         if steps.min() < 0 or np.any(np.diff(steps) < 0) or not np.isfinite(times).all():
             out.append(f"/{_COUNT} counts {count} {what}s, but {group.name} holds rows that were never written "
                        f"(step -1 or time NaN) or out of order among them: the counter or the file is damaged")
+    # A stationary file's records are iterations; a file of 0.2.0.dev0 killed in its first interval has frame 0
+    # and no record (the record of step 0 was not committed with the frame then): it resumes without it.
+    if not out and el is not None and frames and kind != "stationary":
+        last = int(el["step"][frames - 1])
+        got = int(obs[0]["step"][records - 1]) if obs and records else None
+        if (got is None and last > 0) or (got is not None and not every * (last // every) <= got <= last):
+            out.append(f"/{_COUNT} counts frames to step {last} but records to "
+                       f"{'none' if got is None else f'step {got}'}: frames and records were not committed together "
+                       f"(a record at step {every * (last // every)} is expected); the counter is damaged")
     if el is not None and frames == 0:
         written = int(np.count_nonzero(el["step"][: min(el["step"].shape[0], 4096)] >= 0))
         if written > 1:
@@ -697,7 +711,7 @@ class CheckpointReader:
             )
         problems = _kind_problems(self.kind, self.config, self.has_density)
         problems = problems or _layout_problems(f, self.config, self.data, self.has_density)
-        problems = problems or _clock_problems(f)
+        problems = problems or _clock_problems(f, self.kind, self.config["output"]["metrics_every"])
         if not problems:
             self.frames, self.records = _counts(f)
             el = _frame_element(f)

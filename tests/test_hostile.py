@@ -156,8 +156,10 @@ def test_shapes_that_disagree_with_the_configuration_are_refused(tmp_path):
 def test_sigterm_ends_a_run_with_a_final_frame_that_resumes_exactly(tmp_path):
     path = tmp_path / "t.h5"
     proc = _slow_run(path, steps=40, pause=0.1)
-    _wait_for(path, proc)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 120  # a condition, not a time: the frame at step 10 is committed
+    while not (path.exists() and CheckpointReader(path).steps[-1] > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     stopped = CheckpointReader(path).steps

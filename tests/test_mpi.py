@@ -115,7 +115,9 @@ def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
         "original = build._observers\n"
         "class Pause:\n"
         "    def start(self, system): pass\n"
-        "    def observe(self, system): time.sleep(0.05)\n"
+        "    def observe(self, system):\n"
+        "        time.sleep(0.05)\n"
+        f"        if system.step_count == 2: open({str(tmp_path)!r} + f'/stepped{{MPI.COMM_WORLD.Get_rank()}}', 'w')\n"
         "    def finish(self, system, interrupted): pass\n"
         "build._observers = lambda *a, **k: [*original(*a, **k), Pause()]\n"
         f"build.start(load_config(None, {SETTINGS + ['time.steps=400']!r}), {str(tmp_path / 'sig.h5')!r})\n"
@@ -125,10 +127,9 @@ def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid1 = tmp_path / "pid1"
     deadline = time.monotonic() + 120
-    while not (pid1.exists() and pid1.read_text() and (tmp_path / "sig.h5").exists()):
+    while not (pid1.exists() and pid1.read_text() and (tmp_path / "stepped1").exists()):  # a condition, not a time
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)
+        time.sleep(0.05)
     os.kill(int(pid1.read_text()), signal.SIGINT)
     try:
         job.wait(timeout=120)

@@ -302,6 +302,7 @@ LOW = {
     "kind not the content": _edited(lambda f: f["parameters"].attrs.__setitem__("mfld_kind", "grid"), "info"),
     "counter hides frames": _edited(lambda f: f["parameters/committed"].__setitem__(0, 0), "info"),
     "counted padding": _edited(lambda f: f["particles/mu/position/step"].__setitem__(1, -1), "plot"),
+    "frames and records apart": _edited(lambda f: f["parameters/committed"].__setitem__(1, 1)),
     "data.noise = 1e308": _config(data__noise="1e308"),
     "data.n_test = 10^9": _config(data__n_test=10**9),
     "plot --out missing folder": _out("plot"),
@@ -327,3 +328,34 @@ def test_a_deeply_nested_file_is_read_without_recursion(tmp_path, capsys):
         _nested(f)
     assert main(["info", str(path)]) == 0
     assert "frames:          2 (steps 0 .. 10" in capsys.readouterr().out
+
+
+def test_resume_of_a_file_declaring_too_many_particles_is_refused_before_reading_them(tmp_path, capsys):
+    path = build.start(small("time.steps=10"), tmp_path / "f.h5")
+    N = 10**9  # 240 GB of positions and step temporaries
+    with h5py.File(path, "r+") as f:  # a file that says N = 10^9 everywhere: shapes agree, nothing is allocated
+        config = from_toml(f["parameters"].attrs["config"])
+        config["particles"]["N"] = N
+        f["parameters"].attrs["config"] = to_toml(config)
+        el = f["particles/mu/position"]
+        del el["value"]
+        el.create_dataset("value", shape=(el["step"].shape[0], N, 5), dtype="f8", chunks=(1, 4096, 5))
+    assert main(["resume", str(path), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"particles.N = {N}" in err and "reduce it" in err, err
+
+
+def test_the_memory_estimate_counts_the_features_of_the_n_side(monkeypatch):
+    monkeypatch.setattr(build, "available_memory", lambda: 2 * 2**30)
+    with pytest.raises(MemoryError, match=r"comes from data.n = 200000"):  # n x N features: 5 x 1.6 GB
+        build.check_memory(small("data.n=200000", "particles.N=1000"))
+    with pytest.raises(MemoryError, match=r"comes from data.n_test = 1000000000"):
+        build.check_memory(small("data.n_test=1000000000"))
+    build.check_memory(small())
+
+
+def test_an_unstable_spectral_step_names_the_step_size(capsys):
+    args = ["run", "spectral-1d", "--set", "time.eta=1e6", "--set", "time.steps=20", "--set", "output.plot=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reduce time.eta" in err[0] and "1e+06" in err[0], err
