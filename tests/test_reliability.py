@@ -359,3 +359,13 @@ def test_an_unstable_spectral_step_names_the_step_size(capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "reduce time.eta" in err[0] and "1e+06" in err[0], err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_lock_file_of_another_user_is_left_alone(tmp_path):
+    path, lock = tmp_path / "k.h5", tmp_path / "k.h5.lock"
+    lock.write_text("someone else's")
+    os.chown(lock, 65534, 65534)
+    with pytest.raises(FileLockedError, match="belongs to user id 65534"):
+        build.start(small("time.steps=10"), path)
+    assert lock.read_text() == "someone else's" and not path.exists()
