@@ -139,7 +139,7 @@ SCHEMA: dict[str, Key] = {
                                SOLVE_METHODS, docs=False),
     "particles.solve_tol": Key((int, float), lambda v: 0 < v < 1, "a number in (0, 1)",
                                "pcg: relative residual per column; the drift then agrees with the exact one to about "
-                               "cond(K) tol (1e-8 relative at the default)"),
+                               "cond(K) tol (measured along the paper run: the README's particle-step section)"),
     "particles.pcg_refresh": _pos_int("pcg: refactor the preconditioner after a solve of more iterations than this"),
     "grid.half_width": Key(
         (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them",
