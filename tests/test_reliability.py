@@ -52,23 +52,28 @@ def test_a_link_planted_at_the_lock_path_is_refused_and_its_target_untouched(tmp
     assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2
 
 
-def _slow(path, steps: int = 40) -> subprocess.Popen:
-    """`build.start` in another process that says "started" on stdout after its first step, then waits for stdin."""
-    script = textwrap.dedent(f"""
-        import sys
+def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL) -> str:
+    """A script running `build.start` whose extra observer runs ``action`` (Python) after step ``at_step``."""
+    return textwrap.dedent(f"""
+        import os, signal, sys
         from mfld.solver import build
         from mfld.solver.config import load_config
         original = build._observers
-        class Wait:
+        class At:
             def start(self, system): pass
             def observe(self, system):
-                if system.step_count == 1:
-                    print("started", flush=True)
-                    sys.stdin.readline()
+                if system.step_count == {at_step}:
+                    {action}
             def finish(self, system, interrupted): pass
-        build._observers = lambda *a, **k: [*original(*a, **k), Wait()]
-        build.start(load_config(None, {SMALL + [f"time.steps={steps}"]!r}), {str(path)!r})
+        build._observers = lambda *a, **k: [*original(*a, **k), At()]
+        build.start(load_config(None, {settings!r}), {str(path)!r})
     """)
+
+
+def _slow(path, steps: int = 40) -> subprocess.Popen:
+    """`build.start` in another process that says "started" on stdout after its first step, then waits for stdin."""
+    script = _start_script(path, 1, 'print("started", flush=True); sys.stdin.readline()',
+                           SMALL + [f"time.steps={steps}"])
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started", proc.communicate()
@@ -166,20 +171,7 @@ def test_keys_newer_than_the_writer_take_their_defaults_and_older_ones_do_not(tm
 
 def test_a_kill_in_the_first_interval_keeps_the_record_of_step_0(tmp_path):
     path = tmp_path / "k.h5"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from mfld.solver import build
-        from mfld.solver.config import load_config
-        original = build._observers
-        class Die:
-            def start(self, system): pass
-            def observe(self, system):
-                if system.step_count == 7:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            def finish(self, system, interrupted): pass
-        build._observers = lambda *a, **k: [*original(*a, **k), Die()]
-        build.start(load_config(None, {SMALL!r}), {str(path)!r})
-    """)
+    script = _start_script(path, 7, "os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert CheckpointReader(path).observables()["objective"]["step"].tolist() == [0]
