@@ -293,7 +293,9 @@ def _slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[
     else:
         rows(el, "step", capacity, (), np.int64, checksum, fill=-1)
         rows(el, "time", capacity, (), np.float64, checksum, fill=np.nan)
-    fill = None if row_shape else b"" if np.dtype(dtype).kind == "S" else np.nan
+    # No fill value on text rows: netCDF-C aborts the reading process on a fixed-length string's fill value
+    # (ncdump, netCDF4, xarray's netcdf4 engine); padding rows are past the count and never read.
+    fill = None if row_shape or np.dtype(dtype).kind == "S" else np.nan
     rows(el, "value", capacity, row_shape, dtype, checksum, fill=fill)
     return el
 
