@@ -25,9 +25,10 @@ Frames and observables are committed in place (:mod:`mfld.solver.commit`): every
 series holds ``capacity`` preallocated rows, sized from the run's plan, and
 ``/parameters/committed`` counts the rows that hold data (``[frames, records]``),
 written last. A commit costs the bytes of its frame, and a process killed during it
-leaves the file as the previous commit left it. Rows past the count (a run that
-stopped early) are padding: step -1, time NaN, value undefined; mfld's readers never
-show them. A change of structure (the first frame, a new observable, more rows than
+leaves the file as the previous commit left it. Rows past the count are padding:
+step -1, time NaN, value undefined; mfld's readers never show them, and a run that
+ends (finished or stopped by a signal) drops them (:meth:`CheckpointStore.finish`),
+so only a killed process leaves them for other readers. A change of structure (the first frame, a new observable, more rows than
 planned) writes a new file that replaces the old one, once; a sharded run's master
 (small: no positions) is rewritten at each commit the same way.
 """
@@ -38,6 +39,7 @@ import contextlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,14 +233,15 @@ def _copy_metadata(old: h5py.File, new: h5py.File) -> None:
 
 
 def _lay_out(old: h5py.File | None, new: h5py.File, frame: dict[str, np.ndarray], names: set[str],
-             need: tuple[int, int], want: tuple[int, int]) -> None:
+             need: tuple[int, int], want: tuple[int, int], trim: bool = False) -> None:
     """Give ``new`` (its metadata in place) the time series of ``old`` (None: a new file) with room for ``need``
     (at least ``want``) frames and records, and elements for ``frame`` and the observables ``names``; the
-    committed rows of ``old`` are copied."""
+    committed rows of ``old`` are copied. ``trim``: exactly ``need`` rows, no padding."""
     k, r = _counts(old) if old is not None else (0, 0)
     checksum = _checksums(new)
     sources = {p: old[p] for p in _FRAME_ELEMENTS if old is not None and p in old}
     cap_frames = _capacity(want[0], need[0], max([e["value"].shape[0] for e in sources.values()], default=0))
+    cap_frames = need[0] if trim else cap_frames
     for path in _FRAME_ELEMENTS:
         src = sources.get(path)
         if src is None and path not in frame:
@@ -265,6 +268,7 @@ def _lay_out(old: h5py.File | None, new: h5py.File, frame: dict[str, np.ndarray]
     obs = new["observables"]
     old_obs = dict(old["observables"].items()) if old is not None else {}
     cap_records = _capacity(want[1], need[1], max([e["value"].shape[0] for e in old_obs.values()], default=0))
+    cap_records = need[1] if trim else cap_records
     clock = None  # every record has every observable: one step and one time for all (hard links)
     for name in sorted(set(old_obs) | names):
         src = old_obs.get(name)
@@ -391,6 +395,33 @@ class CheckpointStore:
     def commit_observables(self) -> None:
         """Write the buffered observables without a new frame."""
         self._commit({}, 0, 0.0)
+
+    def finish(self) -> None:
+        """At the end of a run (finished or stopped): drop the rows past the count, which only mfld's readers
+        know to skip (H5MD wants steps that increase; h5py, xarray and pyh5md showed step -1 and NaN times).
+
+        One whole-file copy, made only when padding is left (a run that stopped before its plan); a
+        resume gives the file room again at its first commit. If the disk cannot hold the copy, the
+        padding stays (readers that read ``/parameters/committed`` are unaffected) and a warning says so.
+        """
+        if self._new is not None:
+            return
+        with h5py.File(self.path, "r") as f:
+            k, r = _counts(f)
+            frames = [f[p]["value"].shape[0] for p in _FRAME_ELEMENTS if p in f]
+            records = [o["value"].shape[0] for o in f["observables"].values()]
+        if all(n == k for n in frames) and all(n == r for n in records):
+            return
+
+        def edit(new: h5py.File) -> None:
+            with h5py.File(self.path, "r") as old:
+                _copy_metadata(old, new)
+                _lay_out(old, new, {}, set(), (k, r), (k, r), trim=True)
+
+        try:
+            replace(self.path, edit, size=self.path.stat().st_size)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; the rows past /{_COUNT} stay in the file (mfld's readers skip them)", stacklevel=2)
 
     def commit(self, state: ParticleState | FieldState) -> None:
         """Append a frame of ``state`` (particles or a density) and all buffered observables, crash-safely."""
@@ -832,6 +863,9 @@ class ShardedCheckpointStore(CheckpointStore):
 
     def has_frames(self) -> bool:
         return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
+
+    def finish(self) -> None:
+        """The master holds no padding (it is rewritten whole); the shards keep theirs, behind their counts."""
 
     def _rewrite_master(self, edit: Callable[[h5py.File], None]) -> None:
         pending = self._pending

@@ -85,6 +85,8 @@ class Store(Protocol):
 
     def commit_observables(self) -> None: ...
 
+    def finish(self) -> None: ...
+
 
 class Checkpoints:
     """Commit the system's state to ``store`` every ``every`` steps and at the end."""
@@ -112,6 +114,7 @@ class Checkpoints:
             self._commit(system)
         elif self.store.pending():  # the last frame is saved: only the final observables remain
             self.store.commit_observables()
+        self.store.finish()
 
 
 class SolverRestarts:

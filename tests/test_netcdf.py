@@ -1,4 +1,5 @@
-"""Particle checkpoints open in the netCDF library and xarray's netcdf4 engine (they aborted the reader before)."""
+"""Particle checkpoints open in the netCDF library and xarray's netcdf4 engine (they aborted the reader before),
+and show no padding rows once their run has ended, finished or stopped."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import textwrap
 
 import h5py
+import numpy as np
 import pytest
 
 from mfld.discretizations.loop import Interrupted
@@ -40,13 +42,18 @@ class _InterruptAt:
 @pytest.mark.parametrize("interrupted", [False, True])
 def test_a_particle_file_opens_in_netcdf_readers(tmp_path, monkeypatch, interrupted):
     path = build.start(load_config(None, SMALL), tmp_path / "p.h5")
-    if interrupted:  # planned for 40 more steps, stopped at step 25: padding rows remain past the count
+    if interrupted:  # planned for 40 more steps, stopped at step 25: its rows past the count are dropped at the end
         original = build._observers
         monkeypatch.setattr(build, "_observers", lambda *a, **k: [*original(*a, **k), _InterruptAt(25)])
         with pytest.raises(Interrupted):
             build.resume(path, steps=40)
-        with h5py.File(path, "r") as f:
-            assert f["parameters/committed"][0] < f["particles/mu/position/value"].shape[0]
+    with h5py.File(path, "r") as f:  # what any HDF5 reader sees: only written rows, steps increasing
+        frames, records = f["parameters/committed"][:2]
+        for name in ("particles/mu/position", "particles/mu/rng_state", "observables/objective", "observables/U"):
+            steps = f[f"{name}/step"][()]
+            assert f[f"{name}/value"].shape[0] == steps.size == (records if "observables" in name else frames)
+            assert steps.min() >= 0 and (np.diff(steps) > 0).all(), (name, steps)
+        assert f["particles/mu/position/step"][-1] == (25 if interrupted else 20)
     # In a child process: the failure this guards against is an abort of the reading interpreter.
     code = textwrap.dedent(f"""
         import netCDF4, xarray as xr
