@@ -28,8 +28,9 @@ written last. A commit costs the bytes of its frame, and a process killed during
 leaves the file as the previous commit left it. Rows past the count are padding:
 step -1, time NaN, value undefined; mfld's readers never show them, and a run that
 ends (finished or stopped by a signal) drops them (:meth:`CheckpointStore.finish`),
-so only a killed process leaves them for other readers. A change of structure (the first frame, a new observable, more rows than
-planned) writes a new file that replaces the old one, once; a sharded run's master
+so only a killed process leaves them for other readers. A change of structure (the
+first frame, a new observable, more rows than planned) writes a new file that
+replaces the old one, once; a sharded run's master
 (small: no positions) is rewritten at each commit the same way.
 """
 
@@ -564,11 +565,11 @@ def _read_bounded(path: Path, dataset: object) -> np.ndarray:
     return dataset[()]
 
 
-def _bounded_frame(value: h5py.Dataset) -> None:
+def _bounded_frame(path: Path, value: h5py.Dataset) -> None:
     """Refuse to read a frame of ``value`` whose declared size could not fit in memory."""
     size = math.prod(value.shape[1:]) * value.dtype.itemsize
     if size > available_memory() // 2:
-        raise CheckpointError(f"{value.name} declares frames of {value.shape[1:]} {value.dtype} "
+        raise CheckpointError(f"{str(path)!r}: {value.name} declares frames of {value.shape[1:]} {value.dtype} "
                               f"({size / 2**30:.3g} GiB), more than half of the memory available: mfld does not "
                               "read them")
 
@@ -794,14 +795,14 @@ class CheckpointReader:
         with self._open() as f:
             if _FIELDS not in f:
                 value = f[f"{_PARTICLES}/position/value"]
-                _bounded_frame(value)
+                _bounded_frame(self.path, value)
                 W = value[k, rows]
                 rng = f[f"{_PARTICLES}/rng_state/value"][k]
                 rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
                 q = np.full(W.shape[0], 1.0 / value.shape[1])
                 return Snapshot(self.path, self.config, self.data, self.kind, step_k, time_k, W, q, rng_state)
             density = f[f"{_FIELDS}/mu/value"]
-            _bounded_frame(density)
+            _bounded_frame(self.path, density)
             density = density[k]
             previous = f[f"{_FIELDS}/mu_previous/value"][k] if f"{_FIELDS}/mu_previous" in f else None
         if previous is not None and np.isnan(previous).all():
