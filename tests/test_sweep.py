@@ -68,10 +68,8 @@ def test_grid_points_whose_readable_names_collide_get_their_own_files(tmp_path):
                                                                   str(tmp_path / "sub_y.csv")]})]
     assert len(set(names)) == 2
     spec = tmp_path / "sweep.toml"
-    spec.write_text(SWEEP.split("[grid]")[0].replace('"data.d" = 3\n', "") + '[grid]\n"data.source" = ["sub/y.csv", '
-                    '"sub_y.csv"]\n')
-    text = spec.read_text().replace('"sub/y.csv"', repr(str(tmp_path / "sub/y.csv")).replace("'", '"'))
-    spec.write_text(text.replace('"sub_y.csv"', repr(str(tmp_path / "sub_y.csv")).replace("'", '"')))
+    shared = SWEEP.split("[grid]")[0].replace('"data.d" = 3\n', "")  # d comes from the files
+    spec.write_text(shared + f'[grid]\n"data.source" = ["{tmp_path / "sub/y.csv"}", "{tmp_path / "sub_y.csv"}"]\n')
     assert main(["sweep", str(spec)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
     assert len({r["path"] for r in rows}) == 2 and all((tmp_path / "results" / Path(r["path"]).name).exists()
