@@ -594,9 +594,12 @@ def _clock_problems(f: h5py.File, kind: str, every: int) -> list[str]:
     ``[every floor(F / every), F]``. Counts outside that were not written together, and a resume from F would
     leave a gap (or repeat records) in every observable."""
     frames, records = _counts(f)
-    out = []
     el = _frame_element(f)
     obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group)]
+    if 8 * (2 * frames + (2 + len(obs)) * records) > available_memory() // 2:  # steps, times and values read
+        return [f"/{_COUNT} counts {frames} frames and {records} records: their steps and times alone would not "
+                "fit in half of the memory available, which mfld does not read"]
+    out = []
     for what, group, count in (("frame", el, frames), ("record", obs[0] if obs else None, records)):
         if group is None or not count:
             continue

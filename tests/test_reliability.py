@@ -250,6 +250,16 @@ def _bomb(f):
                                         compression="gzip")
 
 
+def _records_bomb(f):
+    huge = 10**10  # 80 GB per series, declared; the file stays small (gzip chunks never written)
+    for name in list(f["observables"]):
+        del f["observables"][name]
+    el = f["observables"].create_group("U")
+    for name, dtype in (("step", "i8"), ("time", "f8"), ("value", "f8")):
+        el.create_dataset(name, shape=(huge,), dtype=dtype, chunks=(2**20,), compression="gzip")
+    f["parameters/committed"][1] = huge
+
+
 def _config(**values):
     def make(tmp_path):
         return ["run", *[a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]], \
@@ -291,6 +301,7 @@ LOW = {
     "noise a string seed": _noise('{"stream": "keyed-philox", "seed": "0", "block": 4096}'),
     "noise not JSON": _noise("{"),
     "gzip bomb": _edited(_bomb, "info"),
+    "records declared huge": _edited(_records_bomb, "info"),
     "kind not the content": _edited(lambda f: f["parameters"].attrs.__setitem__("mfld_kind", "grid"), "info"),
     "counter hides frames": _edited(lambda f: f["parameters/committed"].__setitem__(0, 0), "info"),
     "counted padding": _edited(lambda f: f["particles/mu/position/step"].__setitem__(1, -1), "plot"),
