@@ -68,11 +68,22 @@ def half_mse(pred: Array, Y: Array) -> float:
 
 @dataclass
 class Evaluation:
-    """One measure seen through a functional: its fit and its entropy (from the discretisation)."""
+    """One measure seen through a functional: its fit and its entropy (from the discretisation).
+
+    ``entropy`` is ``Ent(mu)``, which only the discretisation can estimate (``system.entropy()``);
+    without it the observables ``objective`` and ``entropy`` are refused rather than given as NaN.
+    """
 
     functional: Functional
     fit: Fit
-    entropy: float = math.nan
+    entropy: float | None = None
+
+    def ent(self) -> float:
+        """``Ent(mu)``, or a clear error when the evaluation was made without it."""
+        if self.entropy is None:
+            raise ValueError("the objective and the entropy need Ent(mu), which the discretisation estimates: "
+                             "build Evaluation(F, fit, entropy=system.entropy())")
+        return self.entropy
 
     @cached_property
     def energy(self) -> dict[str, float]:
@@ -99,11 +110,11 @@ def _test_loss(ev: Evaluation) -> float:
 Observable = Callable[[Evaluation], float]
 
 OBSERVABLES: Registry[Observable] = Registry("observable")
-OBSERVABLES.add("objective", lambda ev: ev.energy["G"] + ev.problem.lam * ev.entropy,
+OBSERVABLES.add("objective", lambda ev: ev.energy["G"] + ev.problem.lam * ev.ent(),
                 "G + lam Ent (for particles Ent is a Kozachenko-Leonenko nearest-neighbour estimate, consistent "
                 "but biased in high dimension; for grids exact up to quadrature)")
 OBSERVABLES.add("G", lambda ev: ev.energy["G"], "U + (lam_w_bar / 2) E||w||^2 (the classical objective: its G)")
-OBSERVABLES.add("entropy", lambda ev: ev.entropy, "Ent(mu) = int mu log mu")
+OBSERVABLES.add("entropy", lambda ev: ev.ent(), "Ent(mu) = int mu log mu")
 OBSERVABLES.add("U", lambda ev: ev.energy["U"], "the data term U(mu)")
 OBSERVABLES.add("second_moment", lambda ev: ev.energy["second_moment"], "E ||w||^2")
 OBSERVABLES.add("kernel_alignment", lambda ev: kernel_alignment(ev.functional, ev.fit),

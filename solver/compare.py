@@ -82,14 +82,20 @@ def compare(path_a: str | Path, path_b: str | Path, steps: list[int] | None = No
             "d_df": oa["degrees_of_freedom"] - ob["degrees_of_freedom"],
             "A_a": oa["kernel_alignment"], "A_b": ob["kernel_alignment"],
             "dA": oa["kernel_alignment"] - ob["kernel_alignment"], "kernel_sup": sup,
+            "sliced": snaps["a"].points.shape[1] > 1,
         })
     return rows
+
+
+def _label(key: str, rows: list[dict[str, float]]) -> str:
+    """W1 and W2 are exact in one dimension and sliced (averaged over random directions) above: say which."""
+    return f"S{key} (sliced)" if key in ("W1", "W2") and any(r.get("sliced") for r in rows) else key
 
 
 def table(rows: list[dict[str, float]]) -> str:
     """The rows as a Markdown table."""
     shown = ("time", "step_a", "step_b", "W1", "W2", "dU", "d_df", "dA", "kernel_sup")
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines = ["| " + " | ".join(_label(c, rows) for c in shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
         lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in shown) + " |")
     return "\n".join(lines) + "\n"
@@ -100,8 +106,8 @@ def plot(rows: list[dict[str, float]], out: str | Path, title: str) -> Path:
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     t = [r["time"] for r in rows]
-    for key, label in (("W1", "W1"), ("W2", "W2"), ("dU", "|U_a - U_b|"), ("d_df", "|df_a - df_b|"),
-                       ("kernel_sup", "sup |k_a - k_b|")):
+    for key, label in (("W1", _label("W1", rows)), ("W2", _label("W2", rows)), ("dU", "|U_a - U_b|"),
+                       ("d_df", "|df_a - df_b|"), ("kernel_sup", "sup |k_a - k_b|")):
         values = np.abs([r[key] for r in rows])
         if np.any(values > 0):
             ax.plot(t, np.maximum(values, 1e-300), "o-", label=label)

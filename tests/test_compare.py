@@ -91,3 +91,18 @@ def test_plot_draws_the_measure_and_animates_it(files, capsys):
             assert im.format == "GIF" and im.n_frames == 3  # every saved frame
     assert main(["plot", str(grid), "--steps", "7"]) == 2
     assert "steps [7] are not saved" in capsys.readouterr().err
+
+
+def test_distances_in_more_than_one_dimension_are_labelled_sliced(tmp_path, capsys):
+    two = ["data.d=2", 'model.feature="tanh"', "particles.N=60", "time.eta=0.05", "time.steps=10",
+           "output.checkpoint_every=5", "output.metrics_every=5", "output.plot=false", 'output.progress="off"']
+    a = build.start(load_config(None, two), tmp_path / "a.h5")
+    b = build.start(load_config(None, [*two, "particles.N=80"]), tmp_path / "b.h5")  # the same problem
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "ab.png")]) == 0
+    assert "| time | step_a | step_b | SW1 (sliced) | SW2 (sliced) |" in capsys.readouterr().out
+
+
+def test_the_one_dimensional_distances_are_exact_and_labelled_so(files):
+    grid, particles = files
+    rows = compare(particles, grid, [100])
+    assert not rows[0]["sliced"]

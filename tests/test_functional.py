@@ -180,3 +180,15 @@ def test_classical_first_variation_is_directional_derivative(rng):
 
     deriv = one_sided_derivative(G)
     assert abs(deriv - float(F.potential(fit, th)[0] - q @ V)) < 1e-6
+
+
+def test_an_evaluation_without_the_entropy_refuses_the_objective_instead_of_nan():
+    from mfld.model.observables import Evaluation, evaluate
+
+    pb = small_problem("tanh_bias")
+    F = TwoTimescaleFunctional(pb)
+    fit = F.fit(pb.sample_prior(50, np.random.default_rng(0)), np.full(50, 1 / 50))
+    assert set(evaluate(Evaluation(F, fit), ["U", "kernel_alignment"])) == {"U", "kernel_alignment"}
+    with pytest.raises(ValueError, match=r"need Ent\(mu\).*entropy=system.entropy\(\)"):
+        evaluate(Evaluation(F, fit), ["objective"])
+    assert np.isfinite(evaluate(Evaluation(F, fit, entropy=1.5), ["objective"])["objective"])
