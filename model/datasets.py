@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .problem import DATA_LIMIT
+from .problem import check_values
 
 TARGETS = ("x1x2", "single-index", "sparse-sin")
 INPUTS = ("gaussian", "hypercube")
@@ -154,22 +154,29 @@ def _csv(path: Path) -> tuple[list[str], np.ndarray]:
         raise ValueError(f"CSV file {str(path)!r}: column {header.index('') + 1} of the header has no name")
     if len(lines) == 1:
         raise ValueError(f"CSV file {str(path)!r} has a header and no data rows")
-    table = np.empty((len(lines) - 1, len(header)))
-    for i, line in enumerate(lines[1:], start=2):
-        fields = line.split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    for i, fields in enumerate(rows, start=2):
         if len(fields) != len(header):
             raise ValueError(f"CSV file {str(path)!r}, line {i}: {len(fields)} fields, the header has {len(header)}")
-        for j, field in enumerate(fields):
-            try:
-                table[i - 2, j] = float(field)
-            except ValueError:
-                raise ValueError(f"CSV file {str(path)!r}, line {i}, column {header[j]!r}: {field.strip()!r} is not "
-                                 "a number") from None
-    return header, table
+    try:
+        return header, np.array(rows, dtype=float)
+    except ValueError:  # find the field to name it
+        for i, fields in enumerate(rows, start=2):
+            for column, field in zip(header, fields, strict=True):
+                try:
+                    float(field)
+                except ValueError:
+                    raise ValueError(f"CSV file {str(path)!r}, line {i}, column {column!r}: {field.strip()!r} is "
+                                     "not a number") from None
+        raise
 
 
-def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and targets of an ``.npz`` file (arrays ``X``, ``Y``) or of a CSV file with a header row."""
+Table = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> Table:
+    """``(X, Y, X_test, Y_test)`` of an ``.npz`` file (arrays ``X``, ``Y``, optionally ``X_test``, ``Y_test``)
+    or of a CSV file with a header row (no test set), each array's values checked and the file named."""
     if path.suffix == ".npz":
         arrays = _npz(path)
         missing = [k for k in ("X", "Y") if k not in arrays]
@@ -178,7 +185,9 @@ def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> tuple
         if arrays["X"].ndim != 2 or arrays["Y"].ndim not in (1, 2):
             raise ValueError(f"data file {str(path)!r}: X must be n x d and Y n or n x T, got shapes "
                              f"{arrays['X'].shape} and {arrays['Y'].shape}")
-        return arrays["X"], arrays["Y"]
+        if ("X_test" in arrays) != ("Y_test" in arrays):
+            raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
+        return _checked(path, (arrays["X"], arrays["Y"], arrays.get("X_test"), arrays.get("Y_test")))
     if path.suffix != ".csv":
         raise ValueError(f"data.source must be a .npz or .csv file, got {str(path)!r}")
     for key, names in (("data.x_columns", x_columns), ("data.y_columns", y_columns)):
@@ -196,7 +205,19 @@ def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> tuple
     xs = x_columns or [c for c in header if c not in y_columns]
     if not xs:
         raise ValueError(f"CSV file {str(path)!r} has no input column: its columns {header} are all targets")
-    return table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]]
+    return _checked(path, (table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]],
+                           None, None))
+
+
+def _checked(path: Path, table: Table) -> Table:
+    """``table`` once its values pass :func:`~mfld.model.problem.check_values`, or an error naming the file."""
+    for name, a in zip(("X", "Y", "X_test", "Y_test"), table, strict=True):
+        if a is not None:
+            try:
+                check_values(name, a)
+            except ValueError as e:
+                raise ValueError(f"data file {str(path)!r}: {e}") from None
+    return table
 
 
 def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_columns: list[str] | None = None,
@@ -204,34 +225,17 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
     """A data set from files: ``.npz`` with arrays ``X`` (n x d), ``Y`` (n or n x T) and optionally
     ``X_test``, ``Y_test``; or CSV with a header, inputs ``x_columns`` (default: every column not a
     target) and targets ``y_columns`` (default ``["y"]``). ``test_source`` (same format) gives the
-    test set when the training file has none. Files are read without pickles; shapes and finite
-    values are checked by :class:`~mfld.model.problem.Problem`."""
+    test set when the training file has none. Files are read without pickles; values are checked
+    as :class:`~mfld.model.problem.Problem` checks them, with the file named, and shapes by Problem."""
     y_columns = list(y_columns or ["y"])
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"data.source {str(path)!r} is not a file")
-    X, Y = _read_table(path, list(x_columns or []), y_columns)
-    X_test = Y_test = None
-    if path.suffix == ".npz":
-        arrays = _npz(path)
-        if ("X_test" in arrays) != ("Y_test" in arrays):
-            raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
-        if "X_test" in arrays:
-            X_test, Y_test = arrays["X_test"], arrays["Y_test"]
+    X, Y, X_test, Y_test = _read_table(path, list(x_columns or []), y_columns)
     if test_source:
         tpath = Path(test_source)
         if not tpath.is_file():
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
-        X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)
-    for name, a in (("X", X), ("Y", Y), ("X_test", X_test), ("Y_test", Y_test)):
-        where = f"data file {str(tpath if name.endswith('_test') and test_source else path)!r}: {name}"
-        if a is None or not a.size:
-            continue
-        if not np.isfinite(a).all():
-            raise ValueError(f"{where} contains {int(np.sum(~np.isfinite(a)))} NaN or infinite entries; clean the "
-                             "data")
-        if np.abs(a).max() > DATA_LIMIT:
-            raise ValueError(f"{where} has values of magnitude up to {np.abs(a).max():.3g}, beyond {DATA_LIMIT:g} "
-                             "(their products overflow float64); rescale the data")
+        X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)[:2]
     as_matrix = [a if a is None or a.ndim != 1 else a[:, None] for a in (X, Y, X_test, Y_test)]
     return Dataset(*as_matrix, relevant=None)

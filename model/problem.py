@@ -22,17 +22,22 @@ from .features import FeatureMap, get_feature_map
 DATA_LIMIT = 1e100
 
 
-def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
-    if a.ndim not in ndim_ok:
-        raise ValueError(f"{name} must have {' or '.join(map(str, ndim_ok))} dimensions, got shape {a.shape}")
+def check_values(name: str, a: Array) -> None:
+    """Refuse data with NaN or infinite entries, or entries beyond :data:`DATA_LIMIT` in magnitude."""
     xp = namespace(a)
     if not bool(xp.all(xp.isfinite(a))):
         bad = int(to_host(xp.sum(~xp.isfinite(a))))
         raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the data before building a Problem")
-    if a.size and float(to_host(xp.max(xp.abs(a)))) > DATA_LIMIT:
-        raise ValueError(f"{name} has entries of magnitude up to {float(to_host(xp.max(xp.abs(a)))):.3g}, above "
-                         f"{DATA_LIMIT:g}: their products overflow float64 (the features and the Gram matrix); "
-                         "rescale the data")
+    largest = float(to_host(xp.max(xp.abs(a)))) if a.size else 0.0
+    if largest > DATA_LIMIT:
+        raise ValueError(f"{name} has entries of magnitude up to {largest:.3g}, above {DATA_LIMIT:g}: their products "
+                         "overflow float64 (the features and the Gram matrix); rescale the data")
+
+
+def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
+    if a.ndim not in ndim_ok:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndim_ok))} dimensions, got shape {a.shape}")
+    check_values(name, a)
     return a
 
 

@@ -552,26 +552,27 @@ def _layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], 
     return out
 
 
+def _refuse_beyond_memory(path: Path, what: str, nbytes: int) -> None:
+    """A file may declare any size (and a compressed one expand a small chunk to it): refuse, before reading,
+    what could not fit in half of the memory available."""
+    if nbytes > available_memory() // 2:
+        raise CheckpointError(f"{str(path)!r}: {what} ({nbytes / 2**30:.3g} GiB), more than half of the memory "
+                              "available: mfld does not read it")
+
+
 def _read_bounded(path: Path, dataset: object) -> np.ndarray:
-    """A stored array read whole, refused first if its declared size could not fit in memory (a file may
-    declare any size, and a compressed one may hold a small chunk that expands to it)."""
+    """A stored array read whole, once its declared size is known to fit in memory."""
     if not isinstance(dataset, h5py.Dataset):
         raise CheckpointError(f"{str(path)!r}: {getattr(dataset, 'name', dataset)} is not a dataset")
-    size = dataset.size * dataset.dtype.itemsize
-    if size > available_memory() // 2:
-        raise CheckpointError(f"{str(path)!r}: {dataset.name} declares {dataset.shape} {dataset.dtype} "
-                              f"({size / 2**30:.3g} GiB), more than half of the memory available: mfld does not "
-                              "read it")
+    _refuse_beyond_memory(path, f"{dataset.name} declares {dataset.shape} {dataset.dtype}",
+                          dataset.size * dataset.dtype.itemsize)
     return dataset[()]
 
 
 def _bounded_frame(path: Path, value: h5py.Dataset) -> None:
     """Refuse to read a frame of ``value`` whose declared size could not fit in memory."""
-    size = math.prod(value.shape[1:]) * value.dtype.itemsize
-    if size > available_memory() // 2:
-        raise CheckpointError(f"{str(path)!r}: {value.name} declares frames of {value.shape[1:]} {value.dtype} "
-                              f"({size / 2**30:.3g} GiB), more than half of the memory available: mfld does not "
-                              "read them")
+    _refuse_beyond_memory(path, f"{value.name} declares frames of {value.shape[1:]} {value.dtype}",
+                          math.prod(value.shape[1:]) * value.dtype.itemsize)
 
 
 def _kind_problems(kind: str, config: Config, density: bool) -> list[str]:
@@ -596,9 +597,9 @@ def _clock_problems(f: h5py.File, kind: str, every: int) -> list[str]:
     frames, records = _counts(f)
     el = _frame_element(f)
     obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group)]
-    if 8 * (2 * frames + (2 + len(obs)) * records) > available_memory() // 2:  # steps, times and values read
-        return [f"/{_COUNT} counts {frames} frames and {records} records: their steps and times alone would not "
-                "fit in half of the memory available, which mfld does not read"]
+    # What reading the counted steps, times and values would take.
+    _refuse_beyond_memory(Path(f.filename), f"/{_COUNT} counts {frames} frames and {records} records of "
+                          f"{len(obs)} observables", 8 * (2 * frames + (2 + len(obs)) * records))
     out = []
     for what, group, count in (("frame", el, frames), ("record", obs[0] if obs else None, records)):
         if group is None or not count:
