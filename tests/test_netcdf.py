@@ -1,13 +1,22 @@
-"""Particle checkpoints open in the netCDF library and xarray's netcdf4 engine (they aborted the reader before),
-and show no padding rows once their run has ended, finished or stopped."""
+"""Every kind of file mfld writes opens in the HDF5 and netCDF tools users already have, and shows no padding rows
+once its run has ended, finished or stopped.
+
+The tools: ``ncdump -h`` and ``h5dump -H`` (Debian's netcdf-bin and hdf5-tools), the netCDF4 library, xarray with
+its netcdf4 and h5netcdf engines, and pyh5md. Each is exercised in a child process: the failure this guards
+against (a fill value netCDF-C cannot read) aborted the reading interpreter. A test is skipped only when its tool
+is not installed.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,11 +26,11 @@ from mfld.discretizations.loop import Interrupted
 from mfld.solver import build
 from mfld.solver.config import load_config
 
-pytest.importorskip("netCDF4")
-pytest.importorskip("xarray")
-
 SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=20", "time.eta=0.1",
          "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"']
+GRID = ["grid.cells=32", "data.n=30", "data.n_test=40", "time.steps=12", "output.checkpoint_every=5",
+        "output.metrics_every=4", "output.plot=false", 'output.progress="off"']
+KINDS = ("particles", "interrupted", "grid", "spectral", "stationary")
 
 
 class _InterruptAt:
@@ -39,30 +48,105 @@ class _InterruptAt:
         pass
 
 
-@pytest.mark.parametrize("interrupted", [False, True])
-def test_a_particle_file_opens_in_netcdf_readers(tmp_path, monkeypatch, interrupted):
-    path = build.start(load_config(None, SMALL), tmp_path / "p.h5")
-    if interrupted:  # planned for 40 more steps, stopped at step 25: its rows past the count are dropped at the end
+def _write(kind: str, folder: Path) -> Path:
+    path = folder / f"{kind}.h5"
+    if kind == "particles":
+        return build.start(load_config(None, SMALL), path)
+    if kind == "interrupted":  # planned for 40 more steps, stopped at step 25: its rows past the count are dropped
+        build.start(load_config(None, SMALL), path)
         original = build._observers
-        monkeypatch.setattr(build, "_observers", lambda *a, **k: [*original(*a, **k), _InterruptAt(25)])
-        with pytest.raises(Interrupted):
-            build.resume(path, steps=40)
-    with h5py.File(path, "r") as f:  # what any HDF5 reader sees: only written rows, steps increasing
+        build._observers = lambda *a, **k: [*original(*a, **k), _InterruptAt(25)]
+        try:
+            with pytest.raises(Interrupted):
+                build.resume(path, steps=40)
+        finally:
+            build._observers = original
+        return path
+    if kind == "stationary":
+        return build.write_stationary(load_config("grid-1d", GRID), path)
+    return build.start(load_config("grid-1d" if kind == "grid" else "spectral-1d", GRID), path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("files")
+    return {kind: _write(kind, folder) for kind in KINDS}
+
+
+def _elements(path: Path) -> list[str]:
+    """The groups holding H5MD time series (``step``, ``time``, ``value``)."""
+    found: list[str] = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Group) and "value" in obj else None)
+    return found
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_padding_rows_once_a_run_has_ended(files, kind):
+    """What any HDF5 reader sees: only written rows, steps increasing (H5MD's rule), no NaN time."""
+    path = files[kind]
+    assert {"particles/mu/position", "fields/mu"} & set(_elements(path)), "the measure is not a time series"
+    with h5py.File(path, "r") as f:
         frames, records = f["parameters/committed"][:2]
-        for name in ("particles/mu/position", "particles/mu/rng_state", "observables/objective", "observables/U"):
-            steps = f[f"{name}/step"][()]
-            assert f[f"{name}/value"].shape[0] == steps.size == (records if "observables" in name else frames)
-            assert steps.min() >= 0 and (np.diff(steps) > 0).all(), (name, steps)
-        assert f["particles/mu/position/step"][-1] == (25 if interrupted else 20)
-    # In a child process: the failure this guards against is an abort of the reading interpreter.
-    code = textwrap.dedent(f"""
+        for name in _elements(path):
+            steps, times = f[f"{name}/step"][()], f[f"{name}/time"][()]
+            assert f[f"{name}/value"].shape[0] == steps.size == times.size
+            assert steps.size == (records if name.startswith("observables/") else frames), name
+            assert steps.min() >= 0 and (np.diff(steps) > 0).all() and np.isfinite(times).all(), (name, steps)
+    if kind == "interrupted":
+        with h5py.File(path, "r") as f:
+            assert f["particles/mu/position/step"][-1] == 25
+
+
+def _child(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("tool", ["ncdump", "h5dump"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_command_line_dumps_read_every_file(files, kind, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (Debian: {'netcdf-bin' if tool == 'ncdump' else 'hdf5-tools'})")
+    proc = subprocess.run([tool, "-h" if tool == "ncdump" else "-H", str(files[kind])], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-800:])
+    assert "observables" in proc.stdout
+
+
+@pytest.mark.parametrize("engine", ["netcdf4", "h5netcdf"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_xarray_opens_every_group_of_every_file(files, kind, engine):
+    pytest.importorskip("xarray")
+    pytest.importorskip("netCDF4" if engine == "netcdf4" else "h5netcdf")
+    groups = _elements(files[kind])
+    proc = _child(f"""
         import netCDF4, xarray as xr
-        with netCDF4.Dataset({str(path)!r}) as nc:
-            assert sorted(nc.groups) == ["h5md", "observables", "parameters", "particles"]
-        for group in ("particles/mu/position", "particles/mu/rng_state", "observables/objective"):
-            with xr.open_dataset({str(path)!r}, engine="netcdf4", group=group) as ds:
-                assert "value" in ds, group
-        print("opened")
+        for group in {groups!r}:
+            with xr.open_dataset({str(files[kind])!r}, engine={engine!r}, group=group) as ds:
+                assert ds["value"].shape[0] == ds["step"].shape[0], group
+                ds["value"].values
+        if {engine!r} == "netcdf4":
+            with netCDF4.Dataset({str(files[kind])!r}) as nc:
+                assert "observables" in nc.groups
+        print("opened", len({groups!r}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "opened", (proc.returncode, proc.stderr[-800:])
+    assert proc.returncode == 0 and proc.stdout.split() == ["opened", str(len(groups))], \
+        (proc.returncode, proc.stderr[-800:])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pyh5md_reads_every_time_series(files, kind):
+    if importlib.util.find_spec("pyh5md") is None:
+        pytest.skip("pyh5md is not installed")
+    groups = _elements(files[kind])
+    proc = _child(f"""
+        import pyh5md
+        with pyh5md.File({str(files[kind])!r}, "r") as f:
+            for name in {groups!r}:
+                parent, _, leaf = name.rpartition("/")
+                el = pyh5md.element(f[parent], leaf)
+                assert el.value.shape[0] == el.step.shape[0] == el.time.shape[0], name
+        print("read", len({groups!r}))
+    """)
+    assert proc.returncode == 0 and proc.stdout.split() == ["read", str(len(groups))], \
+        (proc.returncode, proc.stderr[-800:])
