@@ -60,13 +60,13 @@ def rel_error(m: np.ndarray, points: np.ndarray, p: int) -> float:
     return float(np.max(np.abs(m.ravel() - ref)) / np.max(ref))
 
 
-def mfld_solver(cls, scheme: str | None, tau: float) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+def mfld_solver(cls, scheme: str | None, eta: float) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     def solve(p: int, n: int):
         F = PriorOnlyFunctional(Problem(np.zeros((2, p)), np.zeros(2), "tanh", LAM, 1.0, LAM_W))
         grid = Grid.box(L, n, p)
         m0 = gaussian_density(grid, MEAN0[:p], COV0[:p, :p])
-        s = cls(F, grid, m0, tau, scheme) if scheme else cls(F, grid, m0, tau)
-        for _ in range(int(round(T_END / tau))):
+        s = cls(F, grid, m0, eta, scheme) if scheme else cls(F, grid, m0, eta)
+        for _ in range(int(round(T_END / eta))):
             s.step()
         return s.density, grid.centers()
 
@@ -140,11 +140,11 @@ def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int = 3) -> t
 
 def linear_table() -> None:
     solvers: list[tuple[str, Callable[[int, int], tuple[np.ndarray, np.ndarray]], bool]] = [
-        ("mfld FV implicit Euler, tau 1e-3", mfld_solver(FiniteVolume, "implicit-euler", 1e-3), False),
-        ("mfld FV BDF2, tau 1e-2", mfld_solver(FiniteVolume, "bdf2", 1e-2), False),
-        ("mfld spectral IMEX Euler, tau 1e-3", mfld_solver(FourierSpectral, "imex-euler", 1e-3), False),
-        ("mfld spectral SBDF2, tau 1e-2", mfld_solver(FourierSpectral, "sbdf2", 1e-2), False),
-        ("mfld spectral SBDF2, tau 5e-2", mfld_solver(FourierSpectral, "sbdf2", 5e-2), False),
+        ("mfld FV implicit Euler, eta 1e-3", mfld_solver(FiniteVolume, "implicit-euler", 1e-3), False),
+        ("mfld FV BDF2, eta 1e-2", mfld_solver(FiniteVolume, "bdf2", 1e-2), False),
+        ("mfld spectral IMEX Euler, eta 1e-3", mfld_solver(FourierSpectral, "imex-euler", 1e-3), False),
+        ("mfld spectral SBDF2, eta 1e-2", mfld_solver(FourierSpectral, "sbdf2", 1e-2), False),
+        ("mfld spectral SBDF2, eta 5e-2", mfld_solver(FourierSpectral, "sbdf2", 5e-2), False),
         ("fplanck (expm in time)", fplanck_solver, False),
         ("py-pde (scipy RK45, adaptive)", pypde_solver, True),
         ("FiPy (implicit Euler, dt 1e-3)", fipy_solver, False),
@@ -204,7 +204,7 @@ def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
 
 def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:
     print("\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
-          "box [-5, 5]^3), implicit Euler, tau = 0.5, seconds per step (after one untimed step)")
+          "box [-5, 5]^3), implicit Euler, eta = 0.5, seconds per step (after one untimed step)")
     solvers = ("direct", "splitting", "krylov")
     print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>14}" for s in solvers) + "   krylov iterations")
     for p, sizes in ((2, squares), (3, cubes)):

@@ -11,7 +11,7 @@ and the Bernoulli function ``B(x) = x / (e^x - 1)``,
 which vanishes exactly when ``m_{i+e_k} / m_i = exp(-delta)``: the discrete
 equilibrium of a frozen potential is exactly proportional to ``exp(-V / lam)``.
 Writing ``dm/dt = A(V) m``, A has non-negative off-diagonal entries and zero
-column sums, so ``I - tau A`` is an M-matrix with ``1^T (I - tau A) = 1^T``.
+column sums, so ``I - eta A`` is an M-matrix with ``1^T (I - eta A) = 1^T``.
 
 Time steps are linearly implicit: V is frozen at the current density (the
 functional evaluated on the cell centres weighted by ``m |cell|``) and one sparse
@@ -20,13 +20,13 @@ system is solved, by one of the solvers of :mod:`mfld.discretizations.linear`
 
 The schemes are registered in :data:`GRID_SCHEMES`:
 
-* ``"implicit-euler"``: ``(I - tau A(V^k)) m^{k+1} = m^k``. Mass is conserved to
-  round-off and ``m^{k+1} >= 0`` for every ``tau``; first order in time.
-* ``"bdf2"``: ``(I - (2/3) tau A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``.
+* ``"implicit-euler"``: ``(I - eta A(V^k)) m^{k+1} = m^k``. Mass is conserved to
+  round-off and ``m^{k+1} >= 0`` for every ``eta``; first order in time.
+* ``"bdf2"``: ``(I - (2/3) eta A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``.
   Second order and mass conserving, but *not* unconditionally positive: no
   linear method of order above one is (Bolley & Crouzeix 1978), so the right-hand
   side can go negative for large steps. The minimum density is reported as an
-  observable, and a negative density raises an error that says to reduce tau.
+  observable, and a negative density raises an error that says to reduce eta.
 
 The feature matrix ``h(X; cell centres)`` never changes and is computed once.
 """
@@ -208,18 +208,18 @@ class GridDensity:
         functional: Functional,
         grid: Grid,
         density: npt.ArrayLike,
-        tau: float,
+        eta: float,
         step: int = 0,
         time: float = 0.0,
         edge_mass_warning: float = 1e-4,
         reference_objective: float | None = None,
     ) -> None:
-        if not (math.isfinite(tau) and tau > 0):
-            raise ValueError(f"time.eta (the grid's time step tau) must be a finite number > 0, got {tau}")
+        if not (math.isfinite(eta) and eta > 0):
+            raise ValueError(f"time.eta (the grid's time step) must be a finite number > 0, got {eta}")
         if functional.dim != grid.dim:
             raise ValueError(f"the grid has {grid.dim} axes but the measure lives in dimension {functional.dim}")
         xp = namespace(functional.problem.X)
-        self.functional, self.grid, self.tau, self.xp = functional, grid, float(tau), xp
+        self.functional, self.grid, self.eta, self.xp = functional, grid, float(eta), xp
         dtype = functional.problem.X.dtype
         self.points = xp.asarray(grid.centers(), dtype=dtype)
         self.features = functional.features(self.points)
@@ -249,7 +249,7 @@ class GridDensity:
             # that produced it was unstable, which only the step size can fix.
             raise FloatingPointError(
                 f"the density at step {self.step_count} is far from a measure (its kernel system is not positive "
-                f"definite): the step is unstable at time.eta = {self.tau:g}; reduce time.eta"
+                f"definite): the step is unstable at time.eta = {self.eta:g}; reduce time.eta"
             ) from None
 
     def potential(self) -> Array:
@@ -275,11 +275,11 @@ class GridDensity:
     def _advance(self, new: Array) -> None:
         if not bool(self.xp.all(self.xp.isfinite(new))):
             raise FloatingPointError(
-                f"the density became NaN or infinite at step {self.step_count + 1}; reduce time.eta (now {self.tau})"
+                f"the density became NaN or infinite at step {self.step_count + 1}; reduce time.eta (now {self.eta})"
             )
         self.density, self._fit = new, None
         self.step_count += 1
-        self.time += self.tau
+        self.time += self.eta
         self._check_edges()
 
     def _check_edges(self) -> None:
@@ -357,14 +357,14 @@ class TwoStep:
 
 
 class ImplicitEuler(OneStep):
-    """``(I - tau A(V^k)) m^{k+1} = m^k``: positive for every ``tau``, first order."""
+    """``(I - eta A(V^k)) m^{k+1} = m^k``: positive for every ``eta``, first order."""
 
     def advance(self, fv: FiniteVolume, V: Array) -> Array:
-        return fv.solve(V, fv.tau, fv.density)
+        return fv.solve(V, fv.eta, fv.density)
 
 
 class BDF2(TwoStep):
-    """``(I - (2/3) tau A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``: second order, positivity checked.
+    """``(I - (2/3) eta A(2 V^k - V^{k-1})) m^{k+1} = (4/3) m^k - (1/3) m^{k-1}``: second order, positivity checked.
 
     The first step (no ``m^{k-1}`` yet) is an implicit Euler step.
     """
@@ -375,17 +375,17 @@ class BDF2(TwoStep):
 
     def advance(self, fv: FiniteVolume, V: Array) -> Array:
         if self.previous is None:
-            new = fv.solve(V, fv.tau, fv.density)
+            new = fv.solve(V, fv.eta, fv.density)
         else:
             V_prev = self._V_previous
             if V_prev is None:
                 V_prev = fv.functional.potential(fv.fit_of(self.previous)).reshape(fv.grid.shape)
             rhs = (4.0 * fv.density - self.previous) / 3.0
-            new = fv.solve(2.0 * V - V_prev, 2.0 * fv.tau / 3.0, rhs)
+            new = fv.solve(2.0 * V - V_prev, 2.0 * fv.eta / 3.0, rhs)
         if float(fv.xp.min(new)) < 0:
             raise FloatingPointError(
                 f"bdf2 produced a negative density ({float(fv.xp.min(new)):.3g}) at step {fv.step_count + 1}; "
-                f"reduce time.eta (now {fv.tau}) or use grid.scheme = 'implicit-euler' (positive for any step)"
+                f"reduce time.eta (now {fv.eta}) or use grid.scheme = 'implicit-euler' (positive for any step)"
             )
         self.previous, self._V_previous = fv.density, V
         return new
@@ -404,11 +404,11 @@ class FiniteVolume(GridDensity):
     """
 
     def __init__(
-        self, functional: Functional, grid: Grid, density: npt.ArrayLike, tau: float,
+        self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
         scheme: str = "implicit-euler", previous: npt.ArrayLike | None = None, linear_solver: str = "auto",
         solver_tol: float = 1e-10, **kwargs: Any,
     ) -> None:
-        super().__init__(functional, grid, density, tau, **kwargs)
+        super().__init__(functional, grid, density, eta, **kwargs)
         self._use_scheme(GRID_SCHEMES, scheme, previous)
         self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
 
@@ -417,5 +417,5 @@ class FiniteVolume(GridDensity):
         return self.solver.solve(V, dt, rhs)
 
     def step(self) -> None:
-        """One linearly implicit step of size ``tau``."""
+        """One linearly implicit step of size ``eta``."""
         self._advance(self.scheme.advance(self, self.potential()))

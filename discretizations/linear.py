@@ -269,7 +269,7 @@ class Krylov:
 LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry("grid.linear_solver")
 LINEAR_SOLVERS.add("direct", Direct, "sparse LU every step: exact, the reference; slow past ~10^5 cells")
 LINEAR_SOLVERS.add("splitting", Splitting, "dimensional (Lie) splitting, tridiagonal sweeps: O(cells), positive and "
-                   "conservative, splitting error of order tau (none in 1-D)")
+                   "conservative, splitting error of order eta (none in 1-D)")
 LINEAR_SOLVERS.add("krylov", Krylov, "GMRES preconditioned by a splitting sweep, to grid.solver_tol: O(cells) per "
                    "iteration, the direct solution to the tolerance")
 

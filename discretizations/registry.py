@@ -1,7 +1,7 @@
 """The registry of discretisations: ``discretization`` -> system class, its time schemes and its kind.
 
 ``density`` discretisations hold a density on a :class:`~mfld.discretizations.grid.Grid`
-and share one constructor ``cls(functional, grid, density, tau, **options)``;
+and share one constructor ``cls(functional, grid, density, eta, **options)``;
 their files store ``/fields``. ``scheme_key`` is the configuration key choosing
 among ``schemes`` (None where the discretisation has one scheme of its own);
 ``linear_solver`` marks the ones that take ``grid.linear_solver``.

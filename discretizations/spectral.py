@@ -9,9 +9,9 @@ centres of a :class:`~mfld.discretizations.grid.Grid` and wave vectors ``xi``:
 is advanced by an implicit-explicit scheme (diffusion implicit, drift explicit), with
 ``N_k = (div(m_k grad V_{m_k}))^`` (registered in :data:`SPECTRAL_SCHEMES`):
 
-* ``"imex-euler"``: ``(1 + tau lam |xi|^2) m^_{k+1} = m^_k + tau N_k``, first order;
+* ``"imex-euler"``: ``(1 + eta lam |xi|^2) m^_{k+1} = m^_k + eta N_k``, first order;
 * ``"sbdf2"`` (semi-implicit BDF2, Ascher, Ruuth & Wetton 1995):
-  ``(3 + 2 tau lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 tau (2 N_k - N_{k-1})``,
+  ``(3 + 2 eta lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 eta (2 N_k - N_{k-1})``,
   second order; its first step is an IMEX Euler step.
 
 The divergence is taken spectrally and ``grad V`` evaluated exactly at the nodes
@@ -46,14 +46,14 @@ class SpectralScheme(Protocol):
 
 
 class ImexEuler(OneStep):
-    """``(1 + tau lam |xi|^2) m^_{k+1} = m^_k + tau N_k``: first order."""
+    """``(1 + eta lam |xi|^2) m^_{k+1} = m^_k + eta N_k``: first order."""
 
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array:
-        return (m_hat + sp.tau * drift_hat) / (1.0 + sp.tau * sp.functional.problem.lam * sp.xi2)
+        return (m_hat + sp.eta * drift_hat) / (1.0 + sp.eta * sp.functional.problem.lam * sp.xi2)
 
 
 class SBDF2(TwoStep):
-    """``(3 + 2 tau lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 tau (2 N_k - N_{k-1})``: second order."""
+    """``(3 + 2 eta lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 eta (2 N_k - N_{k-1})``: second order."""
 
     def __init__(self, previous: Array | None = None) -> None:
         super().__init__(previous)
@@ -66,9 +66,9 @@ class SBDF2(TwoStep):
             if self._previous_hat is None:
                 self._previous_hat = (sp.xp.fft.rfftn(self.previous), sp.drift_hat(self.previous))
             prev_hat, prev_drift = self._previous_hat
-            tau, lam = sp.tau, sp.functional.problem.lam
-            rhs = 4.0 * m_hat - prev_hat + 2.0 * tau * (2.0 * drift_hat - prev_drift)
-            new = rhs / (3.0 + 2.0 * tau * lam * sp.xi2)
+            eta, lam = sp.eta, sp.functional.problem.lam
+            rhs = 4.0 * m_hat - prev_hat + 2.0 * eta * (2.0 * drift_hat - prev_drift)
+            new = rhs / (3.0 + 2.0 * eta * lam * sp.xi2)
         self.previous, self._previous_hat = sp.density, (m_hat, drift_hat)
         return new
 
@@ -84,9 +84,9 @@ class FourierSpectral(GridDensity):
     kind = "spectral"
     signed = True
 
-    def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, tau: float,
+    def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
                  scheme: str = "imex-euler", previous: npt.ArrayLike | None = None, **kwargs: Any) -> None:
-        super().__init__(functional, grid, density, tau, **kwargs)
+        super().__init__(functional, grid, density, eta, **kwargs)
         xp = self.xp
         self._use_scheme(SPECTRAL_SCHEMES, scheme, previous)
         freqs = []
@@ -119,6 +119,6 @@ class FourierSpectral(GridDensity):
         return out
 
     def step(self) -> None:
-        """One step of the configured IMEX scheme, of size ``tau``."""
+        """One step of the configured IMEX scheme, of size ``eta``."""
         new_hat = self.scheme.advance(self, self.xp.fft.rfftn(self.density), self.drift_hat(self.density))
         self._advance(self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim))))

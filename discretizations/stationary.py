@@ -18,6 +18,7 @@ which needs no knowledge of mu*.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,10 @@ from mfld.model.backend import Array, namespace
 from mfld.model.functional import Functional
 
 from .grid import Grid, entropy
+
+
+class NotConvergedWarning(RuntimeWarning):
+    """The fixed-point iteration stopped at ``max_iter`` with its certificate above ``tol``."""
 
 
 @dataclass
@@ -49,13 +54,18 @@ def solve_stationary(
     functional: Functional,
     grid: Grid,
     initial: Array | None = None,
-    tol: float = 1e-10,
-    max_iter: int = 2000,
+    tol: float = 1e-12,
+    max_iter: int = 500,
     damping: float = 0.5,
     memory: int = 5,
     callback: Callable[[int, float, float], None] | None = None,
 ) -> StationaryResult:
-    """Iterate the proximal Gibbs map from ``initial`` (default: the prior) until the certificate is below ``tol``."""
+    """Iterate the proximal Gibbs map from ``initial`` (default: the prior) until the certificate is below ``tol``.
+
+    The defaults are the ``[stationary]`` section's (``tol``, ``max_iter``, ``damping``, ``memory``). Not
+    reaching ``tol`` in ``max_iter`` iterations warns (:class:`NotConvergedWarning`) and returns the iterate of the
+    smallest certificate, with ``converged`` False.
+    """
     if not 0 < damping <= 1:
         raise ValueError(f"stationary.damping must lie in (0, 1], got {damping}")
     if tol <= 0 or max_iter < 1 or memory < 0:
@@ -120,6 +130,9 @@ def solve_stationary(
     if not converged and best[0] < cert:
         psi = best[1]
         f, cert, obj = evaluate(psi)
+    if not converged:
+        warnings.warn(f"the fixed-point iteration did not reach tol = {tol:g} in max_iter = {max_iter} iterations "
+                      f"(certificate {cert:.3e}); raise max_iter or lower damping", NotConvergedWarning, stacklevel=2)
     density = xp.exp(psi).reshape(grid.shape)
     return StationaryResult(density, obj, cert, it, converged, history)
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from mfld.discretizations.grid import FieldState, Grid, check_box, gaussian_dens
 from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
 from mfld.discretizations.particles import Particles, ParticleState, check_step_size, initial_positions
 from mfld.discretizations.registry import DISCRETIZATIONS
-from mfld.discretizations.stationary import StationaryResult, solve_stationary
+from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
 from mfld.model.backend import get_backend, to_host
 from mfld.model.datasets import make_dataset, read_dataset
@@ -141,10 +142,12 @@ def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool
     def report(it: int, cert: float, obj: float) -> None:
         log.info(f"  iteration {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}")
 
-    result = solve_stationary(
-        functional, grid, tol=s["tol"], max_iter=s["max_iter"], damping=s["damping"], memory=s["memory"],
-        callback=report if verbose else None,
-    )
+    with warnings.catch_warnings():  # refused below with the configuration's key names instead
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        result = solve_stationary(
+            functional, grid, tol=s["tol"], max_iter=s["max_iter"], damping=s["damping"], memory=s["memory"],
+            callback=report if verbose else None,
+        )
     if not result.converged:
         raise RuntimeError(
             f"the fixed-point iteration did not reach stationary.tol = {s['tol']:g} in {result.iterations} "

@@ -161,7 +161,7 @@ SCHEMA: dict[str, Key] = {
     "stationary.damping": Key((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]",
                               "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing"),
     "stationary.memory": _nonneg_int("Anderson mixing depth (0: plain damped iteration)"),
-    "time.eta": _pos("step size (particles: refused when eta lam lam_w >= 1; grids: tau of the implicit step)"),
+    "time.eta": _pos("step size (particles: refused when eta lam lam_w >= 1; grids: the implicit step)"),
     "time.steps": _nonneg_int("number of steps"),
     "output.path": Key(str, lambda v: len(v) > 0, "a non-empty path", "checkpoint file (`--out` overrides)"),
     "output.checkpoint_every": _pos_int("steps between saved frames"),

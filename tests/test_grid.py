@@ -43,11 +43,11 @@ def ou_exact(grid: Grid, t: float) -> np.ndarray:
     return (np.exp(-0.5 * quad) / math.sqrt((2 * math.pi) ** p * np.linalg.det(cov))).reshape(grid.shape)
 
 
-def ou_run(p: int, cells: int, tau: float, scheme: str = "implicit-euler", cls=FiniteVolume) -> FiniteVolume:
+def ou_run(p: int, cells: int, eta: float, scheme: str = "implicit-euler", cls=FiniteVolume) -> FiniteVolume:
     grid = Grid.box(2.5, cells, p)
     m0 = gaussian_density(grid, MEAN0[:p], COV0[:p, :p])
-    system = cls(ou(p), grid, m0, tau, scheme)
-    for _ in range(int(round(T_END / tau))):
+    system = cls(ou(p), grid, m0, eta, scheme)
+    for _ in range(int(round(T_END / eta))):
         system.step()
     return system
 
@@ -58,10 +58,10 @@ def orders(errors: list[float], ratio: float = 2.0) -> list[float]:
 
 @pytest.mark.parametrize("p, cells", [(1, [50, 100, 200]), (2, [16, 32, 64])])
 def test_space_order_is_two_on_ornstein_uhlenbeck(p, cells):
-    tau = 2e-3 if p == 1 else 5e-3  # bdf2, so that the time error is far below the space error
+    eta = 2e-3 if p == 1 else 5e-3  # bdf2, so that the time error is far below the space error
     errors = []
     for n in cells:
-        s = ou_run(p, n, tau, "bdf2")
+        s = ou_run(p, n, eta, "bdf2")
         errors.append(float(np.max(np.abs(s.density - ou_exact(s.grid, T_END)))))
     observed = orders(errors)
     assert all(1.8 < o < 2.2 for o in observed), (errors, observed)
@@ -94,11 +94,11 @@ def nonlinear(p: int, lam: float = 0.05) -> TwoTimescaleFunctional:
 
 
 @pytest.mark.parametrize("p, cells", [(1, 160), (2, 48)])
-@pytest.mark.parametrize("tau", [0.3, 30.0])
-def test_mass_positivity_and_descent_on_the_nonlinear_problem(p, cells, tau):
+@pytest.mark.parametrize("eta", [0.3, 30.0])
+def test_mass_positivity_and_descent_on_the_nonlinear_problem(p, cells, eta):
     F = nonlinear(p)
     grid = Grid.box(6.0, cells, p)
-    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p)), tau)
+    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p)), eta)
     objective = [fv.objective()]
     for _ in range(25):
         fv.step()
@@ -135,6 +135,19 @@ def test_long_time_grid_solution_is_the_stationary_solution(p, cells):
     slope, intercept = np.polyfit(t[keep], np.log(gap[keep]), 1)
     resid = np.log(gap[keep]) - (slope * t[keep] + intercept)
     assert slope < 0 and np.max(np.abs(resid)) < 0.5, (slope, resid)
+
+
+def test_solve_stationary_defaults_are_the_configuration_defaults_and_a_stop_short_of_tol_warns():
+    import inspect
+
+    from mfld.discretizations.stationary import NotConvergedWarning
+    from mfld.solver.config import load_config
+
+    signature = inspect.signature(solve_stationary).parameters
+    assert {k: signature[k].default for k in ("tol", "max_iter", "damping", "memory")} == load_config()["stationary"]
+    with pytest.warns(NotConvergedWarning, match="max_iter = 2"):
+        result = solve_stationary(nonlinear(1), Grid.box(6.0, 64, 1), max_iter=2)
+    assert not result.converged and result.certificate > 1e-12
 
 
 def test_bdf2_reports_negative_density_where_implicit_euler_stays_positive():
@@ -179,11 +192,11 @@ def test_spectral_conserves_mass_and_beats_finite_volumes_per_unknown():
 
 @pytest.mark.parametrize("scheme, order", [("imex-euler", 1.0), ("sbdf2", 2.0)])
 def test_spectral_time_order(scheme, order):
-    """Ornstein-Uhlenbeck in 2-D on 40^2 modes (spatial error below 1e-7): halving tau divides the error
+    """Ornstein-Uhlenbeck in 2-D on 40^2 modes (spatial error below 1e-7): halving eta divides the error
     at T by 2^order."""
     errors = []
-    for tau in (0.02, 0.01, 0.005):
-        run = ou_run(2, 40, tau, scheme, cls=FourierSpectral)
+    for eta in (0.02, 0.01, 0.005):
+        run = ou_run(2, 40, eta, scheme, cls=FourierSpectral)
         errors.append(float(np.max(np.abs(run.density - ou_exact(run.grid, T_END)))))
         assert abs(run.density.sum() * run.grid.cell_volume - 1.0) < 1e-12
     observed = orders(errors)

@@ -48,10 +48,10 @@ def test_in_one_dimension_the_splitting_is_the_exact_solve():
     np.testing.assert_allclose(split_solve(grid, V, 0.05, 0.3, m), exact, rtol=1e-12)
 
 
-def _run(solver: str, scheme: str, steps: int, tau: float, cells: int = 48, tol: float = 1e-10) -> FiniteVolume:
+def _run(solver: str, scheme: str, steps: int, eta: float, cells: int = 48, tol: float = 1e-10) -> FiniteVolume:
     F = low_dim_functional(2)
     grid = Grid.box(6.0, cells, 2)
-    fv = FiniteVolume(F, grid, gaussian_density(grid, [0, 0], np.eye(2)), tau, scheme, linear_solver=solver,
+    fv = FiniteVolume(F, grid, gaussian_density(grid, [0, 0], np.eye(2)), eta, scheme, linear_solver=solver,
                       solver_tol=tol)
     loop.run(fv, steps)
     return fv
@@ -69,11 +69,11 @@ def test_krylov_after_50_nonlinear_steps_is_the_direct_density_to_the_tolerance(
 
 
 def test_the_splitting_error_is_first_order_in_tau():
-    """Splitting against the unsplit step at the same tau, at T = 2: the difference halves with tau."""
+    """Splitting against the unsplit step at the same eta, at T = 2: the difference halves with eta."""
     T, errors, taus = 2.0, [], [0.2, 0.1, 0.05]
-    for tau in taus:
-        steps = round(T / tau)
-        split, direct = _run("splitting", "implicit-euler", steps, tau), _run("direct", "implicit-euler", steps, tau)
+    for eta in taus:
+        steps = round(T / eta)
+        split, direct = _run("splitting", "implicit-euler", steps, eta), _run("direct", "implicit-euler", steps, eta)
         errors.append(np.max(np.abs(split.density - direct.density)) / direct.density.max())
         assert split.density.min() >= 0
         assert abs(split.density.sum() * split.grid.cell_volume - 1) < 1e-12

@@ -38,9 +38,9 @@ from ..problems import low_dim_functional
 from ..report import Report, fit_slope
 
 
-def grid_reference(F: Functional, p: int, T: float, cells: int, tau: float) -> tuple[Grid, FiniteVolume]:
+def grid_reference(F: Functional, p: int, T: float, cells: int, eta: float) -> tuple[Grid, FiniteVolume]:
     grid = Grid.box(6.0, cells, p)
-    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p) / F.problem.lam_w), tau, "bdf2")
+    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p) / F.problem.lam_w), eta, "bdf2")
     loop.run(fv, until=T)
     return grid, fv
 

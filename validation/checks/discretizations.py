@@ -53,14 +53,14 @@ def run(full: bool = False, seed: int = 0) -> Report:
     U_star = F.fit(fine.centers(), q_star, F.features(fine.centers())).U
     rows = []
 
-    def grid_method(name: str, cls: type[GridDensity], cells: int, tau: float, **kw: str) -> None:
+    def grid_method(name: str, cls: type[GridDensity], cells: int, eta: float, **kw: str) -> None:
         grid = Grid.box(6.0, cells, 1)
         t0 = time.perf_counter()
-        s = cls(F, grid, gaussian_density(grid, [0.0], [[1.0]]), tau, **kw)
+        s = cls(F, grid, gaussian_density(grid, [0.0], [[1.0]]), eta, **kw)
         loop.run(s, until=T)
         wall = time.perf_counter() - t0
         q = s.measure()[1]
-        rows.append([name, cells, tau, int(round(T / tau)), abs(s.fit().U - U_star), w1(grid_cdf(grid, q), cdf_star),
+        rows.append([name, cells, eta, int(round(T / eta)), abs(s.fit().U - U_star), w1(grid_cdf(grid, q), cdf_star),
                      float(np.min(s.density)), wall])
         report.progress(f"{name}, {cells} cells: {wall:.1f} s")
 

@@ -4,7 +4,7 @@
     alpha >= lam_w exp(-2 c_l^2 / (lam^2 lam_a)),   |y| <= c_l.
 
 Grid: for several temperatures the finite-volume dynamics (BDF2, small step, so
-that the discrete rate ``log(1 + r tau) / tau`` is within a fraction of a percent
+that the discrete rate ``log(1 + r eta) / eta`` is within a fraction of a percent
 of ``r``) runs from the prior, the optimum comes from the stationary solver, and
 the rate is fitted on ``log(gap)`` over the range between round-off and the
 transient. The Ornstein-Uhlenbeck case (``U = 0``), whose asymptotic rate is
@@ -32,10 +32,10 @@ from ..problems import low_dim_functional, low_dim_problem
 from ..report import Report
 
 
-def gap_history(F: Functional, grid: Grid, m0: np.ndarray, reference: float, tau: float, t_max: float,
+def gap_history(F: Functional, grid: Grid, m0: np.ndarray, reference: float, eta: float, t_max: float,
                 every: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Times and gaps ``Obj(m_t) - reference`` of a BDF2 run until the gap reaches round-off."""
-    fv = FiniteVolume(F, grid, m0, tau, "bdf2", reference_objective=reference)
+    fv = FiniteVolume(F, grid, m0, eta, "bdf2", reference_objective=reference)
     rec = loop.Recorder(lambda s: {"gap": s.diagnostics()["gap"]}, every, record_start=False, record_end=False)
     loop.run(fv, until=t_max, observers=[rec], stop=loop.below(rec, "gap", 1e-13))
     series = rec.series()
@@ -57,7 +57,7 @@ def alpha_bound(problem: Problem) -> float:
     return problem.lam_w * math.exp(-2 * cl**2 / (problem.lam**2 * problem.lam_a))
 
 
-def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) -> list[list]:
+def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) -> list[list]:
     rows = []
     fig, ax = report.figure("log-gap", figsize=(7, 4.5), constrained_layout=True)
     # Ornstein-Uhlenbeck: the exact asymptotic rate is 2 lam lam_w.
@@ -65,7 +65,7 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
     ou = PriorOnlyFunctional(pb)
     grid = Grid.box(6.0, cells, 1)
     star = solve_stationary(ou, grid, tol=1e-14)
-    t, gap = gap_history(ou, grid, gaussian_density(grid, [1.0], [[0.5]]), star.objective, tau, 400.0)
+    t, gap = gap_history(ou, grid, gaussian_density(grid, [1.0], [[0.5]]), star.objective, eta, 400.0)
     rate, b, keep = fit_rate(t, gap)
     exact = 2 * pb.lam * pb.lam_w
     rows.append(["OU (U = 0)", pb.lam, rate, exact, rate / exact, int(keep.sum())])
@@ -76,7 +76,7 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, tau: float) 
     for i, lam in enumerate(lams):
         F = low_dim_functional(1, lam=lam)
         star = solve_stationary(F, grid, tol=1e-14)
-        t, gap = gap_history(F, grid, gaussian_density(grid, [0.0], [[1.0]]), star.objective, tau, 600.0)
+        t, gap = gap_history(F, grid, gaussian_density(grid, [0.0], [[1.0]]), star.objective, eta, 600.0)
         rate, b, keep = fit_rate(t, gap)
         bound = 2 * alpha_bound(F.problem) * lam
         rows.append(["two-timescale", lam, rate, bound, rate / (2 * lam * F.problem.lam_w), int(keep.sum())])
@@ -159,7 +159,7 @@ def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_b
 def run(full: bool = False, seed: int = 0) -> Report:
     report = Report("rate", "Linear convergence rate (Theorem 3.7) and the particle floor")
     lams = (0.02, 0.05, 0.1, 0.2, 0.5) if full else (0.05, 0.1, 0.2)
-    rows = grid_rates(lams, report, cells=400 if full else 200, tau=0.05 if full else 0.1)
+    rows = grid_rates(lams, report, cells=400 if full else 200, eta=0.05 if full else 0.1)
     if full:
         floor = particle_floor((50, 200, 800, 3200), (0.4, 0.2, 0.1), 8, 60.0, 200.0, report)
     else:
