@@ -15,6 +15,12 @@ import sys
 from pathlib import Path
 
 ENTRIES: list[tuple[str, str]] = [
+    ("mfld.run",
+     'r = mfld.run({"particles": {"N": 200}, "time": {"steps": 100}}, set={"output.progress": "off"})\n'
+     'print(r, r.series["kernel_alignment"][-1])   # nothing written; out="a.h5" writes a checkpoint'),
+    ("mfld.solver.runs.Run",
+     'fig = r.figure()                           # a matplotlib Figure; r.measure_figure() draws mu_t\n'
+     'print(r.state.positions.shape, r.steps)'),
     ("mfld.model.datasets.make_dataset",
      'ds = make_dataset("single-index", d=3, n=60, n_test=100, seed=0)'),
     ("mfld.model.datasets.read_dataset",
@@ -53,6 +59,8 @@ ENTRIES: list[tuple[str, str]] = [
      'path = start(config, "g.h5", overwrite=True)'),
     ("mfld.solver.build.resume",
      'resume(path, steps=5)'),
+    ("mfld.load",
+     'saved = mfld.load(path)\nprint(saved.kind, saved.series["certificate"][-1])'),
     ("mfld.solver.checkpoint.load",
      'snap = load(path)                          # host arrays, the config and the data\n'
      'print(snap.step, snap.density.shape)'),
@@ -79,7 +87,8 @@ namespace (`tests/test_api_docs.py` runs them), after
 
 ```python
 import numpy as np
-""" + "\n".join("from {} import {}".format(*n.rsplit(".", 1)) for n, _ in ENTRIES) + """
+import mfld
+""" + "\n".join("from {} import {}".format(*n.rsplit(".", 1)) for n, _ in ENTRIES if n.count(".") > 1) + """
 from mfld.model.observables import Evaluation
 from mfld.discretizations.noise import KeyedNoise
 from mfld.discretizations.loop import Recorder

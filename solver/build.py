@@ -1,7 +1,7 @@
 """Assemble a run from a configuration: problem -> functional -> discretisation -> observers.
 
-This is the one place that knows every piece; the pieces know nothing of each
-other beyond their interfaces. What a configuration may name comes from the
+This is the one place that knows every piece and how they connect; each piece sees
+the others only through their interfaces. What a configuration may name comes from the
 registries (:data:`~mfld.model.objectives.OBJECTIVES`,
 :data:`~mfld.discretizations.registry.DISCRETIZATIONS`, ...).
 """
@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from .checkpoint import (
 from .commit import available_memory, check_room
 from .config import Config, get, to_toml
 from .lock import FileLockedError, WriterLock, writer_path
-from .observers import Checkpoints, Progress, SolverRestarts
+from .observers import Checkpoints, Frames, Progress, SolverRestarts
 
 log = logging.getLogger("mfld")
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
@@ -261,13 +262,17 @@ def metrics_of(system: System) -> dict[str, float]:
     return out
 
 
-def _observers(config: Config, store: CheckpointStore, steps: int, resuming: bool,
+def _observers(config: Config, store: CheckpointStore | None, steps: int, resuming: bool,
                rank: int = 0) -> list[loop.Observer]:
+    """The run's observers: solver restarts, the observables' recorder, progress, and the checkpoint writer
+    (``store``) or, without one, the frames kept in memory (:class:`Frames`)."""
     out = config["output"]
-    metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=store.add_observables)
+    sink = store.add_observables if store is not None else None
+    metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=sink)
     shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
-    return [SolverRestarts(out["checkpoint_every"]), metrics, progress, Checkpoints(store, out["checkpoint_every"])]
+    keep = Checkpoints(store, out["checkpoint_every"]) if store is not None else Frames(out["checkpoint_every"])
+    return [SolverRestarts(out["checkpoint_every"]), metrics, progress, keep]
 
 
 def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:
@@ -356,15 +361,25 @@ def check_output(path: Path) -> None:
         raise ValueError(f"{str(path)!r} is a directory; give a file name")
 
 
-def start(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Run a configuration from the prior, writing its checkpoint file; returns the path."""
-    path = Path(path if path is not None else config["output"]["path"])
-    check_output(path)
+def _prepare(config: Config) -> tuple[Config, Data, Problem]:
+    """The configuration with its data's sizes, the data and the problem, after the checks that cost nothing."""
     check_memory(config)
     data = generate_data(config)
     config = with_data_sizes(config, data)
     problem = build_problem(config, data)
     check_inputs(config, problem)
+    return config, data, problem
+
+
+def start(config: Config, path: str | Path | None = None, overwrite: bool = False,
+          observers: Sequence[loop.Observer] = ()) -> Path:
+    """Run a configuration from the prior, writing its checkpoint file; returns the path.
+
+    ``observers`` see every step after the run's own (recorder, progress, checkpoint writer).
+    """
+    path = Path(path if path is not None else config["output"]["path"])
+    check_output(path)
+    config, data, problem = _prepare(config)
     comm = world()
     with _writing(path, comm) as target:
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
@@ -383,9 +398,42 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
         store = _store(target, comm, system, create, plan)
         # The file is written whole at the first commit, frame 0 with its record, before any step: a kill
         # before then leaves no file, one after it a file that resumes with the record of step 0.
-        observers = _observers(config, store, steps, resuming=False, rank=comm.rank)
-        _run(system, steps, observers, blas_threads(config, comm.size))
+        own = _observers(config, store, steps, resuming=False, rank=comm.rank)
+        _run(system, steps, [*own, *observers], blas_threads(config, comm.size))
     return path
+
+
+@dataclass
+class InMemory:
+    """A run kept in memory (:func:`run_in_memory`): its configuration with the data's sizes, the data, the
+    system at its last step, the observables' recorder, the frames kept at the steps a checkpoint would
+    save, and whether a signal stopped it early."""
+
+    config: Config
+    data: Data
+    system: System
+    recorder: loop.Recorder
+    frames: Frames
+    interrupted: bool
+
+
+def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> InMemory:
+    """Run a configuration from the prior with nothing written: the same steps and observables as :func:`start`.
+
+    SIGINT or SIGTERM ends the run after the current step, its observers finished, as in a file run;
+    the result says so (``interrupted``) instead of raising.
+    """
+    config, data, problem = _prepare(config)
+    system = build_system(config, problem)
+    steps = config["time"]["steps"]
+    own = _observers(config, None, steps, resuming=False)
+    recorder, frames = own[1], own[3]
+    assert isinstance(recorder, loop.Recorder) and isinstance(frames, Frames)
+    try:
+        _run(system, steps, [*own, *observers], blas_threads(config))
+    except loop.Interrupted:
+        return InMemory(config, data, system, recorder, frames, True)
+    return InMemory(config, data, system, recorder, frames, False)
 
 
 def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> Path:

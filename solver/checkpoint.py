@@ -106,7 +106,7 @@ class Snapshot:
     ``mfld.solver.build.build_problem(snap.config, snap.data, backend="numpy")``.
     """
 
-    path: Path
+    path: Path | None
     config: Config
     data: dict[str, np.ndarray]
     kind: str

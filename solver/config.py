@@ -255,10 +255,13 @@ def read_config_text(path: str | Path) -> tuple[str, str, Path]:
         raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (is it a TOML file?)") from None
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """The default configuration, updated by the TOML file ``path`` and ``key=value`` overrides.
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                values: Mapping[str, Any] | None = None) -> Config:
+    """The default configuration, updated by the TOML file ``path``, ``key=value`` overrides, then ``values``.
 
     ``path`` may also name a shipped configuration (``"grid-1d"``); a file of that name takes precedence.
+    ``values`` maps dotted keys (``{"particles.N": 500}``) or nested tables (``{"particles": {"N": 500}}``)
+    to values, as Python objects.
     """
     config = tomllib.loads(default_text())
     if path is not None:
@@ -277,6 +280,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         key = key.strip()
         _check_known(key)
         _set(config, key, _absolute(key, parse_value(text.strip()), Path.cwd()))
+    for key, value in _flatten(dict(values or {})).items():
+        _check_known(key)
+        _set(config, key, _absolute(key, value, Path.cwd()))
     validate(config)
     return config
 

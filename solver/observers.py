@@ -1,4 +1,4 @@
-"""Observers of a run's time loop: progress and checkpoints.
+"""Observers of a run's time loop: progress, checkpoints and frames kept in memory.
 
 Each is small and independent; the loop (:mod:`mfld.discretizations.loop`)
 calls ``start``, ``observe`` after every step and ``finish`` once. The
@@ -115,6 +115,31 @@ class Checkpoints:
         elif self.store.pending():  # the last frame is saved: only the final observables remain
             self.store.commit_observables()
         self.store.finish()
+
+
+class Frames:
+    """Keep the system's state in memory at the steps a checkpoint would save: the first, every ``every``, the last.
+
+    The in-memory counterpart of :class:`Checkpoints` (host copies, as the file would hold them).
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = int(every)
+        self.states: list[ParticleState | FieldState] = []
+
+    def _keep(self, system: System) -> None:
+        self.states.append(system.state())
+
+    def start(self, system: System) -> None:
+        self._keep(system)
+
+    def observe(self, system: System) -> None:
+        if system.step_count % self.every == 0:
+            self._keep(system)
+
+    def finish(self, system: System, interrupted: bool) -> None:
+        if self.states[-1].step != system.step_count:
+            self._keep(system)
 
 
 class SolverRestarts:

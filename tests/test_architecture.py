@@ -1,6 +1,7 @@
 """The layers import only downward and no module imports itself back (read from the source with ast).
 
-model < discretizations < validation < solver (the run machinery); mfld.data holds only files.
+model < discretizations < validation < solver (the run machinery) < mfld (the package's top: api/);
+mfld.data holds only files.
 ``python -c "import sys; sys.path.insert(0, 'tests'); import test_architecture as a; a.report()"``
 prints the graph.
 """
@@ -12,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.validation": 2, "mfld.solver": 3, "mfld.data": 0}
+# "mfld" itself (api/: run, load, python -m mfld) sits on top; it comes last, as every name starts with it.
+LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.validation": 2, "mfld.solver": 3, "mfld.data": 0, "mfld": 4}
 
 
 def modules() -> dict[str, Path]:

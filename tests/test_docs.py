@@ -51,3 +51,23 @@ def test_the_pattern_finds_the_statements_it_must():
         assert DURATION.search(stated), stated
     for not_stated in ("0.32 s direct", "runs longer than two seconds", "10,000 steps"):
         assert not DURATION.search(not_stated), not_stated
+
+
+def test_the_readme_python_snippets_run_as_written():
+    """Every ```python block of the README, in order, in one namespace (in the test's own empty folder), after
+    the commands the README runs before them have made their files (shorter)."""
+    import re
+
+    import mfld
+    from mfld.solver import build
+    from mfld.solver.config import load_config
+
+    quiet = {"output.progress": "off", "output.plot": False}
+    mfld.run(set={"time.steps": 100, **quiet}, out="mfld-run.h5")
+    mfld.run("grid-2d", set={"time.steps": 10, **quiet}, out="grid-2d.h5")
+    build.write_stationary(load_config("grid-2d"), "star.h5")
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks, "the README shows no Python"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)

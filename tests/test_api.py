@@ -1,0 +1,112 @@
+"""The Python API a notebook uses: ``mfld.run`` in memory or into a file, ``mfld.load``, figures, the version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import mfld
+from mfld.solver.config import ConfigError
+
+SMALL = {"data.d": 4, "data.n": 40, "data.n_test": 50, "particles.N": 64, "time.steps": 20, "time.eta": 0.1,
+         "output.checkpoint_every": 10, "output.metrics_every": 5, "output.progress": "off"}
+GRID = {"grid.cells": 32, "data.n": 30, "data.n_test": 40, "time.steps": 12, "output.checkpoint_every": 5,
+        "output.metrics_every": 4, "output.progress": "off"}
+
+
+def test_the_package_says_its_version_and_runs_as_a_module():
+    assert mfld.__version__ == version("mfld")
+    proc = subprocess.run([sys.executable, "-m", "mfld", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"mfld {mfld.__version__}"
+
+
+def test_importing_the_mathematics_does_not_load_the_run_machinery():
+    code = "import sys, mfld.model.problem; print('mfld.solver.build' in sys.modules, 'h5py' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+def test_a_run_in_memory_writes_nothing_and_equals_the_same_run_written_to_a_file(tmp_path):
+    here = Path.cwd()
+    memory = mfld.run(set=SMALL)
+    assert list(here.iterdir()) == [] and memory.path is None
+    saved = mfld.run(set=SMALL, out=tmp_path / "run.h5")
+    loaded = mfld.load(tmp_path / "run.h5")
+    assert memory.kind == saved.kind == loaded.kind == "particles"
+    assert memory.steps.tolist() == loaded.steps.tolist() == [0, 10, 20]
+    assert memory.series["step"].tolist() == [0, 5, 10, 15, 20]
+    for name in ("objective", "train_loss", "kernel_alignment", "degrees_of_freedom"):
+        np.testing.assert_array_equal(memory.series[name], loaded.series[name], err_msg=name)
+    for step in (0, 10, 20):
+        np.testing.assert_array_equal(memory.snapshot(step).points, loaded.snapshot(step).points)
+    assert memory.state.rng_state == saved.state.rng_state
+    assert memory.system is not None and memory.system.step_count == 20 and loaded.system is None
+    assert not memory.interrupted and "in memory" in repr(memory)
+
+
+def test_configurations_come_as_mappings_names_or_files(tmp_path):
+    nested = mfld.run({"particles": {"N": 32}, "time": {"steps": 4}}, set={"output.progress": "off"})
+    assert nested.config["particles"]["N"] == 32 and nested.steps[-1] == 4
+    grid = mfld.run("grid-1d", set=GRID)
+    assert grid.kind == "grid" and grid.snapshot().density.shape == (32,)
+    file = tmp_path / "mine.toml"
+    file.write_text("[time]\nsteps = 3\n[output]\nprogress = 'off'\n")
+    assert mfld.run(file, set={"particles.N": 16}).steps[-1] == 3
+    with pytest.raises(ConfigError, match="particles.M"):
+        mfld.run(set={"particles.M": 3})
+    with pytest.raises(TypeError, match="config must be"):
+        mfld.run(42)
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self, system) -> None:
+        self.calls.append("start")
+
+    def observe(self, system) -> None:
+        self.calls.append("observe")
+
+    def finish(self, system, interrupted: bool) -> None:
+        self.calls.append(f"finish {interrupted}")
+
+
+def test_extra_observers_see_every_step_in_memory_and_in_a_file(tmp_path):
+    for out in (None, tmp_path / "o.h5"):
+        count = _Count()
+        mfld.run(set=SMALL, out=out, observers=[count])
+        assert count.calls == ["start", *["observe"] * 20, "finish False"]
+
+
+class _InterruptAt(_Count):
+    def observe(self, system) -> None:
+        if system.step_count == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_ctrl_c_returns_the_run_up_to_there(tmp_path, to_file):
+    run = mfld.run(set=SMALL, out=tmp_path / "i.h5" if to_file else None, observers=[_InterruptAt()])
+    assert run.interrupted and run.steps.tolist() == [0, 7] and run.series["step"].tolist() == [0, 5, 7]
+    assert (run.path is not None) == to_file
+
+
+def test_figures_are_matplotlib_figures_for_memory_and_files(tmp_path):
+    memory = mfld.run(set=SMALL)
+    saved = mfld.run("grid-1d", set=GRID, out=tmp_path / "g.h5")
+    for run in (memory, saved):
+        for fig in (run.figure(), run.measure_figure()):
+            assert isinstance(fig, Figure) and fig.axes
+    titles = [ax.get_title() for ax in memory.figure().axes if ax.get_visible()]
+    assert "kernel alignment A" in titles and "loss (train, test)" in titles
+    # The measure of a particle run in x1 x2 is drawn in the target's plane (u . r_1, u . r_2).
+    assert memory.measure_figure().axes[0].get_xlabel() == "u . r_1"
