@@ -12,9 +12,14 @@ import logging
 import math
 import sys
 import time
+import warnings
 from typing import Protocol
 
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():  # a notebook without ipywidgets gets the text bar; tqdm would say so on import
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 from mfld.discretizations.grid import FieldState
 from mfld.discretizations.loop import Recorder
