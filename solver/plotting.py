@@ -37,6 +37,7 @@ PANELS = (
     ("degrees_of_freedom", "degrees of freedom df", False),
     ("entropy", "entropy Ent(mu)", False),
     ("second_moment", "second moment E ||w||^2", False),
+    ("mass", "mass of the density", False),
 )
 DPI = 110
 

@@ -110,3 +110,20 @@ def test_figures_are_matplotlib_figures_for_memory_and_files(tmp_path):
     assert "kernel alignment A" in titles and "loss (train, test)" in titles
     # The measure of a particle run in x1 x2 is drawn in the target's plane (u . r_1, u . r_2).
     assert memory.measure_figure().axes[0].get_xlabel() == "u . r_1"
+
+
+def test_figures_say_what_they_show(tmp_path):
+    from mfld.solver import build
+    from mfld.solver.config import load_config
+
+    star = build.write_stationary(load_config("grid-1d", values=GRID), tmp_path / "star.h5")
+    fig = mfld.load(star).figure()
+    labels = {ax.get_xlabel() for ax in fig.axes}
+    assert "fixed-point iteration" in labels and "time t" not in labels  # iterations, not time
+    assert "mu*" in mfld.load(star).measure_figure().axes[0].get_title()
+    grid = mfld.run("grid-1d", set=GRID)
+    titles = [ax.get_title() for ax in grid.figure().axes if ax.get_visible()]
+    assert "mass of the density" not in titles and "mass = 1" in grid.figure()._suptitle.get_text()
+    image = mfld.run("grid-2d", set={**GRID, "grid.cells": 24}).measure_figure()
+    frames = [ax for ax in image.axes if ax.get_title().startswith("t = ")]
+    assert len(image.axes) == len(frames) + 1 and image.axes[-1].get_ylabel() == "density"  # one shared colour bar
