@@ -76,8 +76,8 @@ class Grid:
     @classmethod
     def box(cls, half_width: float | list[float], cells: int | list[int], dim: int) -> Grid:
         """The box ``[-L, L]^dim`` (``L`` scalar or per axis) with ``cells`` per axis."""
-        L = [float(half_width)] * dim if np.isscalar(half_width) else [float(v) for v in half_width]
-        n = [int(cells)] * dim if np.isscalar(cells) else [int(v) for v in cells]
+        L = [float(half_width)] * dim if isinstance(half_width, int | float) else [float(v) for v in half_width]
+        n = [int(cells)] * dim if isinstance(cells, int) else [int(v) for v in cells]
         if len(L) != dim or len(n) != dim:
             raise ValueError(f"grid.half_width and grid.cells need {dim} entries (one per parameter axis)")
         return cls(tuple(-v for v in L), tuple(L), tuple(n))
@@ -115,7 +115,7 @@ class Grid:
         """Boolean mask of the outermost layer of cells."""
         mask = np.zeros(self.shape, dtype=bool)
         for k in range(self.dim):
-            idx = [slice(None)] * self.dim
+            idx: list[slice | int] = [slice(None)] * self.dim
             idx[k] = 0
             mask[tuple(idx)] = True
             idx[k] = -1
@@ -296,7 +296,7 @@ class GridDensity:
                 stacklevel=3,
             )
 
-    def _use_scheme(self, schemes: Registry, name: str, previous: npt.ArrayLike | None) -> None:
+    def _use_scheme(self, schemes: Registry[Any], name: str, previous: npt.ArrayLike | None) -> None:
         """Take the time scheme ``name`` of ``schemes``, continuing from ``previous`` (two-step schemes)."""
         prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(
             self.grid.shape)
@@ -316,7 +316,13 @@ GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry("grid diag
 GRID_DIAGNOSTICS.add("certificate", lambda g: certificate(g.density, g.potential(), g.functional.problem.lam,
                                                           g.grid.cell_volume),
                      "lam KL(m || p_m), an upper bound on Obj(m) - Obj(mu*)")
-GRID_DIAGNOSTICS.add("gap", lambda g: g.objective() - g.reference_objective, "Obj(m) - Obj(mu*), when mu* was computed")
+def _gap(g: GridDensity) -> float:
+    if g.reference_objective is None:
+        raise ValueError("the gap needs Obj(mu*): build the grid system with reference_objective")
+    return g.objective() - g.reference_objective
+
+
+GRID_DIAGNOSTICS.add("gap", _gap, "Obj(m) - Obj(mu*), when mu* was computed")
 GRID_DIAGNOSTICS.add("mass", _mass, "total mass, 1 to round-off")
 GRID_DIAGNOSTICS.add("min_density", lambda g: float(g.xp.min(g.density)), "the smallest density value")
 GRID_DIAGNOSTICS.add("edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) * g.grid.cell_volume,

@@ -50,9 +50,16 @@ AUTO_DIRECT_CELLS = 2048  # measured crossover in 2-D (about 40^2); in 3-D krylo
 
 
 class GridLike(Protocol):
-    shape: tuple[int, ...]
-    size: int
-    spacing: tuple[float, ...]
+    """What the operator needs of a grid (read-only: :class:`~mfld.discretizations.grid.Grid`'s properties)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def spacing(self) -> tuple[float, ...]: ...
 
 
 def bernoulli(x: Array) -> Array:
@@ -213,8 +220,8 @@ class Direct:
             sp, spla = _sparse(xp)
             M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * fokker_planck_matrix(self.grid, V,
                                                                                                    self.lam)
-            self._cached = (dt, V, spla.factorized(M))
-        return self._cached[2](r.ravel()).reshape(self.grid.shape)
+            cached = self._cached = (dt, V, spla.factorized(M))
+        return cached[2](r.ravel()).reshape(self.grid.shape)
 
 
 class Splitting:

@@ -108,14 +108,14 @@ def noise_from_state(text: str) -> KeyedNoise | SequentialNoise:
         raise ValueError(f"{bad}: a JSON {type(st).__name__}, not an object")
     if st.get("stream") == "keyed-philox":
         seed, block = st.get("seed"), st.get("block")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, block)):
+        if not (isinstance(seed, int) and isinstance(block, int)) or isinstance(seed, bool) or isinstance(block, bool):
             raise ValueError(f"{bad}: the keyed stream needs integer 'seed' and 'block', got {seed!r} and {block!r}")
         if block != BLOCK:
             raise ValueError(f"the checkpoint's noise blocks have {block} rows, this mfld uses {BLOCK}")
         return KeyedNoise(seed)
     inner = st.get("state") if st.get("stream") == "sequential" else st
     name = inner.get("bit_generator") if isinstance(inner, dict) else None
-    if name not in _BIT_GENERATORS:
+    if not isinstance(inner, dict) or name not in _BIT_GENERATORS:
         raise ValueError(f"unknown noise generator {name!r} in a saved state; known: {sorted(_BIT_GENERATORS)}")
     bitgen = _BIT_GENERATORS[name]()
     try:

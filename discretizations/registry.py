@@ -10,6 +10,7 @@ among ``schemes`` (None where the discretisation has one scheme of its own);
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mfld.model.registry import Registry
 
@@ -24,7 +25,7 @@ class Discretization:
 
     cls: type
     density: bool
-    schemes: Registry | None
+    schemes: Registry[Any] | None
     scheme_key: str | None
     max_dim: int | None
     linear_solver: bool = False  # takes grid.linear_solver and grid.solver_tol

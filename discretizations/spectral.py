@@ -102,7 +102,7 @@ class FourierSpectral(GridDensity):
         for k, f in enumerate(freqs):
             d = 1j * f
             if grid.shape[k] % 2 == 0:
-                nyq = [slice(None)] * grid.dim
+                nyq: list[slice | int] = [slice(None)] * grid.dim
                 nyq[k] = grid.shape[k] // 2
                 d = d.copy()
                 d[tuple(nyq)] = 0.0
@@ -113,8 +113,8 @@ class FourierSpectral(GridDensity):
         xp, g = self.xp, self.grid
         fit = self.fit() if m is self.density else self.fit_of(m)
         grad = self.functional.grad_potential(fit)
-        out = 0
-        for k in range(g.dim):
+        out = self._ik[0] * xp.fft.rfftn(m * grad[:, 0].reshape(g.shape))
+        for k in range(1, g.dim):
             out = out + self._ik[k] * xp.fft.rfftn(m * grad[:, k].reshape(g.shape))
         return out
 

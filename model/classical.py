@@ -84,7 +84,7 @@ class ClassicalFunctional(KernelBacked):
         reuse = Theta is fit.points and fit.H is not None
         for sl in chunks(Theta.shape[0], Theta.shape[0] if reuse else self._kernel.chunk_size(pb.n)):
             A, W = self._split(Theta[sl])
-            Z, H = (fit.Z, fit.H) if reuse else self._kernel.features(W)
+            Z, H = (fit.Z, fit.H) if reuse and fit.Z is not None and fit.H is not None else self._kernel.features(W)
             out[sl, :T] = H.T @ fit.coef + pb.lam * pb.lam_a * A
             out[sl, T:] = pb.feature.contract_grad(pb.Xa, W, Z, H, fit.coef, A) + pb.lam * pb.lam_w * W
         return out

@@ -237,5 +237,8 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
         if not tpath.is_file():
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
         X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)[:2]
-    as_matrix = [a if a is None or a.ndim != 1 else a[:, None] for a in (X, Y, X_test, Y_test)]
-    return Dataset(*as_matrix, relevant=None)
+    def column(a: np.ndarray) -> np.ndarray:
+        return a[:, None] if a.ndim == 1 else a
+
+    return Dataset(column(X), column(Y), None if X_test is None else column(X_test),
+                   None if Y_test is None else column(Y_test), relevant=None)

@@ -15,9 +15,10 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from .backend import namespace, to_host
+from .backend import Array, namespace, to_host
 
 T = TypeVar("T")
+Summable = TypeVar("Summable", float, Array)
 
 
 class Communicator(Protocol):
@@ -26,7 +27,7 @@ class Communicator(Protocol):
     rank: int
     size: int
 
-    def sum(self, x: T) -> T:
+    def sum(self, x: Summable) -> Summable:
         """The sum of ``x`` (a float or an array) over the processes."""
         ...
 
@@ -44,7 +45,7 @@ class Serial:
 
     rank, size = 0, 1
 
-    def sum(self, x: T) -> T:
+    def sum(self, x: Summable) -> Summable:
         return x
 
     def allgather(self, x: T) -> list[T]:
@@ -64,10 +65,10 @@ class MPIComm:
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
 
-    def sum(self, x: T) -> T:
+    def sum(self, x: Summable) -> Summable:
         from mpi4py import MPI
 
-        if np.isscalar(x) or isinstance(x, float | int):
+        if isinstance(x, float | int | np.floating | np.integer):
             return self.comm.allreduce(float(x), op=MPI.SUM)
         xp = namespace(x)
         host = np.ascontiguousarray(to_host(x))

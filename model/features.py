@@ -37,7 +37,10 @@ class FeatureMap(Protocol):
     contractions so that nothing is recomputed.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The name a configuration gives it (a plain attribute does)."""
+        ...
 
     def dim(self, d: int) -> int:
         """Parameter dimension ``p`` for input dimension ``d``."""
@@ -311,11 +314,11 @@ def check_feature_map(fm: FeatureMap, name: str = "feature map", d: int = 3) -> 
     for i in range(4):
         num = np.empty(p)
         for k in range(p):
-            e = np.zeros(p)
-            e[k] = step
-            up, down = fm.evaluate(Xa, (W[i] + e)[None])[1], fm.evaluate(Xa, (W[i] - e)[None])[1]
+            shift = np.zeros(p)
+            shift[k] = step
+            up, down = fm.evaluate(Xa, (W[i] + shift)[None])[1], fm.evaluate(Xa, (W[i] - shift)[None])[1]
             num[k] = float(C @ A[i] @ (np.asarray(up) - np.asarray(down))[:, 0]) / (2 * step)
-        if np.linalg.norm(G[i] - num) > 1e-5 * max(1.0, np.linalg.norm(num)):
+        if np.linalg.norm(G[i] - num) > 1e-5 * max(1.0, float(np.linalg.norm(num))):
             raise fail(f"contract_grad disagrees with central differences of h at a point: {G[i]} against {num}")
     if not np.allclose(M, G, rtol=1e-8, atol=1e-12):
         raise fail("pullback with M = C A^T differs from contract_grad")

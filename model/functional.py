@@ -67,12 +67,12 @@ class Functional(Protocol):
         """Dimension of the space the measure lives on."""
         ...
 
-    def features(self, W: Array) -> tuple[Array | None, Array | None]:
+    def features(self, W: Array) -> tuple[Array, Array]:
         """Features of points ``W`` on the training inputs, to pass back to :meth:`fit` (fixed grids)."""
         ...
 
     def fit(
-        self, W: Array, q: Array, features: tuple[Array | None, Array | None] | None = None, Y: Array | None = None,
+        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
         signed: bool = False,
     ) -> Fit: ...
 

@@ -83,7 +83,7 @@ class LabelNoiseDrift:
 
 
 def _K(functional: TwoTimescaleFunctional, fit: Fit) -> Array:
-    if fit.side != "n":
+    if fit.side != "n" or fit.gram is None:
         raise ValueError("the df first variation needs the n x n factorisation (N >= n or grid features)")
     xp = namespace(fit.gram)
     return fit.gram + functional.ridge * xp.eye(functional.problem.n, dtype=fit.gram.dtype)

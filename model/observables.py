@@ -27,13 +27,15 @@ def degrees_of_freedom(functional: Functional, fit: Fit) -> float:
     the factored system (the non-zero spectra of ``B B^T`` and ``B^T B`` agree).
     """
     kf = functional.kernel_fit(fit)
+    assert kf.factor is not None  # a kernel fit is factored
     r = functional.problem.n * functional.problem.lam_a_bar
-    return kf.factor.shape[0] - r * inverse_trace_from_cholesky(kf.factor)
+    return float(kf.factor.shape[0] - r * inverse_trace_from_cholesky(kf.factor))
 
 
 def kernel_alignment(functional: Functional, fit: Fit, Y: Array | None = None) -> float:
     """``A(mu) = tr(Y^T S_mu Y) / (||Y||_F^2 ||S_mu||_F)`` in [0, 1] (Definition 5.1)."""
     kf = functional.kernel_fit(fit)
+    assert kf.gram is not None  # a kernel fit holds its Gram matrix
     Y = functional.problem.Y if Y is None else Y
     xp = namespace(Y)
     frob = float(xp.sqrt(xp.sum(kf.gram * kf.gram)))
@@ -102,7 +104,7 @@ def _parameter_alignment(ev: Evaluation) -> float:
 
 def _test_loss(ev: Evaluation) -> float:
     pb = ev.problem
-    if pb.X_test is None:
+    if pb.X_test is None or pb.Y_test is None:
         return math.nan
     return half_mse(ev.functional.predict(ev.fit, pb.X_test), pb.Y_test)
 

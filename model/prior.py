@@ -21,11 +21,13 @@ class PriorOnlyFunctional(KernelBacked):
     def dim(self) -> int:
         return self.problem.p
 
-    def features(self, W: Array) -> tuple[None, None]:
-        return None, None
+    def features(self, W: Array) -> tuple[Array, Array]:
+        """None are needed (U = 0): empty ``0 x N`` arrays."""
+        empty = namespace(W).empty((0, W.shape[0]), dtype=W.dtype)
+        return empty, empty
 
     def fit(
-        self, W: Array, q: Array, features: tuple[Array | None, Array | None] | None = None, Y: Array | None = None,
+        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
         signed: bool = False,
     ) -> Fit:
         validate_measure(W, q, self.dim, signed)

@@ -91,7 +91,7 @@ class Problem:
         object.__setattr__(self, "Y", Y)
         if (self.X_test is None) != (self.Y_test is None):
             raise ValueError("give both X_test and Y_test, or neither")
-        if self.X_test is not None:
+        if self.X_test is not None and self.Y_test is not None:
             Xt, Yt = _data_pair("X_test", "Y_test", self.X_test, self.Y_test)
             if Xt.shape[1] != X.shape[1]:
                 raise ValueError(f"X_test has {Xt.shape[1]} columns but X has {X.shape[1]}")
@@ -135,22 +135,23 @@ class Problem:
     def xp(self) -> ModuleType:
         return namespace(self.X)
 
-    def to(self, xp: ModuleType, dtype: npt.DTypeLike = None) -> Problem:
+    def to(self, xp: ModuleType, dtype: npt.DTypeLike | None = None) -> Problem:
         """The same problem with its arrays moved to ``xp`` (numpy or cupy) and ``dtype``."""
 
-        def conv(a: Array | None) -> Array | None:
-            if a is None:
-                return None
+        def conv(a: Array) -> Array:
             a = xp.asarray(to_host(a) if xp is np else a)
             return a.astype(dtype) if dtype is not None else a
+
+        def conv_optional(a: Array | None) -> Array | None:
+            return None if a is None else conv(a)
 
         return replace(
             self,
             X=conv(self.X),
             Y=conv(self.Y),
-            X_test=conv(self.X_test),
-            Y_test=conv(self.Y_test),
-            relevant=conv(self.relevant),
+            X_test=conv_optional(self.X_test),
+            Y_test=conv_optional(self.Y_test),
+            relevant=conv_optional(self.relevant),
         )
 
     def sample_prior(self, N: int, rng: np.random.Generator) -> np.ndarray:

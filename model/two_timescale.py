@@ -139,6 +139,7 @@ class TwoTimescaleFunctional:
     def _exact(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
         """The Cholesky fit, whose system becomes the preconditioner of that side."""
         fit = self._fit_n_side(W, q, None, Y) if side == "n" else self._fit_N_side(W, q, Y)
+        assert fit.gram is not None and fit.factor is not None and fit.H is not None  # an exact fit has them
         xp = namespace(fit.gram)
         # The explicit inverse costs one more n^3 here and makes each application one matrix product,
         # where two triangular solves per CG iteration cost as much as the product with K itself.
@@ -159,15 +160,16 @@ class TwoTimescaleFunctional:
             return self._exact(W, q, Y, side)
         r = self.ridge
         guess = self._guess.get((side, Y.shape[1]))
-        Z = H = None
+        Z: Array | None = None
+        H: Array | None = None
         if side == "n":
-            keep = self.chunk_size(pb.n) >= W.shape[0]
-            if keep:
+            if self.chunk_size(pb.n) >= W.shape[0]:
                 Z, H = self.features(W)
+            kept = H
 
             def matvec(V: Array) -> Array:
-                if keep:
-                    out = H @ (q[:, None] * (H.T @ V))
+                if kept is not None:
+                    out = kept @ (q[:, None] * (kept.T @ V))
                 else:
                     out = xp.zeros_like(V)
                     for sl in chunks(W.shape[0], self.chunk_size(pb.n)):
@@ -206,7 +208,7 @@ class TwoTimescaleFunctional:
             Z_keep, H = features
             S += (H * q) @ H.T
         else:
-            sqrt_q = None if signed else xp.sqrt(q)
+            sqrt_q = xp.sqrt(xp.abs(q))  # used only when the weights are not signed
             size = self.chunk_size(n)
             for sl in chunks(W.shape[0], size):
                 Z, Hc = self.features(W[sl])
@@ -244,7 +246,7 @@ class TwoTimescaleFunctional:
     # ------------------------------------------------- first variation, drift
     def blocks(self, fit: Fit, W: Array) -> Iterator[tuple[slice, Array, Array]]:
         """``(slice, Z, H)`` over chunks of ``W``, reusing the fit's features when they are of ``W``."""
-        if W is fit.points and fit.H is not None:
+        if W is fit.points and fit.H is not None and fit.Z is not None:
             yield slice(0, W.shape[0]), fit.Z, fit.H
             return
         for sl in chunks(W.shape[0], self.chunk_size(self.problem.n)):
