@@ -55,7 +55,7 @@ def _positive(name: str, v: float) -> float:
     return v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Problem:
     """Data, feature map and hyper-parameters of the two-layer mean-field model.
 
@@ -76,9 +76,16 @@ class Problem:
     relevant: Array | None = None
     Xa: Array = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.feature, str):
-            object.__setattr__(self, "feature", get_feature_map(self.feature))
+    def __init__(self, X: Array, Y: Array, feature: FeatureMap | str, lam: float, lam_a: float, lam_w: float,
+                 X_test: Array | None = None, Y_test: Array | None = None, relevant: Array | None = None) -> None:
+        # Written out (not the dataclass's) because ``feature`` may be given by name.
+        values = {"X": X, "Y": Y, "lam": lam, "lam_a": lam_a, "lam_w": lam_w, "X_test": X_test, "Y_test": Y_test,
+                  "relevant": relevant, "feature": get_feature_map(feature) if isinstance(feature, str) else feature}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
         for name in ("lam", "lam_a", "lam_w"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
         X, Y = _data_pair("X", "Y", self.X, self.Y)

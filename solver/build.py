@@ -180,8 +180,10 @@ def build_system(
             noise: NoiseSource = KeyedNoise(config["seed"])
             sd = config["particles"]["init_sd"] if config["particles"]["init"] == "gaussian" else None
             W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
-        else:
+        elif isinstance(state, ParticleState):
             noise, W, step, time = noise_from_state(state.rng_state), state.positions, state.step, state.time
+        else:
+            raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
         return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,
                         drift=build_drift(config, functional, noise), offset=start, total=N, **options)
     grid = build_grid(config, functional)
@@ -189,8 +191,10 @@ def build_system(
     if state is None:
         density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
         step, time, previous = 0, 0.0, None
-    else:
+    elif isinstance(state, FieldState):
         density, step, time, previous = state.density, state.step, state.time, state.previous
+    else:
+        raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
     if spec.schemes is not None:
         options["previous"] = previous
     if spec.linear_solver:
@@ -239,7 +243,7 @@ def check_memory(config: Config) -> None:
     estimate = memory_estimate(config)
     total, available = sum(estimate.values()), available_memory()
     if total > available:
-        key = max(estimate, key=estimate.get)
+        key = max(estimate, key=estimate.__getitem__)
         value = get(config, key)
         raise MemoryError(
             f"this run needs about {total / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB available; "
@@ -291,7 +295,11 @@ def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) ->
     return hits(out["checkpoint_every"]), hits(out["metrics_every"])
 
 
-def _store(path: Path, comm: Communicator, system: System, create: tuple | None,
+NewFile = tuple[str, Data, str, int, Grid | None, str, bool]
+"""What a new checkpoint file is created with: config text, data, kind, dimension, grid, author, checksum."""
+
+
+def _store(path: Path, comm: Communicator, system: System, create: NewFile | None,
            plan: tuple[int, int]) -> CheckpointStore:
     """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
 
@@ -389,7 +397,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
                 "--overwrite"
             )
         system = build_system(config, problem, comm=comm)
-        create = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
+        create: NewFile = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
                   config["output"]["author"], config["output"]["checksum"])
         steps = config["time"]["steps"]
         plan = planned_rows(config, 0, steps, resuming=False)

@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from mfld.discretizations.grid import FieldState, Grid
 from mfld.discretizations.particles import ParticleState
+from mfld.discretizations.system import State
 from mfld.model.distributed import Communicator
 
 from .commit import CheckpointError, available_memory, commit_rows, counter, counts, replace, rows
@@ -138,24 +139,30 @@ def _counts(f: h5py.File) -> tuple[int, int]:
         found = counts(c, 2) if isinstance(c, h5py.Dataset) else None
         if found is None:
             raise CheckpointError(f"/{_COUNT} is not mfld's commit counter")
-        return found
+        return found[0], found[1]
     el = _frame_element(f)
     obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group) and "step" in o]
     return (el["step"].shape[0] if el is not None else 0), (obs[0]["step"].shape[0] if obs else 0)
 
 
-def _frame(state: ParticleState | FieldState) -> dict[str, np.ndarray]:
-    """The rows one frame adds, by element."""
+Frame = dict[str, np.ndarray | np.bytes_]
+"""The rows one frame adds, by element: arrays, and the noise state as fixed-length text."""
+
+
+def _frame(state: State) -> Frame:
+    """The rows one frame of ``state`` adds, by element (the layouts of particles and of densities)."""
     if isinstance(state, ParticleState):
         return {f"{_PARTICLES}/position": np.asarray(state.positions),
                 f"{_PARTICLES}/rng_state": np.bytes_(state.rng_state.encode())}
-    out = {f"{_FIELDS}/mu": np.asarray(state.density)}
+    if not isinstance(state, FieldState):
+        raise TypeError(f"checkpoint files hold particle and density states, not {type(state).__name__}")
+    out: Frame = {f"{_FIELDS}/mu": np.asarray(state.density)}
     if state.previous is not None:
         out[f"{_FIELDS}/mu_previous"] = np.asarray(state.previous)
     return out
 
 
-def frame_bytes(state: ParticleState | FieldState) -> int:
+def frame_bytes(state: State) -> int:
     """Bytes one frame of ``state`` adds to a checkpoint file."""
     return sum(v.nbytes for v in _frame(state).values())
 
@@ -165,7 +172,7 @@ def _blank(value: h5py.Dataset) -> np.ndarray | bytes:
     return b"" if value.dtype.kind == "S" else np.full(value.shape[1:], np.nan, dtype=value.dtype)
 
 
-def _fits(f: h5py.File, frame: dict[str, np.ndarray], records: list[Record]) -> bool:
+def _fits(f: h5py.File, frame: Frame, records: list[Record]) -> bool:
     """Whether the commit fits in rows the file already has (else its structure must change)."""
     if not isinstance(f.get(_COUNT), h5py.Dataset) or counts(f[_COUNT], 2) is None:
         return False
@@ -187,7 +194,7 @@ def _fits(f: h5py.File, frame: dict[str, np.ndarray], records: list[Record]) -> 
     return names <= set(obs) and all(el["value"].shape[0] >= r + len(records) for el in obs.values())
 
 
-def _write_rows(f: h5py.File, frame: dict[str, np.ndarray], step: int, time: float,
+def _write_rows(f: h5py.File, frame: Frame, step: int, time: float,
                 records: list[Record]) -> tuple[int, int]:
     """Write the frame into row ``frames`` of every frame element, the records after the last; the new counts."""
     k, r = _counts(f)
@@ -233,7 +240,7 @@ def _copy_metadata(old: h5py.File, new: h5py.File) -> None:
         new.create_group(_FIELDS).attrs.update(old[_FIELDS].attrs)
 
 
-def _lay_out(old: h5py.File | None, new: h5py.File, frame: dict[str, np.ndarray], names: set[str],
+def _lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str],
              need: tuple[int, int], want: tuple[int, int], trim: bool = False) -> None:
     """Give ``new`` (its metadata in place) the time series of ``old`` (None: a new file) with room for ``need``
     (at least ``want``) frames and records, and elements for ``frame`` and the observables ``names``; the
@@ -245,10 +252,11 @@ def _lay_out(old: h5py.File | None, new: h5py.File, frame: dict[str, np.ndarray]
     cap_frames = need[0] if trim else cap_frames
     for path in _FRAME_ELEMENTS:
         src = sources.get(path)
-        if src is None and path not in frame:
-            continue
+        template: np.ndarray | np.bytes_
         if path in frame:
             template = frame[path]
+        elif src is None:  # an element neither this frame nor the old file has
+            continue
         elif src["value"].dtype.kind in "OS":
             template = np.bytes_(b"")
         else:
@@ -363,6 +371,7 @@ class CheckpointStore:
                 box.attrs["dimension"] = np.int32(dim)
                 box.attrs["boundary"] = np.array(["none"] * dim, dtype="S4")
             else:
+                assert grid is not None  # a density file is created with its grid
                 fields = f.create_group(_FIELDS)
                 fields.attrs["lower"] = np.asarray(grid.lower, dtype=np.float64)
                 fields.attrs["upper"] = np.asarray(grid.upper, dtype=np.float64)
@@ -424,11 +433,11 @@ class CheckpointStore:
         except CheckpointError as e:
             warnings.warn(f"{e}; the rows past /{_COUNT} stay in the file (mfld's readers skip them)", stacklevel=2)
 
-    def commit(self, state: ParticleState | FieldState) -> None:
+    def commit(self, state: State) -> None:
         """Append a frame of ``state`` (particles or a density) and all buffered observables, crash-safely."""
         self._commit(_frame(state), state.step, state.time)
 
-    def _commit(self, frame: dict[str, np.ndarray], step: int, time: float) -> None:
+    def _commit(self, frame: Frame, step: int, time: float) -> None:
         records = self._pending
 
         def write(f: h5py.File) -> tuple[int, int]:
@@ -860,7 +869,7 @@ class ShardedCheckpointStore(CheckpointStore):
         self.comm, self.start, self.stop, self.total = comm, start, stop, total
         self.path = Path(path)
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
-        self._want = self._shard_rows()[0] + frames
+        self._shard_want = self._shard_rows()[0] + frames
         self._pending = []
         self._new = None
         if comm.rank == 0:
@@ -911,7 +920,7 @@ class ShardedCheckpointStore(CheckpointStore):
             commit_rows(self.shard, write, "committed")
             return k
         old = self.shard.exists()
-        cap = _capacity(self._want, k + 1, room)
+        cap = _capacity(self._shard_want, k + 1, room)
 
         def edit(new: h5py.File) -> None:
             rows(new, "value", cap, W.shape, W.dtype)
@@ -926,7 +935,9 @@ class ShardedCheckpointStore(CheckpointStore):
         replace(self.shard, edit, size=cap * W.nbytes)
         return k
 
-    def commit(self, state: ParticleState | FieldState) -> None:
+    def commit(self, state: State) -> None:
+        if not isinstance(state, ParticleState):
+            raise TypeError(f"a sharded checkpoint holds particles, not {type(state).__name__}")
         W = np.asarray(state.positions)
         local_index = self._commit_shard(W)
         sources = self.comm.allgather([self.shard.name, local_index, self.start, self.stop])

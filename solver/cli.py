@@ -68,7 +68,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(path: str, plot: bool) -> None:
+def _finish(path: Path, plot: bool) -> None:
     print(f"checkpoint: {path}")
     if plot:
         from .plotting import plot_measure, plot_run

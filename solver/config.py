@@ -46,7 +46,7 @@ class Key:
     """One configuration key: its type, its check, what the check requires, and what it means."""
 
     type: type | tuple[type, ...]
-    check: Callable[[object], bool] = lambda v: True
+    check: Callable[[Any], bool] = lambda v: True
     requirement: str = ""
     doc: str = ""
     choices: Mapping[str, str] | None = None
@@ -76,7 +76,7 @@ def _nonneg(doc: str) -> Key:
     return Key((int, float), lambda v: v >= 0 and v != float("inf"), "a finite number >= 0", doc)
 
 
-def _all(v: object, ok: Callable[[object], bool]) -> bool:
+def _all(v: Any, ok: Callable[[Any], bool]) -> bool:
     items = v if isinstance(v, list) else [v]
     return 1 <= len(items) <= 3 and all(ok(x) for x in items)
 

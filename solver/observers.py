@@ -21,10 +21,8 @@ with warnings.catch_warnings():  # a notebook without ipywidgets gets the text b
     warnings.simplefilter("ignore", TqdmWarning)
     from tqdm.auto import tqdm
 
-from mfld.discretizations.grid import FieldState
 from mfld.discretizations.loop import Recorder
-from mfld.discretizations.particles import ParticleState
-from mfld.discretizations.system import System
+from mfld.discretizations.system import State, System
 
 log = logging.getLogger("mfld")
 
@@ -39,7 +37,7 @@ class Progress:
 
     def __init__(self, total: int, enabled: bool | None = None, delay: float = 2.0, metrics: Recorder | None = None):
         self.total, self.enabled, self.delay, self.metrics = total, enabled, delay, metrics
-        self.bar: tqdm | None = None
+        self.bar = tqdm(disable=True)  # replaced in start
         self._lines = False
         self._t0 = 0.0
         self._next = 0
@@ -82,7 +80,7 @@ class Progress:
 class Store(Protocol):
     """Where checkpoints go (:class:`~mfld.solver.checkpoint.CheckpointStore`)."""
 
-    def commit(self, state: ParticleState | FieldState) -> None: ...
+    def commit(self, state: State) -> None: ...
 
     def has_frames(self) -> bool: ...
 
@@ -130,7 +128,7 @@ class Frames:
 
     def __init__(self, every: int) -> None:
         self.every = int(every)
-        self.states: list[ParticleState | FieldState] = []
+        self.states: list[State] = []
 
     def _keep(self, system: System) -> None:
         self.states.append(system.state())

@@ -24,6 +24,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from mfld.discretizations.grid import Grid
+
 from .checkpoint import CheckpointError, CheckpointReader, Snapshot
 
 PANELS = (
@@ -79,7 +81,8 @@ def observables_figure(source: Any) -> Figure:
     if record.kind == "stationary":
         return stationary_figure(record)
     obs = record.observables()
-    drawn, constant = [], []
+    drawn: list[tuple[str, str, bool]] = []
+    constant: list[tuple[str, str, bool]] = []
     for name, title, log in PANELS:
         if name in obs and not (name == "certificate" and "gap" in obs):
             (constant if _constant(obs[name]["value"]) else drawn).append((name, title, log))
@@ -156,21 +159,30 @@ def _marginal_axes(snap: Snapshot) -> tuple[int, int]:
     return a, b
 
 
+def _field(snap: Snapshot) -> tuple[np.ndarray, Grid]:
+    """A density frame's values and its grid."""
+    if snap.density is None or snap.grid is None:
+        raise CheckpointError("this frame holds particles, not a density on a grid")
+    return snap.density, snap.grid
+
+
 def _image(snap: Snapshot, pair: tuple[int, int]) -> np.ndarray:
     """The density (p = 2) or its two-dimensional marginal on the axes ``pair`` (p = 3)."""
-    if snap.grid.dim == 2:
-        return snap.density
+    density, grid = _field(snap)
+    if grid.dim == 2:
+        return density
     other = ({0, 1, 2} - set(pair)).pop()
-    return snap.density.sum(axis=other) * snap.grid.spacing[other]
+    return density.sum(axis=other) * grid.spacing[other]
 
 
 def _density_image(fig: Figure, ax: Axes, snap: Snapshot, pair: tuple[int, int], vmax: float | None,
                    colorbar: bool) -> None:
     a, b = pair
-    mesh = ax.pcolormesh(snap.grid.axes()[a], snap.grid.axes()[b], _image(snap, pair).T, shading="auto",
+    grid = _field(snap)[1]
+    mesh = ax.pcolormesh(grid.axes()[a], grid.axes()[b], _image(snap, pair).T, shading="auto",
                          cmap="viridis", vmin=0, vmax=vmax)
     if colorbar:
-        fig.colorbar(mesh, ax=ax, label="density" if snap.grid.dim == 2 else f"marginal density of (w_{a}, w_{b})")
+        fig.colorbar(mesh, ax=ax, label="density" if grid.dim == 2 else f"marginal density of (w_{a}, w_{b})")
     ax.set_xlabel(f"w_{a}")
     ax.set_ylabel(f"w_{b}")
 
@@ -198,15 +210,16 @@ def _directions(snap: Snapshot, last: Snapshot) -> tuple[np.ndarray, tuple[str, 
 
 
 def _pair(snap: Snapshot) -> tuple[int, int]:
-    return _marginal_axes(snap) if snap.grid.dim == 3 else (0, 1)
+    return _marginal_axes(snap) if _field(snap)[1].dim == 3 else (0, 1)
 
 
 def _draw_measure(fig: Figure, ax: Axes, snap: Snapshot, label: str, last: Snapshot | None = None,
                   vmax: float | None = None, colorbar: bool = True) -> None:
     """One frame of the measure on ``ax`` (see the module doc); ``last`` fixes the directions drawn."""
     if snap.density is not None:
-        if snap.grid.dim == 1:
-            ax.plot(snap.grid.axes()[0], snap.density, label=label)
+        density, grid = _field(snap)
+        if grid.dim == 1:
+            ax.plot(grid.axes()[0], density, label=label)
             ax.set_xlabel("w")
             ax.set_ylabel("density")
         else:
@@ -235,7 +248,7 @@ def measure_figure(source: Any, steps: list[int] | None = None) -> Figure:
     snaps = [record.snapshot(s) for s in frames]
     last = snaps[-1]
     what = "mu*" if record.kind == "stationary" else "mu_t"
-    if (last.grid.dim if last.density is not None else last.points.shape[1]) == 1:
+    if (_field(last)[1].dim if last.density is not None else last.points.shape[1]) == 1:
         fig = Figure(figsize=(6, 4), layout="constrained")
         ax = fig.subplots()
         for s in snaps:
@@ -253,7 +266,7 @@ def measure_figure(source: Any, steps: list[int] | None = None) -> Figure:
     if vmax is not None:  # one colour bar: the frames share the scale
         pair = _pair(last)
         fig.colorbar(axes[-1].collections[0], ax=axes,
-                     label="density" if last.grid.dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})")
+                     label="density" if _field(last)[1].dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})")
     fig.suptitle(f"{_name(record)}: {what}")
     return fig
 

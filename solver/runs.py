@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from mfld.discretizations.grid import FieldState, Grid
 from mfld.discretizations.loop import Interrupted, Observer
 from mfld.discretizations.particles import ParticleState
-from mfld.discretizations.system import System
+from mfld.discretizations.system import State, System
 
 from . import build
 from .checkpoint import CheckpointError, CheckpointReader, Snapshot
@@ -39,7 +39,7 @@ class MemoryRecord:
 
     def __init__(self, config: Config, data: dict[str, np.ndarray], system: System,
                  records: list[tuple[int, float, dict[str, float]]],
-                 states: list[ParticleState | FieldState]) -> None:
+                 states: list[State]) -> None:
         self.path: Path | None = None
         self.config, self.data, self.kind = config, data, system.kind
         self._grid: Grid | None = getattr(system, "grid", None)
@@ -62,16 +62,16 @@ class MemoryRecord:
 
     def snapshot(self, step: int | None = None) -> Snapshot:
         """The measure at a kept ``step`` (default: the last)."""
-        k = self.steps.size - 1 if step is None else np.flatnonzero(self.steps == step)
-        if step is not None:
-            if k.size == 0:
-                raise CheckpointError(f"step {step} is not kept; kept steps: {self.steps.tolist()}")
-            k = int(k[-1])
-        state = self._states[int(k)]
+        hits = np.flatnonzero(self.steps == (self.steps[-1] if step is None else step))
+        if hits.size == 0:
+            raise CheckpointError(f"step {step} is not kept; kept steps: {self.steps.tolist()}")
+        state = self._states[int(hits[-1])]
         if isinstance(state, ParticleState):
             W = state.positions
             return Snapshot(None, self.config, self.data, self.kind, state.step, state.time, W,
                             np.full(W.shape[0], 1.0 / W.shape[0]), state.rng_state)
+        if not isinstance(state, FieldState):
+            raise CheckpointError(f"a kept state of a run in memory is a {type(state).__name__}")
         grid = self.grid()
         return Snapshot(None, self.config, self.data, self.kind, state.step, state.time, grid.centers(),
                         state.density.ravel() * grid.cell_volume, None, state.density, grid, state.previous)

@@ -61,7 +61,7 @@ def _toml_value(v: Any) -> str:
 def tasks(base: str | None, shared: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """One task per point of the grid: its name, parameters and ``--set`` overrides."""
     keys = list(grid)
-    out = []
+    out: list[dict[str, Any]] = []
     for values in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, values, strict=True))
         name = "-".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()).replace("/", "_")

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
@@ -23,5 +25,5 @@ def low_dim_problem(p: int, lam: float = 0.05, lam_a: float = 1.0, lam_w: float 
     return Problem(ds.X, ds.Y, feature, lam, lam_a, lam_w, ds.X_test, ds.Y_test, ds.relevant)
 
 
-def low_dim_functional(p: int, **kw: float) -> TwoTimescaleFunctional:
+def low_dim_functional(p: int, **kw: Any) -> TwoTimescaleFunctional:
     return TwoTimescaleFunctional(low_dim_problem(p, **kw))

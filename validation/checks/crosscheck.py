@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray |
     directions) against a sample of it in 2-D and 3-D."""
     if grid.dim == 1:
         return wasserstein(W, None, grid.centers(), q)
+    assert ref_sample is not None  # above one dimension the distances are taken against a sample
     return wasserstein(W, None, ref_sample, None, rng, projections=50)
 
 
@@ -69,11 +71,13 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
     fit_g = F.fit(pts, qg, fv.features)
     U_T = fit_g.U
     dU_mean = float(qg @ F.first_variation_U(fit_g))
+    assert F.problem.X_test is not None  # the validation problems have test data
     Xk = F.problem.X_test[:50]
     K_T = gram(F.problem.feature, Xk, pts, qg)
     rng = np.random.default_rng(seed)
     ref_sample = _sample_density(grid, qg, 10000, rng) if p > 1 else None
-    rows, last_W = [], None
+    rows: list[list[float]] = []
+    last_W = np.zeros((0, p))
     for N in Ns:
         # The control-variate bias fluctuates at O(1/N), like the bias itself: a floor of 32 seeds keeps its
         # standard error near a fifth of the value at the largest N.
@@ -180,7 +184,7 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
     """Differences of E||w||^2 at T between eta and eta/2, Brownian increments coupled."""
     F = low_dim_functional(1)
     fine = etas[-1]
-    vals = {e: [] for e in etas}
+    vals: dict[float, list[float]] = {e: [] for e in etas}
     for s in range(seeds):
         r = np.random.default_rng([seed, 7, s])
         W0 = r.standard_normal((N, 1))
@@ -214,6 +218,8 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
 
 def run(full: bool = False, seed: int = 0) -> Report:
     report = Report("crosscheck", "Particles against the grid: O(1/N) bias, O(N^-1/2) distances, weak order 1")
+    sizes: dict[str, Any]
+    weak: dict[str, Any]
     if full:
         sizes = {"Ns": (50, 200, 800, 3200, 12800), "budget": 102400, "T": 5.0, "eta": 0.01}
         weak = {"etas": (0.4, 0.2, 0.1, 0.05, 0.025, 0.0125), "N": 4000, "seeds": 16, "T": 4.0}

@@ -12,11 +12,12 @@ average U over the second half of the run.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, GridDensity, gaussian_density
+from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
@@ -51,9 +52,9 @@ def run(full: bool = False, seed: int = 0) -> Report:
     q_star = star.density.ravel() * fine.cell_volume
     cdf_star = grid_cdf(fine, q_star)
     U_star = F.fit(fine.centers(), q_star, F.features(fine.centers())).U
-    rows = []
+    rows: list[list[Any]] = []
 
-    def grid_method(name: str, cls: type[GridDensity], cells: int, eta: float, **kw: str) -> None:
+    def grid_method(name: str, cls: type[FiniteVolume | FourierSpectral], cells: int, eta: float, **kw: Any) -> None:
         grid = Grid.box(6.0, cells, 1)
         t0 = time.perf_counter()
         s = cls(F, grid, gaussian_density(grid, [0.0], [[1.0]]), eta, **kw)

@@ -31,7 +31,8 @@ def run(full: bool = False, seed: int = 0) -> Report:
     report = Report("label-noise", "Label-noise procedure (particles) against its expected dynamics (grid)")
     F = low_dim_functional(2, lam=c["lam"])
     grid = Grid.box(6.0, c["cells"], 2)
-    rows, curves = [], {}
+    rows: list[list[float]] = []
+    curves: dict[float, dict[str, tuple[list[float], list[float]]]] = {}
     for s in c["label_noise"]:
         G = ExpectedLabelNoiseFunctional(F, s) if s > 0 else F
         fv = FiniteVolume(G, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.25)
@@ -39,7 +40,9 @@ def run(full: bool = False, seed: int = 0) -> Report:
         loop.run(fv, until=c["T"], observers=[g])
         g_t, g_df = g.series()["time"].tolist(), g.series()["df"].tolist()
         df_grid, U_grid = g_df[-1], fv.fit().U
-        dfs, Us, p_curve = [], [], None
+        dfs: list[float] = []
+        Us: list[float] = []
+        p_curve: tuple[list[float], list[float]] = ([], [])
         for k in range(c["seeds"]):
             rng = np.random.default_rng([seed, k, 5])
             noise = as_noise(rng)

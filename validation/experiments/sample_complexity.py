@@ -31,6 +31,8 @@ def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarr
         val = np.mean((K_tr[cut:, :cut] @ c - y[cut:]) ** 2) if cut < n else 0.0
         if val < best_val:
             best, best_val = r, val
+    if best is None:
+        raise FloatingPointError("kernel ridge regression: no ridge gave a finite validation error")
     c = np.linalg.solve(K_tr + best * n * np.eye(n), y)
     return float(np.mean((K_te @ c - y_te) ** 2) / np.mean(y_te**2))
 
@@ -47,10 +49,11 @@ def run(full: bool = False, seed: int = 0) -> Report:
     ridges = np.logspace(-6, 0, 7)
     for d in c["dims"]:
         for n in c["ns"]:
-            errs = {"network": [], "initial kernel": [], "RBF": []}
+            errs: dict[str, list[float]] = {"network": [], "initial kernel": [], "RBF": []}
             for s in range(c["seeds"]):
                 ds = make_dataset("sparse-sin", d=d, n=n, n_test=c["n_test"], m=c["m"], frequency=c["frequency"],
                                   inputs="hypercube", seed=seed + 100 * s + d)
+                assert ds.X_test is not None and ds.Y_test is not None  # generated data sets have test data
                 y, y_te = ds.Y[:, 0], ds.Y_test[:, 0]
                 pb = Problem(ds.X, ds.Y, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"], ds.X_test, ds.Y_test)
                 F = TwoTimescaleFunctional(pb)
@@ -84,9 +87,9 @@ def run(full: bool = False, seed: int = 0) -> Report:
     fig, axes = report.figure("error-vs-n", 1, len(c["dims"]), figsize=(5 * len(c["dims"]), 4),
                               constrained_layout=True)
     for ax, d in zip(np.atleast_1d(axes), c["dims"], strict=True):
-        r = np.array([x for x in rows if x[0] == d], dtype=float)
+        table = np.array([x for x in rows if x[0] == d], dtype=float)
         for k, name in ((2, "network"), (3, "KRR initial kernel"), (4, "KRR RBF")):
-            ax.loglog(r[:, 1], r[:, k], "o-", label=name)
+            ax.loglog(table[:, 1], table[:, k], "o-", label=name)
         ax.axhline(c["threshold"], color="k", lw=0.5)
         ax.set_title(f"d = {d}")
         ax.set_xlabel("n")

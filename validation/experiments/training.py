@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def backend(name: str) -> Iterator[None]:
 OBSERVED = ("kernel_alignment", "parameter_alignment", "degrees_of_freedom", "train_loss", "U", "test_loss")
 
 
-def experiment_config(name: str, full: bool) -> dict[str, object]:
+def experiment_config(name: str, full: bool) -> dict[str, Any]:
     """The ``[quick]`` or ``[full]`` table of ``data/experiments/<name>.toml``."""
     text = resources.files("mfld.data").joinpath(f"experiments/{name}.toml").read_text()
     return tomllib.loads(text)["full" if full else "quick"]
