@@ -1,0 +1,89 @@
+"""Every registered discretisation x time scheme survives its file: k steps written, read back and resumed for k
+more equal a straight 2k-step run bit for bit, and ``mfld info`` and ``mfld plot`` read the file.
+
+A discretisation registered at test time, exactly as the README's "Where to add" table says, is held to the
+same; today the storage knows only the shipped kinds by name, so that case is an expected failure (strict:
+it turns into a failure to remove the mark once storage writes any registered state, issue 22).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.registry import DISCRETIZATIONS, Discretization
+from mfld.model.registry import Entry
+from mfld.solver import build
+from mfld.solver.checkpoint import CheckpointReader
+from mfld.solver.cli import main
+from mfld.solver.config import load_config
+
+K = 4
+SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
+         "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
+         "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05", f"output.checkpoint_every={K}",
+         "output.metrics_every=2", "output.plot=false", 'output.progress="off"']
+
+
+def _cases() -> list[tuple[str, str | None]]:
+    return [(kind, scheme) for kind, spec in DISCRETIZATIONS.items()
+            for scheme in (list(spec.schemes) if spec.schemes is not None else [None])]
+
+
+def _config(kind: str, scheme: str | None, steps: int) -> dict:
+    overrides = [*SMALL, f'discretization="{kind}"', f"time.steps={steps}"]
+    spec = DISCRETIZATIONS[kind]
+    if scheme is not None:
+        overrides.append(f'{spec.scheme_key}="{scheme}"')
+    return load_config(None, overrides)
+
+
+def _frames(path: Path) -> dict[str, np.ndarray]:
+    """Every stored frame and record, by dataset, up to the committed counts."""
+    out: dict[str, np.ndarray] = {}
+    frames, records = CheckpointReader(path).frames, CheckpointReader(path).records
+    with h5py.File(path, "r") as f:
+        def keep(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset) and name.rsplit("/", 1)[-1] in ("step", "time", "value"):
+                out[name] = obj[: records if name.startswith("observables/") else frames]
+        f.visititems(keep)
+    return out
+
+
+def _round_trip(kind: str, scheme: str | None, folder: Path) -> None:
+    straight = build.start(_config(kind, scheme, 2 * K), folder / "straight.h5")
+    half = build.start(_config(kind, scheme, K), folder / "half.h5")
+    build.resume(half, steps=K)
+    a, b = _frames(straight), _frames(half)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{kind}/{scheme}: {name} after resume")
+    assert CheckpointReader(half).steps.tolist() == [0, K, 2 * K]
+    assert main(["-q", "info", str(half)]) == 0
+    assert main(["-q", "plot", str(half)]) == 0
+    assert half.with_suffix(".png").stat().st_size > 0
+    assert (folder / "half-measure.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind, scheme", _cases())
+def test_write_read_resume_equals_a_straight_run(kind, scheme, tmp_path):
+    _round_trip(kind, scheme, tmp_path)
+
+
+class _CopyOfFiniteVolume(FiniteVolume):
+    """A density discretisation registered by a user: the finite volumes under a new name."""
+
+    kind = "grid-copy"
+
+
+@pytest.mark.xfail(strict=True, reason="the checkpoint layout knows the kinds particles, grid, spectral, stationary "
+                   "by name: a registered density discretisation's file is refused on reading (issue 22)")
+def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
+    spec = DISCRETIZATIONS["grid"]
+    entry = Discretization(_CopyOfFiniteVolume, True, spec.schemes, spec.scheme_key, spec.max_dim, spec.linear_solver)
+    monkeypatch.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
+    _round_trip("grid-copy", "implicit-euler", tmp_path)
