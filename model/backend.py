@@ -1,8 +1,11 @@
 """Array-backend helpers: one code path for NumPy and CuPy.
 
 Every numerical routine in mfld takes ``xp = namespace(*arrays)`` and uses only
-functions that NumPy and CuPy share; the few that differ (triangular solves,
-symmetric rank-k updates) live here.
+functions that NumPy and CuPy share. What differs between them lives here: the
+backend registry, moving arrays to the host, and the triangular solves behind the
+Cholesky helpers. The other library-specific imports sit where they are used: the
+sparse linear algebra of the grid step (:mod:`mfld.discretizations.linear`), the
+error function of the ``erf`` features (:mod:`mfld.model.features`).
 """
 
 from __future__ import annotations

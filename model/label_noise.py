@@ -37,7 +37,7 @@ from .distributed import Communicator
 from .functional import Fit
 from .observables import degrees_of_freedom
 from .problem import Problem
-from .two_timescale import TwoTimescaleFunctional
+from .two_timescale import TwoTimescaleFunctional, dual_objective
 
 
 def penalty_coefficient(problem: Problem, s: float) -> float:
@@ -57,7 +57,7 @@ def procedure_gradient(functional: TwoTimescaleFunctional, W: Array, q: Array, e
     weights = xp.asarray(np.r_[np.ones(T), -np.ones(T)], dtype=W.dtype)
     grad = functional.grad_potential(both, W, column_weights=weights)
     C = both.coef[:, :T]
-    clean = Fit(W, q, C, pb.Y - pb.n * pb.lam_a_bar * C, 0.5 * pb.lam_a_bar * float(xp.sum(pb.Y * C)) / T,
+    clean = Fit(W, q, C, pb.Y - pb.n * pb.lam_a_bar * C, dual_objective(pb, pb.Y, C),
                 both.side, both.gram, both.factor, both.Z, both.H)
     return grad, clean
 

@@ -10,12 +10,32 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from .backend import Array, namespace, to_host
 from .features import FeatureMap, get_feature_map
+
+
+class DataSet(Protocol):
+    """What a problem takes from a data set (:class:`~mfld.model.datasets.Dataset` is one)."""
+
+    @property
+    def X(self) -> Array: ...
+
+    @property
+    def Y(self) -> Array: ...
+
+    @property
+    def X_test(self) -> Array | None: ...
+
+    @property
+    def Y_test(self) -> Array | None: ...
+
+    @property
+    def relevant(self) -> Array | None: ...
 
 # Inputs and targets enter products of two or three of themselves (u.x, the Gram matrix, Y^T S Y):
 # beyond 1e100 these overflow float64 (max ~1.8e308), so larger data cannot be a mistake worth running.
@@ -84,6 +104,12 @@ class Problem:
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self._check()
+
+    @classmethod
+    def from_dataset(cls, data: DataSet, feature: FeatureMap | str, lam: float, lam_a: float, lam_w: float) -> Problem:
+        """The problem of a data set (:class:`~mfld.model.datasets.Dataset`): its training and test data and its
+        relevant subspace, with the feature map and hyper-parameters given."""
+        return cls(data.X, data.Y, feature, lam, lam_a, lam_w, data.X_test, data.Y_test, data.relevant)
 
     def _check(self) -> None:
         for name in ("lam", "lam_a", "lam_w"):

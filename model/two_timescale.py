@@ -65,6 +65,12 @@ class DualSolve:
 _ARRAYS_PER_CHUNK = 3
 
 
+def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
+    """``U = (lam_a_bar / 2T) tr(Y^T c)``: the loss at the optimal second layer from the dual coefficients ``c``
+    of ``K c = Y`` (docs/theory.md §2)."""
+    return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
+
+
 class TwoTimescaleFunctional:
     """``G(mu) = U(mu) + (lam_w_bar/2) E||w||^2`` with the second layer in closed form."""
 
@@ -195,7 +201,7 @@ class TwoTimescaleFunctional:
         self._guess[(side, Y.shape[1])] = result.x
         C = result.x if side == "n" else (Y - B @ result.x) / r
         pred = Y - r * C
-        U = 0.5 * pb.lam_a_bar * float(xp.sum(Y * C)) / pb.T
+        U = dual_objective(pb, Y, C)
         return Fit(W, q, C, pred, U, side, None, None, Z, H)
 
     def _fit_n_side(self, W: Array, q: Array, features: tuple[Array, Array] | None, Y: Array,
@@ -224,7 +230,7 @@ class TwoTimescaleFunctional:
         K = S + r * xp.eye(n, dtype=S.dtype)
         C, L = cholesky_solve(K, Y)
         pred = Y - r * C
-        U = 0.5 * pb.lam_a_bar * float(xp.sum(Y * C)) / pb.T
+        U = dual_objective(pb, Y, C)
         return Fit(W, q, C, pred, U, "n", S, L, Z_keep, H)
 
     def _fit_N_side(self, W: Array, q: Array, Y: Array) -> Fit:
@@ -240,7 +246,7 @@ class TwoTimescaleFunctional:
         sol, L = cholesky_solve(M, BtY)
         C = (Y - B @ sol) / r
         pred = Y - r * C
-        U = 0.5 * pb.lam_a_bar * float(xp.sum(Y * C)) / pb.T
+        U = dual_objective(pb, Y, C)
         return Fit(W, q, C, pred, U, "N", Gm, L, Z, H)
 
     # ------------------------------------------------- first variation, drift

@@ -1,4 +1,5 @@
-"""The ``mfld`` command line: run, resume, info, plot."""
+"""The ``mfld`` command line (``python -m mfld`` too): run, stationary, validate, experiment, sweep, resume, configs,
+info, compare, plot; ``mfld COMMAND --help`` says what each takes."""
 
 from __future__ import annotations
 

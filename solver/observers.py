@@ -1,9 +1,12 @@
 """Observers of a run's time loop: progress, checkpoints and frames kept in memory.
 
-Each is small and independent; the loop (:mod:`mfld.discretizations.loop`)
-calls ``start``, ``observe`` after every step and ``finish`` once. The
+Each is small; the loop (:mod:`mfld.discretizations.loop`) calls ``start``,
+``observe`` after every step and ``finish`` once, in the order given. The
 observables are recorded by the loop's :class:`~mfld.discretizations.loop.Recorder`,
-whose sink is the checkpoint store. Data flows one way: system -> observer -> sink.
+whose sink is the checkpoint store; :class:`Progress` reads the recorder's latest
+values, and :class:`SolverRestarts` changes the system (it restarts the iterative
+solver at checkpoint steps, so that a resumed run matches), which is why it comes
+first.
 """
 
 from __future__ import annotations

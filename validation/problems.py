@@ -22,7 +22,7 @@ def low_dim_problem(p: int, lam: float = 0.05, lam_a: float = 1.0, lam_w: float 
         raise ValueError(f"the validation problems have p = 1, 2 or 3, got {p}")
     ds = make_dataset("single-index", d=1 if p < 3 else 2, n=n, n_test=200, noise=noise, seed=seed)
     feature = feature or ("tanh" if p == 1 else "tanh_bias")
-    return Problem(ds.X, ds.Y, feature, lam, lam_a, lam_w, ds.X_test, ds.Y_test, ds.relevant)
+    return Problem.from_dataset(ds, feature, lam, lam_a, lam_w)
 
 
 def low_dim_functional(p: int, **kw: Any) -> TwoTimescaleFunctional:

@@ -31,7 +31,7 @@ def run(full: bool = False, seed: int = 0) -> Report:
         runs = []
         for s in range(c["seeds"]):
             ds = make_dataset("single-index", d=d, n=n, n_test=500, link=c["link"], seed=seed + s)
-            pb = Problem(ds.X, ds.Y, "tanh_bias", lam, lam_a, c["lam_w"], ds.X_test, ds.Y_test, ds.relevant)
+            pb = Problem.from_dataset(ds, "tanh_bias", lam, lam_a, c["lam_w"])
             tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + s, c["steps"])
             runs.append([tr["kernel_alignment"][0], tr["kernel_alignment"][-1],
                          tr["parameter_alignment"][0], tr["parameter_alignment"][-1], tr["test_loss"][-1]])

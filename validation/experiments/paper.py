@@ -24,7 +24,7 @@ log = logging.getLogger("mfld.validation")
 
 def _problem(c: dict, sigma: float, seed: int) -> TwoTimescaleFunctional:
     ds = make_dataset("x1x2", d=c["d"], n=c["n"], n_test=1000, noise=sigma, seed=seed)
-    pb = Problem(ds.X, ds.Y, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"], ds.X_test, ds.Y_test, ds.relevant)
+    pb = Problem.from_dataset(ds, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"])
     return TwoTimescaleFunctional(pb)
 
 
