@@ -1,4 +1,4 @@
-"""Shared fixtures: small seeded problems."""
+"""Shared fixtures: small seeded problems, and the small run most file and process tests start."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import pytest
 
 from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
+
+SMALL_RUN = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
+             "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+             "model.lam=0.05"]
+"""``--set`` overrides of a particle run small enough for a test: 64 particles, 40 steps, a frame every 10."""
 
 
 def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 1, seed: int = 0, **kw) -> Problem:

@@ -12,20 +12,15 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_RUN
 from mfld.discretizations import loop
 from mfld.solver import build
 from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.config import load_config
 
-SMALL = [
-    "data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
-    "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
-    "model.lam=0.05",
-]
-
 
 def small_config(*extra: str) -> dict:
-    return load_config(None, SMALL + list(extra))
+    return load_config(None, SMALL_RUN + list(extra))
 
 
 def test_layout_is_h5md(tmp_path):
@@ -121,7 +116,7 @@ def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path, moment):
     made): the file must load with the frames before, and resume exactly."""
     path = tmp_path / "crash.h5"
     if moment == "in place":
-        script = _die_in("_write_rows", 20) + f"build.start(load_config(None, {SMALL!r}), {str(path)!r})"
+        script = _die_in("_write_rows", 20) + f"build.start(load_config(None, {SMALL_RUN!r}), {str(path)!r})"
         kept = [0, 10]
     else:  # steps 0, 10, 20 planned; a resume for 20 more needs 5 frames: a new file, killed before it replaces
         build.start(small_config("time.steps=20"), path)

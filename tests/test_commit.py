@@ -10,14 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_RUN
 from mfld.discretizations.particles import ParticleState
 from mfld.solver import build
 from mfld.solver.checkpoint import CheckpointReader, CheckpointStore, load
 from mfld.solver.commit import ALIGN
 from mfld.solver.config import load_config, to_toml
-
-SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
-         "output.checkpoint_every=10", "output.metrics_every=5", "output.progress=off"]
 
 
 def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:
@@ -41,7 +39,7 @@ def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:
 
 
 def _store(path, checksum: bool) -> CheckpointStore:
-    config = load_config(None, [*SMALL, f"output.checksum={str(checksum).lower()}"])
+    config = load_config(None, [*SMALL_RUN, f"output.checksum={str(checksum).lower()}"])
     data = build.generate_data(config)
     return CheckpointStore.create(path, to_toml(build.with_data_sizes(config, data)), data, "particles", 5,
                                   checksum=checksum, frames=5, records=9)
@@ -118,7 +116,7 @@ def test_a_reader_holding_the_file_open_does_not_stop_commits(tmp_path):
 @pytest.mark.slow
 def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp_path):
     """SIGKILL a run at random times (seeded); every file it leaves loads, and resumes to the uninterrupted result."""
-    config = [*SMALL, "particles.N=20000", "time.steps=100", "output.checkpoint_every=5"]  # about 3 s
+    config = [*SMALL_RUN, "particles.N=20000", "time.steps=100", "output.checkpoint_every=5"]  # about 3 s
     whole = build.start(load_config(None, config), tmp_path / "whole.h5")
     expected = load(whole).points
     rng = random.Random(12)

@@ -14,16 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_RUN
 from mfld.discretizations.particles import StepSizeWarning, check_step_size
 from mfld.solver import build
 from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.cli import main
 from mfld.solver.config import load_config
 from mfld.solver.lock import FileLockedError, WriterLock
-
-SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
-         "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
-         "model.lam=0.05"]
 
 
 def _slow_run(path, steps: int = 40, pause: float = 0.05) -> subprocess.Popen:
@@ -38,7 +35,7 @@ def _slow_run(path, steps: int = 40, pause: float = 0.05) -> subprocess.Popen:
             def observe(self, system): time.sleep({pause})
             def finish(self, system, interrupted): pass
         build._observers = lambda *a, **k: [*original(*a, **k), Pause()]
-        build.start(load_config(None, {SMALL + [f"time.steps={steps}"]!r}), {str(path)!r})
+        build.start(load_config(None, {SMALL_RUN + [f"time.steps={steps}"]!r}), {str(path)!r})
     """)
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -57,9 +54,9 @@ def test_a_second_writer_is_refused_and_the_first_file_is_untouched(tmp_path):
     with pytest.raises(FileLockedError, match=rf"is being written by mfld pid {proc.pid} on "):
         build.resume(path, steps=5)
     with pytest.raises(FileLockedError, match="is being written by"):
-        build.start(load_config(None, SMALL), path, overwrite=True)
+        build.start(load_config(None, SMALL_RUN), path, overwrite=True)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
-    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    lone = build.start(load_config(None, SMALL_RUN), tmp_path / "lone.h5")
     np.testing.assert_array_equal(load(path).points, load(lone).points)
     a, b = CheckpointReader(path).observables(), CheckpointReader(lone).observables()
     for name in a:
@@ -82,7 +79,7 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
 
 
 def _particles_file(tmp_path, name="r.h5"):
-    return build.start(load_config(None, SMALL), tmp_path / name)
+    return build.start(load_config(None, SMALL_RUN), tmp_path / name)
 
 
 def test_external_links_storage_and_virtual_datasets_are_refused(tmp_path):
@@ -165,7 +162,7 @@ def test_sigterm_ends_a_run_with_a_final_frame_that_resumes_exactly(tmp_path):
     stopped = CheckpointReader(path).steps
     assert 0 < stopped[-1] < 40  # a final frame at the step where it stopped
     build.resume(path)
-    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    lone = build.start(load_config(None, SMALL_RUN), tmp_path / "lone.h5")
     np.testing.assert_array_equal(load(path).points, load(lone).points)
 
 
@@ -178,13 +175,13 @@ def test_a_run_killed_before_its_first_frame_leaves_no_file_and_runs_again(tmp_p
         from mfld.solver import build
         from mfld.solver.config import load_config
         build.metrics_of = lambda system: os.kill(os.getpid(), signal.SIGKILL)
-        build.start(load_config(None, {SMALL!r}), {str(path)!r})
+        build.start(load_config(None, {SMALL_RUN!r}), {str(path)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
     assert not path.exists() and not (tmp_path / "k.h5.partial").exists()  # the lock file may stay: unlocked
-    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 0
-    lone = build.start(load_config(None, SMALL), tmp_path / "lone.h5")
+    assert main(["run", "--out", str(path), *[a for s in SMALL_RUN for a in ("--set", s)]]) == 0
+    lone = build.start(load_config(None, SMALL_RUN), tmp_path / "lone.h5")
     np.testing.assert_array_equal(load(path).points, load(lone).points)
 
 
@@ -205,7 +202,7 @@ def test_a_step_near_the_stability_limit_warns():
 
 def test_the_last_frame_is_not_written_twice(tmp_path):
     """The last step is a checkpoint step but not a metrics step: one frame, and the final observables."""
-    path = build.start(load_config(None, [*SMALL, "output.metrics_every=15"]), tmp_path / "d.h5")
+    path = build.start(load_config(None, [*SMALL_RUN, "output.metrics_every=15"]), tmp_path / "d.h5")
     reader = CheckpointReader(path)
     assert reader.steps.tolist() == [0, 10, 20, 30, 40]
     assert reader.observables()["U"]["step"].tolist() == [0, 15, 30, 40]
@@ -234,7 +231,7 @@ def _run_limited(args: list[str], config: list[str], size: int) -> subprocess.Co
 def test_a_disk_too_small_for_the_run_is_refused_before_any_work(tmp_path):
     """The file is given room for every planned frame at step 0: a disk that cannot hold them refuses at once."""
     path = tmp_path / "full.h5"
-    config = [*SMALL, "particles.N=2000", "time.steps=40"]  # 5 frames of 2000 x 5 doubles: 400 kB
+    config = [*SMALL_RUN, "particles.N=2000", "time.steps=40"]  # 5 frames of 2000 x 5 doubles: 400 kB
     proc = _run_limited(["run", "--out", str(path)], config, 300_000)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
@@ -245,7 +242,7 @@ def test_a_disk_too_small_for_the_run_is_refused_before_any_work(tmp_path):
 def test_a_full_disk_ends_a_run_that_grows_its_file_with_one_line_and_keeps_the_frames(tmp_path):
     """A resume past the planned frames gives the file more rows (a new file): when it cannot, the frames stay."""
     path = tmp_path / "full.h5"
-    config = [*SMALL, "particles.N=2000", "time.steps=20"]  # 3 frames of 80 kB
+    config = [*SMALL_RUN, "particles.N=2000", "time.steps=20"]  # 3 frames of 80 kB
     assert _run_limited(["run", "--out", str(path)], config, 2_500_000).returncode == 0
     before = path.read_bytes()
     proc = _run_limited(["resume", str(path), "--steps", "400"], [], 2_500_000)  # 43 frames: 3.4 MB
@@ -276,7 +273,8 @@ def test_an_absurd_grid_is_refused(capsys):
 
 @pytest.mark.parametrize("checksum", [True, False])
 def test_checksums_catch_a_damaged_frame(tmp_path, checksum):
-    path = build.start(load_config(None, [*SMALL, f"output.checksum={str(checksum).lower()}"]), tmp_path / "c.h5")
+    config = load_config(None, [*SMALL_RUN, f"output.checksum={str(checksum).lower()}"])
+    path = build.start(config, tmp_path / "c.h5")
     with h5py.File(path, "r") as f:
         ds = f["particles/mu/position/value"]
         assert (ds.fletcher32 is True) == checksum

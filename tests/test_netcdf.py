@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_RUN
 from mfld.discretizations.loop import Interrupted
 from mfld.solver import build
 from mfld.solver.config import load_config
 
-SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=20", "time.eta=0.1",
-         "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"']
+SMALL = [*SMALL_RUN, "time.steps=20"]
 GRID = ["grid.cells=32", "data.n=30", "data.n_test=40", "time.steps=12", "output.checkpoint_every=5",
         "output.metrics_every=4", "output.plot=false", 'output.progress="off"']
 KINDS = ("particles", "interrupted", "grid", "spectral", "stationary")

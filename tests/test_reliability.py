@@ -12,19 +12,16 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_RUN
 from mfld.solver import build, checkpoint
 from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.cli import main
 from mfld.solver.config import ConfigError, from_toml, load_config, to_toml
 from mfld.solver.lock import FileLockedError, WriterLock
 
-SMALL = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
-         "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
-         "model.lam=0.05"]
-
 
 def small(*extra: str) -> dict:
-    return load_config(None, SMALL + list(extra))
+    return load_config(None, SMALL_RUN + list(extra))
 
 
 def _victim(tmp_path):
@@ -49,10 +46,10 @@ def test_a_link_planted_at_the_lock_path_is_refused_and_its_target_untouched(tmp
     with pytest.raises(FileLockedError, match="k.h5.lock' (is a symbolic link|has 2 names)"):
         build.start(small(), path)
     assert victim.read_bytes() == before and not elsewhere.exists() and not path.exists()
-    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2
+    assert main(["run", "--out", str(path), *[a for s in SMALL_RUN for a in ("--set", s)]]) == 2
 
 
-def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL) -> str:
+def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL_RUN) -> str:
     """A script running `build.start` whose extra observer runs ``action`` (Python) after step ``at_step``."""
     return textwrap.dedent(f"""
         import os, signal, sys
@@ -73,7 +70,7 @@ def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL) 
 def _slow(path, steps: int = 40) -> subprocess.Popen:
     """`build.start` in another process that says "started" on stdout after its first step, then waits for stdin."""
     script = _start_script(path, 1, 'print("started", flush=True); sys.stdin.readline()',
-                           SMALL + [f"time.steps={steps}"])
+                           SMALL_RUN + [f"time.steps={steps}"])
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started", proc.communicate()
@@ -125,7 +122,7 @@ def test_a_lock_path_that_is_not_a_file_is_one_line(tmp_path, kind, capsys):
     path = tmp_path / "k.h5"
     lock = tmp_path / "k.h5.lock"
     lock.mkdir() if kind == "directory" else os.mkfifo(lock)
-    assert main(["run", "--out", str(path), *[a for s in SMALL for a in ("--set", s)]]) == 2
+    assert main(["run", "--out", str(path), *[a for s in SMALL_RUN for a in ("--set", s)]]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "k.h5.lock" in err, err
     with pytest.raises(FileLockedError):
