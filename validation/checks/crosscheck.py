@@ -109,34 +109,40 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
         "W1": fit_slope(arr[:, 0], arr[:, 8]),
         "W2": fit_slope(arr[:, 0], arr[:, 9]),
     }
-    kind = "exact" if p == 1 else "sliced"
+    name1, name2 = _distance_names(p)
     report.table(
         f"p = {p}: particles (eta = {eta:g}) against the grid ({cells} cells per axis) at T = {T:g}",
         ["N", "seeds", "U bias (control variate)", "s.e.", "U bias (raw)", "s.e.", "U rms error",
-         "kernel sup err^2", f"W1 ({kind})", f"W2 ({kind})"],
+         "kernel sup err^2", name1, name2],
         rows,
     )
     report.table(
         f"p = {p}: fitted slopes in N (log-log)",
-        ["U bias (cv)", "U rms", "kernel sup err^2", "W1", "W2"],
+        ["U bias (cv)", "U rms", "kernel sup err^2", name1, name2],
         [[round(v, 3) for v in slopes.values()]],
     )
     report.claim(f"p = {p}: U bias is O(1/N): slope {slopes['U_bias_cv']:.2f} in [-1.4, -0.6]",
                  -1.4 <= slopes["U_bias_cv"] <= -0.6)
     report.claim(f"p = {p}: kernel error sup|k_N - k|^2 is O(1/N): slope {slopes['kernel_sq']:.2f} in [-1.4, -0.6]",
                  -1.4 <= slopes["kernel_sq"] <= -0.6)
-    report.claim(f"p = {p}: W1 to the grid density is about O(N^-1/2): slope {slopes['W1']:.2f} in [-0.7, -0.3]",
+    report.claim(f"p = {p}: {name1} to the grid density is about O(N^-1/2): slope {slopes['W1']:.2f} in [-0.7, -0.3]",
                  -0.7 <= slopes["W1"] <= -0.3)
     _plot_against_N(report, p, arr, slopes)
     _plot_densities(report, p, grid, fv.density, last_W, T)
     return {"rows": rows, "slopes": slopes, "U_T": U_T}
 
 
-def _plot_against_N(report: Report, p: int, arr: np.ndarray, slopes: dict) -> None:
+def _distance_names(p: int) -> tuple[str, str]:
+    """W1, W2 where they are exact (p = 1); SW1, SW2 (sliced, 50 directions) above."""
+    return ("W1", "W2") if p == 1 else ("SW1 (sliced)", "SW2 (sliced)")
+
+
+def _plot_against_N(report: Report, p: int, arr: np.ndarray, slopes: dict[str, float]) -> None:
     fig, ax = report.figure(f"p{p}-against-N", figsize=(7, 4.5), constrained_layout=True)
     N = arr[:, 0]
+    name1, name2 = _distance_names(p)
     for col, name, key in ((2, "U bias (cv)", "U_bias_cv"), (7, "kernel sup err^2", "kernel_sq"),
-                           (8, "W1", "W1"), (9, "W2", "W2")):
+                           (8, name1, "W1"), (9, name2, "W2")):
         ax.loglog(N, np.abs(arr[:, col]), "o-", label=f"{name}, slope {slopes[key]:.2f}")
     ax.errorbar(N, np.abs(arr[:, 2]), yerr=arr[:, 3], fmt="none", color="C0", capsize=3)
     ax.loglog(N, arr[0, 2] * N[0] / N, "k:", lw=0.8, label="1/N")
