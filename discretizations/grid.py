@@ -76,8 +76,9 @@ class Grid:
     @classmethod
     def box(cls, half_width: float | list[float], cells: int | list[int], dim: int) -> Grid:
         """The box ``[-L, L]^dim`` (``L`` scalar or per axis) with ``cells`` per axis."""
-        L = [float(half_width)] * dim if isinstance(half_width, int | float) else [float(v) for v in half_width]
-        n = [int(cells)] * dim if isinstance(cells, int) else [int(v) for v in cells]
+        widths = half_width if isinstance(half_width, list | tuple | np.ndarray) else [half_width] * dim
+        L = [float(v) for v in widths]
+        n = [int(v) for v in (cells if isinstance(cells, list | tuple | np.ndarray) else [cells] * dim)]
         if len(L) != dim or len(n) != dim:
             raise ValueError(f"grid.half_width and grid.cells need {dim} entries (one per parameter axis)")
         return cls(tuple(-v for v in L), tuple(L), tuple(n))

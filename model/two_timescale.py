@@ -145,7 +145,7 @@ class TwoTimescaleFunctional:
     def _exact(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
         """The Cholesky fit, whose system becomes the preconditioner of that side."""
         fit = self._fit_n_side(W, q, None, Y) if side == "n" else self._fit_N_side(W, q, Y)
-        assert fit.gram is not None and fit.factor is not None and fit.H is not None  # an exact fit has them
+        assert fit.gram is not None and fit.factor is not None  # an exact fit is factored
         xp = namespace(fit.gram)
         # The explicit inverse costs one more n^3 here and makes each application one matrix product,
         # where two triangular solves per CG iteration cost as much as the product with K itself.
@@ -153,6 +153,7 @@ class TwoTimescaleFunctional:
         if side == "n":
             solution = fit.coef
         else:
+            assert fit.H is not None  # the N-side fit keeps its features whole
             solution = cholesky_apply(fit.factor, (fit.H * xp.sqrt(q)).T @ Y)
         self._guess[(side, Y.shape[1])] = solution
         return fit

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import small_problem
 from mfld.discretizations import loop
+from mfld.model.functional import DEFAULT_MEMORY_BUDGET
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.pcg import pcg
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
@@ -28,10 +29,11 @@ def test_pcg_solves_a_spd_system_to_the_tolerance(rng):
 
 @pytest.mark.parametrize("N", [400, 60])  # n = 120: the n-side system, then the N-side one
 @pytest.mark.parametrize("T", [1, 3])
-def test_pcg_drift_equals_the_cholesky_drift(N, T, rng):
+@pytest.mark.parametrize("budget", [DEFAULT_MEMORY_BUDGET, 3 * 8 * 120 * 100])  # whole, or chunks of 100 particles
+def test_pcg_drift_equals_the_cholesky_drift(N, T, budget, rng):
     pb = small_problem("tanh_bias", n=120, d=4, T=T)
     exact = TwoTimescaleFunctional(pb)
-    it = TwoTimescaleFunctional(pb, solve=DualSolve("pcg", tol=1e-11))
+    it = TwoTimescaleFunctional(pb, budget, solve=DualSolve("pcg", tol=1e-11))
     W = pb.sample_prior(N, rng)
     q = rng.random(N) + 0.5
     q /= q.sum()  # non-uniform weights
