@@ -103,8 +103,28 @@ def build_functional(config: Config, problem: Problem, comm: Communicator | None
     s = config["model"]["label_noise"]
     c = config["particles"]
     solve = DualSolve(c["solve"], c["solve_tol"], c["pcg_refresh"])
-    return make_functional(config["model"]["objective"], problem, c["memory_budget_mb"] * 2**20, comm,
+    return make_functional(config["model"]["objective"], problem, memory_budget(config), comm,
                            label_noise=s, solve=solve, expectation=density)
+
+
+def memory_budget(config: Config, processes: int = 1) -> int:
+    """Bytes one chunk of particles' temporaries may take: ``particles.memory_budget_mb``, or for 0 half the
+    memory available now shared among ``processes`` (at least 64 MiB)."""
+    mb = config["particles"]["memory_budget_mb"]
+    if mb > 0:
+        return int(mb) * 2**20
+    return max(64 * 2**20, available_memory() // (2 * processes))
+
+
+def fix_memory_budget(config: Config, comm: Communicator | None = None) -> Config:
+    """The configuration with ``particles.memory_budget_mb = 0`` replaced by the budget chosen now (rank 0's, on
+    every process): the file stores it, so that a resume chunks the particles exactly as the run did and stays
+    bit-identical wherever it runs."""
+    if config["particles"]["memory_budget_mb"] > 0:
+        return config
+    comm = Serial() if comm is None else comm
+    chosen = comm.bcast(memory_budget(config, comm.size) // 2**20 if comm.rank == 0 else 0)
+    return {**config, "particles": {**config["particles"], "memory_budget_mb": chosen}}
 
 
 def build_drift(config: Config, functional: Functional, noise: NoiseSource) -> Drift | None:
@@ -218,7 +238,7 @@ def memory_estimate(config: Config) -> dict[str, int]:
     m = config["model"]
     # w = (u, b) with a bias (the shipped maps' "_bias"; d for others), and the classical objective's a.
     p = d + m["feature"].endswith("_bias") + (m["objective"] == "classical")
-    budget = config["particles"]["memory_budget_mb"] * 2**20
+    budget = memory_budget(config)
     out = {"data.n": item * n * d, "data.n_test": item * n_test * d}
     if DISCRETIZATIONS[config["discretization"]].density:
         cells = config["grid"]["cells"]
@@ -387,8 +407,8 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     """
     path = Path(path if path is not None else config["output"]["path"])
     check_output(path)
-    config, data, problem = _prepare(config)
     comm = world()
+    config, data, problem = _prepare(fix_memory_budget(config, comm))
     with _writing(path, comm) as target:
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
@@ -431,7 +451,7 @@ def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> In
     SIGINT or SIGTERM ends the run after the current step, its observers finished, as in a file run;
     the result says so (``interrupted``) instead of raising.
     """
-    config, data, problem = _prepare(config)
+    config, data, problem = _prepare(fix_memory_budget(config))
     system = build_system(config, problem)
     steps = config["time"]["steps"]
     own = _observers(config, None, steps, resuming=False)

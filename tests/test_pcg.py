@@ -111,3 +111,30 @@ def test_the_loop_drives_pcg_and_counts_iterations(rng):
     system = Particles(F, pb.sample_prior(300, rng), 0.1, 0)
     loop.run(system, 30)
     assert len(F.iterations) >= 25 and np.mean(F.iterations) < F.solve.refresh
+
+
+@pytest.mark.parametrize("solve", ["pcg", "cholesky"])
+def test_the_default_budget_is_chosen_at_start_stored_and_matches_a_chunked_run(tmp_path, solve, monkeypatch):
+    """particles.memory_budget_mb = 0: half the available memory, chosen once and stored, so that the resume chunks
+    as the run did; the trajectory is the chunked one's (1 MiB: chunks of 436 of the 1000 particles) to round-off."""
+    monkeypatch.setattr(build, "available_memory", lambda: 2 * 700 * 2**20)  # the machine has 1400 MiB available
+    more = ("particles.N=1000", f'particles.solve="{solve}"')
+    auto = _run(tmp_path, "auto", "time.steps=100", *more, "particles.memory_budget_mb=0")
+    assert CheckpointReader(auto).config["particles"]["memory_budget_mb"] == 700
+    chunked = _run(tmp_path, "chunked", "time.steps=100", *more, "particles.memory_budget_mb=1")
+    a, b = load(auto).points, load(chunked).points
+    assert 0 < np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))  # different sums, the same trajectory
+    half = _run(tmp_path, "half", "time.steps=50", *more, "particles.memory_budget_mb=0")
+    monkeypatch.setattr(build, "available_memory", lambda: 2 * 64 * 2**20)  # less memory when it resumes
+    build.resume(half, steps=50)
+    assert CheckpointReader(half).config["particles"]["memory_budget_mb"] == 700  # the stored choice, not a new one
+    np.testing.assert_array_equal(load(half).points, a)
+
+
+def test_an_explicit_budget_is_kept_and_zero_shares_the_memory_among_processes(monkeypatch):
+    monkeypatch.setattr(build, "available_memory", lambda: 8 * 2**30)
+    assert build.memory_budget(load_config(None, ["particles.memory_budget_mb=300"])) == 300 * 2**20
+    assert build.memory_budget(load_config()) == 4 * 2**30
+    assert build.memory_budget(load_config(), processes=4) == 2**30
+    monkeypatch.setattr(build, "available_memory", lambda: 2**20)
+    assert build.memory_budget(load_config()) == 64 * 2**20  # a floor, so that chunks are not single particles
