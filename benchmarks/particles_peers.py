@@ -239,7 +239,8 @@ def main() -> None:
         child(args.child[0], args.child[1], Path(args.child[2]))
         return
     with open("/proc/loadavg") as f:
-        print(f"load average before: {f.read().split()[0]}; {os.cpu_count()} cores; float64")
+        load = float(f.read().split()[0])
+    print(f"load average before: {load}; {os.cpu_count()} cores; float64")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -271,7 +272,8 @@ def main() -> None:
                              "peak_mib": max(x["peak_mib"] for x in ok), "drift_error": err,
                              "others_cpu": others})
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
+                                               "load_before": load, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
