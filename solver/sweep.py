@@ -118,8 +118,10 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0, trust: bool = 
 
 
 def _defining(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a configuration that defines a run's results (not its length, output or threads)."""
+    """The part of a configuration that defines a run's results (not its length, output, threads or memory budget,
+    which a file stores as the budget chosen when it started)."""
     out = {k: v for k, v in config.items() if k not in ("output", "time", "threads")}
+    out["particles"] = {k: v for k, v in config["particles"].items() if k != "memory_budget_mb"}
     out["eta"] = config["time"]["eta"]
     out["data"] = {k: v for k, v in config["data"].items() if k not in ("d", "n", "n_test")} | (
         {} if config["data"]["source"] else {k: config["data"][k] for k in ("d", "n", "n_test")})
