@@ -28,7 +28,7 @@ from mfld.discretizations.system import State, System
 
 from . import build
 from .checkpoint import CheckpointError, CheckpointReader, Snapshot
-from .config import Config, load_config, validate
+from .config import Config, load_config
 
 log = logging.getLogger("mfld")
 ConfigLike = str | Path | Mapping[str, Any] | None
@@ -154,11 +154,7 @@ def resolve_config(config: ConfigLike = None, set: Mapping[str, Any] | None = No
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be None, a file name, a shipped configuration's name or a mapping, "
                         f"got {type(config).__name__}")
-    merged = load_config(values=config)
-    if set:
-        merged = load_config(values={**_dotted(merged), **dict(set)})
-    validate(merged)
-    return merged
+    return load_config(values={**_dotted(config), **dict(set or {})})
 
 
 def _dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

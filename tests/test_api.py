@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 import mfld
 from mfld.solver.config import ConfigError
+from mfld.solver.runs import resolve_config
 
 SMALL = {"data.d": 4, "data.n": 40, "data.n_test": 50, "particles.N": 64, "time.steps": 20, "time.eta": 0.1,
          "output.checkpoint_every": 10, "output.metrics_every": 5, "output.progress": "off"}
@@ -55,6 +56,7 @@ def test_a_run_in_memory_writes_nothing_and_equals_the_same_run_written_to_a_fil
 def test_configurations_come_as_mappings_names_or_files(tmp_path):
     nested = mfld.run({"particles": {"N": 32}, "time": {"steps": 4}}, set={"output.progress": "off"})
     assert nested.config["particles"]["N"] == 32 and nested.steps[-1] == 4
+    assert resolve_config({"particles": {"N": 32}}, set={"particles.N": 16})["particles"]["N"] == 16  # set is last
     grid = mfld.run("grid-1d", set=GRID)
     assert grid.kind == "grid" and grid.snapshot().density.shape == (32,)
     file = tmp_path / "mine.toml"
