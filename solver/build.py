@@ -3,7 +3,7 @@
 This is the one place that knows every piece and how they connect; each piece sees
 the others only through their interfaces. What a configuration may name comes from the
 registries (:data:`~mfld.model.objectives.OBJECTIVES`,
-:data:`~mfld.discretizations.registry.DISCRETIZATIONS`, ...).
+:data:`~mfld.discretizations.kinds.DISCRETIZATIONS`, ...).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from mfld.discretizations import loop
 from mfld.discretizations.grid import FieldState, Grid, check_box, gaussian_density
+from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
 from mfld.discretizations.particles import Particles, ParticleState, check_step_size, initial_positions
-from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
 from mfld.model.backend import get_backend, to_host

@@ -20,9 +20,9 @@ from typing import Any
 import tomli_w
 
 from mfld.discretizations.grid import GRID_DIAGNOSTICS, GRID_SCHEMES
+from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.linear import LINEAR_SOLVERS
 from mfld.discretizations.particles import PARTICLE_SCHEMES
-from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.discretizations.spectral import SPECTRAL_SCHEMES
 from mfld.model.backend import BACKENDS
 from mfld.model.datasets import INPUTS, LINKS, TARGETS

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mfld.discretizations import loop
-from mfld.discretizations.registry import DISCRETIZATIONS
+from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.solver import build

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import small_problem
+from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.particles import Particles
-from mfld.discretizations.registry import DISCRETIZATIONS
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver.cli import main

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mfld.discretizations.grid import FiniteVolume
-from mfld.discretizations.registry import DISCRETIZATIONS, Discretization
+from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
 from mfld.model.registry import Entry
 from mfld.solver import build
 from mfld.solver.checkpoint import CheckpointReader

@@ -12,7 +12,7 @@ from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import get_backend
 from mfld.model.registry import Registry
 
-from .checks import convexity, crosscheck, discretizations, rates
+from .checks import accuracy_cost, convexity, crosscheck, rates
 from .experiments import alignment, label_noise, paper, sample_complexity, training
 from .report import Report
 
@@ -23,7 +23,7 @@ CHECKS: Registry[Check] = Registry("check")
 CHECKS.add("convexity", convexity.run, "G along (1-s) mu0 + s mu1 and the linearisation inequality")
 CHECKS.add("rate", rates.run, "the exponential rate of Obj(m_t) - Obj(mu*) against the bound; the particle floor")
 CHECKS.add("crosscheck", crosscheck.run, "particles against the grid: O(1/N) bias, kernel error, W1/W2, weak order")
-CHECKS.add("discretizations", discretizations.run, "accuracy against cost of every discretisation")
+CHECKS.add("discretizations", accuracy_cost.run, "accuracy against cost of every discretisation")
 
 EXPERIMENTS: Registry[Check] = Registry("experiment")
 EXPERIMENTS.add("alignment", alignment.run, "kernel and parameter alignment against d")
