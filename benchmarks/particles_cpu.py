@@ -57,8 +57,8 @@ SIZES = (
 )
 
 
-def plain_step(W: np.ndarray, X: np.ndarray, Y: np.ndarray, xi: np.ndarray) -> np.ndarray:
-    """One Euler-Maruyama step written directly from the formulas."""
+def plain_drift(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """The drift ``-grad V_mu(w_i)`` written directly from the formulas (the whole n x N features)."""
     n, N = X.shape[0], W.shape[0]
     lam_a_bar, lam_w_bar = LAM * LAM_A, LAM * LAM_W
     Xa = np.hstack([X, np.ones((n, 1))])
@@ -66,8 +66,12 @@ def plain_step(W: np.ndarray, X: np.ndarray, Y: np.ndarray, xi: np.ndarray) -> n
     S = H @ H.T / N
     c = np.linalg.solve(S + n * lam_a_bar * np.eye(n), Y)
     a = H.T @ c
-    grad = -lam_a_bar * ((1 - H**2) * c * a.T).T @ Xa + lam_w_bar * W
-    return W - ETA * grad + math.sqrt(2 * ETA * LAM) * xi
+    return lam_a_bar * ((1 - H**2) * c * a.T).T @ Xa - lam_w_bar * W
+
+
+def plain_step(W: np.ndarray, X: np.ndarray, Y: np.ndarray, xi: np.ndarray) -> np.ndarray:
+    """One Euler-Maruyama step written directly from the formulas."""
+    return W + ETA * plain_drift(W, X, Y) + math.sqrt(2 * ETA * LAM) * xi
 
 
 def trajectory(step, W0: np.ndarray, noise: list[np.ndarray], warmup: int) -> tuple[np.ndarray, float, float]:

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from particles_cpu import ETA, LAM, LAM_A, LAM_W, plain_drift  # the problem and plain step of particles_cpu.py
 
-LAM, LAM_A, LAM_W, ETA = 0.004, 0.25, 0.25, 0.2
 SIZES = {  # name: (n, d, N, warm-up steps, timed steps)
     "paper": (1000, 15, 2000, 3, 10),
     "N=1e5": (1000, 15, 100_000, 1, 3),
@@ -61,17 +61,7 @@ def _data(size: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _numpy_drift(X: np.ndarray, Y: np.ndarray) -> object:
-    n = X.shape[0]
-    Xa = np.hstack([X, np.ones((n, 1))])
-    lab, lwb = LAM * LAM_A, LAM * LAM_W
-
-    def drift(W: np.ndarray) -> np.ndarray:
-        H = np.tanh(Xa @ W.T)
-        c = np.linalg.solve(H @ H.T / W.shape[0] + n * lab * np.eye(n), Y)
-        a = H.T @ c
-        return lab * ((1 - H**2) * c * a.T).T @ Xa - lwb * W
-
-    return drift
+    return lambda W: plain_drift(W, X, Y)
 
 
 def _torch_drift(X: np.ndarray, Y: np.ndarray, autograd: bool) -> object:

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mfld.model.observables import Evaluation, evaluate
-from mfld.validation.distances import kernel_distance, wasserstein
+from mfld.validation.distances import distance_names, kernel_distance, wasserstein
 
 from .build import build_functional, build_problem
 from .checkpoint import CheckpointError, CheckpointReader
@@ -89,7 +89,9 @@ def compare(path_a: str | Path, path_b: str | Path, steps: list[int] | None = No
 
 def _label(key: str, rows: list[dict[str, float]]) -> str:
     """W1 and W2 are exact in one dimension and sliced (averaged over random directions) above: say which."""
-    return f"S{key} (sliced)" if key in ("W1", "W2") and any(r.get("sliced") for r in rows) else key
+    if key not in ("W1", "W2"):
+        return key
+    return distance_names(2 if any(r.get("sliced") for r in rows) else 1)[("W1", "W2").index(key)]
 
 
 def table(rows: list[dict[str, float]]) -> str:

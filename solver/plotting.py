@@ -175,6 +175,10 @@ def _image(snap: Snapshot, pair: tuple[int, int]) -> np.ndarray:
     return density.sum(axis=other) * grid.spacing[other]
 
 
+def _density_label(grid: Grid, pair: tuple[int, int]) -> str:
+    return "density" if grid.dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})"
+
+
 def _density_image(fig: Figure, ax: Axes, snap: Snapshot, pair: tuple[int, int], vmax: float | None,
                    colorbar: bool) -> None:
     a, b = pair
@@ -182,7 +186,7 @@ def _density_image(fig: Figure, ax: Axes, snap: Snapshot, pair: tuple[int, int],
     mesh = ax.pcolormesh(grid.axes()[a], grid.axes()[b], _image(snap, pair).T, shading="auto",
                          cmap="viridis", vmin=0, vmax=vmax)
     if colorbar:
-        fig.colorbar(mesh, ax=ax, label="density" if grid.dim == 2 else f"marginal density of (w_{a}, w_{b})")
+        fig.colorbar(mesh, ax=ax, label=_density_label(grid, pair))
     ax.set_xlabel(f"w_{a}")
     ax.set_ylabel(f"w_{b}")
 
@@ -264,9 +268,7 @@ def measure_figure(source: Any, steps: list[int] | None = None) -> Figure:
     for ax, s in zip(axes, snaps, strict=True):
         _draw_measure(fig, ax, s, f"t = {s.time:g} (step {s.step})", last, vmax, colorbar=False)
     if vmax is not None:  # one colour bar: the frames share the scale
-        pair = _pair(last)
-        fig.colorbar(axes[-1].collections[0], ax=axes,
-                     label="density" if _field(last)[1].dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})")
+        fig.colorbar(axes[-1].collections[0], ax=axes, label=_density_label(_field(last)[1], _pair(last)))
     fig.suptitle(f"{_name(record)}: {what}")
     return fig
 

@@ -20,6 +20,11 @@ from mfld.model.features import FeatureMap
 from mfld.model.functional import chunks
 
 
+def distance_names(p: int) -> tuple[str, str]:
+    """What :func:`wasserstein` returns in dimension ``p``: W1, W2 (exact) for p = 1, SW1, SW2 (sliced) above."""
+    return ("W1", "W2") if p == 1 else ("SW1 (sliced)", "SW2 (sliced)")
+
+
 def wasserstein(Wa: np.ndarray, qa: np.ndarray | None, Wb: np.ndarray, qb: np.ndarray | None,
                 rng: np.random.Generator | None = None, projections: int = 200) -> tuple[float, float]:
     """``(W1, W2)`` between ``sum_i qa_i delta_{Wa_i}`` and ``sum_i qb_i delta_{Wb_i}`` (None: uniform weights).

@@ -34,7 +34,7 @@ from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.model.functional import Functional
 
-from ..distances import gram, wasserstein
+from ..distances import distance_names, gram, wasserstein
 from ..problems import low_dim_functional
 from ..report import Report, fit_slope
 
@@ -109,7 +109,7 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
         "W1": fit_slope(arr[:, 0], arr[:, 8]),
         "W2": fit_slope(arr[:, 0], arr[:, 9]),
     }
-    name1, name2 = _distance_names(p)
+    name1, name2 = distance_names(p)
     report.table(
         f"p = {p}: particles (eta = {eta:g}) against the grid ({cells} cells per axis) at T = {T:g}",
         ["N", "seeds", "U bias (control variate)", "s.e.", "U bias (raw)", "s.e.", "U rms error",
@@ -132,15 +132,10 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
     return {"rows": rows, "slopes": slopes, "U_T": U_T}
 
 
-def _distance_names(p: int) -> tuple[str, str]:
-    """W1, W2 where they are exact (p = 1); SW1, SW2 (sliced, 50 directions) above."""
-    return ("W1", "W2") if p == 1 else ("SW1 (sliced)", "SW2 (sliced)")
-
-
 def _plot_against_N(report: Report, p: int, arr: np.ndarray, slopes: dict[str, float]) -> None:
     fig, ax = report.figure(f"p{p}-against-N", figsize=(7, 4.5), constrained_layout=True)
     N = arr[:, 0]
-    name1, name2 = _distance_names(p)
+    name1, name2 = distance_names(p)
     for col, name, key in ((2, "U bias (cv)", "U_bias_cv"), (7, "kernel sup err^2", "kernel_sq"),
                            (8, name1, "W1"), (9, name2, "W2")):
         ax.loglog(N, np.abs(arr[:, col]), "o-", label=f"{name}, slope {slopes[key]:.2f}")
