@@ -42,14 +42,33 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from mfld.validation.suite import CHECKS, EXPERIMENTS, run_checks
 
     registry = EXPERIMENTS if args.command == "experiment" else CHECKS
+    experiment = args.command == "experiment"
+    overrides = _experiment_settings(args.set or []) if experiment else None
     reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry,
-                         backend=getattr(args, "backend", "numpy"))
+                         backend=getattr(args, "backend", "numpy"), jobs=args.jobs if experiment else 1,
+                         fresh=experiment and args.fresh, overrides=overrides)
     print(f"report: {args.out}/summary.md")
     failed = [r.name for r in reports if r.status == "failed"]
     if failed:
         print(f"mfld: the numbers disagree with the theory in: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _experiment_settings(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs, each VALUE a TOML value (``seeds=2``, ``sigmas=[0, 1]``, ``init_sd="prior"``)."""
+    import tomllib
+
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. seeds=2")
+        try:
+            settings[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            settings[key.strip()] = value  # a bare word: a string
+    return settings
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -197,6 +216,13 @@ def parser() -> argparse.ArgumentParser:
                        "paper-figure-2, sample-complexity")
     _report_arguments(e, "experiment names, or 'all'",
                       "the paper's sizes (long on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
+    e.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="processes running the experiment's runs side by side, one BLAS pool of cores/N threads each "
+                   "(default 0: one per core; 1: one after the other in this process)")
+    e.add_argument("--fresh", action="store_true",
+                   help="run every run again instead of reading back the results an earlier invocation saved")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the experiment's [quick] or [full] table, e.g. seeds=2 (TOML values)")
     e.add_argument("--backend", default="numpy", choices=list(BACKENDS),
                    help="array backend of the particle training (label-noise's grid part runs on the CPU)")
     sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import get_backend
@@ -14,6 +15,7 @@ from mfld.model.registry import Registry
 
 from .checks import accuracy_cost, convexity, crosscheck, rates
 from .experiments import alignment, label_noise, paper, sample_complexity, training
+from .jobs import JobPool
 from .report import Report
 
 log = logging.getLogger("mfld.validation")
@@ -35,15 +37,23 @@ EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the
 
 def run_checks(
     names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
-    backend: str = "numpy",
+    backend: str = "numpy", jobs: int = 1, fresh: bool = False, overrides: dict[str, Any] | None = None,
 ) -> list[Report]:
-    """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary."""
+    """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary.
+
+    An experiment's runs go to a :class:`~mfld.validation.jobs.JobPool` of ``jobs`` processes (0: one per
+    core) that saves each result under ``out/jobs/<experiment>/`` as it finishes and reads saved ones back
+    (``fresh``: runs them all again), so that the same call after an interruption continues. ``overrides``
+    set keys of each experiment's configuration table (one experiment at a time).
+    """
     if names == ["all"]:
         names = list(registry)
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}; choose from {sorted(registry)} or 'all'")
     get_backend(backend)  # an unavailable backend is refused before any work
+    if overrides and len(names) > 1:
+        raise ValueError("settings (--set) apply to one experiment at a time; name one")
     out = Path(out)
     reports: list[Report] = []
     timings: dict[str, float] = {}
@@ -52,12 +62,18 @@ def run_checks(
         log.info(f"running {name} ({'full' if full else 'quick'}) ...")
         try:
             with training.backend(backend):
-                report = registry[name](full=full, seed=seed)
+                if registry is EXPERIMENTS:
+                    pool = JobPool(out / "jobs" / name, jobs, fresh)
+                    report = registry[name](full=full, seed=seed, runner=pool, overrides=overrides)
+                else:
+                    report = registry[name](full=full, seed=seed)
         except (KeyboardInterrupt, Interrupted):
             # What was done stays written; the interrupted check is named in the summary.
             _write_summary(out, reports, timings, full, seed, interrupted=name)
+            saved = (f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
+                     if registry is EXPERIMENTS else "")
             raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
-                              f"and summary.md are in {out}") from None
+                              f"and summary.md are in {out}{saved}") from None
         timings[name] = time.perf_counter() - t0
         report.write(out)
         reports.append(report)

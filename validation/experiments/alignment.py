@@ -9,6 +9,7 @@ training both are Omega(1).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -16,28 +17,41 @@ from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
+from ..jobs import Job, Result, Runner, run_serial
 from ..report import Report, fit_slope
-from .training import experiment_config, train
+from .training import current_backend, experiment_config, train
 
 
-def run(full: bool = False, seed: int = 0) -> Report:
-    c = experiment_config("alignment", full)
+def _scalings(c: dict[str, Any], d: int) -> tuple[int, float, float]:
+    """``n = c_n d log d``, ``lam = c_lam / (d log d)``, ``lam_a = c_a d log d``."""
+    dl = d * math.log(d)
+    return int(round(c["c_n"] * dl)), c["c_lam"] / dl, c["c_a"] * dl
+
+
+def train_run(setting: dict[str, Any], d: int, seed: int, backend: str = "numpy") -> Result:
+    """One training run at dimension ``d``: alignments at the start and the end, and the final test loss."""
+    c = setting
+    n, lam, lam_a = _scalings(c, d)
+    ds = make_dataset("single-index", d=d, n=n, n_test=500, link=c["link"], seed=seed)
+    pb = Problem.from_dataset(ds, "tanh_bias", lam, lam_a, c["lam_w"])
+    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed, c["steps"], backend=backend)
+    return {"row": [tr["kernel_alignment"][0], tr["kernel_alignment"][-1], tr["parameter_alignment"][0],
+                    tr["parameter_alignment"][-1], tr["test_loss"][-1]]}
+
+
+def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
+        overrides: dict[str, Any] | None = None) -> Report:
+    c = experiment_config("alignment", full, overrides)
     report = Report("alignment", "Kernel and parameter alignment against d (Theorem 5.4 scalings)")
+    setting = {k: c[k] for k in ("N", "eta", "steps", "c_lam", "c_a", "c_n", "lam_w", "link")}
+    jobs = [Job(train_run, {"setting": setting, "d": d, "seed": seed + s, "backend": current_backend()},
+                f"d = {d}, seed {seed + s}") for s in range(c["seeds"]) for d in c["dims"]]
+    results = runner(jobs)
     rows = []
-    for d in c["dims"]:
-        dl = d * math.log(d)
-        n = int(round(c["c_n"] * dl))
-        lam, lam_a = c["c_lam"] / dl, c["c_a"] * dl
-        runs = []
-        for s in range(c["seeds"]):
-            ds = make_dataset("single-index", d=d, n=n, n_test=500, link=c["link"], seed=seed + s)
-            pb = Problem.from_dataset(ds, "tanh_bias", lam, lam_a, c["lam_w"])
-            tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + s, c["steps"])
-            runs.append([tr["kernel_alignment"][0], tr["kernel_alignment"][-1],
-                         tr["parameter_alignment"][0], tr["parameter_alignment"][-1], tr["test_loss"][-1]])
-        m = np.mean(runs, axis=0)
+    for i, d in enumerate(c["dims"]):
+        n, lam, lam_a = _scalings(c, d)
+        m = np.mean([r["row"] for r in results[i::len(c["dims"])]], axis=0)
         rows.append([d, n, lam, lam_a, *m.tolist()])
-        report.progress(f"d = {d}: {c['seeds']} seeds")
     arr = np.array(rows)
     slope_A, slope_P = fit_slope(arr[:, 0], arr[:, 4]), fit_slope(arr[:, 0], arr[:, 6])
     report.table(

@@ -11,6 +11,7 @@ and over seeds. The s = 0 row measures the particle discretisation's own bias
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -21,45 +22,59 @@ from mfld.discretizations.particles import Particles
 from mfld.model.label_noise import ExpectedLabelNoiseFunctional, LabelNoiseDrift
 from mfld.model.observables import degrees_of_freedom
 
+from ..jobs import Job, Result, Runner, run_serial
 from ..problems import low_dim_functional
 from ..report import Report
 from .training import experiment_config
 
 
-def run(full: bool = False, seed: int = 0) -> Report:
-    c = experiment_config("label-noise", full)
+def grid_run(lam: float, cells: int, T: float, s: float) -> Result:
+    """The expected dynamics, MFLD of ``Obj + (s^2 / 6n) df`` on the grid, to time ``T``: df along the way, U at T."""
+    F = low_dim_functional(2, lam=lam)
+    grid = Grid.box(6.0, cells, 2)
+    G = ExpectedLabelNoiseFunctional(F, s) if s > 0 else F
+    fv = FiniteVolume(G, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.25)
+    g = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit())}, record_start=False, record_end=False)
+    loop.run(fv, until=T, observers=[g])
+    return {"time": g.series()["time"].tolist(), "df": g.series()["df"].tolist(), "U": fv.fit().U}
+
+
+def particle_run(lam: float, N: int, eta: float, T: float, s: float, seed: int, index: int) -> Result:
+    """The label-noise procedure on ``N`` particles to time ``T``: df along the way, df and U averaged over t > T/2."""
+    F = low_dim_functional(2, lam=lam)
+    rng = np.random.default_rng([seed, index, 5])
+    noise = as_noise(rng)
+    drift = LabelNoiseDrift(F, s, noise.uniform) if s > 0 else None
+    p = Particles(F, rng.standard_normal((N, 2)), eta, noise, drift=drift)
+    rec = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10,
+                        record_start=False, record_end=False)
+    loop.run(p, until=T, observers=[rec])
+    series = rec.series()
+    tail = series["time"] > T / 2
+    return {"time": series["time"].tolist(), "df": series["df"].tolist(),
+            "df_tail": float(np.mean(series["df"][tail])), "U_tail": float(np.mean(series["U"][tail]))}
+
+
+def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
+        overrides: dict[str, Any] | None = None) -> Report:
+    c = experiment_config("label-noise", full, overrides)
     report = Report("label-noise", "Label-noise procedure (particles) against its expected dynamics (grid)")
-    F = low_dim_functional(2, lam=c["lam"])
-    grid = Grid.box(6.0, c["cells"], 2)
+    levels = c["label_noise"]
+    grid_jobs = [Job(grid_run, {"lam": c["lam"], "cells": c["cells"], "T": c["T"], "s": s}, f"grid, s = {s:g}")
+                 for s in levels]
+    particle_jobs = [Job(particle_run, {"lam": c["lam"], "N": c["N"], "eta": c["eta"], "T": c["T"], "s": s,
+                                        "seed": seed, "index": k}, f"particles, s = {s:g}, run {k}")
+                     for s in levels for k in range(c["seeds"])]
+    results = runner(grid_jobs + particle_jobs)
     rows: list[list[float]] = []
     curves: dict[float, dict[str, tuple[list[float], list[float]]]] = {}
-    for s in c["label_noise"]:
-        G = ExpectedLabelNoiseFunctional(F, s) if s > 0 else F
-        fv = FiniteVolume(G, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.25)
-        g = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit())}, record_start=False, record_end=False)
-        loop.run(fv, until=c["T"], observers=[g])
-        g_t, g_df = g.series()["time"].tolist(), g.series()["df"].tolist()
-        df_grid, U_grid = g_df[-1], fv.fit().U
-        dfs: list[float] = []
-        Us: list[float] = []
-        p_curve: tuple[list[float], list[float]] = ([], [])
-        for k in range(c["seeds"]):
-            rng = np.random.default_rng([seed, k, 5])
-            noise = as_noise(rng)
-            drift = LabelNoiseDrift(F, s, noise.uniform) if s > 0 else None
-            p = Particles(F, rng.standard_normal((c["N"], 2)), c["eta"], noise, drift=drift)
-            rec = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10,
-                                record_start=False, record_end=False)
-            loop.run(p, until=c["T"], observers=[rec])
-            series = rec.series()
-            tail = series["time"] > c["T"] / 2
-            dfs.append(np.mean(series["df"][tail]))
-            Us.append(np.mean(series["U"][tail]))
-            p_curve = (series["time"].tolist(), series["df"].tolist())
+    for i, s in enumerate(levels):
+        g = results[i]
+        runs = results[len(levels) + i * c["seeds"]:len(levels) + (i + 1) * c["seeds"]]
+        dfs = [r["df_tail"] for r in runs]
         se = float(np.std(dfs, ddof=1) / math.sqrt(len(dfs)))
-        rows.append([s, df_grid, float(np.mean(dfs)), se, U_grid, float(np.mean(Us))])
-        report.progress(f"s = {s:g}")
-        curves[s] = {"grid": (g_t, g_df), "particles": p_curve}
+        rows.append([s, g["df"][-1], float(np.mean(dfs)), se, g["U"], float(np.mean([r["U_tail"] for r in runs]))])
+        curves[s] = {"grid": (g["time"], g["df"]), "particles": (runs[-1]["time"], runs[-1]["df"])}
     report.table(
         f"At stationarity (T = {c['T']:g}); particles: N = {c['N']}, eta = {c['eta']}, {c['seeds']} seeds, "
         "second-half averages",

@@ -11,14 +11,17 @@ the smallest n at which each reaches the threshold, and its growth with d.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
+from ..jobs import Job, Result, Runner, run_serial
 from ..report import Report
-from .training import experiment_config, train
+from .training import current_backend, experiment_config, train
 
 
 def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray, ridges) -> float:
@@ -42,34 +45,44 @@ def _rbf(A: np.ndarray, B: np.ndarray, width: float) -> np.ndarray:
     return np.exp(-np.maximum(d2, 0) / (2 * width * width))
 
 
-def run(full: bool = False, seed: int = 0) -> Report:
-    c = experiment_config("sample-complexity", full)
-    report = Report("sample-complexity", f"Sample complexity on {c['m']}-sparse targets (hypercube)")
-    rows = []
+def errors_run(setting: dict[str, Any], d: int, n: int, seed: int, index: int, backend: str = "numpy") -> Result:
+    """Relative test errors at dimension ``d`` and ``n`` samples of the network and of the two kernel ridges.
+
+    Run ``index`` of base seed ``seed`` draws its data from seed ``seed + 100 index + d`` and trains with
+    ``seed + index``.
+    """
+    c = setting
+    ds = make_dataset("sparse-sin", d=d, n=n, n_test=c["n_test"], m=c["m"], frequency=c["frequency"],
+                      inputs="hypercube", seed=seed + 100 * index + d)
+    assert ds.X_test is not None and ds.Y_test is not None  # generated data sets have test data
+    y, y_te = ds.Y[:, 0], ds.Y_test[:, 0]
+    pb = Problem.from_dataset(ds, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"])
+    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + index, c["steps"],
+               backend=backend)
     ridges = np.logspace(-6, 0, 7)
-    for d in c["dims"]:
-        for n in c["ns"]:
-            errs: dict[str, list[float]] = {"network": [], "initial kernel": [], "RBF": []}
-            for s in range(c["seeds"]):
-                ds = make_dataset("sparse-sin", d=d, n=n, n_test=c["n_test"], m=c["m"], frequency=c["frequency"],
-                                  inputs="hypercube", seed=seed + 100 * s + d)
-                assert ds.X_test is not None and ds.Y_test is not None  # generated data sets have test data
-                y, y_te = ds.Y[:, 0], ds.Y_test[:, 0]
-                pb = Problem(ds.X, ds.Y, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"], ds.X_test, ds.Y_test)
-                F = TwoTimescaleFunctional(pb)
-                tr = train(F, c["N"], c["eta"], c["steps"], seed + s, c["steps"])
-                errs["network"].append(2 * tr["test_loss"][-1] / float(np.mean(y_te**2)))
-                W0 = pb.sample_prior(4000, np.random.default_rng([seed, s, d]))
-                H, Ht = pb.feature(ds.X, W0), pb.feature(ds.X_test, W0)
-                errs["initial kernel"].append(_krr_error(H @ H.T / W0.shape[0], Ht @ H.T / W0.shape[0], y, y_te,
-                                                         ridges))
-                errs["RBF"].append(min(
-                    _krr_error(_rbf(ds.X, ds.X, w * np.sqrt(d)), _rbf(ds.X_test, ds.X, w * np.sqrt(d)), y, y_te,
-                               ridges)
-                    for w in (0.25, 0.5, 1.0, 2.0)
-                ))
-            rows.append([d, n, *(float(np.mean(v)) for v in errs.values())])
-            report.progress(f"d = {d}, n = {n}")
+    W0 = pb.sample_prior(4000, np.random.default_rng([seed, index, d]))
+    H, Ht = pb.feature(ds.X, W0), pb.feature(ds.X_test, W0)
+    return {
+        "network": 2 * tr["test_loss"][-1] / float(np.mean(y_te**2)),
+        "initial kernel": _krr_error(H @ H.T / W0.shape[0], Ht @ H.T / W0.shape[0], y, y_te, ridges),
+        "RBF": min(_krr_error(_rbf(ds.X, ds.X, w * np.sqrt(d)), _rbf(ds.X_test, ds.X, w * np.sqrt(d)), y, y_te, ridges)
+                   for w in (0.25, 0.5, 1.0, 2.0)),
+    }
+
+
+def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
+        overrides: dict[str, Any] | None = None) -> Report:
+    c = experiment_config("sample-complexity", full, overrides)
+    report = Report("sample-complexity", f"Sample complexity on {c['m']}-sparse targets (hypercube)")
+    setting = {k: c[k] for k in ("n_test", "m", "frequency", "N", "eta", "steps", "lam", "lam_a", "lam_w")}
+    cells = [(d, n) for d in c["dims"] for n in c["ns"]]
+    jobs = [Job(errors_run, {"setting": setting, "d": d, "n": n, "seed": seed, "index": s,
+                             "backend": current_backend()}, f"d = {d}, n = {n}, seed {seed + s}")
+            for s in range(c["seeds"]) for d, n in cells]
+    results = runner(jobs)
+    methods = ("network", "initial kernel", "RBF")
+    rows = [[d, n, *(float(np.mean([r[k] for r in results[i::len(cells)]])) for k in methods)]
+            for i, (d, n) in enumerate(cells)]
     report.table(
         f"Relative test error; m = {c['m']}, omega = {c['frequency']}, N = {c['N']}, {c['steps']} steps, "
         f"{c['seeds']} seed(s)",

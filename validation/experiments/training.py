@@ -36,22 +36,41 @@ def backend(name: str) -> Iterator[None]:
 OBSERVED = ("kernel_alignment", "parameter_alignment", "degrees_of_freedom", "train_loss", "U", "test_loss")
 
 
-def experiment_config(name: str, full: bool) -> dict[str, Any]:
-    """The ``[quick]`` or ``[full]`` table of ``data/experiments/<name>.toml``."""
+def current_backend() -> str:
+    """The array backend chosen with :func:`backend`."""
+    return _BACKEND.get()
+
+
+def experiment_config(name: str, full: bool, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``[quick]`` or ``[full]`` table of ``data/experiments/<name>.toml``, with ``overrides`` set over it.
+
+    An override must name a key of the table and keep its type (an int may stand for a float).
+    """
     text = resources.files("mfld.data").joinpath(f"experiments/{name}.toml").read_text()
-    return tomllib.loads(text)["full" if full else "quick"]
+    config: dict[str, Any] = tomllib.loads(text)["full" if full else "quick"]
+    for key, value in (overrides or {}).items():
+        if key not in config:
+            raise ValueError(f"{name} has no setting {key!r}; it has {', '.join(sorted(config))}")
+        old = config[key]
+        same = isinstance(value, type(old)) or (isinstance(old, float) and isinstance(value, int))
+        if not same or isinstance(value, bool) != isinstance(old, bool):
+            raise ValueError(f"{name}: {key} = {value!r} should be a {type(old).__name__} like {old!r}")
+        config[key] = float(value) if isinstance(old, float) else value
+    return config
 
 
 def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, seed: int, every: int,
-          label_noise: float = 0.0, init_sd: float | None = None) -> dict[str, np.ndarray]:
+          label_noise: float = 0.0, init_sd: float | None = None, backend: str | None = None
+          ) -> dict[str, np.ndarray]:
     """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
 
     They start from the prior ``nu`` (docs/theory.md §3), or from ``N(0, init_sd^2 I)`` when given;
-    ``label_noise = s > 0`` runs the label-noise procedure. The particles live on the backend chosen
-    with :func:`backend` (NumPy by default).
+    ``label_noise = s > 0`` runs the label-noise procedure. The particles live on ``backend``, by default the
+    one chosen with :func:`backend` (NumPy unless chosen).
     """
-    if _BACKEND.get() != "numpy":
-        functional = TwoTimescaleFunctional(functional.problem.to(get_backend(_BACKEND.get())))
+    backend = backend or _BACKEND.get()
+    if backend != "numpy":
+        functional = TwoTimescaleFunctional(functional.problem.to(get_backend(backend)), solve=functional.solve)
     rng = np.random.default_rng([seed, N, 11])
     W0 = initial_measure(functional, rng.standard_normal((N, functional.dim)), init_sd)
     noise = as_noise(rng)
