@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -54,3 +58,35 @@ def test_sample_complexity_table(reports):
     data = _load(reports, "sample-complexity")["data"]
     assert len(data["rows"]) == len(data["config"]["dims"]) * len(data["config"]["ns"])
     assert all(0 <= v for row in data["rows"] for v in row[2:])
+
+
+SMALL_FIGURE_2 = ["--set", "n=120", "--set", "N=200", "--set", "steps=300", "--set", "every=50", "--set", "seeds=2",
+                  "--set", "label_noise=[0.0, 0.5, 1.0, 2.0]", "--jobs", "2"]
+
+
+def _numbers(path):
+    report = json.loads(path.read_text())
+    return {k: report[k] for k in ("claims", "tables", "data")}
+
+
+def test_an_interrupted_experiment_run_again_ends_with_the_uninterrupted_report(tmp_path):
+    """Ctrl-C once some runs are saved (a condition, not a time); the same command then reruns only the others."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["experiment", "paper-figure-2", "--out", str(whole), *SMALL_FIGURE_2]) == 0
+    command = [sys.executable, "-m", "mfld", "experiment", "paper-figure-2", "--out", str(cut), *SMALL_FIGURE_2]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    saved = cut / "jobs" / "paper-figure-2"
+    deadline = time.monotonic() + 600
+    while not list(saved.glob("*.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "the same command continues" in stderr
+    done = len(list(saved.glob("*.json")))
+    assert 0 < done < 8 and not (cut / "paper-figure-2.json").exists()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"{done} of 8 job results read back" in again.stderr
+    assert _numbers(cut / "paper-figure-2.json") == _numbers(whole / "paper-figure-2.json")

@@ -15,8 +15,10 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,26 +76,33 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _call(name: str, arguments: dict[str, Any]) -> tuple[Result, float]:
-    """Run a job in a worker: its result and its own running time (not the time it waited in the queue)."""
+def _work(connection: Any, name: str, arguments: dict[str, Any], threads: int) -> None:
+    """A worker process: run one job, send back ``("done", result, seconds)`` or ``("failed", traceback)``."""
     import importlib
+    import traceback
 
-    module, qualname = name.split(":")
-    function: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        function = getattr(function, part)
-    start = time.perf_counter()
-    result = function(**arguments)
-    return result, time.perf_counter() - start
-
-
-def _start_worker(threads: int) -> None:
-    # A worker leaves the terminal's process group: Ctrl-C reaches the parent alone, which stops the pool.
+    # The worker leaves the terminal's process group: Ctrl-C reaches the parent alone, which stops the workers.
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=threads)
+    try:
+        module, qualname = name.split(":")
+        function: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            function = getattr(function, part)
+        with threadpool_limits(limits=threads):
+            start = time.perf_counter()
+            result = function(**arguments)
+        connection.send(("done", result, time.perf_counter() - start))
+    except BaseException:
+        connection.send(("failed", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class JobPool:
@@ -166,24 +175,46 @@ class JobPool:
 
     def _run_pool(self, jobs: Sequence[Job], todo: list[int], workers: int,
                   finished: Callable[[int, Result, float], None]) -> None:
+        """One process per job, at most ``workers`` at a time; on Ctrl-C or SIGTERM they are killed, and what
+        finished stays saved."""
         threads = max(1, cores() // workers)
         log.info(f"  {len(todo)} jobs on {workers} processes, {threads} BLAS thread(s) each")
-        pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (threads,))
+        context = multiprocessing.get_context("spawn")
+        waiting = list(todo)
+        running: dict[Any, tuple[int, Any]] = {}  # the parent's end of each pipe: (job, process)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
         try:
-            started = {k: pool.apply_async(_call, (jobs[k].name, jobs[k].arguments)) for k in todo}
-            # Results are saved in the order they finish, not in the order given.
-            while started:
-                ready = [k for k, handle in started.items() if handle.ready()]
-                for k in ready:
-                    finished(k, *started.pop(k).get())
-                if not ready:
-                    time.sleep(0.2)
-            pool.close()
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    k = waiting.pop(0)
+                    mine, theirs = context.Pipe(duplex=False)
+                    process = context.Process(target=_work, args=(theirs, jobs[k].name, jobs[k].arguments, threads),
+                                              daemon=True)
+                    process.start()
+                    theirs.close()
+                    running[mine] = (k, process)
+                # Results are saved in the order they finish, not in the order given.
+                for connection in multiprocessing.connection.wait(list(running)):
+                    k, process = running.pop(connection)
+                    try:
+                        message = connection.recv()
+                    except EOFError:
+                        process.join()
+                        raise RuntimeError(f"job {jobs[k].label or jobs[k].name} ended without a result "
+                                           f"(exit code {process.exitcode}; out of memory?)") from None
+                    process.join()
+                    if message[0] == "failed":
+                        raise RuntimeError(f"job {jobs[k].label or jobs[k].name} failed:\n{message[1]}")
+                    finished(k, message[1], message[2])
         except KeyboardInterrupt:
-            pool.terminate()
-            saved = len(jobs) - len(started)
+            saved = len(jobs) - len(waiting) - len(running)
             raise Interrupted(0, f"interrupted: {saved} of {len(jobs)} job results are saved in {self.folder}; "
                               "the same command continues from them") from None
         finally:
-            pool.terminate()
-            pool.join()
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+            for _, process in running.values():
+                process.kill()
+            for _, process in running.values():
+                process.join()

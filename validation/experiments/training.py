@@ -54,7 +54,7 @@ def experiment_config(name: str, full: bool, overrides: dict[str, Any] | None = 
         old = config[key]
         same = isinstance(value, type(old)) or (isinstance(old, float) and isinstance(value, int))
         if not same or isinstance(value, bool) != isinstance(old, bool):
-            raise ValueError(f"{name}: {key} = {value!r} should be a {type(old).__name__} like {old!r}")
+            raise ValueError(f"{name}: {key} = {value!r} should be of type {type(old).__name__} like {old!r}")
         config[key] = float(value) if isinstance(old, float) else value
     return config
 

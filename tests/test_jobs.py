@@ -1,0 +1,71 @@
+"""The experiments' job pool: results saved as they finish, read back instead of rerun, in the order given."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+
+from mfld.solver.cli import main
+from mfld.validation.experiments.training import experiment_config
+from mfld.validation.jobs import Job, JobPool, run_serial
+
+
+def power(x: float, p: int = 2) -> dict[str, float]:
+    return {"value": x**p, "pid": os.getpid()}
+
+
+def _jobs(n: int = 5, p: int = 2) -> list[Job]:
+    return [Job(power, {"x": float(k), "p": p}, f"x = {k}") for k in range(n)]
+
+
+def test_a_pool_returns_the_results_in_the_order_given_and_saves_each(tmp_path):
+    pool = JobPool(tmp_path, workers=2)
+    results = pool(_jobs())
+    assert [r["value"] for r in results] == [float(k * k) for k in range(5)]
+    assert os.getpid() not in {r["pid"] for r in results}  # run in the workers
+    assert len(list(tmp_path.glob("*.json"))) == 5 and not list(tmp_path.glob(".*partial"))
+    assert [r["value"] for r in run_serial(_jobs())] == [r["value"] for r in results]
+
+
+def test_saved_results_are_read_back_and_changed_jobs_run_again(tmp_path):
+    first = JobPool(tmp_path, workers=1)(_jobs(3))
+    again = JobPool(tmp_path, workers=1)
+    assert again(_jobs(4)) == [*first, again(_jobs(4))[3]] and again.reused == 4
+    changed = JobPool(tmp_path, workers=1)
+    assert [r["value"] for r in changed(_jobs(3, p=3))] == [0.0, 1.0, 8.0] and changed.reused == 0
+    fresh = JobPool(tmp_path, workers=1, fresh=True)
+    fresh(_jobs(3))
+    assert fresh.reused == 0
+
+
+def test_an_unreadable_or_foreign_result_file_is_run_again_with_a_warning(tmp_path, caplog):
+    jobs = _jobs(2)
+    JobPool(tmp_path, workers=1)(jobs)
+    (tmp_path / f"{jobs[0].key}.json").write_text("{ not json")
+    foreign = json.loads((tmp_path / f"{jobs[1].key}.json").read_text())
+    foreign["spec"]["arguments"]["x"] = 7.0
+    foreign["result"]["value"] = -1.0
+    (tmp_path / f"{jobs[1].key}.json").write_text(json.dumps(foreign))
+    pool = JobPool(tmp_path, workers=1)
+    with caplog.at_level(logging.WARNING, logger="mfld.validation"):
+        assert [r["value"] for r in pool(jobs)] == [0.0, 1.0]
+    assert pool.reused == 0
+    assert "unreadable" in caplog.text and "of another job" in caplog.text
+
+
+def test_a_negative_job_count_is_refused():
+    with pytest.raises(ValueError, match="jobs must be >= 0"):
+        JobPool(".", workers=-1)
+
+
+def test_experiment_settings_are_checked_against_the_table(capsys):
+    assert experiment_config("paper-figure-1", False, {"seeds": 3, "eta": 1})["eta"] == 1.0
+    with pytest.raises(ValueError, match="has no setting 'sedes'"):
+        experiment_config("paper-figure-1", False, {"sedes": 3})
+    with pytest.raises(ValueError, match="seeds = 'two' should be of type int like 2"):
+        experiment_config("paper-figure-1", False, {"seeds": "two"})
+    assert main(["experiment", "alignment", "paper-figure-1", "--set", "seeds=1", "--out", "unused"]) == 2
+    assert "one experiment at a time" in capsys.readouterr().err
