@@ -34,6 +34,7 @@ from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver import build
 from mfld.solver.config import load_config
 from mfld.solver.observers import SolverRestarts
+from mfld.solver.threads import blas_threads
 
 
 class DriftCheck:
@@ -73,7 +74,7 @@ def pcg_along_the_paper_run(steps: int, every: int) -> dict:
     system = build.build_system(config, problem)
     check = DriftCheck(TwoTimescaleFunctional(problem), every)
     t0 = time.perf_counter()
-    with threadpool_limits(limits=build.blas_threads(config)):
+    with threadpool_limits(limits=blas_threads(config)):
         loop.run(system, steps, [SolverRestarts(config["output"]["checkpoint_every"]), check])
     rows = check.rows
     pcg = [r for r in rows if r["method"] == "pcg"]

@@ -121,6 +121,7 @@ def _mfld_drift(X: np.ndarray, Y: np.ndarray, solve: str | None) -> tuple[object
     from mfld.model.functional import GradientDrift
     from mfld.solver import build
     from mfld.solver.config import load_config
+    from mfld.solver.threads import blas_threads
 
     values = {"data.d": X.shape[1], "data.n": X.shape[0], "model.lam": LAM, "model.lam_a": LAM_A,
               "model.lam_w": LAM_W}
@@ -135,7 +136,7 @@ def _mfld_drift(X: np.ndarray, Y: np.ndarray, solve: str | None) -> tuple[object
         state["step"] += 1
         return drift(W, np.full(W.shape[0], 1.0 / W.shape[0]), state["step"])
 
-    return b, build.blas_threads(config)
+    return b, blas_threads(config)
 
 
 def child(method: str, size: str, out: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from .commit import available_memory, check_room
 from .config import Config, get, to_toml
 from .lock import FileLockedError, WriterLock, writer_path
 from .observers import Checkpoints, Frames, Progress, SolverRestarts
+from .threads import blas_threads, fix_threads
 
 log = logging.getLogger("mfld")
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
@@ -335,22 +335,6 @@ def _store(path: Path, comm: Communicator, system: System, create: NewFile | Non
     return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total, plan[0])
 
 
-def blas_threads(config: Config, processes: int = 1) -> int:
-    """Threads for each process's BLAS pools: ``MFLD_THREADS``, else ``threads``, else the cores shared out.
-
-    NumPy and SciPy each bring an OpenBLAS pool whose idle threads spin; two processes whose
-    pools each take every core slow each other several-fold, so a process takes its share.
-    """
-    env = os.environ.get("MFLD_THREADS", "")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"MFLD_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    if config["threads"] > 0:
-        return config["threads"]
-    return max(1, (os.cpu_count() or 1) // processes)
-
-
 def _run(system: System, steps: int, observers: list[loop.Observer], threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -408,7 +392,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     path = Path(path if path is not None else config["output"]["path"])
     check_output(path)
     comm = world()
-    config, data, problem = _prepare(fix_memory_budget(config, comm))
+    config, data, problem = _prepare(fix_threads(fix_memory_budget(config, comm), comm))
     with _writing(path, comm) as target:
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
@@ -451,7 +435,7 @@ def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> In
     SIGINT or SIGTERM ends the run after the current step, its observers finished, as in a file run;
     the result says so (``interrupted``) instead of raising.
     """
-    config, data, problem = _prepare(fix_memory_budget(config))
+    config, data, problem = _prepare(fix_threads(fix_memory_budget(config), Serial()))
     system = build_system(config, problem)
     steps = config["time"]["steps"]
     own = _observers(config, None, steps, resuming=False)

@@ -90,8 +90,9 @@ def _is_cell_count(x: object) -> bool:
 
 
 SCHEMA: dict[str, Key] = {
-    "threads": _nonneg_int("BLAS threads of each process (0: the cores divided among the MPI ranks or sweep "
-                           "workers); the environment variable MFLD_THREADS overrides it"),
+    "threads": _nonneg_int("BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
+                           "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
+                           "variable MFLD_THREADS overrides it"),
     "seed": _nonneg_int("seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)"),
     "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
     "backend": _choice("array library", BACKENDS),
