@@ -61,12 +61,12 @@ ENTRIES: list[tuple[str, str]] = [
      'resume(path, steps=5)'),
     ("mfld.load",
      'saved = mfld.load(path)\nprint(saved.kind, saved.series["certificate"][-1])'),
-    ("mfld.solver.checkpoint.load",
+    ("mfld.solver.storage.load",
      'snap = load(path)                          # host arrays, the config and the data\n'
      'print(snap.step, snap.density.shape)'),
     ("mfld.solver.build.build_problem",
      'pb_file = build_problem(snap.config, snap.data, backend="numpy")'),
-    ("mfld.solver.checkpoint.CheckpointReader",
+    ("mfld.solver.storage.CheckpointReader",
      'reader = CheckpointReader(path)\nprint(reader.observables()["certificate"]["value"])\n'
      'print(reader.provenance["mfld"])'),
     ("mfld.solver.compare.compare",

@@ -36,7 +36,9 @@ from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
-from .checkpoint import (
+from .config import Config, get, to_toml
+from .observers import Checkpoints, Frames, Progress, SolverRestarts
+from .storage import (
     CheckpointError,
     CheckpointReader,
     CheckpointStore,
@@ -44,10 +46,8 @@ from .checkpoint import (
     frame_bytes,
     is_sharded,
 )
-from .commit import available_memory, check_room
-from .config import Config, get, to_toml
-from .lock import FileLockedError, WriterLock, writer_path
-from .observers import Checkpoints, Frames, Progress, SolverRestarts
+from .storage.commit import available_memory, check_room
+from .storage.lock import FileLockedError, WriterLock, writer_path
 from .threads import blas_threads, fix_threads
 
 log = logging.getLogger("mfld")

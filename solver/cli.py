@@ -16,9 +16,9 @@ from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import BACKENDS
 
 from . import build
-from .checkpoint import CheckpointError, CheckpointReader
 from .config import ConfigError, load_config
-from .provenance import mfld_version
+from .storage import CheckpointError, CheckpointReader
+from .storage.provenance import mfld_version
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

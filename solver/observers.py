@@ -81,7 +81,7 @@ class Progress:
 
 
 class Store(Protocol):
-    """Where checkpoints go (:class:`~mfld.solver.checkpoint.CheckpointStore`)."""
+    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`)."""
 
     def commit(self, state: State) -> None: ...
 

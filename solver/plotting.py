@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from mfld.discretizations.grid import Grid
 
-from .checkpoint import CheckpointError, CheckpointReader, Snapshot
+from .storage import CheckpointError, CheckpointReader, Snapshot
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),

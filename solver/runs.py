@@ -27,15 +27,15 @@ from mfld.discretizations.particles import ParticleState
 from mfld.discretizations.system import State, System
 
 from . import build
-from .checkpoint import CheckpointError, CheckpointReader, Snapshot
 from .config import Config, load_config
+from .storage import CheckpointError, CheckpointReader, Snapshot
 
 log = logging.getLogger("mfld")
 ConfigLike = str | Path | Mapping[str, Any] | None
 
 
 class MemoryRecord:
-    """What a run kept in memory, read the way :class:`~mfld.solver.checkpoint.CheckpointReader` reads a file."""
+    """What a run kept in memory, read the way :class:`~mfld.solver.storage.CheckpointReader` reads a file."""
 
     def __init__(self, config: Config, data: dict[str, np.ndarray], system: System,
                  records: list[tuple[int, float, dict[str, float]]],

@@ -82,8 +82,8 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0, trust: bool = 
     lets the resume of an unfinished run import a feature map that its file names by import path.
     """
     from .build import resume, start
-    from .checkpoint import CheckpointReader
     from .config import load_config
+    from .storage import CheckpointReader
 
     path = Path(folder) / f"{task['name']}.h5"
     row = {"name": task["name"], **task["params"], "path": str(path)}

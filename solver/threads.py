@@ -23,7 +23,7 @@ import math
 import os
 import time
 
-from mfld.model.functional import Communicator
+from mfld.model.distributed import Communicator
 
 from .config import Config
 

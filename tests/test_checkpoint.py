@@ -15,8 +15,8 @@ import pytest
 from conftest import SMALL_RUN
 from mfld.discretizations import loop
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointError, CheckpointReader, load
 
 
 def small_config(*extra: str) -> dict:
@@ -89,23 +89,24 @@ def test_existing_file_is_not_overwritten(tmp_path):
 
 
 def _die_in(function: str, at_step: int) -> str:
-    """Python source that makes ``checkpoint.<function>`` SIGKILL the process, after it ran, at ``at_step``."""
+    """Python source that makes the store's ``<function>`` SIGKILL the process, after it ran, at ``at_step``."""
     return textwrap.dedent(f"""
         import os, signal
-        from mfld.solver import build, checkpoint
+        from mfld.solver import build
+        from mfld.solver.storage import store
         from mfld.solver.config import load_config
-        original = checkpoint.{function}
+        original = store.{function}
 
         def dying(*args):
             out = original(*args)
-            rows = "{function}" == "_write_rows"
+            rows = "{function}" == "write_rows"
             step = args[2] if rows else args[4][0]  # the frame's step, or the frames needed
             if step == {at_step}:
                 (args[0] if rows else args[1]).flush()  # what was written reaches the file
                 os.kill(os.getpid(), signal.SIGKILL)
             return out
 
-        checkpoint.{function} = dying
+        store.{function} = dying
     """)
 
 
@@ -116,11 +117,11 @@ def test_kill_during_checkpoint_write_keeps_earlier_frames(tmp_path, moment):
     made): the file must load with the frames before, and resume exactly."""
     path = tmp_path / "crash.h5"
     if moment == "in place":
-        script = _die_in("_write_rows", 20) + f"build.start(load_config(None, {SMALL_RUN!r}), {str(path)!r})"
+        script = _die_in("write_rows", 20) + f"build.start(load_config(None, {SMALL_RUN!r}), {str(path)!r})"
         kept = [0, 10]
     else:  # steps 0, 10, 20 planned; a resume for 20 more needs 5 frames: a new file, killed before it replaces
         build.start(small_config("time.steps=20"), path)
-        script = _die_in("_lay_out", 4) + f"build.resume({str(path)!r}, steps=20)"
+        script = _die_in("lay_out", 4) + f"build.resume({str(path)!r}, steps=20)"
         kept = [0, 10, 20]
     before = path.read_bytes() if path.exists() else None
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

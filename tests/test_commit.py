@@ -13,9 +13,9 @@ import pytest
 from conftest import SMALL_RUN
 from mfld.discretizations.particles import ParticleState
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader, CheckpointStore, load
-from mfld.solver.commit import ALIGN
 from mfld.solver.config import load_config, to_toml
+from mfld.solver.storage import CheckpointReader, CheckpointStore, load
+from mfld.solver.storage.commit import ALIGN
 
 
 def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:

@@ -11,10 +11,10 @@ import pytest
 from mfld.discretizations import loop
 from mfld.discretizations.particles import Particles
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointError, load
 from mfld.solver.cli import main
 from mfld.solver.compare import compare
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointError, load
 from mfld.validation.checks.crosscheck import distances
 from mfld.validation.problems import low_dim_functional
 

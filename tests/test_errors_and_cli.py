@@ -135,7 +135,7 @@ def test_classical_objective_runs_from_the_cli(tmp_path):
             "--set", "particles.N=40", "--set", "time.steps=10", "--set", "output.plot=false", "--set", "data.d=3",
             "--set", "time.eta=0.05", "--set", "model.lam=0.05"]
     assert main(args) == 0
-    from mfld.solver.checkpoint import CheckpointReader, load
+    from mfld.solver.storage import CheckpointReader, load
 
     snap = load(out)
     assert snap.points.shape == (40, 1 + 4)  # (a, w) with w = (u, b) in R^4

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader, load
 from mfld.solver.cli import main
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointReader, load
 
 GRID_1D = [
     "discretization=grid", 'data.target="single-index"', "data.d=1", "data.n=30", "data.n_test=40",

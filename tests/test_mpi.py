@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointError, CheckpointReader, load
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")

@@ -13,9 +13,9 @@ import pytest
 from mfld.model.features import check_feature_map, get_feature_map
 from mfld.model.problem import Problem
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader, load
 from mfld.solver.cli import main
 from mfld.solver.config import ConfigError, load_config
+from mfld.solver.storage import CheckpointReader, load
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py"
 FAST = ["particles.N=60", "time.steps=6", "output.checkpoint_every=3", "output.metrics_every=3",

@@ -12,8 +12,8 @@ from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.pcg import pcg
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader, load
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointReader, load
 
 
 def test_pcg_solves_a_spd_system_to_the_tolerance(rng):

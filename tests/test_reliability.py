@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
-from mfld.solver import build, checkpoint
-from mfld.solver.checkpoint import CheckpointError, CheckpointReader, load
+from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.solver.config import ConfigError, from_toml, load_config, to_toml
-from mfld.solver.lock import FileLockedError, WriterLock
+from mfld.solver.storage import CheckpointError, CheckpointReader, load, store
+from mfld.solver.storage.lock import FileLockedError, WriterLock
 
 
 def small(*extra: str) -> dict:
@@ -183,8 +183,8 @@ def test_a_kill_in_the_first_interval_keeps_the_record_of_step_0(tmp_path):
 
 def test_a_planned_run_writes_its_file_whole_once(tmp_path, monkeypatch):
     calls = []
-    original = checkpoint.replace
-    monkeypatch.setattr(checkpoint, "replace", lambda path, *a, **k: (calls.append(path), original(path, *a, **k)))
+    original = store.replace
+    monkeypatch.setattr(store, "replace", lambda path, *a, **k: (calls.append(path), original(path, *a, **k)))
     for kind in ("particles", "grid"):
         calls.clear()
         extra = ["discretization=grid", "data.d=1", 'data.target="single-index"', "model.feature=tanh",

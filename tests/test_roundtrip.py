@@ -18,9 +18,9 @@ from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
 from mfld.model.registry import Entry
 from mfld.solver import build
-from mfld.solver.checkpoint import CheckpointReader
 from mfld.solver.cli import main
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointReader
 
 K = 4
 SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SMALL_RUN
 
+from conftest import SMALL_RUN
 from mfld.solver import build, threads
-from mfld.solver.checkpoint import CheckpointReader
 from mfld.solver.config import load_config
+from mfld.solver.storage import CheckpointReader
 
 
 @pytest.mark.parametrize(("cores", "busy", "processes", "chosen"), [

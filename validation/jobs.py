@@ -22,8 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from mfld.discretizations.loop import Interrupted
 
@@ -181,7 +182,7 @@ class JobPool:
         log.info(f"  {len(todo)} jobs on {workers} processes, {threads} BLAS thread(s) each")
         context = multiprocessing.get_context("spawn")
         waiting = list(todo)
-        running: dict[Any, tuple[int, Any]] = {}  # the parent's end of each pipe: (job, process)
+        running: dict[Connection, tuple[int, Any]] = {}  # the parent's end of each pipe: (job, process)
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
         try:
@@ -195,7 +196,8 @@ class JobPool:
                     theirs.close()
                     running[mine] = (k, process)
                 # Results are saved in the order they finish, not in the order given.
-                for connection in multiprocessing.connection.wait(list(running)):
+                for ready in multiprocessing.connection.wait(list(running)):
+                    connection = cast(Connection, ready)
                     k, process = running.pop(connection)
                     try:
                         message = connection.recv()
@@ -206,7 +208,7 @@ class JobPool:
                     process.join()
                     if message[0] == "failed":
                         raise RuntimeError(f"job {jobs[k].label or jobs[k].name} failed:\n{message[1]}")
-                    finished(k, message[1], message[2])
+                    finished(k, message[1], float(message[2]))
         except KeyboardInterrupt:
             saved = len(jobs) - len(waiting) - len(running)
             raise Interrupted(0, f"interrupted: {saved} of {len(jobs)} job results are saved in {self.folder}; "

@@ -1,0 +1,52 @@
+"""HDF5 checkpoints of mu_t in the H5MD 1.1 layout, crash-safe and resumable.
+
+File layout (every time series is an H5MD element ``{step, time, value}``)::
+
+    /h5md                         version = [1, 1]; author, creator groups
+    /particles/mu/box             dimension = p, boundary = "none"
+    /particles/mu/position        value: frames x N x p
+    /particles/mu/rng_state       value: frames, JSON text of the noise generator
+    /fields/mu                    value: frames x cells_1 x ... x cells_p (grid densities), with
+                                  the cell centres w_k of each axis and time as dimension scales
+                                  in the same group (netCDF tools and xarray's h5netcdf engine
+                                  open it: group "fields/mu"); /fields attrs lower, upper, cells
+    /fields/mu_previous           the density one step earlier (bdf2 only, for exact resume)
+    /observables/<name>           value: records (objective, U, second_moment, ...)
+    /parameters                   attrs: config (TOML text), mfld_kind
+    /parameters/data/{X, Y, X_test, Y_test[, relevant]}
+
+A run sharded over R processes (``mpiexec -n R mfld run``) writes each rank's
+particles to its own file ``<name>.r<rank>of<R>.h5`` and rank 0 writes the master
+file, whose ``position/value`` is an HDF5 virtual dataset over the shards (the
+table ``position/sources`` records, per frame, which shard rows hold which global
+particles), so loaders see one file, and a resume on another R just adds shards.
+
+Frames and observables are committed in place (:mod:`mfld.solver.storage.commit`): every time
+series holds ``capacity`` preallocated rows, sized from the run's plan, and
+``/parameters/committed`` counts the rows that hold data (``[frames, records]``),
+written last. A commit costs the bytes of its frame, and a process killed during it
+leaves the file as the previous commit left it. Rows past the count are padding:
+step -1, time NaN, value undefined; mfld's readers never show them, and a run that
+ends (finished or stopped by a signal) drops them (:meth:`~mfld.solver.storage.store.CheckpointStore.finish`),
+so only a killed process leaves them for other readers. A change of structure (the
+first frame, a new observable, more rows than planned) writes a new file that
+replaces the old one, once; a sharded run's master
+(small: no positions) is rewritten at each commit the same way.
+
+Modules: :mod:`~mfld.solver.storage.elements` (the H5MD elements), :mod:`~mfld.solver.storage.layout`
+(frames and layouts), :mod:`~mfld.solver.storage.store` (the writer), :mod:`~mfld.solver.storage.reader`
+(the reader), :mod:`~mfld.solver.storage.checks` (what a file must be to be read),
+:mod:`~mfld.solver.storage.sharded` (the MPI master and shards), :mod:`~mfld.solver.storage.commit`
+(crash-safe commits), :mod:`~mfld.solver.storage.lock` (one writer per file) and
+:mod:`~mfld.solver.storage.provenance` (how a file was made).
+"""
+
+from .checks import check_file
+from .commit import CheckpointError
+from .layout import Frame, frame_bytes
+from .reader import CheckpointReader, Snapshot, load
+from .sharded import ShardedCheckpointStore, is_sharded
+from .store import CheckpointStore
+
+__all__ = ["CheckpointError", "CheckpointReader", "CheckpointStore", "Frame", "ShardedCheckpointStore", "Snapshot",
+           "check_file", "frame_bytes", "is_sharded", "load"]

@@ -1,0 +1,119 @@
+"""H5MD 1.1 elements ``{step, time, value}`` of a checkpoint file: the paths, the element kinds
+(growing, preallocated slots, densities with their dimension scales) and the commit counter's reading."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from mfld.discretizations.grid import Grid
+
+from .commit import CheckpointError, counts, rows
+
+H5MD_VERSION = (1, 1)
+
+
+PARTICLES = "/particles/mu"
+
+
+FIELDS = "/fields"
+
+
+TEXT = h5py.string_dtype()
+
+
+COUNT = "parameters/committed"  # [frames, records]: the rows that hold data
+
+
+FRAME_ELEMENTS = (f"{PARTICLES}/position", f"{PARTICLES}/rng_state", f"{FIELDS}/mu", f"{FIELDS}/mu_previous")
+
+
+Record = tuple[int, float, dict[str, float]]
+
+
+def has_checksums(f: h5py.File) -> bool:
+    """Whether the file's datasets carry Fletcher-32 checksums (``output.checksum``), verified on every read."""
+    return bool(f["parameters"].attrs.get("checksum", False))
+
+
+def growing_element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: npt.DTypeLike) -> h5py.Group:
+    el = group.create_group(name)
+    check = has_checksums(group.file) and np.dtype(dtype).kind != "O"
+    el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,), fletcher32=check)
+    el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,), fletcher32=check)
+    chunk = (1, *value_shape) if value_shape else (256,)
+    el.create_dataset("value", shape=(0, *value_shape), maxshape=(None, *value_shape), dtype=dtype, chunks=chunk,
+                      fletcher32=check)
+    return el
+
+
+def append_row(el: h5py.Group, step: int, time: float, value: np.ndarray | float | str) -> None:
+    k = el["step"].shape[0]
+    for name in ("step", "time", "value"):
+        el[name].resize(k + 1, axis=0)
+    el["step"][k] = step
+    el["time"][k] = time
+    el["value"][k] = value
+
+
+def slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...],
+                  dtype: npt.DTypeLike, checksum: bool | None = None, clock: h5py.Group | None = None) -> h5py.Group:
+    """An H5MD element ``{step, time, value}`` of ``capacity`` preallocated rows (step -1, time NaN until written).
+
+    With ``clock`` (an element sampled at the same steps), ``step`` and ``time`` are hard links to its
+    own, as H5MD allows: fewer series for a commit to touch.
+    """
+    if checksum is None:
+        checksum = has_checksums(group.file)
+    el = group.create_group(name)
+    if clock is not None:
+        el["step"], el["time"] = clock["step"], clock["time"]
+    else:
+        rows(el, "step", capacity, (), np.int64, checksum, fill=-1)
+        rows(el, "time", capacity, (), np.float64, checksum, fill=np.nan)
+    # No fill value on text rows: netCDF-C aborts the reading process on a fixed-length string's fill value
+    # (ncdump, netCDF4, xarray's netcdf4 engine); padding rows are past the count and never read.
+    fill = None if row_shape or np.dtype(dtype).kind == "S" else np.nan
+    rows(el, "value", capacity, row_shape, dtype, checksum, fill=fill)
+    return el
+
+
+def density_element(fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...],
+                     dtype: npt.DTypeLike) -> h5py.Group:
+    """A density element whose dimensions are self-described: time and the cell centres w_k, in its own group."""
+    el = slot_element(fields, name, capacity, shape, dtype)
+    el["time"].make_scale("time")
+    el["time"].attrs["units"] = el["time"].attrs["unit"] = "1"
+    el["time"].attrs["long_name"] = "time t of the dynamics (dimensionless)"
+    el["value"].dims[0].attach_scale(el["time"])
+    el["step"].dims[0].attach_scale(el["time"])
+    el["value"].attrs["long_name"] = f"density of {name} on the grid"
+    el["value"].attrs["units"] = el["value"].attrs["unit"] = "1"
+    a = fields.attrs
+    grid = Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
+    for k, axis in enumerate(grid.axes()):
+        w = el.create_dataset(f"w_{k}", data=axis)
+        w.make_scale(f"w_{k}")
+        w.attrs["units"] = w.attrs["unit"] = "1"
+        w.attrs["long_name"] = f"cell centres of parameter axis {k}"
+        el["value"].dims[k + 1].attach_scale(w)
+    return el
+
+
+def frame_element(f: h5py.File) -> h5py.Group | None:
+    """The element whose frames define the saved steps: particle positions or the density."""
+    return f.get(f"{PARTICLES}/position") or f.get(f"{FIELDS}/mu")
+
+
+def committed_counts(f: h5py.File) -> tuple[int, int]:
+    """Committed frames and observables records: the counter, or whole lengths in a file without one."""
+    c = f.get(COUNT)
+    if c is not None:
+        found = counts(c, 2) if isinstance(c, h5py.Dataset) else None
+        if found is None:
+            raise CheckpointError(f"/{COUNT} is not mfld's commit counter")
+        return found[0], found[1]
+    el = frame_element(f)
+    obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group) and "step" in o]
+    return (el["step"].shape[0] if el is not None else 0), (obs[0]["step"].shape[0] if obs else 0)

@@ -1,0 +1,183 @@
+"""Reading a checkpoint: :class:`CheckpointReader` (saved steps, observables, measures) and
+:class:`Snapshot`, one saved frame as host arrays with its run's configuration and data."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mfld.discretizations.grid import FieldState, Grid
+from mfld.discretizations.particles import ParticleState
+
+from ..config import FIRST_VERSION, Config, from_toml
+from .checks import DATA_NAMES, bounded_frame, check_file, clock_problems, kind_problems, layout_problems, read_bounded
+from .commit import CheckpointError
+from .elements import FIELDS, PARTICLES, committed_counts, frame_element
+from .sharded import missing_shards
+
+
+@dataclass
+class Snapshot:
+    """The measure at one saved step as host arrays, with the configuration and data of its run.
+
+    Nothing here depends on the backend the run used: build the problem with
+    ``mfld.solver.build.build_problem(snap.config, snap.data, backend="numpy")``.
+    """
+
+    path: Path | None
+    config: Config
+    data: dict[str, np.ndarray]
+    kind: str
+    step: int
+    time: float
+    points: np.ndarray
+    weights: np.ndarray
+    rng_state: str | None = None
+    density: np.ndarray | None = None
+    grid: Grid | None = None
+    previous: np.ndarray | None = None
+
+    def state(self) -> ParticleState | FieldState:
+        """What a system needs to continue from this frame."""
+        if self.density is None:
+            return ParticleState(self.points, self.step, self.time, str(self.rng_state))
+        return FieldState(self.density, self.step, self.time, self.previous)
+
+
+class CheckpointReader:
+    """Read-only view of a checkpoint: saved steps, observables and measures."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        check_file(self.path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._read(f)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError) as e:  # a part missing or of the wrong kind
+            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {type(e).__name__}: {e}"
+                                  ) from None
+
+    def _read(self, f: h5py.File) -> None:
+        self.config_text = str(f["parameters"].attrs["config"])
+        prov = f["parameters"].get("provenance")
+        self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
+        try:
+            self.config = from_toml(self.config_text, written_by=self.provenance.get("mfld", FIRST_VERSION))
+        except ValueError as e:
+            raise CheckpointError(f"{str(self.path)!r} holds an invalid configuration: {e}") from None
+        self.kind = str(f["parameters"].attrs["mfld_kind"])
+        if self.kind not in ("particles", "grid", "spectral", "stationary"):
+            raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
+        self.data = {k: read_bounded(self.path, v) for k, v in f["parameters/data"].items() if k in DATA_NAMES}
+        self.has_density = FIELDS in f
+        missing = missing_shards(self.path, f)
+        if missing:
+            raise CheckpointError(
+                f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
+                f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
+            )
+        problems = kind_problems(self.kind, self.config, self.has_density)
+        problems = problems or layout_problems(f, self.config, self.data, self.has_density)
+        problems = problems or clock_problems(f, self.kind, self.config["output"]["metrics_every"])
+        if not problems:
+            self.frames, self.records = committed_counts(f)
+            el = frame_element(f)
+            self.capacity = el["step"].shape[0] if el is not None else 0  # rows reserved (a run that stopped early)
+            self.steps = el["step"][: self.frames] if el is not None else np.zeros(0, dtype=np.int64)
+            self.times = el["time"][: self.frames] if el is not None else np.zeros(0)
+        if problems:
+            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
+                                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[h5py.File]:
+        """The file for reading; a chunk whose checksum fails, or that cannot be read, is one clear error."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                yield f
+        except OSError as e:
+            raise CheckpointError(f"{str(self.path)!r}: stored data cannot be read (a failed checksum: the file "
+                                  f"was damaged after it was written, or a truncated file): {e}") from None
+
+    def observables(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{name: {"step", "time", "value"}}`` for every recorded observable."""
+        with self._open() as f:
+            return {
+                name: {k: el[k][: self.records] for k in ("step", "time", "value")}
+                for name, el in f["observables"].items()
+            }
+
+    def snapshot(self, step: int | None = None, rows: slice = slice(None)) -> Snapshot:
+        """The measure at ``step`` (default: the last saved frame), as host arrays.
+
+        ``rows`` selects a block of particles (a process's share when resuming a sharded run).
+        """
+        if self.steps.size == 0:
+            raise CheckpointError(f"{str(self.path)!r} holds no saved frame: its run stopped before the first one; "
+                                  "start it again with `mfld run ... --overwrite`")
+        if step is None:
+            k = self.steps.size - 1
+        else:
+            hits = np.flatnonzero(self.steps == step)
+            if hits.size == 0:
+                raise CheckpointError(
+                    f"step {step} is not saved in {str(self.path)!r}; saved steps: {self.steps.tolist()}"
+                )
+            k = int(hits[-1])
+        step_k, time_k = int(self.steps[k]), float(self.times[k])
+        with self._open() as f:
+            if FIELDS not in f:
+                value = f[f"{PARTICLES}/position/value"]
+                bounded_frame(self.path, value)
+                W = value[k, rows]
+                rng = f[f"{PARTICLES}/rng_state/value"][k]
+                rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
+                q = np.full(W.shape[0], 1.0 / value.shape[1])
+                return Snapshot(self.path, self.config, self.data, self.kind, step_k, time_k, W, q, rng_state)
+            density = f[f"{FIELDS}/mu/value"]
+            bounded_frame(self.path, density)
+            density = density[k]
+            previous = f[f"{FIELDS}/mu_previous/value"][k] if f"{FIELDS}/mu_previous" in f else None
+        if previous is not None and np.isnan(previous).all():
+            previous = None
+        grid = self.grid()
+        q = density.ravel() * grid.cell_volume
+        return Snapshot(
+            self.path, self.config, self.data, self.kind, step_k, time_k, grid.centers(), q, None, density, grid,
+            previous,
+        )
+
+    def grid(self) -> Grid:
+        """The :class:`~mfld.discretizations.grid.Grid` of a density file."""
+        with self._open() as f:
+            if FIELDS not in f:
+                raise CheckpointError(f"{str(self.path)!r} holds particles, not a density on a grid")
+            a = f[FIELDS].attrs
+            return Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
+
+    def to_xarray(self) -> Any:  # an xarray.DataArray (xarray is optional)
+        """All saved densities as an ``xarray.DataArray`` with dims ``(time, w_0, ..., w_{p-1})``."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
+        grid = self.grid()
+        with self._open() as f:
+            value = f[f"{FIELDS}/mu/value"][: self.frames]
+        dims = ["time"] + [f"w_{k}" for k in range(grid.dim)]
+        coords = {"time": self.times, "step": ("time", self.steps)}
+        coords.update({f"w_{k}": axis for k, axis in enumerate(grid.axes())})
+        return xr.DataArray(value, dims=dims, coords=coords, name="mu", attrs={"config": self.config_text})
+
+
+def load(path: str | Path, step: int | None = None) -> Snapshot:
+    """The measure saved at ``step`` (default: the last) in checkpoint ``path``, as host arrays with its config."""
+    return CheckpointReader(path).snapshot(step)
