@@ -2,8 +2,7 @@
 more equal a straight 2k-step run bit for bit, and ``mfld info`` and ``mfld plot`` read the file.
 
 A discretisation registered at test time, exactly as the README's "Where to add" table says, is held to the
-same; today the storage knows only the shipped kinds by name, so that case is an expected failure (strict:
-it turns into a failure to remove the mark once storage writes any registered state, issue 22).
+same: the storage asks the registry whether a kind holds particles or a density.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from mfld.model.registry import Entry
 from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointReader
+from mfld.solver.storage import CheckpointError, CheckpointReader
 
 K = 4
 SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
@@ -80,10 +79,18 @@ class _CopyOfFiniteVolume(FiniteVolume):
     kind = "grid-copy"
 
 
-@pytest.mark.xfail(strict=True, reason="the checkpoint layout knows the kinds particles, grid, spectral, stationary "
-                   "by name: a registered density discretisation's file is refused on reading (issue 22)")
 def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
     entry = Discretization(_CopyOfFiniteVolume, True, spec.schemes, spec.scheme_key, spec.max_dim, spec.linear_solver)
     monkeypatch.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
     _round_trip("grid-copy", "implicit-euler", tmp_path)
+
+
+def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
+    spec = DISCRETIZATIONS["grid"]
+    entry = Discretization(_CopyOfFiniteVolume, True, spec.schemes, spec.scheme_key, spec.max_dim, spec.linear_solver)
+    with monkeypatch.context() as m:
+        m.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
+        path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
+    with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once that plug-in is imported"):
+        CheckpointReader(path)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import Config
 from .commit import CheckpointError, available_memory, counts
-from .elements import COUNT, FIELDS, PARTICLES, committed_counts, frame_element
+from .elements import COUNT, FIELDS, PARTICLES, STATIONARY, committed_counts, frame_element, holds_density
 
 DATA_NAMES = ("X", "Y", "X_test", "Y_test", "relevant")
 
@@ -95,10 +95,10 @@ def bounded_frame(path: Path, value: h5py.Dataset) -> None:
 
 def kind_problems(kind: str, config: Config, density: bool) -> list[str]:
     """Whether the file's declared kind of run agrees with its content and its configuration."""
-    if (kind == "particles") == density:
+    if holds_density(kind) != density:
         return [f"/parameters mfld_kind = {kind!r}, but the file holds {'a density' if density else 'particles'}"]
     made = config["discretization"]
-    if kind != made and not (kind == "stationary" and made != "particles"):
+    if kind != made and not (kind == STATIONARY and holds_density(made)):
         return [f"/parameters mfld_kind = {kind!r} disagrees with its configuration's discretization = {made!r}"]
     return []
 
@@ -128,7 +128,7 @@ def clock_problems(f: h5py.File, kind: str, every: int) -> list[str]:
                        f"(step -1 or time NaN) or out of order among them: the counter or the file is damaged")
     # A stationary file's records are iterations; a file of 0.2.0.dev0 killed in its first interval has frame 0
     # and no record (the record of step 0 was not committed with the frame then): it resumes without it.
-    if not out and el is not None and frames and kind != "stationary":
+    if not out and el is not None and frames and kind != STATIONARY:
         last = int(el["step"][frames - 1])
         got = int(obs[0]["step"][records - 1]) if obs and records else None
         if (got is None and last > 0) or (got is not None and not every * (last // every) <= got <= last):

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mfld.discretizations.grid import Grid
+from mfld.discretizations.kinds import DISCRETIZATIONS
 
 from .commit import CheckpointError, counts, rows
 
@@ -30,6 +31,20 @@ FRAME_ELEMENTS = (f"{PARTICLES}/position", f"{PARTICLES}/rng_state", f"{FIELDS}/
 
 
 Record = tuple[int, float, dict[str, float]]
+
+
+STATIONARY = "stationary"
+"""The kind of a file that holds mu* (``mfld stationary``): a density, not a run."""
+
+
+def holds_density(kind: str) -> bool | None:
+    """Whether files of ``kind`` hold a density on a grid (True) or particles (False), as the registry of
+    discretisations says; None for a kind that no registered discretisation has."""
+    if kind == STATIONARY:
+        return True
+    if kind not in DISCRETIZATIONS:
+        return None
+    return DISCRETIZATIONS[kind].density
 
 
 def has_checksums(f: h5py.File) -> bool:

@@ -13,12 +13,13 @@ import h5py
 import numpy as np
 
 from mfld.discretizations.grid import FieldState, Grid
+from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.particles import ParticleState
 
 from ..config import FIRST_VERSION, Config, from_toml
 from .checks import DATA_NAMES, bounded_frame, check_file, clock_problems, kind_problems, layout_problems, read_bounded
 from .commit import CheckpointError
-from .elements import FIELDS, PARTICLES, committed_counts, frame_element
+from .elements import FIELDS, PARTICLES, committed_counts, frame_element, holds_density
 from .sharded import missing_shards
 
 
@@ -66,6 +67,13 @@ class CheckpointReader:
                                   ) from None
 
     def _read(self, f: h5py.File) -> None:
+        # The kind first: a file of a discretisation that is not registered here fails on its name, not on its
+        # configuration's.
+        self.kind = str(f["parameters"].attrs["mfld_kind"])
+        if holds_density(self.kind) is None:
+            raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r} (the registered "
+                                  "discretisations are " + ", ".join(DISCRETIZATIONS) + "; a file of a discretisation "
+                                  "that a plug-in registers is read once that plug-in is imported)")
         self.config_text = str(f["parameters"].attrs["config"])
         prov = f["parameters"].get("provenance")
         self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
@@ -73,9 +81,6 @@ class CheckpointReader:
             self.config = from_toml(self.config_text, written_by=self.provenance.get("mfld", FIRST_VERSION))
         except ValueError as e:
             raise CheckpointError(f"{str(self.path)!r} holds an invalid configuration: {e}") from None
-        self.kind = str(f["parameters"].attrs["mfld_kind"])
-        if self.kind not in ("particles", "grid", "spectral", "stationary"):
-            raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r}")
         self.data = {k: read_bounded(self.path, v) for k, v in f["parameters/data"].items() if k in DATA_NAMES}
         self.has_density = FIELDS in f
         missing = missing_shards(self.path, f)

@@ -15,7 +15,16 @@ from mfld.discretizations.system import State
 
 from .checks import check_file
 from .commit import CheckpointError, commit_rows, counter, replace
-from .elements import COUNT, FIELDS, FRAME_ELEMENTS, H5MD_VERSION, PARTICLES, Record, committed_counts
+from .elements import (
+    COUNT,
+    FIELDS,
+    FRAME_ELEMENTS,
+    H5MD_VERSION,
+    PARTICLES,
+    Record,
+    committed_counts,
+    holds_density,
+)
 from .layout import Frame, copy_metadata, fits_in_place, frame_of, lay_out, write_rows
 from .provenance import provenance
 
@@ -82,7 +91,7 @@ class CheckpointStore:
                     g.create_dataset(name, data=np.asarray(arr), fletcher32=bool(checksum))
             counter(params, "committed", (0, 0))
             f.create_group("observables")
-            if kind == "particles":
+            if not holds_density(kind):
                 box = f.create_group(f"{PARTICLES}/box")
                 box.attrs["dimension"] = np.int32(dim)
                 box.attrs["boundary"] = np.array(["none"] * dim, dtype="S4")
