@@ -35,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mfld.discretizations.particles import ParticleState
+from mfld.discretizations.state import ParticleState
 from mfld.solver.storage import CheckpointStore
 from mfld.solver.storage.commit import replace
 

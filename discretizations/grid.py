@@ -47,6 +47,7 @@ from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
 
 from .linear import LINEAR_SOLVERS
+from .state import DensityState
 
 
 class BoxWarning(UserWarning):
@@ -160,20 +161,6 @@ def gaussian_density(grid: Grid, mean: npt.ArrayLike, cov: npt.ArrayLike) -> np.
     P = np.linalg.inv(np.atleast_2d(cov))
     m = np.exp(-0.5 * np.einsum("ij,jk,ik->i", X, P, X)).reshape(grid.shape)
     return m / (m.sum() * grid.cell_volume)
-
-
-@dataclass
-class FieldState:
-    """Everything a grid run needs to continue bit for bit.
-
-    ``previous`` is the density one step earlier for two-step schemes (NaN before
-    the first step), None for one-step schemes.
-    """
-
-    density: np.ndarray
-    step: int
-    time: float
-    previous: np.ndarray | None = None
 
 
 def entropy(m: Array, cell_volume: float) -> float:
@@ -297,16 +284,16 @@ class GridDensity:
                 stacklevel=3,
             )
 
-    def _use_scheme(self, schemes: Registry[Any], name: str, previous: npt.ArrayLike | None) -> None:
-        """Take the time scheme ``name`` of ``schemes``, continuing from ``previous`` (two-step schemes)."""
-        prev = None if previous is None else self.xp.asarray(previous, dtype=self.density.dtype).reshape(
-            self.grid.shape)
-        self.scheme_name, self.scheme = name, schemes[name](prev)
+    def _use_scheme(self, schemes: Registry[Any], name: str, history: Sequence[npt.ArrayLike]) -> None:
+        """Take the time scheme ``name`` of ``schemes``, continuing from ``history`` (newest first; multi-level
+        schemes)."""
+        levels = tuple(self.xp.asarray(h, dtype=self.density.dtype).reshape(self.grid.shape) for h in history)
+        self.scheme_name, self.scheme = name, schemes[name](levels)
 
-    def state(self) -> FieldState:
+    def state(self) -> DensityState:
         density = to_host(self.density).copy()
-        history = None if self.scheme is None else self.scheme.history(density)
-        return FieldState(density, self.step_count, self.time, history)
+        history = () if self.scheme is None else self.scheme.history(density)
+        return DensityState(density, self.step_count, self.time, history)
 
 
 def _mass(g: GridDensity) -> float:
@@ -333,34 +320,41 @@ GRID_DIAGNOSTICS.add("edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) 
 class GridScheme(Protocol):
     """A linearly implicit time scheme of :class:`FiniteVolume`: the next density from the current one.
 
-    ``history`` is what the scheme keeps of earlier steps, saved with the state
-    so that a resumed run continues bit for bit (None for one-step schemes).
+    A scheme is built from its ``history`` (the densities of earlier steps, newest first, as
+    :meth:`history` returned them; empty for a new run) and ``history(like)`` is what it keeps
+    now, saved with the state so that a resumed run continues bit for bit (empty for one-step
+    schemes; NaN for the levels that do not exist yet).
     """
 
     def advance(self, fv: FiniteVolume, V: Array) -> Array: ...
 
-    def history(self, like: np.ndarray) -> np.ndarray | None: ...
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 class OneStep:
     """Base of one-step schemes: nothing of earlier steps to keep."""
 
-    def __init__(self, previous: Array | None = None) -> None:
+    def __init__(self, history: Sequence[Array] = ()) -> None:
         pass
 
-    def history(self, like: np.ndarray) -> None:
-        return None
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]:
+        return ()
+
+
+def existing(level: Array) -> Array | None:
+    """A saved history level, or None where it did not exist yet (stored as NaN)."""
+    return None if bool(namespace(level).isnan(level).all()) else level
 
 
 class TwoStep:
     """Base of two-step schemes: the density one step earlier, saved with the state for an exact resume."""
 
-    def __init__(self, previous: Array | None = None) -> None:
-        self.previous = previous
+    def __init__(self, history: Sequence[Array] = ()) -> None:
+        self.previous = existing(history[0]) if history else None
 
-    def history(self, like: np.ndarray) -> np.ndarray:
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]:
         """The density one step earlier (NaN before the first step)."""
-        return np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy()
+        return (np.full_like(like, np.nan) if self.previous is None else to_host(self.previous).copy(),)
 
 
 class ImplicitEuler(OneStep):
@@ -376,8 +370,8 @@ class BDF2(TwoStep):
     The first step (no ``m^{k-1}`` yet) is an implicit Euler step.
     """
 
-    def __init__(self, previous: Array | None = None) -> None:
-        super().__init__(previous)
+    def __init__(self, history: Sequence[Array] = ()) -> None:
+        super().__init__(history)
         self._V_previous: Array | None = None  # V of ``previous``; recomputed after a resume
 
     def advance(self, fv: FiniteVolume, V: Array) -> Array:
@@ -398,7 +392,7 @@ class BDF2(TwoStep):
         return new
 
 
-GRID_SCHEMES: Registry[Callable[[Array | None], GridScheme]] = Registry("grid.scheme")
+GRID_SCHEMES: Registry[Callable[[Sequence[Array]], GridScheme]] = Registry("grid.scheme")
 GRID_SCHEMES.add("implicit-euler", ImplicitEuler, "positive for any step, order 1")
 GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
 
@@ -412,11 +406,11 @@ class FiniteVolume(GridDensity):
 
     def __init__(
         self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
-        scheme: str = "implicit-euler", previous: npt.ArrayLike | None = None, linear_solver: str = "auto",
+        scheme: str = "implicit-euler", history: Sequence[npt.ArrayLike] = (), linear_solver: str = "auto",
         solver_tol: float = 1e-10, **kwargs: Any,
     ) -> None:
         super().__init__(functional, grid, density, eta, **kwargs)
-        self._use_scheme(GRID_SCHEMES, scheme, previous)
+        self._use_scheme(GRID_SCHEMES, scheme, history)
         self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
 
     def solve(self, V: Array, dt: float, rhs: Array) -> Array:

@@ -17,6 +17,7 @@ from mfld.model.registry import Registry
 from .grid import GRID_SCHEMES, FiniteVolume
 from .particles import PARTICLE_SCHEMES, Particles
 from .spectral import SPECTRAL_SCHEMES, FourierSpectral
+from .state import DensityState, ParticleState
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class Discretization:
     scheme_key: str | None
     max_dim: int | None
     linear_solver: bool = False  # takes grid.linear_solver and grid.solver_tol
+
+    @property
+    def state_type(self) -> type[ParticleState] | type[DensityState]:
+        """The state its systems save and continue from."""
+        return DensityState if self.density else ParticleState
 
 
 DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +25,7 @@ from mfld.model.problem import Problem
 from mfld.model.registry import Registry
 
 from .noise import NoiseSource, as_noise
+from .state import ParticleState
 
 
 class ParticleScheme(Protocol):
@@ -49,16 +49,6 @@ def euler_maruyama(
 
 PARTICLE_SCHEMES: Registry[ParticleScheme] = Registry("particles.scheme")
 PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
-
-
-@dataclass
-class ParticleState:
-    """Everything a run needs to continue bit for bit."""
-
-    positions: np.ndarray
-    step: int
-    time: float
-    rng_state: str
 
 
 class StepSizeWarning(UserWarning):

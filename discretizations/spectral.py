@@ -24,7 +24,7 @@ for smooth densities (see ``validation`` for the measured comparison).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,7 +42,7 @@ class SpectralScheme(Protocol):
 
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array: ...
 
-    def history(self, like: np.ndarray) -> np.ndarray | None: ...
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 class ImexEuler(OneStep):
@@ -55,8 +55,8 @@ class ImexEuler(OneStep):
 class SBDF2(TwoStep):
     """``(3 + 2 eta lam |xi|^2) m^_{k+1} = 4 m^_k - m^_{k-1} + 2 eta (2 N_k - N_{k-1})``: second order."""
 
-    def __init__(self, previous: Array | None = None) -> None:
-        super().__init__(previous)
+    def __init__(self, history: Sequence[Array] = ()) -> None:
+        super().__init__(history)
         self._previous_hat: tuple[Array, Array] | None = None  # m^ and N of ``previous``; recomputed after a resume
 
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array:
@@ -73,7 +73,7 @@ class SBDF2(TwoStep):
         return new
 
 
-SPECTRAL_SCHEMES: Registry[Callable[[Array | None], SpectralScheme]] = Registry("spectral.scheme")
+SPECTRAL_SCHEMES: Registry[Callable[[Sequence[Array]], SpectralScheme]] = Registry("spectral.scheme")
 SPECTRAL_SCHEMES.add("imex-euler", ImexEuler, "order 1")
 SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 
@@ -85,10 +85,10 @@ class FourierSpectral(GridDensity):
     signed = True
 
     def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
-                 scheme: str = "imex-euler", previous: npt.ArrayLike | None = None, **kwargs: Any) -> None:
+                 scheme: str = "imex-euler", history: Sequence[npt.ArrayLike] = (), **kwargs: Any) -> None:
         super().__init__(functional, grid, density, eta, **kwargs)
         xp = self.xp
-        self._use_scheme(SPECTRAL_SCHEMES, scheme, previous)
+        self._use_scheme(SPECTRAL_SCHEMES, scheme, history)
         freqs = []
         for k, (n, h) in enumerate(zip(grid.shape, grid.spacing, strict=True)):
             last = k == grid.dim - 1

@@ -3,7 +3,7 @@
 A :class:`System` holds one measure (particles, or a density on a grid), the
 functional it evolves under, and a step count and time; ``step()`` advances it
 by one step of its scheme. Everything a run needs to continue bit for bit is
-its ``state()``, a :class:`State`; ``diagnostics()`` are the discretisation's
+its ``state()``, a :class:`~mfld.discretizations.state.State`; ``diagnostics()`` are the discretisation's
 own observables (a grid's certificate, mass, minimum density) next to the
 measure's (:mod:`mfld.model.observables`).
 """
@@ -15,12 +15,7 @@ from typing import Protocol
 from mfld.model.backend import Array
 from mfld.model.functional import Fit, Functional
 
-
-class State(Protocol):
-    """A host copy of what a system needs to continue: at least its step and time."""
-
-    step: int
-    time: float
+from .state import State
 
 
 class System(Protocol):

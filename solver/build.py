@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FieldState, Grid, check_box, gaussian_density
+from mfld.discretizations.grid import Grid, check_box, gaussian_density
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
-from mfld.discretizations.particles import Particles, ParticleState, check_step_size, initial_positions
+from mfld.discretizations.particles import Particles, check_step_size, initial_positions
+from mfld.discretizations.state import DensityState, ParticleState
 from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
 from mfld.model.backend import get_backend, to_host
@@ -178,7 +179,7 @@ def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool
 
 
 def build_system(
-    config: Config, problem: Problem, state: ParticleState | FieldState | None = None,
+    config: Config, problem: Problem, state: ParticleState | DensityState | None = None,
     comm: Communicator | None = None,
 ) -> System:
     """A fresh discretisation of the configuration, or one continuing a saved state.
@@ -208,15 +209,16 @@ def build_system(
                         drift=build_drift(config, functional, noise), offset=start, total=N, **options)
     grid = build_grid(config, functional)
     reference = stationary(config, functional, grid).objective if config["grid"]["gap"] else None
+    history: tuple[np.ndarray, ...] = ()
     if state is None:
         density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
-        step, time, previous = 0, 0.0, None
-    elif isinstance(state, FieldState):
-        density, step, time, previous = state.density, state.step, state.time, state.previous
+        step, time = 0, 0.0
+    elif isinstance(state, DensityState):
+        density, step, time, history = state.density, state.step, state.time, state.history
     else:
         raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
     if spec.schemes is not None:
-        options["previous"] = previous
+        options["history"] = history
     if spec.linear_solver:
         options.update(linear_solver=config["grid"]["linear_solver"], solver_tol=config["grid"]["solver_tol"])
     return spec.cls(functional, grid, density, eta, step=step, time=time, reference_objective=reference,
@@ -509,5 +511,5 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
         for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"],
                                             strict=True)):
             store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
-        store.commit(FieldState(to_host(result.density), 0, 0.0))
+        store.commit(DensityState(to_host(result.density), 0, 0.0))
     return path

@@ -25,7 +25,8 @@ with warnings.catch_warnings():  # a notebook without ipywidgets gets the text b
     from tqdm.auto import tqdm
 
 from mfld.discretizations.loop import Recorder
-from mfld.discretizations.system import State, System
+from mfld.discretizations.state import State
+from mfld.discretizations.system import System
 
 log = logging.getLogger("mfld")
 

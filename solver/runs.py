@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from mfld.discretizations.grid import FieldState, Grid
+from mfld.discretizations.grid import Grid
 from mfld.discretizations.loop import Interrupted, Observer
-from mfld.discretizations.particles import ParticleState
-from mfld.discretizations.system import State, System
+from mfld.discretizations.state import DensityState, ParticleState, State
+from mfld.discretizations.system import System
 
 from . import build
 from .config import Config, load_config
 from .storage import CheckpointError, CheckpointReader, Snapshot
+from .storage.reader import snapshot_of
 
 log = logging.getLogger("mfld")
 ConfigLike = str | Path | Mapping[str, Any] | None
@@ -66,15 +67,10 @@ class MemoryRecord:
         if hits.size == 0:
             raise CheckpointError(f"step {step} is not kept; kept steps: {self.steps.tolist()}")
         state = self._states[int(hits[-1])]
-        if isinstance(state, ParticleState):
-            W = state.positions
-            return Snapshot(None, self.config, self.data, self.kind, state.step, state.time, W,
-                            np.full(W.shape[0], 1.0 / W.shape[0]), state.rng_state)
-        if not isinstance(state, FieldState):
+        if not isinstance(state, ParticleState | DensityState):
             raise CheckpointError(f"a kept state of a run in memory is a {type(state).__name__}")
-        grid = self.grid()
-        return Snapshot(None, self.config, self.data, self.kind, state.step, state.time, grid.centers(),
-                        state.density.ravel() * grid.cell_volume, None, state.density, grid, state.previous)
+        return snapshot_of(state, None, self.config, self.data, self.kind,
+                           self.grid() if isinstance(state, DensityState) else None)
 
 
 class Run:
@@ -121,7 +117,7 @@ class Run:
         return self.record.snapshot(step)
 
     @property
-    def state(self) -> ParticleState | FieldState:
+    def state(self) -> ParticleState | DensityState:
         """The last frame: positions and noise state, or the density (what a resume continues from)."""
         return self.snapshot().state()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
-from mfld.discretizations.particles import ParticleState
+from mfld.discretizations.state import ParticleState
 from mfld.solver import build
 from mfld.solver.config import load_config, to_toml
 from mfld.solver.storage import CheckpointReader, CheckpointStore, load
@@ -139,3 +139,25 @@ def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp
             build.resume(path)
         np.testing.assert_array_equal(load(path).points, expected)
     assert resumed >= 2  # the kills did land during the runs
+
+
+def test_a_particle_state_with_a_scheme_history_is_written_and_read_back(tmp_path):
+    """The store writes every array a state lists: two history levels (a scheme with memory) come back as they were,
+    each its own element sharing the positions' clock, and a frame without them reads back without them."""
+    rng = np.random.default_rng(1)
+    store = _store(tmp_path / "run.h5", checksum=False)
+    states = [ParticleState(rng.normal(size=(64, 5)), 10 * k, 1.0 * k, f'{{"seed": {k}}}',
+                            (rng.normal(size=(64, 5)), rng.normal(size=(64, 5)))) for k in range(3)]
+    for state in states:
+        store.add_observables(state.step, state.time, {"U": 0.0})
+        store.commit(state)
+    reader = CheckpointReader(tmp_path / "run.h5")
+    for state in states:
+        back = reader.snapshot(state.step).state()
+        assert isinstance(back, ParticleState) and back.rng_state == state.rng_state and len(back.history) == 2
+        np.testing.assert_array_equal(back.positions, state.positions)
+        for got, want in zip(back.history, state.history, strict=True):
+            np.testing.assert_array_equal(got, want)
+    with h5py.File(tmp_path / "run.h5") as f:
+        assert set(f["particles/mu"]) == {"box", "position", "rng_state", "history", "history_2"}
+        assert f["particles/mu/history_2/step"].id == f["particles/mu/position/step"].id

@@ -94,3 +94,20 @@ def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, mon
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
     with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once that plug-in is imported"):
         CheckpointReader(path)
+
+
+V02 = Path(__file__).resolve().parent / "data" / "v0.2"
+"""Files of K steps written by mfld 0.2.0.dev1 before states were typed (the storage of commit 7823add)."""
+
+
+@pytest.mark.parametrize("kind, scheme", [("particles", "euler-maruyama"), ("grid", "bdf2"), ("spectral", "sbdf2")])
+def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_path):
+    old = tmp_path / "old.h5"
+    old.write_bytes((V02 / f"{kind}-{scheme}.h5").read_bytes())
+    assert CheckpointReader(old).provenance["mfld"] == "0.2.0.dev1"
+    straight = build.start(_config(kind, scheme, 2 * K), tmp_path / "straight.h5")
+    build.resume(old, steps=K)
+    a, b = _frames(straight), _frames(old)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{kind}/{scheme}: {name} after resume")

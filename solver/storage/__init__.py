@@ -1,16 +1,20 @@
 """HDF5 checkpoints of mu_t in the H5MD 1.1 layout, crash-safe and resumable.
 
-File layout (every time series is an H5MD element ``{step, time, value}``)::
+Every frame is a :class:`~mfld.discretizations.state.State`: the store writes each array the state
+lists (:meth:`~mfld.discretizations.state.ParticleState.arrays`) as an element of the state's group,
+and the reader rebuilds the state of the file's kind from them (``from_arrays``). File layout (every
+time series is an H5MD element ``{step, time, value}``)::
 
     /h5md                         version = [1, 1]; author, creator groups
     /particles/mu/box             dimension = p, boundary = "none"
     /particles/mu/position        value: frames x N x p
     /particles/mu/rng_state       value: frames, JSON text of the noise generator
+    /particles/mu/history[_k]     value: frames x N x p, what a particle scheme with memory keeps
     /fields/mu                    value: frames x cells_1 x ... x cells_p (grid densities), with
                                   the cell centres w_k of each axis and time as dimension scales
                                   in the same group (netCDF tools and xarray's h5netcdf engine
                                   open it: group "fields/mu"); /fields attrs lower, upper, cells
-    /fields/mu_previous           the density one step earlier (bdf2 only, for exact resume)
+    /fields/mu_previous[_k]       the density k steps earlier (multi-level schemes: bdf2, sbdf2)
     /observables/<name>           value: records (objective, U, second_moment, ...)
     /parameters                   attrs: config (TOML text), mfld_kind
     /parameters/data/{X, Y, X_test, Y_test[, relevant]}

@@ -13,7 +13,17 @@ import numpy as np
 
 from ..config import Config
 from .commit import CheckpointError, available_memory, counts
-from .elements import COUNT, FIELDS, PARTICLES, STATIONARY, committed_counts, frame_element, holds_density
+from .elements import (
+    COUNT,
+    FIELDS,
+    MAIN,
+    PARTICLES,
+    STATIONARY,
+    committed_counts,
+    frame_element,
+    frame_elements,
+    holds_density,
+)
 
 DATA_NAMES = ("X", "Y", "X_test", "Y_test", "relevant")
 
@@ -45,9 +55,6 @@ def layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], d
             cells = tuple(int(c) for c in f[FIELDS].attrs["cells"])
             if value.shape[1:] != cells:
                 out.append(f"{value.name} has frames of shape {value.shape[1:]}, the grid has {cells} cells")
-            prev = f.get(f"{FIELDS}/mu_previous/value")
-            if prev is not None and prev.shape != value.shape:
-                out.append(f"{prev.name} has shape {prev.shape}, unlike {value.name} {value.shape}")
         else:
             N = config["particles"]["N"]
             dim = int(f[f"{PARTICLES}/box"].attrs["dimension"])
@@ -59,6 +66,12 @@ def layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], d
                 out.append(f"{PARTICLES}/rng_state must hold one noise state per frame")
         if not np.issubdtype(value.dtype, np.floating):
             out.append(f"{value.name} has dtype {value.dtype}, not floating point")
+        group = FIELDS if density else PARTICLES
+        for path in frame_elements(f):  # a state's other arrays (its scheme's history) are shaped like its measure
+            other = f[f"{path}/value"]
+            if path.startswith(f"{group}/") and path not in MAIN and other.dtype.kind not in "SO" \
+                    and other.shape != value.shape:
+                out.append(f"{other.name} has shape {other.shape}, unlike {value.name} {value.shape}")
     elif frames:
         out.append(f"/{COUNT} counts {frames} frames in a file that has none")
     for name, obs in f["observables"].items():

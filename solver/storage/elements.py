@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from mfld.discretizations.grid import Grid
 from mfld.discretizations.kinds import DISCRETIZATIONS
+from mfld.discretizations.state import DensityState, ParticleState
 
 from .commit import CheckpointError, counts, rows
 
@@ -27,7 +28,26 @@ TEXT = h5py.string_dtype()
 COUNT = "parameters/committed"  # [frames, records]: the rows that hold data
 
 
-FRAME_ELEMENTS = (f"{PARTICLES}/position", f"{PARTICLES}/rng_state", f"{FIELDS}/mu", f"{FIELDS}/mu_previous")
+GROUPS = {"particles": PARTICLES, "fields": FIELDS}
+"""Where the arrays of a state of each ``group`` live in a file."""
+MAIN = (f"{PARTICLES}/position", f"{FIELDS}/mu")
+"""The elements whose frames define the saved steps; a state's other arrays share their step and time."""
+
+
+def frame_elements(f: h5py.File) -> list[str]:
+    """The paths of the file's frame elements (every element of a state's group), the main one first."""
+    found = []
+    for path in GROUPS.values():
+        group = f.get(path)
+        if isinstance(group, h5py.Group):
+            found += [f"{path}/{name}" for name, el in group.items() if isinstance(el, h5py.Group) and "value" in el]
+    return ordered(found)
+
+
+def ordered(paths: object) -> list[str]:
+    """Frame element paths, the main element of each group first (the others take its clock)."""
+    return sorted(set(paths), key=lambda p: (p not in MAIN, p))  # type: ignore[call-overload]
+
 
 
 Record = tuple[int, float, dict[str, float]]
@@ -35,6 +55,11 @@ Record = tuple[int, float, dict[str, float]]
 
 STATIONARY = "stationary"
 """The kind of a file that holds mu* (``mfld stationary``): a density, not a run."""
+
+
+def state_type(kind: str) -> type[ParticleState] | type[DensityState]:
+    """The state a file of ``kind`` holds: the registered discretisation's (a density for mu*)."""
+    return DensityState if kind == STATIONARY else DISCRETIZATIONS[kind].state_type
 
 
 def holds_density(kind: str) -> bool | None:

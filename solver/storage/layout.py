@@ -6,20 +6,21 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from mfld.discretizations.grid import FieldState
-from mfld.discretizations.particles import ParticleState
-from mfld.discretizations.system import State
+from mfld.discretizations.state import State
 
 from .commit import counter, counts
 from .elements import (
     COUNT,
     FIELDS,
-    FRAME_ELEMENTS,
+    GROUPS,
+    MAIN,
     PARTICLES,
     Record,
     committed_counts,
     density_element,
+    frame_elements,
     has_checksums,
+    ordered,
     slot_element,
 )
 
@@ -28,16 +29,13 @@ Frame = dict[str, np.ndarray | np.bytes_]
 
 
 def frame_of(state: State) -> Frame:
-    """The rows one frame of ``state`` adds, by element (the layouts of particles and of densities)."""
-    if isinstance(state, ParticleState):
-        return {f"{PARTICLES}/position": np.asarray(state.positions),
-                f"{PARTICLES}/rng_state": np.bytes_(state.rng_state.encode())}
-    if not isinstance(state, FieldState):
-        raise TypeError(f"checkpoint files hold particle and density states, not {type(state).__name__}")
-    out: Frame = {f"{FIELDS}/mu": np.asarray(state.density)}
-    if state.previous is not None:
-        out[f"{FIELDS}/mu_previous"] = np.asarray(state.previous)
-    return out
+    """The rows one frame of ``state`` adds, by element: each of its arrays, under its group's path."""
+    group = GROUPS.get(getattr(state, "group", ""))
+    if group is None:
+        raise TypeError(f"checkpoint files hold states of the groups {', '.join(GROUPS)}, not a "
+                        f"{type(state).__name__}")
+    return {f"{group}/{name}": np.bytes_(value.encode()) if isinstance(value, str) else np.asarray(value)
+            for name, value in state.arrays().items()}
 
 
 def frame_bytes(state: State) -> int:
@@ -55,7 +53,7 @@ def fits_in_place(f: h5py.File, frame: Frame, records: list[Record]) -> bool:
     if not isinstance(f.get(COUNT), h5py.Dataset) or counts(f[COUNT], 2) is None:
         return False
     k, r = committed_counts(f)
-    for path in set(frame) | {p for p in FRAME_ELEMENTS if p in f}:
+    for path in set(frame) | set(frame_elements(f)):
         value = f.get(f"{path}/value")
         if value is None or value.shape[0] < k + bool(frame) or value.chunks is None:
             return False
@@ -84,11 +82,10 @@ def write_rows(f: h5py.File, frame: Frame, step: int, time: float,
             el["step"][rows_], el["time"][rows_] = steps, times
 
     if frame:
-        for path in FRAME_ELEMENTS:
-            if path in f:
-                el = f[path]
-                tick(el, k, step, time)
-                el["value"][k] = frame[path] if path in frame else blank_row(el["value"])
+        for path in frame_elements(f):
+            el = f[path]
+            tick(el, k, step, time)
+            el["value"][k] = frame[path] if path in frame else blank_row(el["value"])
     if records:
         rows_ = slice(r, r + len(records))
         for name, el in f["observables"].items():
@@ -125,10 +122,10 @@ def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str]
     committed rows of ``old`` are copied. ``trim``: exactly ``need`` rows, no padding."""
     k, r = committed_counts(old) if old is not None else (0, 0)
     checksum = has_checksums(new)
-    sources = {p: old[p] for p in FRAME_ELEMENTS if old is not None and p in old}
+    sources = {p: old[p] for p in frame_elements(old)} if old is not None else {}
     cap_frames = capacity(want[0], need[0], max([e["value"].shape[0] for e in sources.values()], default=0))
     cap_frames = need[0] if trim else cap_frames
-    for path in FRAME_ELEMENTS:
+    for path in ordered([*frame, *sources]):
         src = sources.get(path)
         template: np.ndarray | np.bytes_
         if path in frame:
@@ -146,8 +143,8 @@ def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str]
         group, name = path.rsplit("/", 1)
         if group == FIELDS:
             el = density_element(new[group], name, cap_frames, template.shape, dtype)
-        else:  # the noise state is sampled with the positions: it shares their step and time (H5MD allows it)
-            clock = new.get(f"{PARTICLES}/position") if name == "rng_state" else None
+        else:  # the noise state and the history are sampled with the positions: their step and time (H5MD allows it)
+            clock = new.get(f"{PARTICLES}/position") if f"{group}/{name}" not in MAIN else None
             el = slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
         for i in range(k):  # one frame at a time: memory stays one frame
             el["step"][i], el["time"][i] = (src["step"][i], src["time"][i]) if src is not None else (-1, np.nan)

@@ -12,14 +12,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mfld.discretizations.grid import FieldState, Grid
+from mfld.discretizations.grid import Grid
 from mfld.discretizations.kinds import DISCRETIZATIONS
-from mfld.discretizations.particles import ParticleState
+from mfld.discretizations.state import DensityState, ParticleState
 
 from ..config import FIRST_VERSION, Config, from_toml
 from .checks import DATA_NAMES, bounded_frame, check_file, clock_problems, kind_problems, layout_problems, read_bounded
 from .commit import CheckpointError
-from .elements import FIELDS, PARTICLES, committed_counts, frame_element, holds_density
+from .elements import (
+    FIELDS,
+    GROUPS,
+    PARTICLES,
+    committed_counts,
+    frame_element,
+    frame_elements,
+    holds_density,
+    state_type,
+)
 from .sharded import missing_shards
 
 
@@ -42,13 +51,27 @@ class Snapshot:
     rng_state: str | None = None
     density: np.ndarray | None = None
     grid: Grid | None = None
-    previous: np.ndarray | None = None
+    history: tuple[np.ndarray, ...] = ()
 
-    def state(self) -> ParticleState | FieldState:
+    def state(self) -> ParticleState | DensityState:
         """What a system needs to continue from this frame."""
         if self.density is None:
-            return ParticleState(self.points, self.step, self.time, str(self.rng_state))
-        return FieldState(self.density, self.step, self.time, self.previous)
+            return ParticleState(self.points, self.step, self.time, str(self.rng_state), self.history)
+        return DensityState(self.density, self.step, self.time, self.history)
+
+
+def snapshot_of(state: ParticleState | DensityState, path: Path | None, config: Config, data: dict[str, np.ndarray],
+                kind: str, grid: Grid | None) -> Snapshot:
+    """The :class:`Snapshot` of a state: particles with equal weights, or a density's cell centres and masses."""
+    if isinstance(state, ParticleState):
+        W = state.positions
+        total = int(config["particles"]["N"])
+        return Snapshot(path, config, data, kind, state.step, state.time, W, np.full(W.shape[0], 1.0 / total),
+                        state.rng_state, history=state.history)
+    if grid is None:
+        raise CheckpointError("a density state needs its grid")
+    return Snapshot(path, config, data, kind, state.step, state.time, grid.centers(),
+                    state.density.ravel() * grid.cell_volume, None, state.density, grid, state.history)
 
 
 class CheckpointReader:
@@ -138,27 +161,27 @@ class CheckpointReader:
                 )
             k = int(hits[-1])
         step_k, time_k = int(self.steps[k]), float(self.times[k])
+        kind = state_type(self.kind)
+        group = GROUPS[kind.group]
+        arrays: dict[str, np.ndarray | str] = {}
         with self._open() as f:
-            if FIELDS not in f:
-                value = f[f"{PARTICLES}/position/value"]
+            for path in frame_elements(f):
+                if not path.startswith(f"{group}/"):
+                    continue
+                value = f[f"{path}/value"]
                 bounded_frame(self.path, value)
-                W = value[k, rows]
-                rng = f[f"{PARTICLES}/rng_state/value"][k]
-                rng_state = rng.decode() if isinstance(rng, bytes) else str(rng)
-                q = np.full(W.shape[0], 1.0 / value.shape[1])
-                return Snapshot(self.path, self.config, self.data, self.kind, step_k, time_k, W, q, rng_state)
-            density = f[f"{FIELDS}/mu/value"]
-            bounded_frame(self.path, density)
-            density = density[k]
-            previous = f[f"{FIELDS}/mu_previous/value"][k] if f"{FIELDS}/mu_previous" in f else None
-        if previous is not None and np.isnan(previous).all():
-            previous = None
-        grid = self.grid()
-        q = density.ravel() * grid.cell_volume
-        return Snapshot(
-            self.path, self.config, self.data, self.kind, step_k, time_k, grid.centers(), q, None, density, grid,
-            previous,
-        )
+                if value.dtype.kind in "SO":  # text: the noise state
+                    text = value[k]
+                    arrays[path.rsplit("/", 1)[1]] = text.decode() if isinstance(text, bytes) else str(text)
+                else:  # a particle array is read for the rows asked (a density whole)
+                    arrays[path.rsplit("/", 1)[1]] = value[k, rows] if group == PARTICLES else value[k]
+        try:
+            state = kind.from_arrays(step_k, time_k, arrays)
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{str(self.path)!r}: the frame at step {step_k} is not a {kind.__name__}: "
+                                  f"{type(e).__name__}: {e}") from None
+        return snapshot_of(state, self.path, self.config, self.data, self.kind,
+                           self.grid() if group == FIELDS else None)
 
     def grid(self) -> Grid:
         """The :class:`~mfld.discretizations.grid.Grid` of a density file."""

@@ -11,8 +11,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from mfld.discretizations.particles import ParticleState
-from mfld.discretizations.system import State
+from mfld.discretizations.state import ParticleState, State
 from mfld.model.distributed import Communicator
 
 from .checks import check_file
@@ -115,6 +114,8 @@ class ShardedCheckpointStore(CheckpointStore):
     def commit(self, state: State) -> None:
         if not isinstance(state, ParticleState):
             raise TypeError(f"a sharded checkpoint holds particles, not {type(state).__name__}")
+        if state.history:
+            raise TypeError("a sharded checkpoint holds no scheme history: run a particle scheme with memory alone")
         W = np.asarray(state.positions)
         local_index = self._commit_shard(W)
         sources = self.comm.allgather([self.shard.name, local_index, self.start, self.stop])

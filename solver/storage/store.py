@@ -11,18 +11,18 @@ import h5py
 import numpy as np
 
 from mfld.discretizations.grid import Grid
-from mfld.discretizations.system import State
+from mfld.discretizations.state import State
 
 from .checks import check_file
 from .commit import CheckpointError, commit_rows, counter, replace
 from .elements import (
     COUNT,
     FIELDS,
-    FRAME_ELEMENTS,
     H5MD_VERSION,
     PARTICLES,
     Record,
     committed_counts,
+    frame_elements,
     holds_density,
 )
 from .layout import Frame, copy_metadata, fits_in_place, frame_of, lay_out, write_rows
@@ -143,7 +143,7 @@ class CheckpointStore:
             return
         with h5py.File(self.path, "r") as f:
             k, r = committed_counts(f)
-            frames = [f[p]["value"].shape[0] for p in FRAME_ELEMENTS if p in f]
+            frames = [f[p]["value"].shape[0] for p in frame_elements(f)]
             records = [o["value"].shape[0] for o in f["observables"].values()]
         if all(n == k for n in frames) and all(n == r for n in records):
             return
