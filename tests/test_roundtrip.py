@@ -105,9 +105,10 @@ def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_pat
     old = tmp_path / "old.h5"
     old.write_bytes((V02 / f"{kind}-{scheme}.h5").read_bytes())
     assert CheckpointReader(old).provenance["mfld"] == "0.2.0.dev1"
+    had = set(_frames(old))  # an observable added since 0.2 has no records of the old file's steps
     straight = build.start(_config(kind, scheme, 2 * K), tmp_path / "straight.h5")
     build.resume(old, steps=K)
     a, b = _frames(straight), _frames(old)
-    assert a.keys() == b.keys()
-    for name in a:
+    assert had <= a.keys() and had <= b.keys()
+    for name in had:
         np.testing.assert_array_equal(a[name], b[name], err_msg=f"{kind}/{scheme}: {name} after resume")
