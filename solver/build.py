@@ -180,11 +180,13 @@ def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool
 
 def build_system(
     config: Config, problem: Problem, state: ParticleState | DensityState | None = None,
-    comm: Communicator | None = None,
+    comm: Communicator | None = None, reference_objective: float | None = None,
 ) -> System:
     """A fresh discretisation of the configuration, or one continuing a saved state.
 
     With a communicator of several processes (particles only), this process gets its block of the particles.
+    A density run with ``grid.gap`` solves for Obj(mu*) unless ``reference_objective`` gives it (a resume
+    reads it from its file).
     """
     comm = Serial() if comm is None else comm
     kind = config["discretization"]
@@ -208,7 +210,10 @@ def build_system(
         return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,
                         drift=build_drift(config, functional, noise), offset=start, total=N, **options)
     grid = build_grid(config, functional)
-    reference = stationary(config, functional, grid).objective if config["grid"]["gap"] else None
+    reference = None
+    if config["grid"]["gap"]:
+        reference = stationary(config, functional, grid).objective if reference_objective is None \
+            else reference_objective
     history: tuple[np.ndarray, ...] = ()
     if state is None:
         density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
@@ -317,8 +322,9 @@ def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) ->
     return hits(out["checkpoint_every"]), hits(out["metrics_every"])
 
 
-NewFile = tuple[str, Data, str, int, Grid | None, str, bool]
-"""What a new checkpoint file is created with: config text, data, kind, dimension, grid, author, checksum."""
+NewFile = tuple[str, Data, str, int, Grid | None, str, bool, float | None]
+"""What a new checkpoint file is created with: config text, data, kind, dimension, grid, author, checksum,
+Obj(mu*) of a grid run's gap."""
 
 
 def _store(path: Path, comm: Communicator, system: System, create: NewFile | None,
@@ -404,7 +410,8 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
             )
         system = build_system(config, problem, comm=comm)
         create: NewFile = (to_toml(config), data, system.kind, system.functional.dim, getattr(system, "grid", None),
-                  config["output"]["author"], config["output"]["checksum"])
+                           config["output"]["author"], config["output"]["checksum"],
+                           getattr(system, "reference_objective", None))
         steps = config["time"]["steps"]
         plan = planned_rows(config, 0, steps, resuming=False)
         if comm.rank == 0:  # the file gets room for every planned frame at step 0: refuse now what cannot fit
@@ -484,7 +491,8 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
                 f"{str(path)!r} already reached time.steps = {config['time']['steps']}; pass --steps K to go further"
             )
     try:
-        system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm)
+        system = build_system(config, build_problem(config, snap.data, trust=trust), snap.state(), comm,
+                              reader.reference_objective)
     except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
         raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
     store = _store(path, comm, system, None, planned_rows(config, snap.step, steps, resuming=True))

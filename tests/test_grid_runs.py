@@ -37,6 +37,22 @@ def test_grid_resume_is_bit_identical(tmp_path, extra):
     np.testing.assert_array_equal(oa["gap"]["value"], ob["gap"]["value"])
 
 
+def test_a_grid_resume_reads_obj_mu_star_from_its_file_instead_of_solving_again(tmp_path, monkeypatch):
+    whole = build.start(config(), tmp_path / "whole.h5")
+    half = build.start(config("time.steps=15"), tmp_path / "half.h5")
+    stored = CheckpointReader(half).reference_objective
+    assert stored is not None and stored == CheckpointReader(whole).reference_objective
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resume solved for mu* again")
+
+    monkeypatch.setattr(build, "stationary", refuse)
+    build.resume(half, steps=15)
+    oa, ob = CheckpointReader(whole).observables(), CheckpointReader(half).observables()
+    np.testing.assert_array_equal(oa["gap"]["value"], ob["gap"]["value"])
+    assert CheckpointReader(half).reference_objective == stored
+
+
 def test_grid_file_layout_and_analysis(tmp_path):
     path = build.start(config(), tmp_path / "g.h5")
     with h5py.File(path, "r") as f:

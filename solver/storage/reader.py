@@ -93,6 +93,8 @@ class CheckpointReader:
         # The kind first: a file of a discretisation that is not registered here fails on its name, not on its
         # configuration's.
         self.kind = str(f["parameters"].attrs["mfld_kind"])
+        stored = f["parameters"].attrs.get("reference_objective")
+        self.reference_objective = float(stored) if stored is not None else None  # Obj(mu*) of a grid run's gap
         if holds_density(self.kind) is None:
             raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r} (the registered "
                                   "discretisations are " + ", ".join(DISCRETIZATIONS) + "; a file of a discretisation "

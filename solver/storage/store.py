@@ -57,7 +57,8 @@ class CheckpointStore:
     @classmethod
     def create(
         cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
-        grid: Grid | None = None, author: str = "", checksum: bool = False, frames: int = 0, records: int = 0,
+        grid: Grid | None = None, author: str = "", checksum: bool = False, reference_objective: float | None = None,
+        frames: int = 0, records: int = 0,
     ) -> CheckpointStore:
         """The store of a new file with metadata, configuration and data.
 
@@ -65,7 +66,9 @@ class CheckpointStore:
         its first frame and the observables buffered before it (one whole-file write before the
         in-place commits start; :meth:`write_metadata` writes it without a frame).
         ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``;
-        ``author`` defaults to the login name; ``frames`` and ``records`` as for the constructor.
+        ``author`` defaults to the login name; ``reference_objective`` is Obj(mu*) of a grid run's gap
+        (read back as :attr:`~mfld.solver.storage.reader.CheckpointReader.reference_objective`);
+        ``frames`` and ``records`` as for the constructor.
         """
         path = Path(path)
 
@@ -83,6 +86,8 @@ class CheckpointStore:
             params.attrs["config"] = config_text
             params.attrs["mfld_kind"] = kind
             params.attrs["checksum"] = bool(checksum)
+            if reference_objective is not None:  # Obj(mu*) of a grid run's gap: a resume does not solve for it again
+                params.attrs["reference_objective"] = float(reference_objective)
             for key, value in prov.items():  # how this file was made
                 params.require_group("provenance").attrs[key] = value
             g = params.create_group("data")
