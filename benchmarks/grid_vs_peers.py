@@ -34,7 +34,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mfld.discretizations.grid import BoxWarning, FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.mesh import BoxWarning, Grid, gaussian_density
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.model.datasets import make_dataset
 from mfld.model.prior import PriorOnlyFunctional

@@ -1,6 +1,6 @@
 """The registry of discretisations: ``discretization`` -> system class, its time schemes and its kind.
 
-``density`` discretisations hold a density on a :class:`~mfld.discretizations.grid.Grid`
+``density`` discretisations hold a density on a :class:`~mfld.discretizations.mesh.Grid`
 and share one constructor ``cls(functional, grid, density, eta, **options)``;
 their files store ``/fields``. ``scheme_key`` is the configuration key choosing
 among ``schemes`` (None where the discretisation has one scheme of its own);

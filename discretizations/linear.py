@@ -50,7 +50,7 @@ AUTO_DIRECT_CELLS = 2048  # measured crossover in 2-D (about 40^2); in 3-D krylo
 
 
 class GridLike(Protocol):
-    """What the operator needs of a grid (read-only: :class:`~mfld.discretizations.grid.Grid`'s properties)."""
+    """What the operator needs of a grid (read-only: :class:`~mfld.discretizations.mesh.Grid`'s properties)."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...

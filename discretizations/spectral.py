@@ -2,7 +2,7 @@
 
 On a periodic box (an approximation of R^p when the density is negligible at its
 edges, exact for periodic feature maps such as ``cos``), with nodes at the cell
-centres of a :class:`~mfld.discretizations.grid.Grid` and wave vectors ``xi``:
+centres of a :class:`~mfld.discretizations.mesh.Grid` and wave vectors ``xi``:
 
     d_t m = lam Laplace(m) + div(m grad V_m)
 
@@ -34,7 +34,8 @@ from mfld.model.backend import Array
 from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
-from .grid import Grid, GridDensity, OneStep, TwoStep
+from .density import GridDensity, OneStep, TwoStep
+from .mesh import Grid
 
 
 class SpectralScheme(Protocol):

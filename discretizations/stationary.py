@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from mfld.model.backend import Array, namespace
 from mfld.model.functional import Functional
 
-from .grid import Grid, entropy
+from .density import entropy
+from .mesh import Grid
 
 
 class NotConvergedWarning(RuntimeWarning):

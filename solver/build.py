@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import Grid, check_box, gaussian_density
 from mfld.discretizations.kinds import DISCRETIZATIONS
+from mfld.discretizations.mesh import Grid, check_box, gaussian_density
 from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
 from mfld.discretizations.particles import Particles, check_step_size, initial_positions
 from mfld.discretizations.state import DensityState, ParticleState

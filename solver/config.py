@@ -19,7 +19,8 @@ from typing import Any
 
 import tomli_w
 
-from mfld.discretizations.grid import GRID_DIAGNOSTICS, GRID_SCHEMES
+from mfld.discretizations.density import GRID_DIAGNOSTICS
+from mfld.discretizations.grid import GRID_SCHEMES
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.linear import LINEAR_SOLVERS
 from mfld.discretizations.particles import PARTICLE_SCHEMES

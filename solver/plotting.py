@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from mfld.discretizations.grid import Grid
+from mfld.discretizations.mesh import Grid
 
 from .storage import CheckpointError, CheckpointReader, Snapshot
 

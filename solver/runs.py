@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from mfld.discretizations.grid import Grid
 from mfld.discretizations.loop import Interrupted, Observer
+from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState, State
 from mfld.discretizations.system import System
 

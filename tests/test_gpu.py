@@ -48,8 +48,8 @@ def test_particle_run_on_gpu(tmp_path):
 @pytest.mark.parametrize("solver", ["splitting", "krylov"])
 def test_grid_linear_solvers_on_gpu_match_cpu(solver):
     """The splitting sweep (vectorised Thomas) and GMRES (cupyx) run unchanged on CuPy arrays."""
-    from mfld.discretizations.grid import Grid
     from mfld.discretizations.linear import LINEAR_SOLVERS
+    from mfld.discretizations.mesh import Grid
 
     grid = Grid.box(3.0, [24, 20, 16], 3)
     rng = np.random.default_rng(0)

@@ -7,14 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mfld.discretizations.grid import (
-    BoxWarning,
-    FiniteVolume,
-    Grid,
-    check_box,
-    gaussian_density,
-)
+from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.linear import fokker_planck_matrix
+from mfld.discretizations.mesh import BoxWarning, Grid, check_box, gaussian_density
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
 from mfld.model.datasets import make_dataset

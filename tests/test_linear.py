@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.linear import LINEAR_SOLVERS, apply, choose, fokker_planck_matrix, split_solve
+from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.stationary import solve_stationary
 from mfld.validation.problems import low_dim_functional
 from mfld.validation.report import fit_slope

@@ -354,7 +354,7 @@ def test_the_memory_estimate_counts_the_features_of_the_n_side(monkeypatch):
     build.check_memory(small())
 
 
-@pytest.mark.filterwarnings("ignore::mfld.discretizations.grid.BoxWarning")  # the mass leaving first: expected
+@pytest.mark.filterwarnings("ignore::mfld.discretizations.mesh.BoxWarning")  # the mass leaving first: expected
 def test_an_unstable_spectral_step_names_the_step_size(capsys):
     args = ["run", "spectral-1d", "--set", "time.eta=1e6", "--set", "time.steps=20", "--set", "output.plot=false"]
     assert main(args) == 2

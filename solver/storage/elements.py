@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from mfld.discretizations.grid import Grid
 from mfld.discretizations.kinds import DISCRETIZATIONS
+from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
 
 from .commit import CheckpointError, counts, rows

@@ -12,8 +12,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mfld.discretizations.grid import Grid
 from mfld.discretizations.kinds import DISCRETIZATIONS
+from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
 
 from ..config import FIRST_VERSION, Config, from_toml
@@ -186,7 +186,7 @@ class CheckpointReader:
                            self.grid() if group == FIELDS else None)
 
     def grid(self) -> Grid:
-        """The :class:`~mfld.discretizations.grid.Grid` of a density file."""
+        """The :class:`~mfld.discretizations.mesh.Grid` of a density file."""
         with self._open() as f:
             if FIELDS not in f:
                 raise CheckpointError(f"{str(self.path)!r} holds particles, not a density on a grid")

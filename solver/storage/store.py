@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mfld.discretizations.grid import Grid
+from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import State
 
 from .checks import check_file

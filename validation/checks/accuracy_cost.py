@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfld.discretizations.grid import Grid
+from mfld.discretizations.mesh import Grid
 from mfld.model.datasets import make_dataset
 from mfld.model.functional import Functional
 from mfld.model.problem import Problem

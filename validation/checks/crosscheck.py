@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.model.functional import Functional
 

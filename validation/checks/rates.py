@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.particles import Particles
 from mfld.discretizations.stationary import solve_stationary
 from mfld.model.functional import Functional

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from mfld.discretizations import loop
-from mfld.discretizations.grid import FiniteVolume, Grid, gaussian_density
+from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.noise import as_noise
 from mfld.discretizations.particles import Particles
 from mfld.model.label_noise import ExpectedLabelNoiseFunctional, LabelNoiseDrift
