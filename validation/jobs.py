@@ -183,8 +183,10 @@ class JobPool:
         context = multiprocessing.get_context("spawn")
         waiting = list(todo)
         running: dict[Connection, tuple[int, Any]] = {}  # the parent's end of each pipe: (job, process)
+        # SIGINT too, explicitly: a process started in the background inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler (the run loop, likewise, installs its own).
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         try:
             while waiting or running:
                 while waiting and len(running) < workers:
@@ -214,8 +216,8 @@ class JobPool:
             raise Interrupted(0, f"interrupted: {saved} of {len(jobs)} job results are saved in {self.folder}; "
                               "the same command continues from them") from None
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             for _, process in running.values():
                 process.kill()
             for _, process in running.values():
