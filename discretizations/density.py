@@ -16,7 +16,7 @@ from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
 
 from .mesh import BoxWarning, Grid
-from .state import DensityState
+from .state import DensityState, existing
 
 
 def entropy(m: Array, cell_volume: float) -> float:
@@ -186,11 +186,6 @@ class OneStep:
 
     def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]:
         return ()
-
-
-def existing(level: Array) -> Array | None:
-    """A saved history level, or None where it did not exist yet (stored as NaN)."""
-    return None if bool(namespace(level).isnan(level).all()) else level
 
 
 class TwoStep:

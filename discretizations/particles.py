@@ -7,8 +7,12 @@ or the label-noise procedure's) by a time scheme from :data:`PARTICLE_SCHEMES`:
     euler-maruyama:   w_i <- w_i + eta b(w_i) + sqrt(2 eta lam) xi_i,   xi_i ~ N(0, I)
 
 With ``langevin=False`` the noise is dropped: the explicit Euler step of the
-mean-field gradient flow. A scheme is a pure function; :class:`Particles` holds
-the state (positions, step, time, noise source) around it.
+mean-field gradient flow. A one-step scheme is a pure function; :class:`Particles`
+holds the state (positions, step, time, noise source) around it. A scheme with
+memory (one that needs, say, the previous step's noise) is a class of
+:class:`SchemeWithMemory` shape: built from its ``history`` (arrays of N x p, newest
+first, empty for a new run), called like a function, and returning what it keeps
+with ``history(like)``, which the run's state saves for an exact resume.
 """
 
 from __future__ import annotations
@@ -47,7 +51,24 @@ def euler_maruyama(
     return W_new
 
 
-PARTICLE_SCHEMES: Registry[ParticleScheme] = Registry("particles.scheme")
+class SchemeWithMemory(ParticleScheme, Protocol):
+    """A particle scheme that keeps arrays of earlier steps (N x p each; NaN for those not there yet)."""
+
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...
+
+
+def build_scheme(entry: ParticleScheme | type, history: tuple[np.ndarray, ...] = ()) -> ParticleScheme:
+    """The scheme a registry entry makes: the function itself, or an instance of a class built from ``history``."""
+    if isinstance(entry, type):
+        scheme: ParticleScheme = entry(history)
+        return scheme
+    if history:
+        raise ValueError("this particle scheme keeps no history, but the saved state has some: the file was written "
+                         "by another scheme")
+    return entry
+
+
+PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry("particles.scheme")
 PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
 
 
@@ -126,17 +147,19 @@ class Particles:
         scheme: str = "euler-maruyama",
         offset: int = 0,
         total: int | None = None,
+        history: tuple[np.ndarray, ...] = (),
     ) -> None:
         check_step_size(functional.problem, eta)
         self.functional = functional
         self.drift: Drift = GradientDrift(functional) if drift is None else drift
-        self.scheme = PARTICLE_SCHEMES[scheme]
         self.eta = float(eta)
         self.langevin = langevin
         self.noise = as_noise(noise)
         xp = namespace(functional.problem.X)
         self.xp = xp
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
+        self.scheme = build_scheme(PARTICLE_SCHEMES[scheme],
+                                   tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history))
         local = self.positions.shape[0]
         self.offset = int(offset)
         self.total = local if total is None else int(total)
@@ -196,8 +219,11 @@ class Particles:
         self._fit = None
 
     def state(self) -> ParticleState:
-        """Host copy of the positions and the noise source's state."""
-        return ParticleState(to_host(self.positions).copy(), self.step_count, self.time, self.noise.state())
+        """Host copy of the positions, the noise source's state and the scheme's history."""
+        positions = to_host(self.positions).copy()
+        keeps = getattr(self.scheme, "history", None)
+        history = keeps(positions) if callable(keeps) else ()
+        return ParticleState(positions, self.step_count, self.time, self.noise.state(), history)
 
 
 def knn_entropy(W: np.ndarray) -> float:

@@ -20,8 +20,15 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from mfld.model.backend import Array, namespace
+
 Stored = np.ndarray | str
 """One stored part of a state: an array, or text."""
+
+
+def existing(level: Array) -> Array | None:
+    """A saved history level (an array of any backend), or None where it did not exist yet (stored as NaN)."""
+    return None if bool(namespace(level).isnan(level).all()) else level
 
 
 def _levels(prefix: str, count: int) -> list[str]:

@@ -205,6 +205,7 @@ def build_system(
             W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
         elif isinstance(state, ParticleState):
             noise, W, step, time = noise_from_state(state.rng_state), state.positions, state.step, state.time
+            options["history"] = state.history
         else:
             raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
         return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,

@@ -7,6 +7,7 @@ same: the storage asks the registry whether a kind holds particles or a density.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import h5py
@@ -15,6 +16,7 @@ import pytest
 
 from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
+from mfld.discretizations.state import existing
 from mfld.model.registry import Entry
 from mfld.solver import build
 from mfld.solver.cli import main
@@ -112,3 +114,30 @@ def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_pat
     assert had <= a.keys() and had <= b.keys()
     for name in had:
         np.testing.assert_array_equal(a[name], b[name], err_msg=f"{kind}/{scheme}: {name} after resume")
+
+
+class _LeimkuhlerMatthews:
+    """``w <- w + eta b(w) + sqrt(2 eta lam) (xi_k + xi_{k+1}) / 2``: a particle scheme with memory (the previous
+    step's noise), registered by a user; its first step is Euler-Maruyama's."""
+
+    def __init__(self, history: tuple[np.ndarray, ...] = ()) -> None:
+        self.xi = existing(history[0]) if history else None
+
+    def __call__(self, W, q, drift, eta, lam, xi, step, fit=None):
+        out = W + eta * drift(W, q, step, fit)
+        if xi is not None:
+            out = out + math.sqrt(2.0 * eta * lam) * (xi if self.xi is None else 0.5 * (self.xi + xi))
+        self.xi = xi
+        return out
+
+    def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (np.full_like(like, np.nan) if self.xi is None else np.array(self.xi),)
+
+
+def test_a_particle_scheme_with_memory_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
+    from mfld.discretizations.particles import PARTICLE_SCHEMES
+
+    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "lm", Entry("lm", _LeimkuhlerMatthews, "Leimkuhler-Matthews"))
+    _round_trip("particles", "lm", tmp_path)
+    with h5py.File(tmp_path / "half.h5") as f:
+        assert f["particles/mu/history/value"].shape[1:] == f["particles/mu/position/value"].shape[1:]
