@@ -33,9 +33,11 @@ def make_functional(
     particles run the procedure as a drift. Only the two-timescale functional can be split over
     processes (``comm``) or solve its dual system iteratively (``solve``).
     """
-    F = OBJECTIVES[name](problem, memory_budget, comm)
-    if solve is not None and isinstance(F, TwoTimescaleFunctional):
-        F.solve = solve
+    make = OBJECTIVES[name]
+    if make is TwoTimescaleFunctional:  # the one objective with a dual system to solve
+        F: Functional = TwoTimescaleFunctional(problem, memory_budget, comm, solve=solve)
+    else:
+        F = make(problem, memory_budget, comm)
     if label_noise <= 0:
         return F
     if not isinstance(F, TwoTimescaleFunctional):
