@@ -194,8 +194,8 @@ def figure_2(full: bool = False, seed: int = 0, runner: Runner = run_serial,
     )
     report.notes.append(
         f"Initial measure: {_init_name(_init_sd(c))}, the narrow start of Figure 1, from which df rises during "
-        "training as in the paper's figures; from the prior the tanh features start saturated and df starts near "
-        "its end value (see paper-figure-1), which would hide what the procedure does to df along the way."
+        "training as in the paper's figures; from the prior the tanh features start saturated, df starts high and "
+        "falls during training (see paper-figure-1)."
     )
     final = {s: (cv.at("degrees_of_freedom", -1)[0], cv.at("test_loss", -1)[0]) for s, cv in curves.items()}
     report.claim("the label-noise procedure lowers df (every s > 0 below s = 0)",
