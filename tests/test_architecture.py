@@ -111,3 +111,15 @@ def test_the_checker_sees_an_upward_import_and_a_cycle():
     graph["mfld.model.problem"] = graph["mfld.model.problem"] | {"mfld.solver.build"}
     assert ("mfld.model.problem", "mfld.solver.build") in upward(graph)
     assert any("mfld.model.problem" in c for c in cycles(graph))
+
+
+def test_every_package_folder_is_installed():
+    """A subpackage missing from pyproject's ``packages`` is left out of a non-editable install (``pip install .``)
+    while an editable one still finds it: mfld.solver.storage was, once, and only CI's fresh install failed."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = set()
+    for pkg, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            folders.add(".".join([pkg, *parts]))
+    assert folders <= set(setuptools["packages"]), sorted(folders - set(setuptools["packages"]))
