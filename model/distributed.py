@@ -17,6 +17,15 @@ import numpy as np
 
 from .backend import Array, namespace, to_host
 
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 T = TypeVar("T")
 Summable = TypeVar("Summable", float, Array)
 

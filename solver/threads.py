@@ -23,17 +23,9 @@ import math
 import os
 import time
 
-from mfld.model.distributed import Communicator
+from mfld.model.distributed import Communicator, cores
 
 from .config import Config
-
-
-def cores() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _cpu_times() -> tuple[float, float] | None:

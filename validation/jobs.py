@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from mfld.discretizations.loop import Interrupted
+from mfld.model.distributed import cores
 
 log = logging.getLogger("mfld.validation")
 
@@ -67,14 +68,6 @@ class Runner(Protocol):
 def run_serial(jobs: Sequence[Job]) -> list[Result]:
     """Run the jobs one after the other in this process, keeping nothing."""
     return [job.function(**job.arguments) for job in jobs]
-
-
-def cores() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _work(connection: Any, name: str, arguments: dict[str, Any], threads: int) -> None:
@@ -207,6 +200,8 @@ class JobPool:
                         process.join()
                         raise RuntimeError(f"job {jobs[k].label or jobs[k].name} ended without a result "
                                            f"(exit code {process.exitcode}; out of memory?)") from None
+                    finally:
+                        connection.close()
                     process.join()
                     if message[0] == "failed":
                         raise RuntimeError(f"job {jobs[k].label or jobs[k].name} failed:\n{message[1]}")

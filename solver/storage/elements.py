@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import h5py
 import numpy as np
 import numpy.typing as npt
@@ -44,9 +46,9 @@ def frame_elements(f: h5py.File) -> list[str]:
     return ordered(found)
 
 
-def ordered(paths: object) -> list[str]:
+def ordered(paths: Iterable[str]) -> list[str]:
     """Frame element paths, the main element of each group first (the others take its clock)."""
-    return sorted(set(paths), key=lambda p: (p not in MAIN, p))  # type: ignore[call-overload]
+    return sorted(set(paths), key=lambda p: (p not in MAIN, p))
 
 
 
