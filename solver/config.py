@@ -93,7 +93,8 @@ def _is_cell_count(x: object) -> bool:
 SCHEMA: dict[str, Key] = {
     "threads": _nonneg_int("BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
                            "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
-                           "variable MFLD_THREADS overrides it"),
+                           "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
+                           "counts: fix it to compare runs started separately"),
     "seed": _nonneg_int("seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)"),
     "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
     "backend": _choice("array library", BACKENDS),

@@ -15,6 +15,12 @@ own other MPI ranks, waiting for rank 0's choice, not counted). The choice is
 stored in the run's file (``threads``), so that a resume uses the same pools: BLAS sums in a
 thread-dependent order, and a resume must stay bit-identical. ``threads > 0`` in the
 configuration, or the environment variable ``MFLD_THREADS``, overrides the policy.
+
+The price of following the load: two runs of one configuration started separately, under
+different loads, may take different counts and then agree only to round-off (one against two
+threads on two cores: H H^T 3e-14 apart at n = 100, N = 300; 150 pcg steps of a small run,
+positions 2.7e-15 apart). Fix ``threads`` (or ``MFLD_THREADS``) where runs are compared bit for
+bit; the test suite runs on one thread for that reason.
 """
 
 from __future__ import annotations

@@ -40,3 +40,15 @@ def rng() -> np.random.Generator:
 def _own_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in an empty folder of its own: what a user's earlier runs left in theirs changes nothing."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run of a test takes one BLAS thread, whatever the load (tests/test_threads.py tests the policy).
+
+    BLAS sums in a thread-dependent order (H H^T, H V, Cholesky: 1e-16 to 1e-14 apart between one and
+    two threads), and ``threads = 0`` chooses from the load at each start, so two runs a test starts
+    separately, a straight one and one resumed, would otherwise part at round-off when the load changed
+    between them. Child processes inherit the variable.
+    """
+    monkeypatch.setenv("MFLD_THREADS", "1")

@@ -35,6 +35,7 @@ def test_busy_cores_is_a_share_of_the_machine():
 
 
 def test_the_environment_and_the_key_override_the_policy(monkeypatch):
+    monkeypatch.delenv("MFLD_THREADS")
     config = load_config(None, [])
     monkeypatch.setattr(threads, "busy_cores", lambda interval=0.1: 0.0)
     monkeypatch.setattr(threads, "cores", lambda: 8)
@@ -48,6 +49,7 @@ def test_the_environment_and_the_key_override_the_policy(monkeypatch):
 
 
 def test_a_run_stores_the_count_it_chose_and_its_resume_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MFLD_THREADS")
     used: list[int] = []
     run = build._run
     monkeypatch.setattr(build, "_run", lambda system, steps, observers, n: (used.append(n), run(system, steps,
