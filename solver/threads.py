@@ -2,10 +2,10 @@
 
 OpenBLAS's idle threads spin. On a machine that other processes keep busy, a pool with a
 thread per core fights them for every core and the step collapses: 300 steps of
-``mfld run paper`` on two cores took 12.4 s on two threads and 15.8 s on one with nothing else
-running, 30.3 s against 17.7 s beside one CPU-bound process, and 64.9 s against 35.7 s beside
-three (measured by hand with ``MFLD_THREADS``; benchmarks/threads_policy.py repeats it with the
-policy beside the fixed counts). So a run takes the cores that are idle when it starts,
+``mfld run paper`` on two cores took 9.9 s on two threads and 15.2 s on one with nothing else
+running, 26.5 s against 13.9 s beside one CPU-bound process, and 64.8 s against 32.5 s beside
+three (benchmarks/threads_policy.py, docs/measurements/threads_policy.json; the policy took 10.4,
+16.0 and 33.6 s). So a run takes the cores that are idle when it starts,
 shared among its processes, and at least one thread each:
 
     threads = max(1, min(cores // processes, floor((cores - busy) / processes + 1/2)))
