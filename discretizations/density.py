@@ -6,16 +6,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from mfld.model.backend import Array, namespace, to_host
+from mfld.model.distributed import Communicator
 from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
 
-from .mesh import BoxWarning, Grid
+from .mesh import BoxWarning, Grid, check_box, gaussian_density
 from .state import DensityState, existing
 
 
@@ -35,6 +37,40 @@ def certificate(m: Array, V: Array, lam: float, cell_volume: float) -> float:
     return lam * float(xp.sum(xp.where(pos, m * (xp.log(xp.where(pos, m, 1.0)) - logp), 0.0)) * cell_volume)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DensityOptions:
+    """What a density run is built from: the ``[grid]`` keys of its fields' names (the box ``[-L, L]^p``, its
+    cells, whether to record the gap to mu*, the edge-mass warning) and the step ``time.eta``. A discretisation
+    adds its scheme's keys in a subclass."""
+
+    half_width: float | list[float]
+    cells: int | list[int]
+    gap: bool
+    edge_mass_warning: float
+    eta: float = field(metadata={"key": "time.eta"})
+
+
+def prior_sd(functional: Functional) -> list[float]:
+    """Per-axis standard deviation of the prior: ``1/sqrt(lam_a)`` for ``a``, ``1/sqrt(lam_w)`` for ``w``."""
+    pb = functional.problem
+    return [pb.lam_a**-0.5] * (functional.dim - pb.p) + [pb.lam_w**-0.5] * pb.p
+
+
+def grid_for(functional: Functional, half_width: float | list[float], cells: int | list[int],
+             max_dim: int = 3) -> Grid:
+    """The box ``[-L, L]^p`` with ``cells`` per axis in the measure's dimension ``p``, refused when ``p > max_dim``
+    or when the box cannot hold the prior."""
+    if functional.dim > max_dim:
+        raise ValueError(
+            f"grids need a parameter dimension p <= {max_dim}; this problem has p = {functional.dim} "
+            f"(feature {functional.problem.feature.name!r} on d = {functional.problem.d} inputs); "
+            "use discretization = 'particles', or a smaller data.d"
+        )
+    grid = Grid.box(half_width, cells, functional.dim)
+    check_box(grid, prior_sd(functional))
+    return grid
+
+
 class GridDensity:
     """A density on a fixed grid of cell centres: the measure, its fit, its observables.
 
@@ -46,6 +82,8 @@ class GridDensity:
     kind = "grid"
     signed = False
     scheme: Any = None  # the time scheme, set by subclasses with :meth:`_use_scheme`
+    options_type: ClassVar[type[DensityOptions]] = DensityOptions
+    max_dim: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -74,6 +112,43 @@ class GridDensity:
         self._edge = xp.asarray(grid.edge_mask())
         self._warned = False
         self._fit: Fit | None = None
+
+    @classmethod
+    def build(cls, options: DensityOptions, functional: Functional, state: DensityState | None = None,
+              comm: Communicator | None = None, optimum: Callable[[Grid], float] | None = None) -> Self:
+        """A fresh run of ``options`` (``state`` None: the prior's Gaussian on the cells) or one continuing
+        ``state``. With ``options.gap``, ``optimum(grid)`` gives Obj(mu*) on the run's grid (a resume passes
+        the one its file stores). One process only."""
+        if comm is not None and comm.size > 1:
+            raise ValueError(f"only particles can be split over MPI processes; run discretization = {cls.kind!r} "
+                             "alone")
+        grid = cls.check(options, functional)
+        reference = None
+        if options.gap:
+            if optimum is None:
+                raise ValueError("grid.gap needs Obj(mu*): pass optimum, or set grid.gap = false")
+            reference = optimum(grid)
+        history: tuple[np.ndarray, ...] = ()
+        if state is None:
+            density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
+            step, time = 0, 0.0
+        elif isinstance(state, DensityState):
+            density, step, time, history = state.density, state.step, state.time, state.history
+        else:
+            raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
+        return cls(functional, grid, density, options.eta, step=step, time=time, reference_objective=reference,
+                   edge_mass_warning=options.edge_mass_warning, **cls.scheme_options(options, history))
+
+    @classmethod
+    def check(cls, options: DensityOptions, functional: Functional) -> Grid:
+        """The run's grid, refused before any work when the dimension is too high or the box too small."""
+        return grid_for(functional, options.half_width, options.cells, cls.max_dim)
+
+    @classmethod
+    def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
+        """The constructor's keyword arguments for the discretisation's own options: its scheme, continuing from
+        ``history``."""
+        return {}
 
     def measure(self) -> tuple[Array, Array]:
         return self.points, self.density.ravel() * self.grid.cell_volume

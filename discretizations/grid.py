@@ -34,7 +34,8 @@ The feature matrix ``h(X; cell centres)`` never changes and is computed once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,7 @@ from mfld.model.backend import Array
 from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
-from .density import GridDensity, OneStep, TwoStep
+from .density import DensityOptions, GridDensity, OneStep, TwoStep
 from .linear import LINEAR_SOLVERS
 from .mesh import Grid
 
@@ -104,6 +105,15 @@ GRID_SCHEMES.add("implicit-euler", ImplicitEuler, "positive for any step, order 
 
 GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
 
+@dataclass(frozen=True, kw_only=True)
+class FiniteVolumeOptions(DensityOptions):
+    """The finite volumes' keys besides the box's: ``grid.scheme``, ``grid.linear_solver``, ``grid.solver_tol``."""
+
+    scheme: str
+    linear_solver: str
+    solver_tol: float
+
+
 class FiniteVolume(GridDensity):
     """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc).
 
@@ -119,6 +129,13 @@ class FiniteVolume(GridDensity):
         super().__init__(functional, grid, density, eta, **kwargs)
         self._use_scheme(GRID_SCHEMES, scheme, history)
         self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
+
+    options_type: ClassVar[type[DensityOptions]] = FiniteVolumeOptions
+
+    @classmethod
+    def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
+        return {"scheme": options.scheme, "history": history, "linear_solver": options.linear_solver,
+                "solver_tol": options.solver_tol}
 
     def solve(self, V: Array, dt: float, rhs: Array) -> Array:
         """``(I - dt A(V))^{-1} rhs`` by the configured linear solver."""

@@ -1,46 +1,58 @@
-"""The registry of discretisations: ``discretization`` -> system class, its time schemes and its kind.
+"""The registry of discretisations: ``discretization`` -> how a system is built and what it saves.
 
-``density`` discretisations hold a density on a :class:`~mfld.discretizations.mesh.Grid`
-and share one constructor ``cls(functional, grid, density, eta, **options)``;
-their files store ``/fields``. ``scheme_key`` is the configuration key choosing
-among ``schemes`` (None where the discretisation has one scheme of its own);
-``linear_solver`` marks the ones that take ``grid.linear_solver``.
+An entry is an options dataclass, whose fields are configuration keys (``<section>.<field>``
+unless the field's metadata names another key, as ``time.eta``), a
+``build(options, functional, state, comm, optimum)`` that makes a fresh system (``state`` None)
+or one continuing a saved state, a ``check(options, functional)`` of the cheap refusals made
+before any work, the registry of the time schemes its ``scheme`` option chooses from, and the
+type of the state its systems save. A discretisation registered here
+is run, written, read back and resumed by the run machinery with no change to it
+(tests/test_roundtrip.py registers one at test time).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from mfld.model.registry import Registry
 
 from .grid import GRID_SCHEMES, FiniteVolume
-from .particles import PARTICLE_SCHEMES, Particles
+from .particles import PARTICLE_SCHEMES, ParticleOptions, Particles
 from .spectral import SPECTRAL_SCHEMES, FourierSpectral
 from .state import DensityState, ParticleState
+from .system import System
 
 
 @dataclass(frozen=True)
 class Discretization:
-    """One way of representing the measure, with the time schemes it offers."""
+    """One way of representing the measure (see the module doc)."""
 
-    cls: type
-    density: bool
-    schemes: Registry[Any] | None
-    scheme_key: str | None
-    max_dim: int | None
-    linear_solver: bool = False  # takes grid.linear_solver and grid.solver_tol
+    options: type
+    section: str
+    build: Callable[..., System]
+    check: Callable[[Any, Any], object]
+    schemes: Registry[Any]
+    state_type: type[ParticleState] | type[DensityState]
 
     @property
-    def state_type(self) -> type[ParticleState] | type[DensityState]:
-        """The state its systems save and continue from."""
-        return DensityState if self.density else ParticleState
+    def density(self) -> bool:
+        """Whether its systems hold a density on a grid (their files store ``/fields``)."""
+        return self.state_type is DensityState
+
+    def keys(self) -> dict[str, str]:
+        """The configuration key of each field of its options."""
+        return {f.name: f.metadata.get("key", f"{self.section}.{f.name}") for f in fields(self.options)}
 
 
 DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")
-DISCRETIZATIONS.add("particles", Discretization(Particles, False, PARTICLE_SCHEMES, "particles.scheme", None),
+DISCRETIZATIONS.add("particles", Discretization(ParticleOptions, "particles", Particles.build, Particles.check,
+                                                PARTICLE_SCHEMES, ParticleState),
                     "interacting particles, any dimension")
-DISCRETIZATIONS.add("grid", Discretization(FiniteVolume, True, GRID_SCHEMES, "grid.scheme", 3, True),
+DISCRETIZATIONS.add("grid", Discretization(FiniteVolume.options_type, "grid", FiniteVolume.build, FiniteVolume.check,
+                                           GRID_SCHEMES, DensityState),
                     "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
-DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral, True, SPECTRAL_SCHEMES, "spectral.scheme", 3),
+DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral.options_type, "grid", FourierSpectral.build,
+                                               FourierSpectral.check, SPECTRAL_SCHEMES, DensityState),
                     "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")

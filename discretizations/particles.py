@@ -19,16 +19,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, Self
 
 import numpy as np
 
 from mfld.model.backend import Array, namespace, to_host
+from mfld.model.distributed import Communicator, Serial, shard
 from mfld.model.functional import Drift, Fit, Functional, GradientDrift
+from mfld.model.label_noise import LabelNoiseDrift
 from mfld.model.problem import Problem
 from mfld.model.registry import Registry
+from mfld.model.two_timescale import TwoTimescaleFunctional
 
-from .noise import NoiseSource, as_noise
+from .noise import KeyedNoise, NoiseSource, as_noise, noise_from_state
 from .state import ParticleState
 
 
@@ -120,6 +125,21 @@ def initial_positions(functional: Functional, noise: NoiseSource, start: int, st
     return initial_measure(functional, noise.normal(0, start, stop, functional.dim), sd)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ParticleOptions:
+    """What a particle run is built from: the ``[particles]`` keys of its fields' names, and the step ``time.eta``,
+    the ``seed`` of its noise and the label-noise level ``model.label_noise`` (``s > 0``: the procedure's drift)."""
+
+    N: int
+    scheme: str
+    langevin: bool
+    init: str
+    init_sd: float
+    eta: float = field(metadata={"key": "time.eta"})
+    seed: int = field(metadata={"key": "seed"})
+    label_noise: float = field(metadata={"key": "model.label_noise"})
+
+
 class Particles:
     """N equally weighted particles moved by a particle scheme.
 
@@ -167,6 +187,37 @@ class Particles:
         self.step_count = int(step)
         self.time = float(time)
         self._fit: Fit | None = None
+
+    @classmethod
+    def build(cls, options: ParticleOptions, functional: Functional, state: ParticleState | None = None,
+              comm: Communicator | None = None, optimum: Callable[..., float] | None = None) -> Self:
+        """A fresh run of ``options`` (``state`` None: the initial measure drawn from the keyed noise at step 0)
+        or one continuing ``state``; with a communicator of several processes, this process's block of the
+        particles. ``optimum`` is not used: particles do not record a gap to mu*."""
+        comm = Serial() if comm is None else comm
+        start, stop = shard(options.N, comm.rank, comm.size)
+        history: tuple[np.ndarray, ...] = ()
+        if state is None:
+            noise: NoiseSource = KeyedNoise(options.seed)
+            sd = options.init_sd if options.init == "gaussian" else None
+            W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
+        elif isinstance(state, ParticleState):
+            noise, W, step, time, history = noise_from_state(state.rng_state), state.positions, state.step, \
+                state.time, state.history
+        else:
+            raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
+        drift = None
+        if options.label_noise > 0:
+            # make_functional refuses the procedure for the other objectives, before this.
+            assert isinstance(functional, TwoTimescaleFunctional)
+            drift = LabelNoiseDrift(functional, options.label_noise, noise.uniform)
+        return cls(functional, W, options.eta, noise, options.langevin, step, time, drift=drift,
+                   scheme=options.scheme, offset=start, total=options.N, history=history)
+
+    @staticmethod
+    def check(options: ParticleOptions, functional: Functional) -> None:
+        """Refuse, before any work, a step size the scheme cannot take (:func:`check_step_size`)."""
+        check_step_size(functional.problem, options.eta)
 
     def fit(self) -> Fit:
         """The functional's fit of the current measure (cached until the next step)."""

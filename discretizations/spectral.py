@@ -25,7 +25,8 @@ for smooth densities (see ``validation`` for the measured comparison).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ from mfld.model.backend import Array
 from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
-from .density import GridDensity, OneStep, TwoStep
+from .density import DensityOptions, GridDensity, OneStep, TwoStep
 from .mesh import Grid
 
 
@@ -79,11 +80,23 @@ SPECTRAL_SCHEMES.add("imex-euler", ImexEuler, "order 1")
 SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpectralOptions(DensityOptions):
+    """The spectral solver's key besides the box's: its IMEX scheme, ``spectral.scheme``."""
+
+    scheme: str = field(metadata={"key": "spectral.scheme"})
+
+
 class FourierSpectral(GridDensity):
     """Fourier pseudo-spectral density advanced by an IMEX scheme of :data:`SPECTRAL_SCHEMES`."""
 
     kind = "spectral"
     signed = True
+    options_type: ClassVar[type[DensityOptions]] = SpectralOptions
+
+    @classmethod
+    def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
+        return {"scheme": options.scheme, "history": history}
 
     def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
                  scheme: str = "imex-euler", history: Sequence[npt.ArrayLike] = (), **kwargs: Any) -> None:

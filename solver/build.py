@@ -15,14 +15,15 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mfld.discretizations import loop
+from mfld.discretizations.density import grid_for
 from mfld.discretizations.kinds import DISCRETIZATIONS
-from mfld.discretizations.mesh import Grid, check_box, gaussian_density
-from mfld.discretizations.noise import KeyedNoise, NoiseSource, noise_from_state
-from mfld.discretizations.particles import Particles, check_step_size, initial_positions
+from mfld.discretizations.mesh import Grid
+from mfld.discretizations.particles import Particles
 from mfld.discretizations.state import DensityState, ParticleState
 from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
@@ -30,12 +31,11 @@ from mfld.model.backend import get_backend, to_host
 from mfld.model.datasets import make_dataset, read_dataset
 from mfld.model.distributed import Communicator, Serial, shard, world
 from mfld.model.features import get_feature_map
-from mfld.model.functional import Drift, Functional
-from mfld.model.label_noise import LabelNoiseDrift
+from mfld.model.functional import Functional
 from mfld.model.objectives import make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
-from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
+from mfld.model.two_timescale import DualSolve
 
 from .config import Config, get, to_toml
 from .observers import Checkpoints, Frames, Progress, SolverRestarts
@@ -98,7 +98,7 @@ def build_problem(config: Config, data: Data | None = None, backend: str | None 
 def build_functional(config: Config, problem: Problem, comm: Communicator | None = None) -> Functional:
     """The configured functional; for densities with label noise, its expectation ``G + (s^2/6n) df``.
 
-    Particles run the label-noise procedure itself, through :func:`build_drift`.
+    Particles run the label-noise procedure itself (:meth:`~mfld.discretizations.particles.Particles.build`).
     """
     density = DISCRETIZATIONS[config["discretization"]].density
     s = config["model"]["label_noise"]
@@ -128,33 +128,15 @@ def fix_memory_budget(config: Config, comm: Communicator | None = None) -> Confi
     return {**config, "particles": {**config["particles"], "memory_budget_mb": chosen}}
 
 
-def build_drift(config: Config, functional: Functional, noise: NoiseSource) -> Drift | None:
-    """The label-noise procedure's drift when ``model.label_noise > 0``, else None (``-grad V``)."""
-    s = config["model"]["label_noise"]
-    if s <= 0:
-        return None
-    assert isinstance(functional, TwoTimescaleFunctional)  # make_functional refused the others
-    return LabelNoiseDrift(functional, s, noise.uniform)
-
-
-def prior_sd(functional: Functional) -> list[float]:
-    """Per-axis standard deviation of the prior: ``1/sqrt(lam_a)`` for ``a``, ``1/sqrt(lam_w)`` for ``w``."""
-    pb = functional.problem
-    return [pb.lam_a**-0.5] * (functional.dim - pb.p) + [pb.lam_w**-0.5] * pb.p
+def discretization_options(config: Config) -> Any:
+    """The options of the configured discretisation, each field read from its configuration key."""
+    spec = DISCRETIZATIONS[config["discretization"]]
+    return spec.options(**{name: get(config, key) for name, key in spec.keys().items()})
 
 
 def build_grid(config: Config, functional: Functional) -> Grid:
-    """The configured box, refused if it cannot hold the prior."""
-    limit = DISCRETIZATIONS[config["discretization"]].max_dim or 3
-    if functional.dim > limit:
-        raise ValueError(
-            f"grids need a parameter dimension p <= {limit}; this problem has p = {functional.dim} "
-            f"(feature {config['model']['feature']!r} on d = {functional.problem.d} inputs); "
-            "use discretization = 'particles', or a smaller data.d"
-        )
-    grid = Grid.box(config["grid"]["half_width"], config["grid"]["cells"], functional.dim)
-    check_box(grid, prior_sd(functional))
-    return grid
+    """The box of ``grid.half_width`` and ``grid.cells``, refused if it cannot hold the prior."""
+    return grid_for(functional, config["grid"]["half_width"], config["grid"]["cells"])
 
 
 def stationary(config: Config, functional: Functional, grid: Grid, verbose: bool = False) -> StationaryResult:
@@ -182,53 +164,22 @@ def build_system(
     config: Config, problem: Problem, state: ParticleState | DensityState | None = None,
     comm: Communicator | None = None, reference_objective: float | None = None,
 ) -> System:
-    """A fresh discretisation of the configuration, or one continuing a saved state.
+    """A fresh discretisation of the configuration, or one continuing a saved state: the registered
+    discretisation builds itself from its options.
 
     With a communicator of several processes (particles only), this process gets its block of the particles.
     A density run with ``grid.gap`` solves for Obj(mu*) unless ``reference_objective`` gives it (a resume
     reads it from its file).
     """
     comm = Serial() if comm is None else comm
-    kind = config["discretization"]
-    spec = DISCRETIZATIONS[kind]
-    if comm.size > 1 and spec.density:
-        raise ValueError(f"only particles can be split over MPI processes; run discretization = {kind!r} alone")
     functional = build_functional(config, problem, comm)
-    eta = get(config, "time.eta")
-    options = {"scheme": get(config, spec.scheme_key)} if spec.scheme_key else {}
-    if not spec.density:
-        N = config["particles"]["N"]
-        start, stop = shard(N, comm.rank, comm.size)
-        if state is None:
-            noise: NoiseSource = KeyedNoise(config["seed"])
-            sd = config["particles"]["init_sd"] if config["particles"]["init"] == "gaussian" else None
-            W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
-        elif isinstance(state, ParticleState):
-            noise, W, step, time = noise_from_state(state.rng_state), state.positions, state.step, state.time
-            options["history"] = state.history
-        else:
-            raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
-        return spec.cls(functional, W, eta, noise, get(config, "particles.langevin"), step, time,
-                        drift=build_drift(config, functional, noise), offset=start, total=N, **options)
-    grid = build_grid(config, functional)
-    reference = None
-    if config["grid"]["gap"]:
-        reference = stationary(config, functional, grid).objective if reference_objective is None \
+
+    def optimum(grid: Grid) -> float:
+        return stationary(config, functional, grid).objective if reference_objective is None \
             else reference_objective
-    history: tuple[np.ndarray, ...] = ()
-    if state is None:
-        density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
-        step, time = 0, 0.0
-    elif isinstance(state, DensityState):
-        density, step, time, history = state.density, state.step, state.time, state.history
-    else:
-        raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
-    if spec.schemes is not None:
-        options["history"] = history
-    if spec.linear_solver:
-        options.update(linear_solver=config["grid"]["linear_solver"], solver_tol=config["grid"]["solver_tol"])
-    return spec.cls(functional, grid, density, eta, step=step, time=time, reference_objective=reference,
-                    edge_mass_warning=config["grid"]["edge_mass_warning"], **options)
+
+    return DISCRETIZATIONS[config["discretization"]].build(discretization_options(config), functional, state, comm,
+                                                           optimum)
 
 
 def memory_estimate(config: Config) -> dict[str, int]:
@@ -281,10 +232,8 @@ def check_memory(config: Config) -> None:
 
 def check_inputs(config: Config, problem: Problem) -> None:
     """The cheap checks of a configuration against its problem (box, dimension, step size), before any work."""
-    if DISCRETIZATIONS[config["discretization"]].density:
-        build_grid(config, build_functional(config, problem))
-    else:
-        check_step_size(problem, config["time"]["eta"])
+    DISCRETIZATIONS[config["discretization"]].check(discretization_options(config),
+                                                    build_functional(config, problem))
 
 
 def metrics_of(system: System) -> dict[str, float]:

@@ -12,18 +12,18 @@ from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.solver import build
-from mfld.solver.config import load_config
+from mfld.solver.config import SCHEMA, get, load_config
 
 SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
          "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
          "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05"]
 
 
-def _cases() -> list[tuple[str, str, str | None, float]]:
+def _cases() -> list[tuple[str, str, str, float]]:
     out = []
     for objective in OBJECTIVES:
         for kind, spec in DISCRETIZATIONS.items():
-            for scheme in list(spec.schemes) if spec.schemes is not None else [None]:
+            for scheme in spec.schemes:
                 for s in (0.0, 0.3):
                     out.append((objective, kind, scheme, s))
     return out
@@ -33,8 +33,7 @@ def _cases() -> list[tuple[str, str, str | None, float]]:
 def test_every_combination_steps_and_observes(objective, kind, scheme, s):
     spec = DISCRETIZATIONS[kind]
     overrides = [*SMALL, f'model.objective="{objective}"', f'discretization="{kind}"', f"model.label_noise={s}"]
-    if scheme is not None:
-        overrides.append(f'{spec.scheme_key}="{scheme}"')
+    overrides.append(f'{spec.keys()["scheme"]}="{scheme}"')
     config = load_config(None, overrides)
     problem = build.build_problem(config)
     if s > 0 and objective != "two-timescale":
@@ -83,3 +82,15 @@ def test_a_new_particle_scheme_is_one_registration(monkeypatch):
     loop.run(fine, 128)
     loop.run(euler, 2)
     assert np.abs(system.positions - fine.positions).max() < 0.1 * np.abs(euler.positions - fine.positions).max()
+
+
+@pytest.mark.parametrize("kind", list(DISCRETIZATIONS))
+def test_each_option_of_a_discretisation_is_a_configuration_key(kind):
+    """A registered discretisation is built from its options alone: every field names a key the configuration
+    has, and the options read from the default configuration rebuild it."""
+    spec = DISCRETIZATIONS[kind]
+    assert set(spec.keys().values()) <= set(SCHEMA), sorted(set(spec.keys().values()) - set(SCHEMA))
+    config = load_config(None, [*SMALL, f'discretization="{kind}"'])
+    options = build.discretization_options(config)
+    assert isinstance(options, spec.options)
+    assert all(getattr(options, name) == get(config, key) for name, key in spec.keys().items())

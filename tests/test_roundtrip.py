@@ -30,16 +30,15 @@ SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30"
          "output.metrics_every=2", "output.plot=false", 'output.progress="off"']
 
 
-def _cases() -> list[tuple[str, str | None]]:
+def _cases() -> list[tuple[str, str]]:
     return [(kind, scheme) for kind, spec in DISCRETIZATIONS.items()
-            for scheme in (list(spec.schemes) if spec.schemes is not None else [None])]
+            for scheme in spec.schemes]
 
 
-def _config(kind: str, scheme: str | None, steps: int) -> dict:
+def _config(kind: str, scheme: str, steps: int) -> dict:
     overrides = [*SMALL, f'discretization="{kind}"', f"time.steps={steps}"]
     spec = DISCRETIZATIONS[kind]
-    if scheme is not None:
-        overrides.append(f'{spec.scheme_key}="{scheme}"')
+    overrides.append(f'{spec.keys()["scheme"]}="{scheme}"')
     return load_config(None, overrides)
 
 
@@ -55,7 +54,7 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _round_trip(kind: str, scheme: str | None, folder: Path) -> None:
+def _round_trip(kind: str, scheme: str, folder: Path) -> None:
     straight = build.start(_config(kind, scheme, 2 * K), folder / "straight.h5")
     half = build.start(_config(kind, scheme, K), folder / "half.h5")
     build.resume(half, steps=K)
@@ -83,14 +82,16 @@ class _CopyOfFiniteVolume(FiniteVolume):
 
 def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(_CopyOfFiniteVolume, True, spec.schemes, spec.scheme_key, spec.max_dim, spec.linear_solver)
+    entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
+                           spec.schemes, spec.state_type)
     monkeypatch.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
     _round_trip("grid-copy", "implicit-euler", tmp_path)
 
 
 def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(_CopyOfFiniteVolume, True, spec.schemes, spec.scheme_key, spec.max_dim, spec.linear_solver)
+    entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
+                           spec.schemes, spec.state_type)
     with monkeypatch.context() as m:
         m.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
