@@ -200,7 +200,7 @@ def summary(results: list[tuple[str, int, str, float, float]]) -> None:
 
 def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
     ds = make_dataset("single-index", d=p - 1, n=50, n_test=10, seed=0)
-    return TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh_bias", 0.05, 1.0, 1.0))
+    return TwoTimescaleFunctional(Problem.from_dataset(ds, "tanh_bias", 0.05, 1.0, 1.0))
 
 
 def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:

@@ -44,7 +44,7 @@ def worker(n: int, N: int, steps: int) -> None:
     world = MPI.COMM_WORLD
     comm = MPIComm(world) if world.Get_size() > 1 else Serial()
     ds = make_dataset("x1x2", d=15, n=n, n_test=10, seed=0)
-    F = TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh_bias", 0.004, 0.25, 0.25), comm=comm)
+    F = TwoTimescaleFunctional(Problem.from_dataset(ds, "tanh_bias", 0.004, 0.25, 0.25), comm=comm)
     start, stop = shard(N, comm.rank, comm.size)
     noise = KeyedNoise(0)
     system = Particles(F, noise.normal(0, start, stop, 16) * 2.0, 0.2, noise, offset=start, total=N)

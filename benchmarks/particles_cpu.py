@@ -91,7 +91,7 @@ def trajectory(step, W0: np.ndarray, noise: list[np.ndarray], warmup: int) -> tu
 
 def row(size: Size, with_plain: bool) -> list[str]:
     ds = make_dataset("x1x2", d=size.d, n=size.n, n_test=10, seed=0)
-    pb = Problem(ds.X, ds.Y, "tanh_bias", LAM, LAM_A, LAM_W)
+    pb = Problem.from_dataset(ds, "tanh_bias", LAM, LAM_A, LAM_W)
     rng = np.random.default_rng(0)
     W0 = pb.sample_prior(size.N, rng)
     noise = [rng.standard_normal(W0.shape) for _ in range(size.warmup + size.steps)]

@@ -15,7 +15,7 @@ column sums, so ``I - eta A`` is an M-matrix with ``1^T (I - eta A) = 1^T``.
 
 Time steps are linearly implicit: V is frozen at the current density (the
 functional evaluated on the cell centres weighted by ``m |cell|``) and one sparse
-system is solved, by one of the solvers of :mod:`mfld.discretizations.linear`
+system is solved, by one of the solvers of :mod:`mfld.discretizations.implicit_solvers`
 (``grid.linear_solver``: direct LU, dimensional splitting, or Krylov).
 
 The schemes are registered in :data:`GRID_SCHEMES`:
@@ -45,7 +45,7 @@ from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
-from .linear import LINEAR_SOLVERS
+from .implicit_solvers import LINEAR_SOLVERS
 from .mesh import Grid
 
 
@@ -117,8 +117,9 @@ class FiniteVolumeOptions(DensityOptions):
 class FiniteVolume(GridDensity):
     """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc).
 
-    ``linear_solver`` names how each step's system is solved (:data:`~mfld.discretizations.linear.LINEAR_SOLVERS`,
-    or ``"auto"``); ``solver_tol`` is the Krylov solver's relative residual.
+    ``linear_solver`` names how each step's system is solved
+    (:data:`~mfld.discretizations.implicit_solvers.LINEAR_SOLVERS`, or ``"auto"``); ``solver_tol`` is the Krylov
+    solver's relative residual.
     """
 
     def __init__(

@@ -26,7 +26,7 @@ ENTRIES: list[tuple[str, str]] = [
     ("mfld.model.datasets.read_dataset",
      'np.savez("mine.npz", X=ds.X, Y=ds.Y)\nmine = read_dataset("mine.npz")'),
     ("mfld.model.problem.Problem",
-     'pb = Problem(ds.X, ds.Y, "tanh_bias", lam=0.05, lam_a=1.0, lam_w=1.0, X_test=ds.X_test, Y_test=ds.Y_test)'),
+     'pb = Problem.from_dataset(ds, "tanh_bias", lam=0.05, lam_a=1.0, lam_w=1.0)'),
     ("mfld.model.features.get_feature_map",
      'fm = get_feature_map("tanh_bias")          # or "package.module:attribute", or an installed plug-in'),
     ("mfld.model.features.check_feature_map",

@@ -4,7 +4,7 @@ Every numerical routine in mfld takes ``xp = namespace(*arrays)`` and uses only
 functions that NumPy and CuPy share. What differs between them lives here: the
 backend registry, moving arrays to the host, and the triangular solves behind the
 Cholesky helpers. The other library-specific imports sit where they are used: the
-sparse linear algebra of the grid step (:mod:`mfld.discretizations.linear`), the
+sparse linear algebra of the grid step (:mod:`mfld.discretizations.implicit_solvers`), the
 error function of the ``erf`` features (:mod:`mfld.model.features`).
 """
 

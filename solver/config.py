@@ -21,8 +21,8 @@ import tomli_w
 
 from mfld.discretizations.density import GRID_DIAGNOSTICS
 from mfld.discretizations.grid import GRID_SCHEMES
+from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
 from mfld.discretizations.kinds import DISCRETIZATIONS
-from mfld.discretizations.linear import LINEAR_SOLVERS
 from mfld.discretizations.particles import PARTICLE_SCHEMES
 from mfld.discretizations.spectral import SPECTRAL_SCHEMES
 from mfld.model.backend import BACKENDS

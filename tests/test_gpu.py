@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not has_device, reason="no CUD
 @pytest.mark.parametrize("N", [3000, 200])  # the n x n and the N x N dual solve (n = 1000)
 def test_drift_on_gpu_matches_cpu_to_1e10(N):
     ds = make_dataset("x1x2", d=15, n=1000, n_test=100, seed=0)
-    pb = Problem(ds.X, ds.Y, "tanh_bias", 0.004, 0.25, 0.25, ds.X_test, ds.Y_test)
+    pb = Problem.from_dataset(ds, "tanh_bias", 0.004, 0.25, 0.25)
     W = pb.sample_prior(N, np.random.default_rng(0))
     q = np.full(N, 1.0 / N)
     F_cpu, F_gpu = TwoTimescaleFunctional(pb), TwoTimescaleFunctional(pb.to(cp, np.float64))
@@ -48,7 +48,7 @@ def test_particle_run_on_gpu(tmp_path):
 @pytest.mark.parametrize("solver", ["splitting", "krylov"])
 def test_grid_linear_solvers_on_gpu_match_cpu(solver):
     """The splitting sweep (vectorised Thomas) and GMRES (cupyx) run unchanged on CuPy arrays."""
-    from mfld.discretizations.linear import LINEAR_SOLVERS
+    from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
     from mfld.discretizations.mesh import Grid
 
     grid = Grid.box(3.0, [24, 20, 16], 3)

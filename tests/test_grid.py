@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mfld.discretizations.grid import FiniteVolume
-from mfld.discretizations.linear import fokker_planck_matrix
 from mfld.discretizations.mesh import BoxWarning, Grid, check_box, gaussian_density
+from mfld.discretizations.scharfetter_gummel import fokker_planck_matrix
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.discretizations.stationary import solve_stationary
 from mfld.model.datasets import make_dataset
@@ -85,7 +85,7 @@ def test_frozen_potential_equilibrium_is_the_gibbs_density(rng):
 
 def nonlinear(p: int, lam: float = 0.05) -> TwoTimescaleFunctional:
     ds = make_dataset("single-index", d=1, n=40, n_test=10, seed=3)
-    return TwoTimescaleFunctional(Problem(ds.X, ds.Y, "tanh" if p == 1 else "tanh_bias", lam, 1.0, 1.0))
+    return TwoTimescaleFunctional(Problem.from_dataset(ds, "tanh" if p == 1 else "tanh_bias", lam, 1.0, 1.0))
 
 
 @pytest.mark.parametrize("p, cells", [(1, 160), (2, 48)])

@@ -7,8 +7,9 @@ import pytest
 
 from mfld.discretizations import loop
 from mfld.discretizations.grid import FiniteVolume
-from mfld.discretizations.linear import LINEAR_SOLVERS, apply, choose, fokker_planck_matrix, split_solve
+from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS, choose, split_solve
 from mfld.discretizations.mesh import Grid, gaussian_density
+from mfld.discretizations.scharfetter_gummel import apply, fokker_planck_matrix
 from mfld.discretizations.stationary import solve_stationary
 from mfld.validation.problems import low_dim_functional
 from mfld.validation.report import fit_slope

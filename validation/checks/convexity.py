@@ -29,7 +29,7 @@ FEATURES = ("tanh", "tanh_bias", "sigmoid_bias", "erf_bias", "softplus_bias", "c
 
 def _functional(feature: str, d: int, noise: float, seed: int) -> TwoTimescaleFunctional:
     ds = make_dataset("single-index", d=d, n=30, n_test=10, noise=noise, seed=seed)
-    return TwoTimescaleFunctional(Problem(ds.X, ds.Y, feature, 0.05, 0.5, 1.0))
+    return TwoTimescaleFunctional(Problem.from_dataset(ds, feature, 0.05, 0.5, 1.0))
 
 
 def _G(F: Functional, W: np.ndarray, q: np.ndarray, features: tuple[np.ndarray, np.ndarray] | None = None) -> float:

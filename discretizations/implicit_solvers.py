@@ -4,10 +4,8 @@ Every implicit step of :class:`~mfld.discretizations.grid.FiniteVolume` solves
 
     (I - dt A(V)) m = r,
 
-with ``A(V)`` the Scharfetter-Gummel operator (docs/theory.md §3): on the face between
-cells ``i`` and ``i + e_k``, with ``delta = (V_{i+e_k} - V_i) / lam`` and ``B(x) = x / (e^x - 1)``,
-mass moves from ``i`` to ``i + e_k`` at the rate ``a = lam B(delta) / h_k^2`` and back at
-``b = lam B(-delta) / h_k^2``. So ``A = sum_k A_k``, one operator per axis; each ``I - dt A_k``
+with ``A(V) = sum_k A_k`` the Scharfetter-Gummel operator
+(:mod:`mfld.discretizations.scharfetter_gummel`), one part per axis; each ``I - dt A_k``
 is a set of independent tridiagonal M-matrices (one per grid line along axis k) with unit
 column sums, and ``A_k exp(-V / lam) = 0`` for every k.
 
@@ -38,90 +36,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any, Protocol
-
-import numpy as np
 
 from mfld.model.backend import Array, namespace
 from mfld.model.registry import Registry
 
+from .scharfetter_gummel import GridLike, apply_rates, fokker_planck_matrix, rates, sparse_modules
+
 AUTO_DIRECT_CELLS = 2048  # measured crossover in 2-D (about 40^2); in 3-D krylov wins from 16^3 = 4096
-
-
-class GridLike(Protocol):
-    """What the operator needs of a grid (read-only: :class:`~mfld.discretizations.mesh.Grid`'s properties)."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def spacing(self) -> tuple[float, ...]: ...
-
-
-def bernoulli(x: Array) -> Array:
-    """``B(x) = x / (e^x - 1)``, with ``B(0) = 1`` and no cancellation near 0."""
-    xp = namespace(x)
-    small = xp.abs(x) < 1e-8
-    safe = xp.where(small, 1.0, x)
-    return xp.where(small, 1.0 - 0.5 * x, safe / xp.expm1(safe))
-
-
-def _sparse(xp: ModuleType) -> tuple[ModuleType, ModuleType]:
-    if xp is np:
-        import scipy.sparse as sp
-        import scipy.sparse.linalg as spla
-    else:  # pragma: no cover - GPU only
-        import cupyx.scipy.sparse as sp
-        import cupyx.scipy.sparse.linalg as spla
-    return sp, spla
-
-
-def rates(grid: GridLike, V: Array, lam: float, axis: int) -> tuple[Array, Array]:
-    """The face rates ``(a, b)`` along ``axis``: ``i -> i + e_k`` and back; ``n_k - 1`` faces on that axis."""
-    xp = namespace(V)
-    delta = xp.diff(V.reshape(grid.shape), axis=axis) / lam
-    scale = lam / grid.spacing[axis] ** 2
-    return scale * bernoulli(delta), scale * bernoulli(-delta)
-
-
-def apply(grid: GridLike, V: Array, lam: float, m: Array) -> Array:
-    """``A(V) m``: the net flux into each cell, ``sum_k`` (inflow - outflow) across the faces of axis k."""
-    return _apply([rates(grid, V, lam, k) for k in range(len(grid.shape))], m.reshape(grid.shape))
-
-
-def _apply(face_rates: list[tuple[Array, Array]], m: Array) -> Array:
-    xp = namespace(m)
-    out = xp.zeros_like(m)
-    for k, (a, b) in enumerate(face_rates):
-        lo = [slice(None)] * m.ndim
-        hi = [slice(None)] * m.ndim
-        lo[k], hi[k] = slice(0, -1), slice(1, None)
-        flux = a * m[tuple(lo)] - b * m[tuple(hi)]  # net flow from i to i + e_k
-        out[tuple(lo)] -= flux
-        out[tuple(hi)] += flux
-    return out
-
-
-def fokker_planck_matrix(grid: GridLike, V: Array, lam: float) -> Any:  # a scipy or cupyx sparse matrix
-    """Sparse ``A(V)`` (CSC) with ``dm/dt = A m``, the Scharfetter-Gummel operator of the module doc."""
-    xp = namespace(V)
-    sp, _ = _sparse(xp)
-    idx = xp.arange(grid.size).reshape(grid.shape)
-    rows, cols, vals = [], [], []
-    for k in range(len(grid.shape)):
-        n = grid.shape[k]
-        lo = xp.take(idx, xp.arange(n - 1), axis=k).ravel()
-        hi = xp.take(idx, xp.arange(1, n), axis=k).ravel()
-        a, b = (r.ravel() for r in rates(grid, V, lam, k))
-        rows += [lo, lo, hi, hi]
-        cols += [lo, hi, lo, hi]
-        vals += [-a, b, a, -b]
-    A = sp.coo_matrix((xp.concatenate(vals), (xp.concatenate(rows), xp.concatenate(cols))), shape=(grid.size,) * 2)
-    return A.tocsc()
 
 
 def thomas_factors(a: Array, b: Array, dt: float) -> tuple[Array, Array, Array]:
@@ -174,7 +96,7 @@ class SplitSystem:
     def matvec(self, m: Array) -> Array:
         """``(I - dt A) m``."""
         m = m.reshape(self.shape)
-        return m - self.dt * _apply(self.rates, m)
+        return m - self.dt * apply_rates(self.rates, m)
 
     def sweep(self, r: Array) -> Array:
         """``(I - dt A_p)^{-1} ... (I - dt A_1)^{-1} r``: one sweep of tridiagonal solves per axis."""
@@ -217,7 +139,7 @@ class Direct:
         xp = namespace(V)
         cached = self._cached
         if cached is None or cached[0] != dt or not bool(xp.array_equal(cached[1], V)):
-            sp, spla = _sparse(xp)
+            sp, spla = sparse_modules(xp)
             M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * fokker_planck_matrix(self.grid, V,
                                                                                                    self.lam)
             cached = self._cached = (dt, V, spla.factorized(M))
@@ -249,7 +171,7 @@ class Krylov:
 
     def solve(self, V: Array, dt: float, r: Array) -> Array:
         xp = namespace(r)
-        _, spla = _sparse(xp)
+        _, spla = sparse_modules(xp)
         size = self.grid.size
         system = SplitSystem(self.grid, V, self.lam, dt)
         op = spla.LinearOperator((size, size), dtype=r.dtype, matvec=lambda m: system.matvec(m).ravel())
