@@ -13,6 +13,12 @@ SMALL_RUN = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.
              "model.lam=0.05"]
 """``--set`` overrides of a particle run small enough for a test: 64 particles, 40 steps, a frame every 10."""
 
+SMALL_ANY = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
+             "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
+             "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05"]
+"""Overrides small enough for a test whatever the discretisation: p = 1 (so that grids apply), 40 particles or
+24 cells."""
+
 
 def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 1, seed: int = 0, **kw) -> Problem:
     ds = make_dataset("single-index", d=d, n=n, n_test=40, noise=0.1, seed=seed)

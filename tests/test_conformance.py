@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import SMALL_ANY
 from mfld.discretizations import loop
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.model.objectives import OBJECTIVES
@@ -14,9 +15,7 @@ from mfld.model.observables import OBSERVABLES
 from mfld.solver import build
 from mfld.solver.config import SCHEMA, get, load_config
 
-SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
-         "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
-         "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05"]
+SMALL = SMALL_ANY
 
 
 def _cases() -> list[tuple[str, str, str, float]]:

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import SMALL_ANY
 from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
 from mfld.discretizations.state import existing
@@ -24,9 +25,7 @@ from mfld.solver.config import load_config
 from mfld.solver.storage import CheckpointError, CheckpointReader
 
 K = 4
-SMALL = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
-         "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
-         "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05", f"output.checkpoint_every={K}",
+SMALL = [*SMALL_ANY, f"output.checkpoint_every={K}",
          "output.metrics_every=2", "output.plot=false", 'output.progress="off"']
 
 
