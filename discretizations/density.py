@@ -18,7 +18,7 @@ from mfld.model.functional import Fit, Functional
 from mfld.model.registry import Registry
 
 from .mesh import BoxWarning, Grid, check_box, gaussian_density
-from .state import DensityState, existing
+from .state import DensityState, check_levels, existing
 
 
 def entropy(m: Array, cell_volume: float) -> float:
@@ -218,8 +218,10 @@ class GridDensity:
     def _use_scheme(self, schemes: Registry[Any], name: str, history: Sequence[npt.ArrayLike]) -> None:
         """Take the time scheme ``name`` of ``schemes``, continuing from ``history`` (newest first; multi-level
         schemes)."""
-        levels = tuple(self.xp.asarray(h, dtype=self.density.dtype).reshape(self.grid.shape) for h in history)
-        self.scheme_name, self.scheme = name, schemes[name](levels)
+        entry = schemes[name]
+        check_levels(schemes.key, name, entry.levels, history)
+        arrays = tuple(self.xp.asarray(h, dtype=self.density.dtype).reshape(self.grid.shape) for h in history)
+        self.scheme_name, self.scheme = name, entry(arrays)
 
     def state(self) -> DensityState:
         density = to_host(self.density).copy()
@@ -256,6 +258,8 @@ GRID_DIAGNOSTICS.add("edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) 
 class OneStep:
     """Base of one-step schemes: nothing of earlier steps to keep."""
 
+    levels = 0
+
     def __init__(self, history: Sequence[Array] = ()) -> None:
         pass
 
@@ -265,6 +269,8 @@ class OneStep:
 
 class TwoStep:
     """Base of two-step schemes: the density one step earlier, saved with the state for an exact resume."""
+
+    levels = 1
 
     def __init__(self, history: Sequence[Array] = ()) -> None:
         self.previous = existing(history[0]) if history else None

@@ -58,6 +58,8 @@ class GridScheme(Protocol):
     schemes; NaN for the levels that do not exist yet).
     """
 
+    levels: int  # the earlier steps it keeps: the length of ``history``
+
     def advance(self, fv: FiniteVolume, V: Array) -> Array: ...
 
     def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...

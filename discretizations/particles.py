@@ -34,7 +34,7 @@ from mfld.model.registry import Registry
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from .noise import KeyedNoise, NoiseSource, as_noise, noise_from_state
-from .state import ParticleState
+from .state import ParticleState, check_levels
 
 
 class ParticleScheme(Protocol):
@@ -57,19 +57,22 @@ def euler_maruyama(
 
 
 class SchemeWithMemory(ParticleScheme, Protocol):
-    """A particle scheme that keeps arrays of earlier steps (N x p each; NaN for those not there yet)."""
+    """A particle scheme that keeps ``levels`` arrays of earlier steps (N x p each; NaN for those not there yet)."""
+
+    levels: int
 
     def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
-def build_scheme(entry: ParticleScheme | type, history: tuple[np.ndarray, ...] = ()) -> ParticleScheme:
-    """The scheme a registry entry makes: the function itself, or an instance of a class built from ``history``."""
+def build_scheme(name: str, history: tuple[np.ndarray, ...] = ()) -> ParticleScheme:
+    """The scheme registered as ``name``: the function itself (no levels), or an instance of the class, built from
+    ``history`` (as many arrays as its ``levels``)."""
+    entry = PARTICLE_SCHEMES[name]
+    levels = int(getattr(entry, "levels", 0)) if isinstance(entry, type) else 0
+    check_levels(PARTICLE_SCHEMES.key, name, levels, history)
     if isinstance(entry, type):
         scheme: ParticleScheme = entry(history)
         return scheme
-    if history:
-        raise ValueError("this particle scheme keeps no history, but the saved state has some: the file was written "
-                         "by another scheme")
     return entry
 
 
@@ -178,7 +181,7 @@ class Particles:
         xp = namespace(functional.problem.X)
         self.xp = xp
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
-        self.scheme = build_scheme(PARTICLE_SCHEMES[scheme],
+        self.scheme = build_scheme(scheme,
                                    tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history))
         local = self.positions.shape[0]
         self.offset = int(offset)

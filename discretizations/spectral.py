@@ -42,6 +42,8 @@ from .mesh import Grid
 class SpectralScheme(Protocol):
     """An IMEX step of :class:`FourierSpectral` in Fourier space; ``history`` as for the grid schemes."""
 
+    levels: int  # the earlier steps it keeps: the length of ``history``
+
     def advance(self, sp: FourierSpectral, m_hat: Array, drift_hat: Array) -> Array: ...
 
     def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...

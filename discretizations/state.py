@@ -14,7 +14,7 @@ and rebuilds it with :meth:`from_arrays`; ``group`` names where its arrays live 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -108,3 +108,10 @@ class DensityState:
         if isinstance(density, str):
             raise ValueError("a density state stores its density as an array")
         return cls(np.asarray(density), step, time, _history(arrays, "mu_previous"))
+
+
+def check_levels(key: str, name: str, levels: int, history: Sequence[object]) -> None:
+    """Refuse a saved history whose length is not the ``levels`` the scheme ``name`` (of ``key``) keeps."""
+    if history and len(history) != levels:
+        raise ValueError(f"{key} = {name!r} continues from {levels} earlier level(s), but the saved state has "
+                         f"{len(history)}: the file was written by another scheme or altered")

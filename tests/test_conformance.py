@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from conftest import SMALL_ANY
 from mfld.discretizations import loop
 from mfld.discretizations.kinds import DISCRETIZATIONS
+from mfld.discretizations.state import DensityState
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.solver import build
@@ -53,6 +55,23 @@ def test_every_combination_steps_and_observes(objective, kind, scheme, s):
     assert points.shape[1] == system.functional.dim
     state = system.state()
     assert (state.step, state.time) == (system.step_count, system.time)
+    entry = spec.schemes[scheme]  # a function keeps no levels; a class says how many it keeps
+    assert len(state.history) == (entry.levels if isinstance(entry, type) else 0)
+    measure = state.density if isinstance(state, DensityState) else state.positions
+    assert all(h.shape == measure.shape for h in state.history)
+
+
+@pytest.mark.parametrize("kind, scheme, levels", [("grid", "bdf2", 2), ("grid", "implicit-euler", 1),
+                                                  ("spectral", "sbdf2", 3), ("particles", "euler-maruyama", 1)])
+def test_a_saved_history_of_the_wrong_length_is_refused_by_the_scheme(kind, scheme, levels):
+    config = load_config(None, [*SMALL, f'discretization="{kind}"', f'{DISCRETIZATIONS[kind].keys()["scheme"]}='
+                                f'"{scheme}"'])
+    problem = build.build_problem(config)
+    state = build.build_system(config, problem).state()
+    measure = state.density if isinstance(state, DensityState) else state.positions
+    altered = dataclasses.replace(state, history=(measure,) * levels)
+    with pytest.raises(ValueError, match=f"= '{scheme}' continues from .* earlier level.*the saved state has {levels}"):
+        build.build_system(config, problem, altered)
 
 
 def test_a_new_particle_scheme_is_one_registration(monkeypatch):

@@ -120,6 +120,8 @@ class _LeimkuhlerMatthews:
     """``w <- w + eta b(w) + sqrt(2 eta lam) (xi_k + xi_{k+1}) / 2``: a particle scheme with memory (the previous
     step's noise), registered by a user; its first step is Euler-Maruyama's."""
 
+    levels = 1
+
     def __init__(self, history: tuple[np.ndarray, ...] = ()) -> None:
         self.xi = existing(history[0]) if history else None
 
