@@ -182,6 +182,7 @@ class TwoTimescaleFunctional:
                     for sl in chunks(W.shape[0], self.chunk_size(pb.n)):
                         Hc = self.features(W[sl])[1]
                         out += Hc @ (q[sl, None] * (Hc.T @ V))
+                        del Hc  # before the next chunk's features: the budget counts one chunk's arrays
                 return self.comm.sum(out) + r * V
 
             rhs = Y
@@ -219,13 +220,16 @@ class TwoTimescaleFunctional:
             size = self.chunk_size(n)
             for sl in chunks(W.shape[0], size):
                 Z, Hc = self.features(W[sl])
+                if size >= W.shape[0]:
+                    Z_keep, H = Z, Hc
+                del Z  # kept above or not needed: the budget's third array is the weighted copy
                 if signed:  # no square root of negative weights: the general product instead of B B^T
                     S += (Hc * q[sl]) @ Hc.T
                 else:
                     B = Hc * sqrt_q[sl]
                     S += B @ B.T
-                if size >= W.shape[0]:
-                    Z_keep, H = Z, Hc
+                    del B
+                del Hc
             S = self.comm.sum(S)
         r = self.ridge
         K = S + r * xp.eye(n, dtype=S.dtype)
@@ -259,6 +263,9 @@ class TwoTimescaleFunctional:
         for sl in chunks(W.shape[0], self.chunk_size(self.problem.n)):
             Z, H = self.features(W[sl])
             yield sl, Z, H
+            # Freed before the next chunk's features, so that one chunk's arrays are alive at a time (the
+            # caller drops its names at the end of its loop body too).
+            del Z, H
 
     def second_layer(self, fit: Fit, W: Array | None = None) -> Array:
         """``a_mu(w) = h(X; w)^T c_mu`` at points ``W`` (N x T; default: the fit's own points)."""
@@ -267,6 +274,7 @@ class TwoTimescaleFunctional:
         out = xp.empty((W.shape[0], self.problem.T), dtype=W.dtype)
         for sl, _, Hc in self.blocks(fit, W):
             out[sl] = Hc.T @ fit.coef
+            del Hc
         return out
 
     def first_variation_U(self, fit: Fit, W: Array | None = None) -> Array:
@@ -298,6 +306,7 @@ class TwoTimescaleFunctional:
             a = H.T @ fit.coef
             out[sl] = pb.feature.contract_grad(pb.Xa, W[sl], Z, H, coef, a)
             out[sl] += pb.lam_w_bar * W[sl]
+            del Z, H
         return out
 
     # --------------------------------------------------------------- energy
@@ -325,8 +334,10 @@ class TwoTimescaleFunctional:
         out = xp.zeros((X.shape[0], pb.T), dtype=W.dtype)
         for sl, _, H in self.blocks(fit, W):
             a = H.T @ fit.coef
+            del H
             Ht = pb.feature.evaluate(Xa, W[sl])[1]
             out += Ht @ (fit.weights[sl, None] * a)
+            del Ht
         return self.comm.sum(out)
 
 
