@@ -101,18 +101,19 @@ def _sigmoid_d(xp: ModuleType, z: Array) -> Array:
 
 
 def _one_minus_square(s: Array) -> Array:
-    """``1 - s^2`` with one temporary (the expression ``1.0 - s * s`` makes two, and is 2.5x slower)."""
-    d = s * s
-    d *= -1.0
-    d += 1.0
+    """``1 - s^2`` with one temporary and two passes over it (the expression ``1.0 - s * s`` makes two temporaries,
+    and is 2.5x slower; negating in place first made three passes, 1.27x slower at 1000 x 2000)."""
+    xp = namespace(s)
+    d = xp.multiply(s, s)
+    xp.subtract(1.0, d, out=d)
     return d
 
 
 def _s_one_minus_s(s: Array) -> Array:
-    """``s (1 - s) = s - s^2`` with one temporary."""
-    d = s * s
-    d *= -1.0
-    d += s
+    """``s (1 - s) = s - s^2`` with one temporary and two passes over it."""
+    xp = namespace(s)
+    d = xp.multiply(s, s)
+    xp.subtract(s, d, out=d)
     return d
 
 
