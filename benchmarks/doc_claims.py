@@ -33,7 +33,6 @@ from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver import build
 from mfld.solver.config import load_config
-from mfld.solver.observers import SolverRestarts
 from mfld.solver.threads import blas_threads
 
 
@@ -75,7 +74,7 @@ def pcg_along_the_paper_run(steps: int, every: int) -> dict:
     check = DriftCheck(TwoTimescaleFunctional(problem), every)
     t0 = time.perf_counter()
     with threadpool_limits(limits=blas_threads(config)):
-        loop.run(system, steps, [SolverRestarts(config["output"]["checkpoint_every"]), check])
+        loop.run(system, steps, [check])
     rows = check.rows
     pcg = [r for r in rows if r["method"] == "pcg"]
     errors = [r["drift_error"] for r in pcg]

@@ -190,6 +190,7 @@ class Particles:
         self.step_count = int(step)
         self.time = float(time)
         self._fit: Fit | None = None
+        self._solver = functional.solver_state()  # what the first fit at this step starts from
 
     @classmethod
     def build(cls, options: ParticleOptions, functional: Functional, state: ParticleState | None = None,
@@ -207,6 +208,10 @@ class Particles:
         elif isinstance(state, ParticleState):
             noise, W, step, time, history = noise_from_state(state.rng_state), state.positions, state.step, \
                 state.time, state.history
+            # One process continues the solver where it was. Several start it afresh: its state is of the whole
+            # measure, and their sums run in another order anyway (a sharded file holds none).
+            if comm.size == 1:
+                functional.restore_solver(state.solver)
         else:
             raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
         drift = None
@@ -249,6 +254,7 @@ class Particles:
         self.positions, self._fit = W_new, None
         self.step_count += 1
         self.time += self.eta
+        self._solver = self.functional.solver_state()
 
     def entropy(self, max_points: int = 20000) -> float:
         """Kozachenko-Leonenko estimate of ``Ent(mu) = int mu log mu`` (see :func:`knn_entropy`).
@@ -271,13 +277,16 @@ class Particles:
     def restart_solver(self) -> None:
         self.functional.restart_solver()
         self._fit = None
+        self._solver = {}
 
     def state(self) -> ParticleState:
-        """Host copy of the positions, the noise source's state and the scheme's history."""
+        """Host copy of the positions, the noise source's state, the scheme's history and the solver state as it
+        entered this step (before any fit here: the observers' fits of this step are the step's own)."""
         positions = to_host(self.positions).copy()
         keeps = getattr(self.scheme, "history", None)
         history = keeps(positions) if callable(keeps) else ()
-        return ParticleState(positions, self.step_count, self.time, self.noise.state(), history)
+        solver = {name: to_host(value) for name, value in self._solver.items()}
+        return ParticleState(positions, self.step_count, self.time, self.noise.state(), history, solver)
 
 
 def knn_entropy(W: np.ndarray) -> float:

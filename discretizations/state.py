@@ -4,18 +4,22 @@ A state is frozen and lives on the host. Besides the measure, its step and its t
 the time scheme's ``history``: what a multi-level scheme keeps of earlier steps (a tuple of
 arrays shaped like the measure, newest first; empty for one-step schemes; NaN where a level does
 not exist yet, before the scheme's first steps). A particle state also carries its noise
-source's state (``rng_state``, JSON text).
+source's state (``rng_state``, JSON text) and the functional's iterative-solver state entering its
+step (``solver``: the preconditioner's measure and the last solution of pcg, empty for direct
+solves; :meth:`mfld.model.functional.Functional.solver_state`), so that a run continued from it
+solves as the original did whatever the checkpoint steps.
 
 Storage writes any state through :meth:`arrays` (its named arrays, text for the noise state)
 and rebuilds it with :meth:`from_arrays`; ``group`` names where its arrays live in a file
-(``"particles"`` or ``"fields"``). The names are those files of mfld 0.2 use (``position``,
+(``"particles"`` or ``"fields"``), and :meth:`dimensions` names each array's axes, against which a
+reader checks what a file holds. The names are those files of mfld 0.2 use (``position``,
 ``rng_state``, ``mu``, ``mu_previous``), so that their files read back as states unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -48,6 +52,22 @@ def _history(arrays: Mapping[str, Stored], prefix: str) -> tuple[np.ndarray, ...
     return tuple(out)
 
 
+SOLVER = "solver_"
+"""The prefix of the stored names of a particle state's solver arrays."""
+
+
+def _solver_dimensions(name: str) -> tuple[str, ...] | None:
+    """Axes of the two-timescale functional's solver arrays (:meth:`TwoTimescaleFunctional.solver_state`)."""
+    if name in ("source_n", "source_N"):
+        return ("particle", "component")
+    if name in ("source_weight_n", "source_weight_N"):
+        return ("particle",)
+    part = name.split("_")
+    if len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
+        return ("sample" if part[1] == "n" else "particle", "column")
+    return None
+
+
 class State(Protocol):
     """What every state is: a step, a time, the group its arrays live in, and those arrays by name."""
 
@@ -61,30 +81,58 @@ class State(Protocol):
 
     def arrays(self) -> dict[str, Stored]: ...
 
+    @staticmethod
+    def dimensions(name: str) -> tuple[str, ...] | None:
+        """The axes of the stored array ``name`` (``()`` for text), None for a name no such state has."""
+        ...
+
 
 @dataclass(frozen=True)
 class ParticleState:
-    """Particle positions (N x p), their step and time, the noise source's state and the scheme's history."""
+    """Particle positions (N x p), their step and time, the noise source's state, the scheme's history and the
+    functional's solver state."""
 
     positions: np.ndarray
     step: int
     time: float
     rng_state: str
     history: tuple[np.ndarray, ...] = ()
+    solver: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     group: ClassVar[str] = "particles"
 
     def arrays(self) -> dict[str, Stored]:
-        """``position``, ``rng_state`` and the history levels ``history``, ``history_2``, ..."""
+        """``position``, ``rng_state``, the history levels ``history``, ``history_2``, ... and the solver's arrays
+        ``solver_<name>``."""
         levels = dict(zip(_levels("history", len(self.history)), self.history, strict=True))
-        return {"position": self.positions, "rng_state": self.rng_state, **levels}
+        solver = {SOLVER + name: value for name, value in self.solver.items()}
+        return {"position": self.positions, "rng_state": self.rng_state, **levels, **solver}
+
+    @staticmethod
+    def dimensions(name: str) -> tuple[str, ...] | None:
+        """``(particle, component)`` for the positions and the history, ``()`` for the noise state; the solver's
+        arrays by their names (:func:`_solver_dimensions`)."""
+        if name == "rng_state":
+            return ()
+        if name == "position" or name in _levels("history", 1) or (name.startswith("history_")
+                                                                   and name[8:].isdigit()):
+            return ("particle", "component")
+        return _solver_dimensions(name[len(SOLVER):]) if name.startswith(SOLVER) else None
 
     @classmethod
     def from_arrays(cls, step: int, time: float, arrays: Mapping[str, Stored]) -> ParticleState:
+        """The state of a frame's arrays; a solver array that the frame does not have (stored as NaN) is left out."""
         positions, rng_state = arrays["position"], arrays["rng_state"]
         if isinstance(positions, str) or not isinstance(rng_state, str):
             raise ValueError("a particle state stores positions as an array and its noise state as text")
-        return cls(np.asarray(positions), step, time, rng_state, _history(arrays, "history"))
+        solver = {}
+        for name, value in arrays.items():
+            if name.startswith(SOLVER):
+                if isinstance(value, str):
+                    raise ValueError(f"solver array {name!r} is text, not an array")
+                if existing(value) is not None:
+                    solver[name[len(SOLVER):]] = np.asarray(value)
+        return cls(np.asarray(positions), step, time, rng_state, _history(arrays, "history"), solver)
 
 
 @dataclass(frozen=True)
@@ -101,6 +149,13 @@ class DensityState:
     def arrays(self) -> dict[str, Stored]:
         """``mu`` and the earlier densities ``mu_previous``, ``mu_previous_2``, ..."""
         return {"mu": self.density, **dict(zip(_levels("mu_previous", len(self.history)), self.history, strict=True))}
+
+    @staticmethod
+    def dimensions(name: str) -> tuple[str, ...] | None:
+        """``(cell,)``: every array is a density on the grid (its p axes, ``w_0`` ... ``w_{p-1}``)."""
+        if name == "mu" or name == "mu_previous" or (name.startswith("mu_previous_") and name[12:].isdigit()):
+            return ("cell",)
+        return None
 
     @classmethod
     def from_arrays(cls, step: int, time: float, arrays: Mapping[str, Stored]) -> DensityState:

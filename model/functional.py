@@ -11,12 +11,16 @@ A :class:`Functional` evaluates ``G(mu)`` and its first variation
   in ``w``, the negative drift of MFLD, at any points;
 * ``energy(fit)`` gives ``U``, ``E||w||^2`` and ``G``; ``kernel_fit(fit)`` the fit
   whose Gram matrix is the intrinsic kernel ``k_mu`` (for df and alignment);
-  ``predict(fit, X)`` the network at new inputs.
+  ``predict(fit, X)`` the network at new inputs;
+* ``solver_state()`` is what an iterative solver carries from one fit to the
+  next (named arrays, empty for direct solves) and ``restore_solver(state)``
+  puts it back, so that a run continued from a saved state fits as the
+  original did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,6 +92,14 @@ class Functional(Protocol):
 
     def restart_solver(self) -> None:
         """Forget state carried from one fit to the next (an iterative solver's); a no-op for direct solves."""
+        ...
+
+    def solver_state(self) -> dict[str, Array]:
+        """The state the next fit starts from, as named arrays (empty for direct solves)."""
+        ...
+
+    def restore_solver(self, state: Mapping[str, Array]) -> None:
+        """Continue from a :meth:`solver_state` (of a functional of the same problem and options)."""
         ...
 
 

@@ -28,7 +28,7 @@ run its expectation, :class:`ExpectedLabelNoiseFunctional`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -155,6 +155,12 @@ class ExpectedLabelNoiseFunctional:
 
     def restart_solver(self) -> None:
         self.base.restart_solver()
+
+    def solver_state(self) -> dict[str, Array]:
+        return self.base.solver_state()
+
+    def restore_solver(self, state: Mapping[str, Array]) -> None:
+        self.base.restore_solver(state)
 
     def predict(self, fit: Fit, X: Array) -> Array:
         return self.base.predict(fit, X)

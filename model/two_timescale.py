@@ -24,7 +24,7 @@ Allreduce each, and the n x n system is solved by every process.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .backend import Array, cholesky_apply, cholesky_solve, namespace
@@ -44,7 +44,8 @@ class DualSolve:
     ``"pcg"`` solves matrix-free by conjugate gradients (:mod:`mfld.model.pcg`) to the
     relative residual ``tol``, warm-started from the previous solution and preconditioned by
     the factor of an earlier exact solve, which is refreshed when a solve takes more than
-    ``refresh`` iterations and whenever the exact Gram matrix is formed anyway (df, alignment).
+    ``refresh`` iterations. The exact Gram matrices that df and the alignment form leave the
+    solver as it was, so that what a run measures does not change its trajectory.
     ``"auto"`` takes pcg when the system solved has at least ``crossover`` rows (measured on two
     cores with benchmarks/particles_cpu.py's trajectories: pcg is 0.65x cholesky at 300 rows on
     the N side, 1.2x at 600, 1.3x at n = 300, 1.7x at n = 500 and 2.3x at n = 1000).
@@ -84,9 +85,10 @@ class TwoTimescaleFunctional:
         self.memory_budget = int(memory_budget)
         self.comm: Communicator = Serial() if comm is None else comm
         self.solve = DualSolve() if solve is None else solve
-        # Iterative solves carry state from one measure to the next: the preconditioner of each side
-        # and the last solution per (side, columns), the first guess of the next solve.
+        # Iterative solves carry state from one measure to the next: the preconditioner of each side, the
+        # measure it was factored at, and the last solution per (side, columns), the first guess of the next solve.
         self._factor: dict[str, Array] = {}  # the inverse of an earlier K, per side
+        self._source: dict[str, tuple[Array, Array]] = {}  # the (W, q) each factor was formed from
         self._guess: dict[tuple[str, int], Array] = {}  # the last solution: the next first guess
         self.iterations: deque[int] = deque(maxlen=10_000)  # CG iterations of the latest iterative solves
 
@@ -134,22 +136,67 @@ class TwoTimescaleFunctional:
         return self._fit_N_side(W, q, Y)
 
     def restart_solver(self) -> None:
-        """Forget the iterative solver's state: the next fit is exact (a resumed run starts from this state)."""
+        """Forget the iterative solver's state: the next fit is exact."""
         self._factor.clear()
+        self._source.clear()
         self._guess.clear()
+
+    def solver_state(self) -> dict[str, Array]:
+        """The iterative solver's state, from which the next fit starts, as named arrays.
+
+        ``source_<side>`` and ``source_weight_<side>`` are the measure ``(W, q)`` whose system the
+        preconditioner of that side inverts (the factor itself, n x n, is formed again from them);
+        ``guess_<side>_<columns>`` is the last solution, the next first guess. Empty for exact solves.
+        The arrays are the solver's own, never changed in place afterwards.
+        """
+        out: dict[str, Array] = {}
+        for side, (W, q) in self._source.items():
+            out[f"source_{side}"], out[f"source_weight_{side}"] = W, q
+        for (side, columns), guess in self._guess.items():
+            out[f"guess_{side}_{columns}"] = guess
+        return out
+
+    def restore_solver(self, state: Mapping[str, Array]) -> None:
+        """Continue from :meth:`solver_state`: each preconditioner is factored again at its measure, as it was, by
+        the first solve that needs it (within the run's BLAS threads, on which its last bits depend).
+
+        Refuses names and shapes that no state of this functional has (a foreign or altered file).
+        """
+        self.restart_solver()
+        pb, xp = self.problem, namespace(self.problem.X)
+        guesses: dict[tuple[str, int], Array] = {}
+        for name, value in state.items():
+            part = name.split("_")
+            v = xp.asarray(value, dtype=pb.X.dtype)
+            if len(part) == 2 and part[0] == "source" and part[1] in ("n", "N"):
+                q = state.get(f"source_weight_{part[1]}")
+                if q is None or v.ndim != 2 or v.shape[1] != pb.p or tuple(q.shape) != (v.shape[0],):
+                    raise ValueError(f"solver state {name!r}: a measure's points (m x {pb.p}) and their weights "
+                                     f"(m,) are expected, got {tuple(v.shape)} and "
+                                     f"{None if q is None else tuple(q.shape)}")
+                self._source[part[1]] = (v, xp.asarray(q, dtype=pb.X.dtype))
+            elif len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
+                if v.ndim != 2 or v.shape[1] != int(part[2]) or (part[1] == "n" and v.shape[0] != pb.n):
+                    raise ValueError(f"solver state {name!r} has shape {tuple(v.shape)}, not that of a solution "
+                                     f"of the {part[1]}-side system with {part[2]} column(s)")
+                guesses[(part[1], int(part[2]))] = v
+            elif not (len(part) == 3 and name.startswith("source_weight_") and part[2] in ("n", "N")):
+                raise ValueError(f"solver state {name!r} is not part of the {self.name} functional's solver")
+        self._guess = guesses
 
     def _iterative(self, size: int) -> bool:
         m = self.solve.method
         return m == "pcg" or (m == "auto" and size >= self.solve.crossover)
 
-    def _exact(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
-        """The Cholesky fit, whose system becomes the preconditioner of that side."""
+    def _exact(self, W: Array, q: Array, Y: Array, side: str, keep: bool = True) -> Fit:
+        """The Cholesky fit, whose system becomes the preconditioner of that side (``keep``)."""
         fit = self._fit_n_side(W, q, None, Y) if side == "n" else self._fit_N_side(W, q, Y)
         assert fit.gram is not None and fit.factor is not None  # an exact fit is factored
+        if not keep:
+            return fit
         xp = namespace(fit.gram)
-        # The explicit inverse costs one more n^3 here and makes each application one matrix product,
-        # where two triangular solves per CG iteration cost as much as the product with K itself.
-        self._factor[side] = xp.linalg.inv(fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype))
+        self._source[side] = (xp.array(W, copy=True), xp.array(q, copy=True))
+        self._factor[side] = self._inverse(fit)
         if side == "n":
             solution = fit.coef
         else:
@@ -158,9 +205,23 @@ class TwoTimescaleFunctional:
         self._guess[(side, Y.shape[1])] = solution
         return fit
 
+    def _inverse(self, fit: Fit) -> Array:
+        """``(S + r I)^{-1}`` of an exact fit: the preconditioner.
+
+        The explicit inverse costs one more n^3 here and makes each application one matrix product,
+        where two triangular solves per CG iteration cost as much as the product with K itself.
+        """
+        assert fit.gram is not None  # an exact fit has its Gram matrix
+        xp = namespace(fit.gram)
+        return xp.linalg.inv(fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype))
+
     def _fit_pcg(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
         """Matrix-free solve of the dual system on ``side``, falling back to the exact solve to (re)precondition."""
         pb, xp = self.problem, namespace(W)
+        if side in self._source and side not in self._factor:  # restored: factored again where it was
+            Ws, qs = self._source[side]
+            self._factor[side] = self._inverse(self._fit_n_side(Ws, qs, None, pb.Y) if side == "n"
+                                               else self._fit_N_side(Ws, qs, pb.Y))
         factor = self._factor.get(side)
         size = pb.n if side == "n" else W.shape[0]
         if factor is None or factor.shape[0] != size:
@@ -199,7 +260,7 @@ class TwoTimescaleFunctional:
         if not result.converged:  # the preconditioner is too far off: solve exactly, which refreshes it
             return self._exact(W, q, Y, side)
         if result.iterations > self.solve.refresh:
-            self._factor.pop(side)  # the preconditioner has drifted: the next solve refreshes it
+            del self._factor[side], self._source[side]  # the preconditioner has drifted: the next solve refreshes it
         self._guess[(side, Y.shape[1])] = result.x
         C = result.x if side == "n" else (Y - B @ result.x) / r
         pred = Y - r * C
@@ -318,12 +379,12 @@ class TwoTimescaleFunctional:
     def kernel_fit(self, fit: Fit) -> Fit:
         """The fit whose Gram matrix is the intrinsic kernel ``k_mu``: itself, or the exact solve of an iterative fit.
 
-        Forming the Gram matrix for df or the alignment also refreshes the preconditioner.
+        It leaves the iterative solver's state as it was: measuring a run does not change it.
         """
         if fit.gram is not None:
             return fit
         if fit.exact is None:
-            fit.exact = self._exact(fit.points, fit.weights, self.problem.Y, fit.side)
+            fit.exact = self._exact(fit.points, fit.weights, self.problem.Y, fit.side, keep=False)
         return fit.exact
 
     def predict(self, fit: Fit, X: Array) -> Array:
@@ -359,3 +420,13 @@ class KernelBacked:
 
     def restart_solver(self) -> None:
         """Fits here are direct: nothing is carried between them."""
+
+    def solver_state(self) -> dict[str, Array]:
+        """Direct fits carry no state."""
+        return {}
+
+    def restore_solver(self, state: Mapping[str, Array]) -> None:
+        """Direct fits carry no state: a non-empty one is of another functional."""
+        if state:
+            raise ValueError(f"the {self.name} functional's fits are direct; a solver state "
+                             f"({', '.join(state)}) is of another functional")

@@ -245,15 +245,16 @@ def metrics_of(system: System) -> dict[str, float]:
 
 def _observers(config: Config, store: CheckpointStore | None, steps: int, resuming: bool,
                rank: int = 0) -> list[loop.Observer]:
-    """The run's observers: solver restarts, the observables' recorder, progress, and the checkpoint writer
-    (``store``) or, without one, the frames kept in memory (:class:`Frames`)."""
+    """The run's observers: solver restarts (for a store without solver state), the observables' recorder,
+    progress, and the checkpoint writer (``store``) or, without one, the frames kept in memory (:class:`Frames`)."""
     out = config["output"]
     sink = store.add_observables if store is not None else None
     metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=sink)
     shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
     keep = Checkpoints(store, out["checkpoint_every"]) if store is not None else Frames(out["checkpoint_every"])
-    return [SolverRestarts(out["checkpoint_every"]), metrics, progress, keep]
+    restarts = [SolverRestarts(out["checkpoint_every"])] if store is not None and not store.holds_solver_state else []
+    return [*restarts, metrics, progress, keep]
 
 
 def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:
@@ -398,7 +399,7 @@ def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> In
     system = build_system(config, problem)
     steps = config["time"]["steps"]
     own = _observers(config, None, steps, resuming=False)
-    recorder, frames = own[1], own[3]
+    recorder, frames = own[-3], own[-1]  # after the solver restarts, if any
     assert isinstance(recorder, loop.Recorder) and isinstance(frames, Frames)
     try:
         _run(system, steps, [*own, *observers], blas_threads(config))

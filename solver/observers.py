@@ -4,9 +4,9 @@ Each is small; the loop (:mod:`mfld.discretizations.loop`) calls ``start``,
 ``observe`` after every step and ``finish`` once, in the order given. The
 observables are recorded by the loop's :class:`~mfld.discretizations.loop.Recorder`,
 whose sink is the checkpoint store; :class:`Progress` reads the recorder's latest
-values, and :class:`SolverRestarts` changes the system (it restarts the iterative
-solver at checkpoint steps, so that a resumed run matches), which is why it comes
-first.
+values. :class:`SolverRestarts` changes the system: it restarts the iterative
+solver at checkpoint steps, which a store that holds no solver state needs (a
+sharded run's) so that a resumed run matches; it comes first.
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ class Progress:
 
 
 class Store(Protocol):
-    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`)."""
+    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`). ``holds_solver_state``: whether a
+    committed state's solver arrays are kept (else a resume restarts the solver, and so must the run)."""
+
+    holds_solver_state: bool
 
     def commit(self, state: State) -> None: ...
 
@@ -153,9 +156,10 @@ class SolverRestarts:
     """Restart the functional's iterative solver at every checkpoint step, before anything is measured there.
 
     An iterative solve depends on the solver's state (its preconditioner, its first guess), which a
-    checkpoint does not hold; a resumed run starts without it. Restarting at the same steps in the
-    run that wrote the file makes the resumed run follow it bit for bit. Must come before the
-    observers that fit the measure.
+    sharded checkpoint does not hold; a run resumed from one starts without it. Restarting at the
+    same steps in the run that wrote the file makes the resumed run follow it bit for bit. Must come
+    before the observers that fit the measure. A single file holds the solver state with each frame
+    (:class:`~mfld.discretizations.state.ParticleState`), and its runs need no restarts.
     """
 
     def __init__(self, every: int) -> None:

@@ -91,16 +91,48 @@ def test_a_pcg_run_resumes_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(oa["U"]["value"], ob["U"]["value"])
 
 
-def test_without_restarts_at_checkpoints_a_resume_would_drift(tmp_path, monkeypatch):
-    """The restarts are what makes the resume exact: without them the trajectories part at round-off level."""
-    from mfld.solver import observers
-
-    monkeypatch.setattr(observers.SolverRestarts, "observe", lambda self, system: None)
+def test_without_the_solver_state_in_the_file_a_resume_would_drift(tmp_path, monkeypatch):
+    """The stored solver state is what makes the resume exact: restarting the solver instead, the trajectories
+    part at round-off level."""
+    monkeypatch.setattr(TwoTimescaleFunctional, "restore_solver", lambda self, state: self.restart_solver())
     whole = _run(tmp_path, "whole", "time.steps=150", 'particles.solve="pcg"')
     half = _run(tmp_path, "half", "time.steps=100", 'particles.solve="pcg"')
     build.resume(half, steps=50)
     diff = np.max(np.abs(load(half).points - load(whole).points))
     assert 0 < diff < 1e-6
+
+
+def test_neither_the_checkpoint_steps_nor_the_measurements_change_a_pcg_trajectory(tmp_path):
+    """The solver is not restarted at checkpoints, and the exact solves behind df and the alignment leave it be."""
+    base = _run(tmp_path, "base", "time.steps=120", 'particles.solve="pcg"')
+    other = _run(tmp_path, "other", "time.steps=120", 'particles.solve="pcg"', "output.checkpoint_every=7",
+                 "output.metrics_every=3")
+    np.testing.assert_array_equal(load(other).points, load(base).points)
+    resumed = _run(tmp_path, "resumed", "time.steps=77", 'particles.solve="pcg"', "output.checkpoint_every=7",
+                   "output.metrics_every=3")
+    build.resume(resumed, steps=43)
+    np.testing.assert_array_equal(load(resumed).points, load(base).points)
+
+
+def test_a_frame_holds_the_solver_state_it_was_entered_with(tmp_path):
+    path = _run(tmp_path, "pcg", "time.steps=60", 'particles.solve="pcg"')
+    snap = load(path)
+    assert sorted(snap.solver) == ["guess_n_1", "source_n", "source_weight_n"]
+    assert snap.solver["guess_n_1"].shape == (100, 1) and snap.solver["source_n"].shape == (300, 5)
+    assert load(path, step=0).solver == {}  # nothing was solved before the first step
+    assert load(_run(tmp_path, "chol", "time.steps=60", 'particles.solve="cholesky"')).solver == {}
+
+
+@pytest.mark.parametrize("state, match", [
+    ({"guess_n_1": np.zeros((7, 1))}, "not that of a solution"),
+    ({"source_n": np.zeros((5, 5))}, "weights"),
+    ({"source_n": np.zeros((5, 2)), "source_weight_n": np.zeros(5)}, r"points \(m x 5\)"),
+    ({"factor_n": np.zeros((3, 3))}, "is not part of the two-timescale functional's solver"),
+])
+def test_a_solver_state_of_another_shape_or_name_is_refused(state, match):
+    F = TwoTimescaleFunctional(small_problem("tanh_bias", n=100, d=4), solve=DualSolve("pcg"))
+    with pytest.raises(ValueError, match=match):
+        F.restore_solver(state)
 
 
 def test_the_loop_drives_pcg_and_counts_iterations(rng):
@@ -138,3 +170,27 @@ def test_an_explicit_budget_is_kept_and_zero_shares_the_memory_among_processes(m
     assert build.memory_budget(load_config(), processes=4) == 2**30
     monkeypatch.setattr(build, "available_memory", lambda: 2**20)
     assert build.memory_budget(load_config()) == 64 * 2**20  # a floor, so that chunks are not single particles
+
+
+@pytest.mark.parametrize("alter, match", [
+    (lambda g: g.copy(g["solver_guess_n_1"], "intruder"), "intruder/value is not an array of a ParticleState"),
+    (lambda g: (g["solver_guess_n_1"].__delitem__("value"),
+                g["solver_guess_n_1"].create_dataset("value", data=np.zeros((3, 99, 1)))),
+     r"solver_guess_n_1/value has frames of shape \(99, 1\); a ParticleState's solver_guess_n_1, of axes "
+     r"sample x column, has 100 x \?"),
+    (lambda g: (g["solver_source_n"].__delitem__("value"),
+                g["solver_source_n"].create_dataset("value", data=np.zeros((3, 300, 4)))),
+     r"solver_source_n/value has frames of shape \(300, 4\); .* has 300 x 5"),
+])
+def test_a_file_whose_state_arrays_are_not_those_the_state_declares_is_refused(tmp_path, alter, match):
+    """Each array of a frame is checked against the axes its state type declares before anything is read."""
+    import h5py
+
+    from mfld.solver.storage import CheckpointError
+
+    path = _run(tmp_path, "pcg", "time.steps=100", 'particles.solve="pcg"')
+    CheckpointReader(path)
+    with h5py.File(path, "r+") as f:
+        alter(f["particles/mu"])
+    with pytest.raises(CheckpointError, match=match):
+        CheckpointReader(path)

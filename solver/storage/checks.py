@@ -23,13 +23,15 @@ from .elements import (
     frame_element,
     frame_elements,
     holds_density,
+    state_type,
 )
 
 DATA_NAMES = ("X", "Y", "X_test", "Y_test", "relevant")
 
 
-def layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], density: bool) -> list[str]:
-    """What in the file disagrees with its own configuration: every stored array's shape and type is checked."""
+def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.ndarray], density: bool) -> list[str]:
+    """What in the file disagrees with its own configuration: every stored array's shape and type is checked,
+    a state's arrays against the axes its type declares (:meth:`~mfld.discretizations.state.State.dimensions`)."""
     out = []
     X, Y = data.get("X"), data.get("Y")
     if X is None or Y is None or X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
@@ -66,12 +68,7 @@ def layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], d
                 out.append(f"{PARTICLES}/rng_state must hold one noise state per frame")
         if not np.issubdtype(value.dtype, np.floating):
             out.append(f"{value.name} has dtype {value.dtype}, not floating point")
-        group = FIELDS if density else PARTICLES
-        for path in frame_elements(f):  # a state's other arrays (its scheme's history) are shaped like its measure
-            other = f[f"{path}/value"]
-            if path.startswith(f"{group}/") and path not in MAIN and other.dtype.kind not in "SO" \
-                    and other.shape != value.shape:
-                out.append(f"{other.name} has shape {other.shape}, unlike {value.name} {value.shape}")
+        out += _state_problems(f, kind, value, data, density)
     elif frames:
         out.append(f"/{COUNT} counts {frames} frames in a file that has none")
     for name, obs in f["observables"].items():
@@ -80,6 +77,37 @@ def layout_problems(f: h5py.File, config: Config, data: dict[str, np.ndarray], d
         elif not obs["step"].shape == obs["time"].shape == obs["value"].shape or obs["step"].shape[0] < records:
             out.append(f"/observables/{name}: step, time and value differ in length or hold fewer than "
                        f"{records} records")
+    return out
+
+
+def _state_problems(f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str, np.ndarray],
+                    density: bool) -> list[str]:
+    """The state's arrays beside the main one, each against the axes its state type declares: ``particle`` and
+    ``component`` as the positions have them, ``cell`` the density's p axes, ``sample`` the data's rows, and
+    ``column`` any length."""
+    state = state_type(kind)
+    X = data.get("X")
+    sizes: dict[str, list[int | None]] = {"cell": list(main.shape[1:]), "particle": list(main.shape[1:2]),
+                                          "component": list(main.shape[2:3]),
+                                          "sample": [X.shape[0] if X is not None else None], "column": [None]}
+    group = FIELDS if density else PARTICLES
+    out = []
+    for path in frame_elements(f):
+        if not path.startswith(f"{group}/") or path in MAIN:
+            continue
+        name, other = path.rsplit("/", 1)[1], f[f"{path}/value"]
+        dims = state.dimensions(name)
+        text = other.dtype.kind in "SO"
+        if dims is None:
+            out.append(f"{other.name} is not an array of a {state.__name__}")
+            continue
+        want = [size for d in dims for size in sizes[d]]
+        if text != (dims == ()) or (not text and (len(other.shape) != 1 + len(want) or any(
+                w is not None and w != n for w, n in zip(want, other.shape[1:], strict=True)))):
+            shown = "text" if dims == () else " x ".join("?" if w is None else str(w) for w in want)
+            found = "text" if text else f"shape {other.shape[1:]}"
+            axes = " x ".join(dims) or "text"
+            out.append(f"{other.name} has frames of {found}; a {state.__name__}'s {name}, of axes {axes}, has {shown}")
     return out
 
 

@@ -141,13 +141,18 @@ def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str]
             longest = max([len(x) for x in src["value"][:k]] if src is not None else [], default=0)
             dtype = np.dtype(f"S{2 * max(dtype.itemsize, longest, 32)}")
         group, name = path.rsplit("/", 1)
+        clock = None
         if group == FIELDS:
             el = density_element(new[group], name, cap_frames, template.shape, dtype)
         else:  # the noise state and the history are sampled with the positions: their step and time (H5MD allows it)
             clock = new.get(f"{PARTICLES}/position") if f"{group}/{name}" not in MAIN else None
             el = slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
+        # An element the old file lacks is blank in its frames, at their steps and times (the main element's).
+        timed = src if src is not None else sources.get(next(m for m in MAIN if m.startswith(f"{group}/")))
         for i in range(k):  # one frame at a time: memory stays one frame
-            el["step"][i], el["time"][i] = (src["step"][i], src["time"][i]) if src is not None else (-1, np.nan)
+            if clock is None:  # its own step and time (the others' are the positions', hard links)
+                el["step"][i], el["time"][i] = (timed["step"][i], timed["time"][i]) if timed is not None \
+                    else (-1, np.nan)
             el["value"][i] = src["value"][i] if src is not None else blank_row(el["value"])
     obs = new["observables"]
     old_obs = dict(old["observables"].items()) if old is not None else {}

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from .commit import CheckpointError
 from .elements import (
     FIELDS,
     GROUPS,
-    PARTICLES,
     committed_counts,
     frame_element,
     frame_elements,
@@ -52,11 +51,12 @@ class Snapshot:
     density: np.ndarray | None = None
     grid: Grid | None = None
     history: tuple[np.ndarray, ...] = ()
+    solver: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def state(self) -> ParticleState | DensityState:
         """What a system needs to continue from this frame."""
         if self.density is None:
-            return ParticleState(self.points, self.step, self.time, str(self.rng_state), self.history)
+            return ParticleState(self.points, self.step, self.time, str(self.rng_state), self.history, self.solver)
         return DensityState(self.density, self.step, self.time, self.history)
 
 
@@ -67,7 +67,7 @@ def snapshot_of(state: ParticleState | DensityState, path: Path | None, config: 
         W = state.positions
         total = int(config["particles"]["N"])
         return Snapshot(path, config, data, kind, state.step, state.time, W, np.full(W.shape[0], 1.0 / total),
-                        state.rng_state, history=state.history)
+                        state.rng_state, history=state.history, solver=state.solver)
     if grid is None:
         raise CheckpointError("a density state needs its grid")
     return Snapshot(path, config, data, kind, state.step, state.time, grid.centers(),
@@ -115,7 +115,7 @@ class CheckpointReader:
                 f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
             )
         problems = kind_problems(self.kind, self.config, self.has_density)
-        problems = problems or layout_problems(f, self.config, self.data, self.has_density)
+        problems = problems or layout_problems(f, self.kind, self.config, self.data, self.has_density)
         problems = problems or clock_problems(f, self.kind, self.config["output"]["metrics_every"])
         if not problems:
             self.frames, self.records = committed_counts(f)
@@ -175,8 +175,10 @@ class CheckpointReader:
                 if value.dtype.kind in "SO":  # text: the noise state
                     text = value[k]
                     arrays[path.rsplit("/", 1)[1]] = text.decode() if isinstance(text, bytes) else str(text)
-                else:  # a particle array is read for the rows asked (a density whole)
-                    arrays[path.rsplit("/", 1)[1]] = value[k, rows] if group == PARTICLES else value[k]
+                else:  # an array along the particles is read for the rows asked (the others whole)
+                    name = path.rsplit("/", 1)[1]
+                    along = (kind.dimensions(name) or ())[:1] == ("particle",)
+                    arrays[name] = value[k, rows] if along else value[k]
         try:
             state = kind.from_arrays(step_k, time_k, arrays)
         except (KeyError, ValueError) as e:

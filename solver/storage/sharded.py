@@ -37,8 +37,11 @@ class ShardedCheckpointStore(CheckpointStore):
     Every rank calls :meth:`commit`; each commits its frame into its shard in place, then rank 0
     rewrites the master (observables, noise states, the virtual dataset over the shards; no
     positions) and replaces it. A process killed between the two leaves the master describing
-    only the frames it had before; the shard row it wrote is reused.
+    only the frames it had before; the shard row it wrote is reused. It keeps the positions and the
+    noise state, not the solver state: a sharded run restarts its solver at checkpoint steps instead.
     """
+
+    holds_solver_state = False
 
     def __init__(self, path: str | Path, comm: Communicator, start: int, stop: int, total: int,
                  frames: int = 0) -> None:
