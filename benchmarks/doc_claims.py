@@ -1,8 +1,8 @@
 """The measurements behind the README's and docs/theory.md's numerical statements, in one invocation.
 
 * ``pcg``: along the shipped ``paper`` run (n = 1000, d = 15, N = 2000, eta = 0.2, 10,000 steps,
-  ``particles.solve = "auto"``, which is pcg there, restarted at every checkpoint step as a run
-  is), every ``--every`` steps: the relative drift error ``||b_pcg - b_exact|| / ||b_exact||``
+  ``particles.solve = "auto"``, which is pcg there, never restarted, as a run), every ``--every``
+  steps: the relative drift error ``||b_pcg - b_exact|| / ||b_exact||``
   against the Cholesky drift at the same positions, ``cond(K)`` of the dual system
   ``K = S + n lam_a_bar I``, and, from the exact fit, the degrees of freedom and the kernel
   alignment, so the run's df and alignment from the prior are read off the same trajectory.

@@ -128,3 +128,19 @@ def fit_slope(x: Any, y: Any) -> float:
     import numpy as np
 
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def mean_se(values: Any, axis: int = 0) -> tuple[Any, Any]:
+    """Mean over ``axis`` (the seeds) and the standard error of that mean, ``std(ddof=1) / sqrt(count)``
+    (zero for one value)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    count = v.shape[axis]
+    se = v.std(axis=axis, ddof=1) / np.sqrt(count) if count > 1 else np.zeros_like(v.mean(axis=axis))
+    return v.mean(axis=axis), se
+
+
+def pm(mean: float, se: float) -> str:
+    """``mean ± se`` for a table."""
+    return f"{mean:.4g} ± {se:.2g}"

@@ -18,7 +18,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
-from ..report import Report, fit_slope
+from ..report import Report, fit_slope, mean_se, pm
 from .training import current_backend, experiment_config, train
 
 
@@ -47,30 +47,38 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
     jobs = [Job(train_run, {"setting": setting, "d": d, "seed": seed + s, "backend": current_backend()},
                 f"d = {d}, seed {seed + s}") for s in range(c["seeds"]) for d in c["dims"]]
     results = runner(jobs)
-    rows = []
-    for i, d in enumerate(c["dims"]):
-        n, lam, lam_a = _scalings(c, d)
-        m = np.mean([r["row"] for r in results[i::len(c["dims"])]], axis=0)
-        rows.append([d, n, lam, lam_a, *m.tolist()])
-    arr = np.array(rows)
-    slope_A, slope_P = fit_slope(arr[:, 0], arr[:, 4]), fit_slope(arr[:, 0], arr[:, 6])
+    dims = np.array(c["dims"], dtype=float)
+    # runs[s, i, k]: seed s, dimension i, column k of the run's row (A0, A, P0, P, test loss)
+    runs = np.array([[r["row"] for r in results[s * len(dims):(s + 1) * len(dims)]] for s in range(c["seeds"])])
+    mean, se = mean_se(runs)
+    rows = [[d, *_scalings(c, d), *m.tolist()] for d, m in zip(c["dims"], mean, strict=True)]
+    # The slopes of each seed's curve, then their mean and standard error over the seeds.
+    slopes_A, slopes_P = ([fit_slope(dims, run[:, col]) for run in runs] for col in (0, 2))
+    (slope_A, slope_A_se), (slope_P, slope_P_se) = mean_se(slopes_A), mean_se(slopes_P)
     report.table(
-        f"Mean over {c['seeds']} seeds; N = {c['N']}, eta = {c['eta']}, {c['steps']} steps",
+        f"Mean ± standard error over {c['seeds']} seeds; N = {c['N']}, eta = {c['eta']}, {c['steps']} steps",
         ["d", "n", "lam", "lam_a", "A(mu_0)", "A(trained)", "P(mu_0)", "P(trained)", "test loss"],
-        rows,
+        [[*row[:4], *(pm(m, e) for m, e in zip(mu, sigma, strict=True))]
+         for row, mu, sigma in zip(rows, mean, se, strict=True)],
     )
-    report.table("Slopes in log d at initialisation", ["A(mu_0)", "P(mu_0)"], [[slope_A, slope_P]])
+    report.table("Slopes in log d at initialisation (per seed, then mean ± s.e.)", ["A(mu_0)", "P(mu_0)"],
+                 [[pm(slope_A, slope_A_se), pm(slope_P, slope_P_se)]])
     report.claim(f"A(mu_0) = O(1/sqrt d): slope {slope_A:.2f} in [-0.7, -0.3]", -0.7 <= slope_A <= -0.3)
     report.claim(f"P(mu_0) = O(1/d): slope {slope_P:.2f} in [-1.3, -0.7]", -1.3 <= slope_P <= -0.7)
-    report.claim("trained kernel alignment above untrained for every d", bool(np.all(arr[:, 5] > arr[:, 4])))
-    report.claim(f"trained alignment stays bounded below as d grows: min A = {arr[:, 5].min():.3f} >= 0.5",
-                 arr[:, 5].min() >= 0.5)
-    report.data = {"config": c, "rows": rows, "slope_A0": slope_A, "slope_P0": slope_P}
+    report.claim("trained kernel alignment above untrained for every d", bool(np.all(mean[:, 1] > mean[:, 0])))
+    report.claim(f"trained alignment stays bounded below as d grows: min A = {mean[:, 1].min():.3f} >= 0.5",
+                 mean[:, 1].min() >= 0.5)
+    report.data = {"config": c, "columns": ["A0", "A", "P0", "P", "test_loss"], "rows": rows, "se": se.tolist(),
+                   "runs": runs.tolist(), "slope_A0": slope_A, "slope_A0_se": slope_A_se, "slope_P0": slope_P,
+                   "slope_P0_se": slope_P_se, "slopes_A0": slopes_A, "slopes_P0": slopes_P}
     fig, ax = report.figure("alignment", figsize=(6.5, 4.5), constrained_layout=True)
-    for col, name in ((4, "A(mu_0)"), (5, "A trained"), (6, "P(mu_0)"), (7, "P trained")):
-        ax.loglog(arr[:, 0], arr[:, col], "o-", label=name)
-    ax.loglog(arr[:, 0], arr[0, 4] * np.sqrt(arr[0, 0] / arr[:, 0]), "k:", lw=0.8, label="d^-1/2")
-    ax.loglog(arr[:, 0], arr[0, 6] * arr[0, 0] / arr[:, 0], "k--", lw=0.8, label="d^-1")
+    for col, name in ((0, "A(mu_0)"), (1, "A trained"), (2, "P(mu_0)"), (3, "P trained")):
+        ax.errorbar(dims, mean[:, col], yerr=se[:, col], fmt="o-", capsize=3, label=name)
+    ax.plot(dims, mean[0, 0] * np.sqrt(dims[0] / dims), "k:", lw=0.8, label="d^-1/2")
+    ax.plot(dims, mean[0, 2] * dims[0] / dims, "k--", lw=0.8, label="d^-1")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("d")
+    ax.set_title(f"mean of {c['seeds']} seeds, bars ±1 s.e.", fontsize=9)
     ax.legend(fontsize=8)
     return report

@@ -24,7 +24,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
-from ..report import Report
+from ..report import Report, pm
 from .training import current_backend, experiment_config, train
 
 log = logging.getLogger("mfld.validation")
@@ -116,8 +116,7 @@ def _plot(report: Report, name: str, curves: dict[float, Curves], label: str, ke
 
 
 def _pm(mean_se: tuple[float, float]) -> str:
-    mean, se = mean_se
-    return f"{mean:.4g} ± {se:.2g}"
+    return pm(*mean_se)
 
 
 def _figure_1_table(curves: dict[float, Curves]) -> list[list[Any]]:

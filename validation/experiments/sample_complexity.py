@@ -20,7 +20,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
-from ..report import Report
+from ..report import Report, mean_se, pm
 from .training import current_backend, experiment_config, train
 
 
@@ -81,13 +81,16 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
             for s in range(c["seeds"]) for d, n in cells]
     results = runner(jobs)
     methods = ("network", "initial kernel", "RBF")
-    rows = [[d, n, *(float(np.mean([r[k] for r in results[i::len(cells)]])) for k in methods)]
-            for i, (d, n) in enumerate(cells)]
+    # errors[s, i, k]: seed s, cell i (d, n), method k
+    errors = np.array([[[r[k] for k in methods] for r in results[s * len(cells):(s + 1) * len(cells)]]
+                       for s in range(c["seeds"])])
+    mean, se = mean_se(errors)
+    rows = [[d, n, *m.tolist()] for (d, n), m in zip(cells, mean, strict=True)]
     report.table(
-        f"Relative test error; m = {c['m']}, omega = {c['frequency']}, N = {c['N']}, {c['steps']} steps, "
-        f"{c['seeds']} seed(s)",
+        f"Relative test error, mean ± standard error over {c['seeds']} seed(s); m = {c['m']}, "
+        f"omega = {c['frequency']}, N = {c['N']}, {c['steps']} steps",
         ["d", "n", "network", "KRR initial kernel", "KRR RBF (tuned)"],
-        rows,
+        [[d, n, *(pm(a, b) for a, b in zip(m, e, strict=True))] for (d, n), m, e in zip(cells, mean, se, strict=True)],
     )
     need = []
     for d in c["dims"]:
@@ -96,15 +99,20 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
         need.append([d, *[v if v is not None else f"> {c['ns'][-1]}" for v in first]])
     report.table(f"Smallest n with relative test error <= {c['threshold']}",
                  ["d", "network", "KRR initial kernel", "KRR RBF"], need)
-    report.data = {"config": c, "rows": rows, "n_needed": need}
+    report.data = {"config": c, "methods": list(methods), "rows": rows, "se": [[d, n, *e.tolist()] for (d, n), e
+                                                                             in zip(cells, se, strict=True)],
+                   "runs": errors.tolist(), "n_needed": need}
     fig, axes = report.figure("error-vs-n", 1, len(c["dims"]), figsize=(5 * len(c["dims"]), 4),
                               constrained_layout=True)
     for ax, d in zip(np.atleast_1d(axes), c["dims"], strict=True):
-        table = np.array([x for x in rows if x[0] == d], dtype=float)
-        for k, name in ((2, "network"), (3, "KRR initial kernel"), (4, "KRR RBF")):
-            ax.loglog(table[:, 1], table[:, k], "o-", label=name)
+        at = [i for i, (dd, _) in enumerate(cells) if dd == d]
+        ns = [cells[i][1] for i in at]
+        for k, name in enumerate(("network", "KRR initial kernel", "KRR RBF")):
+            ax.errorbar(ns, mean[at, k], yerr=se[at, k], fmt="o-", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.axhline(c["threshold"], color="k", lw=0.5)
-        ax.set_title(f"d = {d}")
+        ax.set_title(f"d = {d} (mean of {c['seeds']} seed(s), bars ±1 s.e.)", fontsize=9)
         ax.set_xlabel("n")
     np.atleast_1d(axes)[0].legend()
     return report
