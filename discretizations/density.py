@@ -145,6 +145,17 @@ class GridDensity:
         return grid_for(functional, options.half_width, options.cells, cls.max_dim)
 
     @classmethod
+    def memory(cls, options: DensityOptions, n: int, n_test: int, p: int, budget: int) -> dict[str, int]:
+        """Bytes (float64) of the largest arrays, by the configuration key that sizes them: the features of every
+        cell (n per cell, twice), the sparse operator and the stationary solver's history (a dozen arrays of the
+        cells). Nothing above ``max_dim``, where :meth:`check` refuses the dimension with a better message."""
+        if p > cls.max_dim:
+            return {}
+        cells = options.cells
+        size = math.prod(cells if isinstance(cells, list) else [cells] * p)
+        return {"grid.cells": 8 * size * (2 * n + 12 + 6 * 3)}
+
+    @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
         """The constructor's keyword arguments for the discretisation's own options: its scheme, continuing from
         ``history``."""

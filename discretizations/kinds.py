@@ -4,8 +4,10 @@ An entry is an options dataclass, whose fields are configuration keys (``<sectio
 unless the field's metadata names another key, as ``time.eta``), a
 ``build(options, functional, state, comm, optimum)`` that makes a fresh system (``state`` None)
 or one continuing a saved state, a ``check(options, functional)`` of the cheap refusals made
-before any work, the registry of the time schemes its ``scheme`` option chooses from, and the
-type of the state its systems save. A discretisation registered here
+before any work, the registry of the time schemes its ``scheme`` option chooses from, the
+type of the state its systems save, and ``memory(options, n, n_test, p, budget)``, the bytes of
+its largest arrays by the configuration key that sizes them (refused before any work when they
+do not fit). A discretisation registered here
 is run, written, read back and resumed by the run machinery with no change to it
 (tests/test_roundtrip.py registers one at test time).
 """
@@ -35,6 +37,7 @@ class Discretization:
     check: Callable[[Any, Any], object]
     schemes: Registry[Any]
     state_type: type[ParticleState] | type[DensityState]
+    memory: Callable[[Any, int, int, int, int], dict[str, int]]
 
     @property
     def density(self) -> bool:
@@ -48,11 +51,12 @@ class Discretization:
 
 DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")
 DISCRETIZATIONS.add("particles", Discretization(ParticleOptions, "particles", Particles.build, Particles.check,
-                                                PARTICLE_SCHEMES, ParticleState),
+                                                PARTICLE_SCHEMES, ParticleState, Particles.memory),
                     "interacting particles, any dimension")
 DISCRETIZATIONS.add("grid", Discretization(FiniteVolume.options_type, "grid", FiniteVolume.build, FiniteVolume.check,
-                                           GRID_SCHEMES, DensityState),
+                                           GRID_SCHEMES, DensityState, FiniteVolume.memory),
                     "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
 DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral.options_type, "grid", FourierSpectral.build,
-                                               FourierSpectral.check, SPECTRAL_SCHEMES, DensityState),
+                                               FourierSpectral.check, SPECTRAL_SCHEMES, DensityState,
+                                               FourierSpectral.memory),
                     "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")

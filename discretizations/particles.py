@@ -223,6 +223,22 @@ class Particles:
                    scheme=options.scheme, offset=start, total=options.N, history=history)
 
     @staticmethod
+    def memory(options: ParticleOptions, n: int, n_test: int, p: int, budget: int) -> dict[str, int]:
+        """Bytes (float64) of the largest arrays, by the configuration key that sizes them: the positions and their
+        step temporaries (six N x p arrays); the features (n x N), in chunks of at most ``budget`` bytes when the
+        n x n system is solved, whole (Z, h, h' and the weighted copies: five arrays) when N < n and the N x N one
+        is; the dual system (a few copies); the test predictions (n_test x N, in chunks)."""
+        N, item = options.N, 8
+        out = {"particles.N": item * 6 * N * p, "data.n_test": min(budget, item * 3 * n_test * N)}
+        if N >= n:
+            out["particles.N"] += min(budget, item * 3 * n * N)
+            out["data.n"] = item * 4 * n * n
+        else:
+            out["data.n"] = item * 5 * n * N
+            out["particles.N"] += item * 4 * N * N
+        return out
+
+    @staticmethod
     def check(options: ParticleOptions, functional: Functional) -> None:
         """Refuse, before any work, a step size the scheme cannot take (:func:`check_step_size`)."""
         check_step_size(functional.problem, options.eta)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -183,37 +182,17 @@ def build_system(
 
 
 def memory_estimate(config: Config) -> dict[str, int]:
-    """Bytes the largest arrays of a run will take, by the configuration key that sizes them (float64).
-
-    Data: X and X_test. Particles: positions and their step temporaries (six N x p arrays), the
-    features (n x N): in chunks bounded by particles.memory_budget_mb when the n x n system is
-    solved, whole (Z, h, h', and the weighted copies: five arrays) when N < n and the N x N one is;
-    the dual system (a few copies); the test predictions (n_test x N, in chunks). Densities: the
-    features of every cell (n per cell, twice), the sparse operator and the stationary solver's
-    history (a dozen arrays of the cells).
-    """
+    """Bytes the largest arrays of a run will take, by the configuration key that sizes them (float64): the data
+    (X and X_test) and what the discretisation says of its own (its registry entry's ``memory``)."""
     c, item = config["data"], 8
     n, d, n_test = c["n"], c["d"], c["n_test"]
     m = config["model"]
     # w = (u, b) with a bias (the shipped maps' "_bias"; d for others), and the classical objective's a.
     p = d + m["feature"].endswith("_bias") + (m["objective"] == "classical")
-    budget = memory_budget(config)
     out = {"data.n": item * n * d, "data.n_test": item * n_test * d}
-    if DISCRETIZATIONS[config["discretization"]].density:
-        cells = config["grid"]["cells"]
-        if p <= 3:  # above, build_grid refuses the dimension itself, with a better message
-            size = math.prod(cells if isinstance(cells, list) else [cells] * p)
-            out["grid.cells"] = item * size * (2 * n + 12 + 6 * 3)
-    else:
-        N = config["particles"]["N"]
-        out["particles.N"] = item * 6 * N * p
-        out["data.n_test"] += min(budget, item * 3 * n_test * N)
-        if N >= n:
-            out["particles.N"] += min(budget, item * 3 * n * N)
-            out["data.n"] += item * 4 * n * n
-        else:
-            out["data.n"] += item * 5 * n * N
-            out["particles.N"] += item * 4 * N * N
+    spec = DISCRETIZATIONS[config["discretization"]]
+    for key, size in spec.memory(discretization_options(config), n, n_test, p, memory_budget(config)).items():
+        out[key] = out.get(key, 0) + size
     return out
 
 

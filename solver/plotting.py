@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from mfld.discretizations.mesh import Grid
 
 from .storage import CheckpointError, CheckpointReader, Snapshot
+from .storage.elements import holds_density
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),
@@ -70,7 +71,7 @@ def _grid_of(fig: Figure, panels: int, columns: int = 3) -> list[Axes]:
 
 def _title(record: Any) -> str:
     c, m = record.config, record.config["model"]
-    size = f"N={c['particles']['N']}" if record.kind == "particles" else f"{record.kind}, {c['grid']['cells']} cells"
+    size = f"{record.kind}, {c['grid']['cells']} cells" if holds_density(record.kind) else f"N={c['particles']['N']}"
     return (f"{_name(record)}: {m['objective']}, {m['feature']}, lam={m['lam']:g}, lam_a={m['lam_a']:g}, "
             f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}")
 

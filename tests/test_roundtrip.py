@@ -82,7 +82,7 @@ class _CopyOfFiniteVolume(FiniteVolume):
 def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
     entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
-                           spec.schemes, spec.state_type)
+                           spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
     monkeypatch.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
     _round_trip("grid-copy", "implicit-euler", tmp_path)
 
@@ -90,7 +90,7 @@ def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, mo
 def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
     entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
-                           spec.schemes, spec.state_type)
+                           spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
     with monkeypatch.context() as m:
         m.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
