@@ -44,7 +44,6 @@ from .storage import (
     CheckpointStore,
     ShardedCheckpointStore,
     frame_bytes,
-    is_sharded,
 )
 from .storage.commit import available_memory, check_room
 from .storage.lock import FileLockedError, WriterLock, writer_path
@@ -258,12 +257,13 @@ Obj(mu*) of a grid run's gap."""
 
 
 def _store(path: Path, comm: Communicator, system: System, create: NewFile | None,
-           plan: tuple[int, int]) -> CheckpointStore:
+           plan: tuple[int, int], sharded: bool = False) -> CheckpointStore:
     """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
 
-    A file that was written sharded stays sharded, whatever the number of processes that continues it.
+    A file that was written sharded (``sharded``, as its reader found it) stays sharded, whatever the number
+    of processes that continues it.
     """
-    if comm.size == 1 and not (create is None and is_sharded(path)):
+    if comm.size == 1 and not (create is None and sharded):
         return CheckpointStore.create(path, *create, *plan) if create else CheckpointStore(path, *plan)
     if comm.rank == 0 and create:
         CheckpointStore.create(path, *create).write_metadata()
@@ -407,7 +407,7 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
         )
     config = reader.config
     check_memory(config)  # the sizes the file declares, before reading its frame
-    if comm.size > 1 and not is_sharded(path):  # every rank reads this and stops alike: no rank waits in a collective
+    if comm.size > 1 and not reader.sharded:  # every rank reads this and stops alike: no rank waits in a collective
         raise CheckpointError(
             f"{str(path)!r} was written by one process; resume it with one process (`mfld resume {path}` without "
             "mpiexec), or start the run again under mpiexec to have it sharded"
@@ -425,7 +425,7 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
                               reader.reference_objective)
     except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
         raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
-    store = _store(path, comm, system, None, planned_rows(config, snap.step, steps, resuming=True))
+    store = _store(path, comm, system, None, planned_rows(config, snap.step, steps, resuming=True), reader.sharded)
     observers = _observers(config, store, steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(config, comm.size))
 

@@ -211,3 +211,31 @@ def test_a_gpu_runs_file_loads_where_cupy_is_absent(tmp_path):
     except ImportError:
         with pytest.raises(ImportError, match="needs CuPy"):
             build.build_problem(snap.config, snap.data)
+
+
+def test_a_resume_opens_its_file_three_times_before_its_first_step(tmp_path, monkeypatch):
+    """The checks and the reading share one open, the store's counts another, the frame the third (it was 7)."""
+    from pathlib import Path
+
+    from mfld.discretizations.particles import Particles
+
+    path = build.start(load_config(None, SMALL_RUN + ["time.steps=10"]), tmp_path / "r.h5")
+    opened = []
+    original = h5py.File.__init__
+
+    def counting(self, name, *args, **kwargs):
+        if isinstance(name, str | Path):
+            opened.append(name)
+        original(self, name, *args, **kwargs)
+
+    class FirstStep(Exception):
+        pass
+
+    def first_step(self):
+        raise FirstStep
+
+    monkeypatch.setattr(h5py.File, "__init__", counting)
+    monkeypatch.setattr(Particles, "step", first_step)
+    with pytest.raises(FirstStep):
+        build.resume(path, steps=1)
+    assert len(opened) == 3, opened

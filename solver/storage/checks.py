@@ -3,9 +3,10 @@ stored arrays agree with its configuration and whose counted rows were written t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -238,12 +239,10 @@ def walk_links(group: h5py.Group, prefix: str, visit: Callable[[str, object], No
                     todo.append((obj, name + "/"))
 
 
-def check_file(path: str | Path) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is an mfld H5MD checkpoint that stays inside itself.
-
-    A file from elsewhere is untrusted input: links, external storage and virtual datasets that
-    reach other files are refused (except mfld's own shard layout), so reading it reads nothing else.
-    """
+@contextlib.contextmanager
+def checked(path: str | Path) -> Iterator[h5py.File]:
+    """``path`` open for reading once it has passed :func:`check_file`'s checks: one open for the checks and
+    what the caller reads next."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -252,7 +251,11 @@ def check_file(path: str | Path) -> None:
     if not h5py.is_hdf5(path):
         raise CheckpointError(f"{str(path)!r} is not an HDF5 file (truncated, corrupt, or another format)")
     try:
-        with h5py.File(path, "r") as f:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(f"{str(path)!r} cannot be read as HDF5: {e}") from None
+    with f:
+        try:
             if "h5md" not in f or "version" not in f["h5md"].attrs:
                 raise CheckpointError(f"{str(path)!r} is HDF5 but not an H5MD file (no /h5md group with a version)")
             if "parameters" not in f or "config" not in f["parameters"].attrs:
@@ -260,8 +263,19 @@ def check_file(path: str | Path) -> None:
                     f"{str(path)!r} is H5MD but was not written by mfld (no configuration in /parameters)"
                 )
             foreign = foreign_parts(path, f)
-            if foreign:
-                raise CheckpointError(f"{str(path)!r} reaches outside itself, which mfld does not read: {foreign[0]}"
-                                      + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
-    except OSError as e:
-        raise CheckpointError(f"{str(path)!r} cannot be read as HDF5: {e}") from None
+        except OSError as e:
+            raise CheckpointError(f"{str(path)!r} cannot be read as HDF5: {e}") from None
+        if foreign:
+            raise CheckpointError(f"{str(path)!r} reaches outside itself, which mfld does not read: {foreign[0]}"
+                                  + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
+        yield f
+
+
+def check_file(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is an mfld H5MD checkpoint that stays inside itself.
+
+    A file from elsewhere is untrusted input: links, external storage and virtual datasets that
+    reach other files are refused (except mfld's own shard layout), so reading it reads nothing else.
+    """
+    with checked(path):
+        pass

@@ -17,7 +17,7 @@ from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
 
 from ..config import FIRST_VERSION, Config, from_toml
-from .checks import DATA_NAMES, bounded_frame, check_file, clock_problems, kind_problems, layout_problems, read_bounded
+from .checks import DATA_NAMES, bounded_frame, checked, clock_problems, kind_problems, layout_problems, read_bounded
 from .commit import CheckpointError
 from .elements import (
     FIELDS,
@@ -28,7 +28,7 @@ from .elements import (
     holds_density,
     state_type,
 )
-from .sharded import missing_shards
+from .sharded import missing_shards, sharded
 
 
 @dataclass
@@ -79,9 +79,8 @@ class CheckpointReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        check_file(self.path)
         try:
-            with h5py.File(self.path, "r") as f:
+            with checked(self.path) as f:
                 self._read(f)
         except CheckpointError:
             raise
@@ -108,6 +107,7 @@ class CheckpointReader:
             raise CheckpointError(f"{str(self.path)!r} holds an invalid configuration: {e}") from None
         self.data = {k: read_bounded(self.path, v) for k, v in f["parameters/data"].items() if k in DATA_NAMES}
         self.has_density = FIELDS in f
+        self.sharded = sharded(f)  # positions over shard files: a file written sharded is continued sharded
         missing = missing_shards(self.path, f)
         if missing:
             raise CheckpointError(

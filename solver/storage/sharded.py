@@ -18,7 +18,7 @@ from .checks import check_file
 from .commit import commit_rows, counter, counts, replace, rows
 from .elements import COUNT, PARTICLES, TEXT, Record, append_row, growing_element
 from .layout import capacity
-from .store import CheckpointStore
+from .store import CheckpointStore, master_has_frames
 
 
 def append_observables(f: h5py.File, pending: list[Record]) -> None:
@@ -55,7 +55,7 @@ class ShardedCheckpointStore(CheckpointStore):
             check_file(self.path)
 
     def has_frames(self) -> bool:
-        return bool(self.comm.bcast(super().has_frames() if self.comm.rank == 0 else None))
+        return bool(self.comm.bcast(master_has_frames(self.path) if self.comm.rank == 0 else None))
 
     def finish(self) -> None:
         """The master holds no padding (it is rewritten whole); the shards keep theirs, behind their counts."""
@@ -155,10 +155,15 @@ def missing_shards(path: Path, f: h5py.File) -> list[str]:
     return sorted(n for n in names if not (path.parent / n).is_file())
 
 
+def sharded(f: h5py.File) -> bool:
+    """Whether the open file's particle positions are a virtual dataset over shard files."""
+    return f"{PARTICLES}/position/sources" in f
+
+
 def is_sharded(path: str | Path) -> bool:
     """Whether the file's particle positions are a virtual dataset over shard files."""
     with h5py.File(path, "r") as f:
-        return f"{PARTICLES}/position/sources" in f
+        return sharded(f)
 
 
 def rebuild_virtual(el: h5py.Group, total: int, p: int, dtype: npt.DTypeLike) -> None:

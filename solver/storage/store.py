@@ -13,7 +13,7 @@ import numpy as np
 from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import State
 
-from .checks import check_file
+from .checks import checked
 from .commit import CheckpointError, commit_rows, counter, replace
 from .elements import (
     COUNT,
@@ -50,9 +50,9 @@ class CheckpointStore:
 
     def __init__(self, path: str | Path, frames: int = 0, records: int = 0) -> None:
         self.path = Path(path)
-        check_file(self.path)
-        with h5py.File(self.path, "r") as f:
+        with checked(self.path) as f:
             k, r = committed_counts(f)
+        self._frames = k  # committed frames: only this store writes the file while the run holds its lock
         self._want = (k + frames, r + records)
         self._pending: list[Record] = []
         self._new: tuple[Callable[[h5py.File], None], int] | None = None
@@ -111,7 +111,7 @@ class CheckpointStore:
                 fields.attrs["cells"] = np.asarray(grid.cells, dtype=np.int64)
 
         store = cls.__new__(cls)
-        store.path, store._want, store._pending = path, (frames, records), []
+        store.path, store._want, store._pending, store._frames = path, (frames, records), [], 0
         store._new = (edit, sum(np.asarray(a).nbytes for a in data.values() if a is not None) + len(config_text))
         return store
 
@@ -130,10 +130,7 @@ class CheckpointStore:
         return bool(self._pending)
 
     def has_frames(self) -> bool:
-        if self._new is not None:
-            return False
-        with h5py.File(self.path, "r") as f:
-            return committed_counts(f)[0] > 0
+        return self._frames > 0
 
     def commit_observables(self) -> None:
         """Write the buffered observables without a new frame."""
@@ -206,3 +203,10 @@ class CheckpointStore:
             replace(self.path, edit, size=size)
             self._new = None
         self._pending = []
+        self._frames = k + bool(frame)
+
+
+def master_has_frames(path: Path) -> bool:
+    """Whether the file at ``path`` has committed frames (read from the file)."""
+    with h5py.File(path, "r") as f:
+        return committed_counts(f)[0] > 0
