@@ -45,8 +45,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     experiment = args.command == "experiment"
     overrides = _experiment_settings(args.set or []) if experiment else None
     reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry,
-                         backend=getattr(args, "backend", "numpy"), jobs=args.jobs if experiment else 1,
-                         fresh=experiment and args.fresh, overrides=overrides)
+                         backend=getattr(args, "backend", "numpy"), jobs=args.jobs, fresh=args.fresh,
+                         overrides=overrides)
     print(f"report: {args.out}/summary.md")
     failed = [r.name for r in reports if r.status == "failed"]
     if failed:
@@ -216,11 +216,14 @@ def parser() -> argparse.ArgumentParser:
                        "paper-figure-2, sample-complexity")
     _report_arguments(e, "experiment names, or 'all'",
                       "the paper's sizes (long on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
-    e.add_argument("--jobs", type=int, default=0, metavar="N",
-                   help="processes running the experiment's runs side by side, one BLAS pool of cores/N threads each "
-                   "(default 0: one per core; 1: one after the other in this process)")
-    e.add_argument("--fresh", action="store_true",
-                   help="run every run again instead of reading back the results an earlier invocation saved")
+    for parser in (v, e):
+        parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                            help="processes running the runs side by side (an experiment's, the crosscheck's parts), "
+                            "one BLAS pool of cores/N threads each (default 0: one per core; 1: one after the "
+                            "other in this process)")
+        parser.add_argument("--fresh", action="store_true",
+                            help="run every run again instead of reading back the results an earlier invocation "
+                            "saved under OUT/jobs/")
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a key of the experiment's [quick] or [full] table, e.g. seeds=2 (TOML values)")
     e.add_argument("--backend", default="numpy", choices=list(BACKENDS),

@@ -69,3 +69,12 @@ def test_experiment_settings_are_checked_against_the_table(capsys):
         experiment_config("paper-figure-1", False, {"seeds": "two"})
     assert main(["experiment", "alignment", "paper-figure-1", "--set", "seeds=1", "--out", "unused"]) == 2
     assert "one experiment at a time" in capsys.readouterr().err
+
+
+def test_the_long_checks_and_every_experiment_run_on_the_job_pool():
+    """The crosscheck's parts are jobs (`mfld validate crosscheck --jobs N` continues an interrupted run); the
+    short checks run in the calling process."""
+    from mfld.validation.suite import CHECKS, EXPERIMENTS, pooled
+
+    assert all(pooled(EXPERIMENTS[name]) for name in EXPERIMENTS)
+    assert {name for name in CHECKS if pooled(CHECKS[name])} == {"crosscheck"}

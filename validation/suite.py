@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -35,16 +36,22 @@ EXPERIMENTS.add("paper-figure-2", paper.figure_2, "df and test loss with the lab
 EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the network against kernel ridge")
 
 
+def pooled(check: Check) -> bool:
+    """Whether the check runs its independent parts as jobs (it takes a ``runner``): every experiment, and the
+    checks that are long at full size (the crosscheck)."""
+    return "runner" in inspect.signature(check).parameters
+
+
 def run_checks(
     names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
     backend: str = "numpy", jobs: int = 1, fresh: bool = False, overrides: dict[str, Any] | None = None,
 ) -> list[Report]:
     """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary.
 
-    An experiment's runs go to a :class:`~mfld.validation.jobs.JobPool` of ``jobs`` processes (0: one per
-    core) that saves each result under ``out/jobs/<experiment>/`` as it finishes and reads saved ones back
-    (``fresh``: runs them all again), so that the same call after an interruption continues. ``overrides``
-    set keys of each experiment's configuration table (one experiment at a time).
+    An experiment's runs (and a :func:`pooled` check's parts) go to a :class:`~mfld.validation.jobs.JobPool` of
+    ``jobs`` processes (0: one per core) that saves each result under ``out/jobs/<name>/`` as it finishes and
+    reads saved ones back (``fresh``: runs them all again), so that the same call after an interruption
+    continues. ``overrides`` set keys of each experiment's configuration table (one experiment at a time).
     """
     if names == ["all"]:
         names = list(registry)
@@ -62,7 +69,7 @@ def run_checks(
         log.info(f"running {name} ({'full' if full else 'quick'}) ...")
         try:
             with training.backend(backend):
-                if registry is EXPERIMENTS:
+                if pooled(registry[name]):
                     pool = JobPool(out / "jobs" / name, jobs, fresh)
                     report = registry[name](full=full, seed=seed, runner=pool, overrides=overrides)
                 else:
@@ -71,7 +78,7 @@ def run_checks(
             # What was done stays written; the interrupted check is named in the summary.
             _write_summary(out, reports, timings, full, seed, interrupted=name)
             saved = (f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
-                     if registry is EXPERIMENTS else "")
+                     if pooled(registry[name]) else "")
             raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
                               f"and summary.md are in {out}{saved}") from None
         timings[name] = time.perf_counter() - t0

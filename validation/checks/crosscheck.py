@@ -36,6 +36,7 @@ from mfld.discretizations.particles import Particles
 from mfld.model.functional import Functional
 
 from ..distances import distance_names, gram, wasserstein
+from ..jobs import Job, Result, Runner, run_serial
 from ..problems import low_dim_functional
 from ..report import Report, fit_slope
 
@@ -64,8 +65,9 @@ def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray |
     return wasserstein(W, None, ref_sample, None, rng, projections=50)
 
 
-def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, cells: int, report: Report,
-              seed: int) -> dict:
+def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cells: int, seed: int) -> Result:
+    """One job: the grid's mu_T for dimension ``p`` and, for each N, the particle runs' errors against it (the rows
+    of :func:`against_N`'s table), the grid density and the last run's particles (for the plots)."""
     F = low_dim_functional(p)
     grid, fv = grid_reference(F, p, T, cells, 0.02)
     pts, qg = fv.points, fv.density.ravel() * grid.cell_volume
@@ -101,7 +103,13 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
         rows.append([N, seeds, float(np.mean(cv)), se(cv), float(np.mean(raw)), se(raw),
                      float(np.sqrt(np.mean(np.square(raw)))), float(np.mean(kerr)), float(np.mean(w1s)),
                      float(np.mean(w2s))])
-        report.progress(f"p = {p}, N = {N}: {seeds} seeds")
+    return {"rows": rows, "U_T": U_T, "density": fv.density.tolist(), "last_W": last_W.tolist()}
+
+
+def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: Report) -> dict:
+    """The report's table, slopes, claims and plots for dimension ``p`` from :func:`against_N_run`'s result."""
+    grid = Grid.box(6.0, cells, p)
+    rows = result["rows"]
     arr = np.array(rows)
     slopes = {
         "U_bias_cv": fit_slope(arr[:, 0], np.abs(arr[:, 2])),
@@ -129,8 +137,8 @@ def against_N(p: int, Ns: tuple[int, ...], budget: int, T: float, eta: float, ce
     report.claim(f"p = {p}: {name1} to the grid density is about O(N^-1/2): slope {slopes['W1']:.2f} in [-0.7, -0.3]",
                  -0.7 <= slopes["W1"] <= -0.3)
     _plot_against_N(report, p, arr, slopes)
-    _plot_densities(report, p, grid, fv.density, last_W, T)
-    return {"rows": rows, "slopes": slopes, "U_T": U_T}
+    _plot_densities(report, p, grid, np.array(result["density"]), np.array(result["last_W"]), T)
+    return {"rows": rows, "slopes": slopes, "U_T": result["U_T"]}
 
 
 def _plot_against_N(report: Report, p: int, arr: np.ndarray, slopes: dict[str, float]) -> None:
@@ -182,24 +190,29 @@ class CoupledNoise:
         return json.dumps({"stream": "coupled", "k": self.k})
 
 
-def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report, seed: int) -> dict:
-    """Differences of E||w||^2 at T between eta and eta/2, Brownian increments coupled."""
+def weak_run(etas: list[float], N: int, T: float, seed: int, index: int) -> Result:
+    """One job: ``E||w||^2`` at T of one seed's runs at each step in ``etas``, Brownian increments coupled."""
     F = low_dim_functional(1)
     fine = etas[-1]
-    vals: dict[float, list[float]] = {e: [] for e in etas}
-    for s in range(seeds):
-        r = np.random.default_rng([seed, 7, s])
-        W0 = r.standard_normal((N, 1))
-        xi = r.standard_normal((int(round(T / fine)), N, 1))
-        for e in etas:
-            system = Particles(F, W0.copy(), e, CoupledNoise(xi, int(round(e / fine))))
-            loop.run(system, int(round(T / e)))
-            vals[e].append(float(np.mean(system.positions**2)))
+    r = np.random.default_rng([seed, 7, index])
+    W0 = r.standard_normal((N, 1))
+    xi = r.standard_normal((int(round(T / fine)), N, 1))
+    out = []
+    for e in etas:
+        system = Particles(F, W0.copy(), e, CoupledNoise(xi, int(round(e / fine))))
+        loop.run(system, int(round(T / e)))
+        out.append(float(np.mean(system.positions**2)))
+    return {"second_moment": out}
+
+
+def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report,
+               results: list[Result]) -> dict:
+    """Differences of E||w||^2 at T between eta and eta/2 over the seeds' :func:`weak_run` results."""
+    vals = {e: [r["second_moment"][k] for r in results] for k, e in enumerate(etas)}
     rows = []
     for a, b in zip(etas, etas[1:], strict=False):
         d = np.array(vals[a]) - np.array(vals[b])
         rows.append([a, float(d.mean()), float(d.std(ddof=1) / math.sqrt(seeds))])
-        report.progress(f"weak error at eta = {a:g}")
     order = fit_slope([r[0] for r in rows], [abs(r[1]) for r in rows])
     report.table(
         f"Euler-Maruyama weak error on E||w||^2 at T = {T:g} (p = 1, N = {N}, {seeds} seeds, coupled noise): "
@@ -218,21 +231,31 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
     return {"rows": rows, "order": order}
 
 
-def run(full: bool = False, seed: int = 0) -> Report:
+def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
+        overrides: dict[str, Any] | None = None) -> Report:
+    """The check; its independent parts run as jobs: one per p (the grid and the particle runs against it) and one
+    per seed of the weak error (``mfld validate crosscheck --jobs N``; a run stopped by Ctrl-C continues)."""
+    if overrides:
+        raise ValueError("the crosscheck takes no --set settings")
     report = Report("crosscheck", "Particles against the grid: O(1/N) bias, O(N^-1/2) distances, weak order 1")
     sizes: dict[str, Any]
     weak: dict[str, Any]
     if full:
-        sizes = {"Ns": (50, 200, 800, 3200, 12800), "budget": 102400, "T": 5.0, "eta": 0.01}
-        weak = {"etas": (0.4, 0.2, 0.1, 0.05, 0.025, 0.0125), "N": 4000, "seeds": 16, "T": 4.0}
+        sizes = {"Ns": [50, 200, 800, 3200, 12800], "budget": 102400, "T": 5.0, "eta": 0.01}
+        weak = {"etas": [0.4, 0.2, 0.1, 0.05, 0.025, 0.0125], "N": 4000, "seeds": 16, "T": 4.0}
         cells = {1: 2000, 2: 128, 3: 48}
     else:
-        sizes = {"Ns": (25, 100, 400, 1600), "budget": 6400, "T": 5.0, "eta": 0.05}
-        weak = {"etas": (0.4, 0.2, 0.1, 0.05, 0.025), "N": 1000, "seeds": 8, "T": 4.0}
+        sizes = {"Ns": [25, 100, 400, 1600], "budget": 6400, "T": 5.0, "eta": 0.05}
+        weak = {"etas": [0.4, 0.2, 0.1, 0.05, 0.025], "N": 1000, "seeds": 8, "T": 4.0}
         cells = {1: 1000, 2: 80}
-    report.data = {
-        f"p{p}": against_N(p, sizes["Ns"], sizes["budget"], sizes["T"], sizes["eta"], cells[p], report, seed)
-        for p in ((1, 2, 3) if full else (1, 2))
-    }
-    report.data["weak_error"] = weak_error(weak["etas"], weak["N"], weak["seeds"], weak["T"], report, seed)
+    ps = (1, 2, 3) if full else (1, 2)
+    jobs = [Job(against_N_run, {"p": p, **sizes, "cells": cells[p], "seed": seed}, f"p = {p}: grid and particles")
+            for p in ps]
+    jobs += [Job(weak_run, {"etas": weak["etas"], "N": weak["N"], "T": weak["T"], "seed": seed, "index": s},
+                 f"weak error, seed {s}") for s in range(weak["seeds"])]
+    results = runner(jobs)
+    report.data = {f"p{p}": against_N(p, results[k], sizes["T"], sizes["eta"], cells[p], report)
+                   for k, p in enumerate(ps)}
+    report.data["weak_error"] = weak_error(tuple(weak["etas"]), weak["N"], weak["seeds"], weak["T"], report,
+                                           results[len(ps):])
     return report
