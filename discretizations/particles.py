@@ -12,7 +12,9 @@ holds the state (positions, step, time, noise source) around it. A scheme with
 memory (one that needs, say, the previous step's noise) is a class of
 :class:`SchemeWithMemory` shape: built from its ``history`` (arrays of N x p, newest
 first, empty for a new run), called like a function, and returning what it keeps
-with ``history(like)``, which the run's state saves for an exact resume.
+with ``history(like)``, which the run's state saves for an exact resume. Either kind
+may declare ``check_step(problem, eta)``, the refusal of a step it cannot take
+(:func:`step_check`; by default the explicit step's limit, :func:`check_step_size`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def check_step_size(problem: Problem, eta: float) -> None:
         )
 
 
+def step_check(name: str) -> Callable[[Problem, float], None]:
+    """The step-size check of the particle scheme registered as ``name``: its own ``check_step(problem, eta)``
+    where it declares one, else :func:`check_step_size`, the limit every explicit step shares (the prior's
+    linear part must contract)."""
+    check: Callable[[Problem, float], None] = getattr(PARTICLE_SCHEMES[name], "check_step", check_step_size)
+    return check
+
+
 def initial_measure(functional: Functional, Z: np.ndarray, sd: float | None = None) -> np.ndarray:
     """Standard normals ``Z`` (N x dim) scaled to the initial measure.
 
@@ -172,7 +182,7 @@ class Particles:
         total: int | None = None,
         history: tuple[np.ndarray, ...] = (),
     ) -> None:
-        check_step_size(functional.problem, eta)
+        step_check(scheme)(functional.problem, eta)
         self.functional = functional
         self.drift: Drift = GradientDrift(functional) if drift is None else drift
         self.eta = float(eta)
@@ -240,8 +250,8 @@ class Particles:
 
     @staticmethod
     def check(options: ParticleOptions, functional: Functional) -> None:
-        """Refuse, before any work, a step size the scheme cannot take (:func:`check_step_size`)."""
-        check_step_size(functional.problem, options.eta)
+        """Refuse, before any work, a step size the scheme cannot take (:func:`step_check`)."""
+        step_check(options.scheme)(functional.problem, options.eta)
 
     def fit(self) -> Fit:
         """The functional's fit of the current measure (cached until the next step)."""

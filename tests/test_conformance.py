@@ -102,6 +102,40 @@ def test_a_new_particle_scheme_is_one_registration(monkeypatch):
     assert np.abs(system.positions - fine.positions).max() < 0.1 * np.abs(euler.positions - fine.positions).max()
 
 
+def test_the_step_size_check_is_the_schemes(monkeypatch):
+    """A scheme that declares check_step refuses by its own limit, before any work; one that does not has the
+    explicit step's (eta lam_w_bar < 1)."""
+    from mfld.discretizations.particles import PARTICLE_SCHEMES, euler_maruyama
+    from mfld.model.registry import Entry
+
+    class Cautious:
+        levels = 0
+
+        def __init__(self, history):
+            pass
+
+        __call__ = staticmethod(euler_maruyama)
+
+        @staticmethod
+        def check_step(problem, eta):
+            if eta > 0.05:
+                raise ValueError(f"particles.scheme = 'cautious' takes time.eta <= 0.05, got {eta}")
+
+    def plain(W, q, drift, eta, lam, xi, step, fit=None):
+        return euler_maruyama(W, q, drift, eta, lam, xi, step, fit)
+
+    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "cautious", Entry("cautious", Cautious, "a scheme with a limit"))
+    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "plain", Entry("plain", plain, "Euler-Maruyama, renamed"))
+    ok = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.05"])
+    build.build_system(ok, build.build_problem(ok))
+    too_large = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.1"])
+    with pytest.raises(ValueError, match="'cautious' takes time.eta <= 0.05, got 0.1"):
+        build.check_inputs(too_large, build.build_problem(too_large))  # the refusal made before any work
+    unstable = load_config(None, [*SMALL, 'particles.scheme="plain"', "time.eta=50"])
+    with pytest.raises(ValueError, match="time.eta = 50.* too large for stability"):
+        build.build_system(unstable, build.build_problem(unstable))
+
+
 @pytest.mark.parametrize("kind", list(DISCRETIZATIONS))
 def test_each_option_of_a_discretisation_is_a_configuration_key(kind):
     """A registered discretisation is built from its options alone: every field names a key the configuration
