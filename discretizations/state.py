@@ -25,6 +25,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from mfld.model.backend import Array, namespace
+from mfld.model.two_timescale import solver_axes
 
 Stored = np.ndarray | str
 """One stored part of a state: an array, or text."""
@@ -54,18 +55,6 @@ def _history(arrays: Mapping[str, Stored], prefix: str) -> tuple[np.ndarray, ...
 
 SOLVER = "solver_"
 """The prefix of the stored names of a particle state's solver arrays."""
-
-
-def _solver_dimensions(name: str) -> tuple[str, ...] | None:
-    """Axes of the two-timescale functional's solver arrays (:meth:`TwoTimescaleFunctional.solver_state`)."""
-    if name in ("source_n", "source_N"):
-        return ("particle", "component")
-    if name in ("source_weight_n", "source_weight_N"):
-        return ("particle",)
-    part = name.split("_")
-    if len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
-        return ("sample" if part[1] == "n" else "particle", "column")
-    return None
 
 
 class State(Protocol):
@@ -111,13 +100,13 @@ class ParticleState:
     @staticmethod
     def dimensions(name: str) -> tuple[str, ...] | None:
         """``(particle, component)`` for the positions and the history, ``()`` for the noise state; the solver's
-        arrays by their names (:func:`_solver_dimensions`)."""
+        arrays by their names (:func:`~mfld.model.two_timescale.solver_axes`)."""
         if name == "rng_state":
             return ()
         if name == "position" or name in _levels("history", 1) or (name.startswith("history_")
                                                                    and name[8:].isdigit()):
             return ("particle", "component")
-        return _solver_dimensions(name[len(SOLVER):]) if name.startswith(SOLVER) else None
+        return solver_axes(name[len(SOLVER):]) if name.startswith(SOLVER) else None
 
     @classmethod
     def from_arrays(cls, step: int, time: float, arrays: Mapping[str, Stored]) -> ParticleState:

@@ -66,6 +66,31 @@ class DualSolve:
 _ARRAYS_PER_CHUNK = 3
 
 
+def solver_array(name: str) -> tuple[str, str, int] | None:
+    """``(what, side, columns)`` of a name in :meth:`TwoTimescaleFunctional.solver_state`: ``what`` is ``source``,
+    ``source_weight`` or ``guess``, ``side`` is ``n`` or ``N``, ``columns`` a guess's (0 for the others); None for
+    a name the solver state does not have."""
+    for what in ("source_weight", "source"):
+        if name in (f"{what}_n", f"{what}_N"):
+            return what, name[-1], 0
+    part = name.split("_")
+    if len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
+        return "guess", part[1], int(part[2])
+    return None
+
+
+def solver_axes(name: str) -> tuple[str, ...] | None:
+    """The axes of a solver array of :func:`solver_array`'s names: a source's points ``(particle, component)``, its
+    weights ``(particle,)``, a guess ``(sample, column)`` on the n side and ``(particle, column)`` on the N side."""
+    parsed = solver_array(name)
+    if parsed is None:
+        return None
+    what, side, _ = parsed
+    if what == "guess":
+        return ("sample" if side == "n" else "particle", "column")
+    return ("particle", "component") if what == "source" else ("particle",)
+
+
 def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
     """``U = (lam_a_bar / 2T) tr(Y^T c)``: the loss at the optimal second layer from the dual coefficients ``c``
     of ``K c = Y`` (docs/theory.md §2)."""
@@ -166,22 +191,23 @@ class TwoTimescaleFunctional:
         pb, xp = self.problem, namespace(self.problem.X)
         guesses: dict[tuple[str, int], Array] = {}
         for name, value in state.items():
-            part = name.split("_")
+            parsed = solver_array(name)
+            if parsed is None:
+                raise ValueError(f"solver state {name!r} is not part of the {self.name} functional's solver")
+            what, side, columns = parsed
             v = xp.asarray(value, dtype=pb.X.dtype)
-            if len(part) == 2 and part[0] == "source" and part[1] in ("n", "N"):
-                q = state.get(f"source_weight_{part[1]}")
+            if what == "source":
+                q = state.get(f"source_weight_{side}")
                 if q is None or v.ndim != 2 or v.shape[1] != pb.p or tuple(q.shape) != (v.shape[0],):
                     raise ValueError(f"solver state {name!r}: a measure's points (m x {pb.p}) and their weights "
                                      f"(m,) are expected, got {tuple(v.shape)} and "
                                      f"{None if q is None else tuple(q.shape)}")
-                self._source[part[1]] = (v, xp.asarray(q, dtype=pb.X.dtype))
-            elif len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
-                if v.ndim != 2 or v.shape[1] != int(part[2]) or (part[1] == "n" and v.shape[0] != pb.n):
+                self._source[side] = (v, xp.asarray(q, dtype=pb.X.dtype))
+            elif what == "guess":
+                if v.ndim != 2 or v.shape[1] != columns or (side == "n" and v.shape[0] != pb.n):
                     raise ValueError(f"solver state {name!r} has shape {tuple(v.shape)}, not that of a solution "
-                                     f"of the {part[1]}-side system with {part[2]} column(s)")
-                guesses[(part[1], int(part[2]))] = v
-            elif not (len(part) == 3 and name.startswith("source_weight_") and part[2] in ("n", "N")):
-                raise ValueError(f"solver state {name!r} is not part of the {self.name} functional's solver")
+                                     f"of the {side}-side system with {columns} column(s)")
+                guesses[(side, columns)] = v
         self._guess = guesses
 
     def _iterative(self, size: int) -> bool:

@@ -49,8 +49,8 @@ from .checks import check_file
 from .commit import CheckpointError
 from .layout import Frame, frame_bytes
 from .reader import CheckpointReader, Snapshot, load
-from .sharded import ShardedCheckpointStore, is_sharded
+from .sharded import ShardedCheckpointStore
 from .store import CheckpointStore
 
 __all__ = ["CheckpointError", "CheckpointReader", "CheckpointStore", "Frame", "ShardedCheckpointStore", "Snapshot",
-           "check_file", "frame_bytes", "is_sharded", "load"]
+           "check_file", "frame_bytes", "load"]

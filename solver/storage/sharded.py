@@ -160,11 +160,6 @@ def sharded(f: h5py.File) -> bool:
     return f"{PARTICLES}/position/sources" in f
 
 
-def is_sharded(path: str | Path) -> bool:
-    """Whether the file's particle positions are a virtual dataset over shard files."""
-    with h5py.File(path, "r") as f:
-        return sharded(f)
-
 
 def rebuild_virtual(el: h5py.Group, total: int, p: int, dtype: npt.DTypeLike) -> None:
     """``value`` as a virtual dataset (frames x total x p) over the shard files listed in ``sources``.

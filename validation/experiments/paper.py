@@ -24,7 +24,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
-from ..report import Report, pm
+from ..report import Report, mean_se, pm
 from .training import current_backend, experiment_config, train
 
 log = logging.getLogger("mfld.validation")
@@ -77,9 +77,7 @@ class Curves:
 
     def se(self, key: str) -> np.ndarray:
         """Standard error of the mean over the seeds (zero for one seed)."""
-        if self.seeds < 2:
-            return np.zeros_like(self.time)
-        return np.asarray(self.runs[key].std(axis=0, ddof=1) / np.sqrt(self.seeds))
+        return np.asarray(mean_se(self.runs[key])[1])
 
     def at(self, key: str, where: int) -> tuple[float, float]:
         """(mean, standard error) at record ``where`` (0: the start, -1: the end)."""
@@ -87,9 +85,8 @@ class Curves:
 
     def paired(self, other: Curves, key: str) -> tuple[float, float]:
         """Mean and standard error over the seeds of ``key``'s final value here minus in ``other``."""
-        diff = self.runs[key][:, -1] - other.runs[key][:, -1]
-        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-        return float(diff.mean()), se
+        mean, se = mean_se(self.runs[key][:, -1] - other.runs[key][:, -1])
+        return float(mean), float(se)
 
     def data(self) -> dict[str, Any]:
         return {"time": self.time.tolist(), "seeds": self.seeds,
