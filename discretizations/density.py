@@ -198,10 +198,6 @@ class GridDensity:
         return {name: f(self) for name, f in GRID_DIAGNOSTICS.items()
                 if name != "gap" or self.reference_objective is not None}
 
-    def restart_solver(self) -> None:
-        self.functional.restart_solver()
-        self._fit = None
-
     def _advance(self, new: Array) -> None:
         if not bool(self.xp.all(self.xp.isfinite(new))):
             raise FloatingPointError(

@@ -218,10 +218,9 @@ class Particles:
         elif isinstance(state, ParticleState):
             noise, W, step, time, history = noise_from_state(state.rng_state), state.positions, state.step, \
                 state.time, state.history
-            # One process continues the solver where it was. Several start it afresh: its state is of the whole
-            # measure, and their sums run in another order anyway (a sharded file holds none).
-            if comm.size == 1:
-                functional.restore_solver(state.solver)
+            # The solver continues where it was: each process from its block of the measure it was factored at
+            # (a sharded file's rows of this process), with the first guesses every process shares.
+            functional.restore_solver(state.solver)
         else:
             raise TypeError(f"a particle run continues from particles, not a {type(state).__name__}")
         drift = None
@@ -299,11 +298,6 @@ class Particles:
     def diagnostics(self) -> dict[str, float]:
         """Particles add no observables of their own."""
         return {}
-
-    def restart_solver(self) -> None:
-        self.functional.restart_solver()
-        self._fit = None
-        self._solver = {}
 
     def state(self) -> ParticleState:
         """Host copy of the positions, the noise source's state, the scheme's history and the solver state as it

@@ -42,7 +42,3 @@ class System(Protocol):
 
     def diagnostics(self) -> dict[str, float]: ...
 
-    def restart_solver(self) -> None:
-        """Drop the cached fit and the functional's solver state (a run whose checkpoints hold no solver state
-        does this at their steps, as its resumes start without one)."""
-        ...

@@ -37,7 +37,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve
 
 from .config import Config, get, to_toml
-from .observers import Checkpoints, Frames, Progress, SolverRestarts
+from .observers import Checkpoints, Frames, Progress
 from .storage import (
     CheckpointError,
     CheckpointReader,
@@ -223,16 +223,15 @@ def metrics_of(system: System) -> dict[str, float]:
 
 def _observers(config: Config, store: CheckpointStore | None, steps: int, resuming: bool,
                rank: int = 0) -> list[loop.Observer]:
-    """The run's observers: solver restarts (for a store without solver state), the observables' recorder,
-    progress, and the checkpoint writer (``store``) or, without one, the frames kept in memory (:class:`Frames`)."""
+    """The run's observers: the observables' recorder, progress, and the checkpoint writer (``store``) or,
+    without one, the frames kept in memory (:class:`Frames`)."""
     out = config["output"]
     sink = store.add_observables if store is not None else None
     metrics = loop.Recorder(metrics_of, out["metrics_every"], record_start=not resuming, sink=sink)
     shown = {"auto": None, "on": True, "off": False}[out["progress"]] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
     keep = Checkpoints(store, out["checkpoint_every"]) if store is not None else Frames(out["checkpoint_every"])
-    restarts = [SolverRestarts(out["checkpoint_every"])] if store is not None and not store.holds_solver_state else []
-    return [*restarts, metrics, progress, keep]
+    return [metrics, progress, keep]
 
 
 def planned_rows(config: Config, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:

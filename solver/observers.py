@@ -4,9 +4,7 @@ Each is small; the loop (:mod:`mfld.discretizations.loop`) calls ``start``,
 ``observe`` after every step and ``finish`` once, in the order given. The
 observables are recorded by the loop's :class:`~mfld.discretizations.loop.Recorder`,
 whose sink is the checkpoint store; :class:`Progress` reads the recorder's latest
-values. :class:`SolverRestarts` changes the system: it restarts the iterative
-solver at checkpoint steps, which a store that holds no solver state needs (a
-sharded run's) so that a resumed run matches; it comes first.
+values.
 """
 
 from __future__ import annotations
@@ -82,10 +80,8 @@ class Progress:
 
 
 class Store(Protocol):
-    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`). ``holds_solver_state``: whether a
-    committed state's solver arrays are kept (else a resume restarts the solver, and so must the run)."""
-
-    holds_solver_state: bool
+    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`): every array of a committed state
+    is kept, the solver's among them, so a resume continues the run exactly."""
 
     def commit(self, state: State) -> None: ...
 
@@ -150,27 +146,3 @@ class Frames:
     def finish(self, system: System, interrupted: bool) -> None:
         if self.states[-1].step != system.step_count:
             self._keep(system)
-
-
-class SolverRestarts:
-    """Restart the functional's iterative solver at every checkpoint step, before anything is measured there.
-
-    An iterative solve depends on the solver's state (its preconditioner, its first guess), which a
-    sharded checkpoint does not hold; a run resumed from one starts without it. Restarting at the
-    same steps in the run that wrote the file makes the resumed run follow it bit for bit. Must come
-    before the observers that fit the measure. A single file holds the solver state with each frame
-    (:class:`~mfld.discretizations.state.ParticleState`), and its runs need no restarts.
-    """
-
-    def __init__(self, every: int) -> None:
-        self.every = int(every)
-
-    def start(self, system: System) -> None:
-        pass
-
-    def observe(self, system: System) -> None:
-        if system.step_count % self.every == 0:
-            system.restart_solver()
-
-    def finish(self, system: System, interrupted: bool) -> None:
-        pass

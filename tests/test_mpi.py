@@ -152,3 +152,65 @@ def test_a_serial_file_resumed_on_two_ranks_is_refused_by_both(tmp_path):
     assert proc.stderr.count("was written by one process; resume it with one process") == 2, proc.stderr
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "one.h5.lock") == ["one.h5"]
+
+
+def test_a_sharded_pcg_trajectory_does_not_depend_on_its_checkpoint_steps(tmp_path):
+    """The shards and the master hold the solver's state with each frame (pcg's measure and first guesses), so
+    a sharded run neither restarts its solver at checkpoints nor drifts when resumed from one."""
+    pcg = ('particles.solve="pcg"', "output.metrics_every=1")
+    mfld(2, "run", "--out", str(tmp_path / "a.h5"), *sets("time.steps=24", *pcg, "output.checkpoint_every=12"))
+    mfld(2, "run", "--out", str(tmp_path / "b.h5"), *sets("time.steps=24", *pcg, "output.checkpoint_every=5"))
+    mfld(2, "run", "--out", str(tmp_path / "c.h5"), *sets("time.steps=13", *pcg, "output.checkpoint_every=12"))
+    mfld(2, "resume", str(tmp_path / "c.h5"), "--steps", "11")
+    a = load(tmp_path / "a.h5")
+    for other in ("b.h5", "c.h5"):
+        np.testing.assert_array_equal(load(tmp_path / other).points, a.points, err_msg=other)
+    np.testing.assert_array_equal(CheckpointReader(tmp_path / "c.h5").observables()["U"]["value"],
+                                  CheckpointReader(tmp_path / "a.h5").observables()["U"]["value"])
+    with h5py.File(tmp_path / "a.h5", "r") as f:  # the measure along the particles over the shards, the guess here
+        assert f["particles/mu/solver_source_n/value"].is_virtual
+        assert f["particles/mu/solver_source_n/value"].shape == (3, 101, 5)
+        assert not f["particles/mu/solver_guess_n_1/value"].is_virtual
+    snap = load(tmp_path / "a.h5")
+    assert snap.solver["source_n"].shape == (101, 5) and snap.solver["guess_n_1"].shape == (30, 1)
+
+
+def test_a_sharded_file_written_before_the_solver_state_resumes(tmp_path):
+    """A sharded file written by d07089b (its master's series grown row by row, no solver state): read, and
+    resumed on two ranks to what a straight two-rank run gives (cholesky: exact solves, so bit for bit)."""
+    old = Path(__file__).resolve().parent / "data" / "v0.2"
+    for name in ("particles-sharded.h5", "particles-sharded.r0of2.h5", "particles-sharded.r1of2.h5"):
+        shutil.copy(old / name, tmp_path / name)
+    settings = sets('particles.solve="cholesky"')
+    mfld(2, "run", "--out", str(tmp_path / "straight.h5"), *settings, "--set", "time.steps=20")
+    master = tmp_path / "particles-sharded.h5"
+    assert CheckpointReader(master).provenance["git_revision"].startswith("d07089b")
+    mfld(2, "resume", str(master), "--steps", "10")
+    straight, resumed = CheckpointReader(tmp_path / "straight.h5"), CheckpointReader(master)
+    np.testing.assert_array_equal(resumed.steps, [0, 5, 10, 15, 20])
+    for step in resumed.steps:
+        np.testing.assert_array_equal(resumed.snapshot(int(step)).points, straight.snapshot(int(step)).points)
+    np.testing.assert_array_equal(resumed.observables()["objective"]["value"],
+                                  straight.observables()["objective"]["value"])
+
+
+def test_a_master_whose_virtual_arrays_reach_past_their_own_shard_data_is_refused(tmp_path):
+    """Only ``/particles/mu/<name>/value`` over the dataset of that same array in this master's shards is the
+    sharded layout; the same element over another dataset of a shard, or over another file, is refused."""
+    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=5", 'particles.solve="pcg"'))
+    for case, (shard, dataset) in enumerate((("two.r0of2.h5", "value"), ("other.h5", "solver_source_n"))):
+        folder = tmp_path / f"case{case}"
+        folder.mkdir()
+        for name in ("two.h5", "two.r0of2.h5", "two.r1of2.h5"):
+            shutil.copy(tmp_path / name, folder / name)
+        with h5py.File(folder / "other.h5", "w") as f:
+            f["solver_source_n"] = np.zeros((2, 51, 5))
+        path = folder / "two.h5"
+        layout = h5py.VirtualLayout(shape=(2, 101, 5), dtype="f8")
+        layout[:, :51] = h5py.VirtualSource(shard, dataset, shape=(2, 51, 5))
+        with h5py.File(path, "r+") as f:
+            del f["particles/mu/solver_source_n/value"]
+            f["particles/mu/solver_source_n"].create_virtual_dataset("value", layout, fillvalue=np.nan)
+        with pytest.raises(CheckpointError, match=f"reaches outside itself.*over {shard}:/?{dataset}"):
+            load(path)
+    load(tmp_path / "two.h5")

@@ -19,11 +19,13 @@ time series is an H5MD element ``{step, time, value}``)::
     /parameters                   attrs: config (TOML text), mfld_kind
     /parameters/data/{X, Y, X_test, Y_test[, relevant]}
 
-A run sharded over R processes (``mpiexec -n R mfld run``) writes each rank's
-particles to its own file ``<name>.r<rank>of<R>.h5`` and rank 0 writes the master
-file, whose ``position/value`` is an HDF5 virtual dataset over the shards (the
-table ``position/sources`` records, per frame, which shard rows hold which global
-particles), so loaders see one file, and a resume on another R just adds shards.
+A run sharded over R processes (``mpiexec -n R mfld run``) writes each rank's rows of
+the state's arrays along the particles (positions in ``value``, the others by their
+names) to its own file ``<name>.r<rank>of<R>.h5``, and rank 0 writes the master file:
+the layout above, whose elements along the particles have HDF5 virtual datasets over the
+shards as their ``value`` (the table ``position/sources`` records, per frame, which shard
+rows hold which global particles), so loaders see one file, and a resume on another R
+just adds shards.
 
 Frames and observables are committed in place (:mod:`mfld.solver.storage.commit`): every time
 series holds ``capacity`` preallocated rows, sized from the run's plan, and
@@ -35,7 +37,7 @@ ends (finished or stopped by a signal) drops them (:meth:`~mfld.solver.storage.s
 so only a killed process leaves them for other readers. A change of structure (the
 first frame, a new observable, more rows than planned) writes a new file that
 replaces the old one, once; a sharded run's master
-(small: no positions) is rewritten at each commit the same way.
+(small: nothing along the particles) is written anew at each commit the same way.
 
 Modules: :mod:`~mfld.solver.storage.elements` (the H5MD elements), :mod:`~mfld.solver.storage.layout`
 (frames and layouts), :mod:`~mfld.solver.storage.store` (the writer), :mod:`~mfld.solver.storage.reader`

@@ -24,6 +24,7 @@ from .elements import (
     frame_element,
     frame_elements,
     holds_density,
+    shard_dataset,
     state_type,
 )
 
@@ -191,8 +192,9 @@ SHARD_NAME = re.compile(r"^(?P<stem>.+)\.r\d+of\d+\.h5$")
 def foreign_parts(path: Path, f: h5py.File) -> list[str]:
     """Everything in the file that reaches outside it: external links, external storage, virtual datasets.
 
-    The one exception is mfld's own sharded layout: the master's particle positions as a virtual
-    dataset over ``<stem>.r<k>of<R>.h5`` files in the master's folder.
+    The one exception is mfld's own sharded layout: the master's arrays along the particles as virtual
+    datasets ``/particles/mu/<name>/value`` over the dataset of that array (:func:`shard_dataset`) in
+    ``<stem>.r<k>of<R>.h5`` files in the master's folder.
     """
     found: list[str] = []
 
@@ -209,10 +211,13 @@ def foreign_parts(path: Path, f: h5py.File) -> list[str]:
         if obj.external:
             found.append(f"/{name} keeps its data in external files {[e[0] for e in obj.external]}")
         if obj.is_virtual:
-            own = f"/{name}" == f"{PARTICLES}/position/value"
+            prefix = f"{PARTICLES.lstrip('/')}/"
+            element = name[len(prefix):-len("/value")] if name.startswith(prefix) and name.endswith("/value") else ""
+            own = bool(element) and "/" not in element
             for vs in obj.virtual_sources():
                 m = SHARD_NAME.match(vs.file_name)
-                if not (own and m and m["stem"] == path.stem and "/" not in vs.file_name):
+                if not (own and m and m["stem"] == path.stem and "/" not in vs.file_name
+                        and vs.dset_name.lstrip("/") == shard_dataset(element)):
                     found.append(f"/{name} is a virtual dataset over {vs.file_name}:{vs.dset_name}")
 
     walk_links(f, "", visit, set())

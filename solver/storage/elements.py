@@ -1,5 +1,5 @@
 """H5MD 1.1 elements ``{step, time, value}`` of a checkpoint file: the paths, the element kinds
-(growing, preallocated slots, densities with their dimension scales) and the commit counter's reading."""
+(preallocated slots, densities with their dimension scales) and the commit counter's reading."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ GROUPS = {"particles": PARTICLES, "fields": FIELDS}
 """Where the arrays of a state of each ``group`` live in a file."""
 MAIN = (f"{PARTICLES}/position", f"{FIELDS}/mu")
 """The elements whose frames define the saved steps; a state's other arrays share their step and time."""
+
+
+def shard_dataset(name: str) -> str:
+    """The dataset of a sharded run's shard file that holds a process's rows of the state's array ``name``
+    (positions in ``value``, as the shards of every mfld version have them)."""
+    return "value" if name == "position" else name
 
 
 def frame_elements(f: h5py.File) -> list[str]:
@@ -77,26 +83,6 @@ def holds_density(kind: str) -> bool | None:
 def has_checksums(f: h5py.File) -> bool:
     """Whether the file's datasets carry Fletcher-32 checksums (``output.checksum``), verified on every read."""
     return bool(f["parameters"].attrs.get("checksum", False))
-
-
-def growing_element(group: h5py.Group, name: str, value_shape: tuple[int, ...], dtype: npt.DTypeLike) -> h5py.Group:
-    el = group.create_group(name)
-    check = has_checksums(group.file) and np.dtype(dtype).kind != "O"
-    el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,), fletcher32=check)
-    el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,), fletcher32=check)
-    chunk = (1, *value_shape) if value_shape else (256,)
-    el.create_dataset("value", shape=(0, *value_shape), maxshape=(None, *value_shape), dtype=dtype, chunks=chunk,
-                      fletcher32=check)
-    return el
-
-
-def append_row(el: h5py.Group, step: int, time: float, value: np.ndarray | float | str) -> None:
-    k = el["step"].shape[0]
-    for name in ("step", "time", "value"):
-        el[name].resize(k + 1, axis=0)
-    el["step"][k] = step
-    el["time"][k] = time
-    el["value"][k] = value
 
 
 def slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...],

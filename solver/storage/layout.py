@@ -122,7 +122,8 @@ def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str]
     committed rows of ``old`` are copied. ``trim``: exactly ``need`` rows, no padding."""
     k, r = committed_counts(old) if old is not None else (0, 0)
     checksum = has_checksums(new)
-    sources = {p: old[p] for p in frame_elements(old)} if old is not None else {}
+    # A virtual element (a sharded master's arrays along the particles) is its writer's to rebuild, not copied.
+    sources = {p: old[p] for p in frame_elements(old) if not old[p]["value"].is_virtual} if old is not None else {}
     cap_frames = capacity(want[0], need[0], max([e["value"].shape[0] for e in sources.values()], default=0))
     cap_frames = need[0] if trim else cap_frames
     for path in ordered([*frame, *sources]):

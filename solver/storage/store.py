@@ -43,10 +43,8 @@ class CheckpointStore:
 
     ``frames`` and ``records`` are how many frames and observables records the run is planned to
     add: the file is given room for them at its first commit, so every later commit is in place.
-    Every array of a committed state is kept, its solver's among them (``holds_solver_state``).
+    Every array of a committed state is kept, its solver's among them.
     """
-
-    holds_solver_state = True
 
     def __init__(self, path: str | Path, frames: int = 0, records: int = 0) -> None:
         self.path = Path(path)
