@@ -8,7 +8,7 @@ import pytest
 from conftest import one_sided_derivative, small_problem
 from mfld.discretizations.particles import euler_maruyama
 from mfld.model.classical import ClassicalFunctional
-from mfld.model.features import FEATURE_MAPS
+from mfld.model.features import FEATURE_MAPS, RidgeFeature
 from mfld.model.functional import GradientDrift
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.two_timescale import TwoTimescaleFunctional
@@ -36,11 +36,19 @@ def test_feature_gradient_matches_finite_differences(name, rng):
     C, A = rng.standard_normal((7, 2)), rng.standard_normal((1, 2))
     Z, H = fm.evaluate(Xa, w[None])
     analytic = fm.contract_grad(Xa, w[None], Z, H, C, A)[0]
-    assert np.allclose(fm.derivative(Z, fm.values(Z)), fm.derivative(Z), rtol=1e-13, atol=1e-15)
     numeric = central_gradient(lambda v: float(C @ A[0] @ fm(X, v[None])[:, 0]), w)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
     # The full contraction with M = C A^T is the same sum.
     np.testing.assert_allclose(fm.pullback(Xa, w[None], Z, H, C @ A.T)[0], analytic, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, fm in FEATURE_MAPS.items() if isinstance(fm, RidgeFeature)))
+def test_a_ridge_derivative_from_its_values_equals_the_derivative(name, rng):
+    """Only what the FeatureMap protocol names is asked of every map (above); a ridge map's derivative from its
+    values (tanh: 1 - h^2) is its own shortcut."""
+    fm = FEATURE_MAPS[name]
+    Z = rng.standard_normal((7, 4)) * 2.0
+    np.testing.assert_allclose(fm.derivative(Z, fm.values(Z)), fm.derivative(Z), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("feature", ["tanh_bias", "tanh", "sigmoid_bias", "erf", "softplus_bias", "cos_bias"])
