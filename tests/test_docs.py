@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # A running time stated in prose: "about 15 s", "under a minute", "takes 4 minutes", "5 min on two cores".
@@ -71,3 +75,14 @@ def test_the_readme_python_snippets_run_as_written():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
+
+
+def test_the_extensions_example_still_applies_to_this_tree(tmp_path):
+    """docs/examples/extensions.patch (the README's worked example of "Where to add") applies to the code as it is
+    now; when it no longer does, regenerate it from a branch where it is applied and its round trips pass."""
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    proc = subprocess.run([git, "apply", "--check", str(ROOT / "docs" / "examples" / "extensions.patch")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
