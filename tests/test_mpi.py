@@ -75,6 +75,20 @@ def test_two_rank_checkpoint_resumes_on_other_counts(tmp_path, ranks):
                                rtol=1e-12, atol=1e-12)
 
 
+def test_keyed_noise_is_the_stream_of_its_blocks():
+    """Rows b BLOCK .. (b + 1) BLOCK - 1 of a step are the first draws of the Philox generator keyed by (seed, step,
+    b), in order: the stream every file written so far continues."""
+    from mfld.discretizations.noise import BLOCK, KeyedNoise
+
+    def block(step: int, b: int) -> np.ndarray:
+        return np.random.Generator(np.random.Philox(key=(7 << 96) | (step << 32) | b)).standard_normal((BLOCK, 3))
+
+    reference = np.concatenate([block(5, 0), block(5, 1)])
+    noise = KeyedNoise(7)
+    for start, stop in ((0, 2000), (0, 2 * BLOCK), (100, BLOCK + 50), (BLOCK + 7, 2 * BLOCK - 1), (3, 4)):
+        np.testing.assert_array_equal(noise.normal(5, start, stop, 3), reference[start:stop])
+
+
 def test_keyed_noise_does_not_depend_on_the_split():
     from mfld.discretizations.noise import BLOCK, KeyedNoise
 
