@@ -26,7 +26,6 @@ from mfld.discretizations.particles import Particles
 from mfld.discretizations.state import DensityState, ParticleState
 from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
-from mfld.model import elementwise
 from mfld.model.backend import get_backend, to_host
 from mfld.model.datasets import make_dataset, read_dataset
 from mfld.model.distributed import Communicator, Serial, shard, world
@@ -276,7 +275,7 @@ def _store(path: Path, comm: Communicator, system: System, create: NewFile | Non
 def _run(system: System, steps: int, observers: list[loop.Observer], threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads), elementwise.limited(threads):
+    with threadpool_limits(limits=threads):
         loop.run(system, steps, observers)
 
 

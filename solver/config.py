@@ -91,8 +91,7 @@ def _is_cell_count(x: object) -> bool:
 
 
 SCHEMA: dict[str, Key] = {
-    "threads": _nonneg_int("BLAS threads of each process, and the threads its elementwise passes split their "
-                           "rows among (mfld.model.elementwise); 0: the cores idle at the start shared among the MPI "
+    "threads": _nonneg_int("BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
                            "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
                            "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
                            "counts: fix it to compare runs started separately"),

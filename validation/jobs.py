@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from mfld.discretizations.loop import Interrupted
-from mfld.model import elementwise
 from mfld.model.distributed import cores
 
 log = logging.getLogger("mfld.validation")
@@ -86,7 +85,7 @@ def _work(connection: Any, name: str, arguments: dict[str, Any], threads: int) -
         function: Any = importlib.import_module(module)
         for part in qualname.split("."):
             function = getattr(function, part)
-        with threadpool_limits(limits=threads), elementwise.limited(threads):
+        with threadpool_limits(limits=threads):
             start = time.perf_counter()
             result = function(**arguments)
         connection.send(("done", result, time.perf_counter() - start))
