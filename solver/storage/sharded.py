@@ -156,7 +156,9 @@ class ShardedCheckpointStore(CheckpointStore):
             for name, (shape, dtype) in along.items():
                 rebuild_virtual(new[PARTICLES], name, table, self.total, shape, dtype)
 
-        replace(self.path, edit, size=64 * len(records) + 4096 * (len(block) + 1))
+        # The new master holds what the old one did, the new records and a frame's small arrays and virtual layouts.
+        size = self.path.stat().st_size + 64 * len(records) + 4096 * (len(block) + 1)
+        replace(self.path, edit, size=size + sum(v.nbytes for v in rest.values()))
 
 
 def source_table(f: h5py.File, frames: int) -> list[list]:
