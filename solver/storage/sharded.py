@@ -180,9 +180,8 @@ def virtual_arrays(f: h5py.File) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 def missing_shards(path: Path, f: h5py.File) -> list[str]:
     """The shard files that the master's table of sources names and its folder lacks."""
     sources = f.get(f"{PARTICLES}/position/sources")
-    if sources is None:
-        return []
-    names = {entry[0] for t in sources[()] for entry in json.loads(t)}
+    table = source_table(f, sources.shape[0]) if sources is not None else []
+    names = {entry[0] for frame in table for entry in frame}
     return sorted(n for n in names if not (path.parent / n).is_file())
 
 
