@@ -104,6 +104,9 @@ V02 = Path(__file__).resolve().parent / "data" / "v0.2"
 
 @pytest.mark.parametrize("kind, scheme", [("particles", "euler-maruyama"), ("grid", "bdf2"), ("spectral", "sbdf2")])
 def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_path):
+    """The straight run of this code to round-off, not bit for bit: the file's frames were computed on another
+    machine, whose BLAS kernels round differently (a misread state would differ by a step's change). That a resume
+    is bit for bit on one machine is the round trip's test above."""
     old = tmp_path / "old.h5"
     old.write_bytes((V02 / f"{kind}-{scheme}.h5").read_bytes())
     assert CheckpointReader(old).provenance["mfld"] == "0.2.0.dev1"
@@ -113,7 +116,12 @@ def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_pat
     a, b = _frames(straight), _frames(old)
     assert had <= a.keys() and had <= b.keys()
     for name in had:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{kind}/{scheme}: {name} after resume")
+        if a[name].dtype.kind != "f":  # steps, times as integers, names: equal
+            np.testing.assert_array_equal(b[name], a[name], err_msg=f"{kind}/{scheme}: {name} after resume")
+            continue
+        scale = float(np.nanmax(np.abs(a[name]), initial=0.0))
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-13 * scale,
+                                   err_msg=f"{kind}/{scheme}: {name} after resume")
 
 
 class _LeimkuhlerMatthews:
