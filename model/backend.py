@@ -10,7 +10,7 @@ error function of the ``erf`` features (:mod:`mfld.model.features`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeAlias
 
@@ -53,6 +53,25 @@ BACKENDS.add("cupy", _cupy_module, "an NVIDIA GPU, `pip install 'mfld[gpu]'`")
 def get_backend(name: str) -> ModuleType:
     """Array module for a configuration name (``"numpy"`` or ``"cupy"``)."""
     return BACKENDS[name]()
+
+
+def chunks(total: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(total)`` of length at most ``size``."""
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+CACHE_BLOCK_BYTES = 16 * 2**20
+"""Bytes of an n x b block of the features that one pass keeps in the CPU's caches (benchmarks/cache_blocks.py)."""
+
+
+def cache_columns(xp: ModuleType, rows: int, columns: int, itemsize: int = 8) -> int:
+    """Columns per block when an n x N array is passed over block by block: at most ``CACHE_BLOCK_BYTES`` a block
+    on the CPU, so that the second pass over a block reads the cache, not memory; on a GPU all ``columns`` at once
+    (its memory is fast and each block costs kernel launches)."""
+    if xp is not np:  # pragma: no cover - GPU only
+        return max(columns, 1)
+    return max(1, min(columns, CACHE_BLOCK_BYTES // max(rows * itemsize, 1)))
 
 
 def to_host(a: Array) -> np.ndarray:

@@ -16,8 +16,8 @@ term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
 
 from __future__ import annotations
 
-from .backend import Array, namespace
-from .functional import Fit, chunks, second_moment, validate_measure
+from .backend import Array, chunks, namespace
+from .functional import Fit, second_moment, validate_measure
 from .two_timescale import KernelBacked
 
 

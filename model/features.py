@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from .backend import Array, namespace
+from .backend import Array, cache_columns, chunks, namespace
 from .registry import Registry
 
 
@@ -75,12 +75,26 @@ def _sigmoid(xp: ModuleType, z: Array) -> Array:
     return 0.5 * (1.0 + xp.tanh(0.5 * z))
 
 
+def _tanh_in_place(xp: ModuleType, z: Array) -> None:
+    xp.tanh(z, out=z)
+
+
+def _sigmoid_in_place(xp: ModuleType, z: Array) -> None:
+    """``z <- 0.5 (1 + tanh(z / 2))``, the same operations as :func:`_sigmoid`, in place."""
+    xp.multiply(z, 0.5, out=z)
+    xp.tanh(z, out=z)
+    xp.add(z, 1.0, out=z)
+    xp.multiply(z, 0.5, out=z)
+
+
 @dataclass(frozen=True)
 class Activation:
     """A scalar activation with its derivative, both ``(xp, z) -> array``.
 
     ``derivative_from_value``, where the derivative is a cheap function of the
-    value (tanh: ``1 - s^2``), spares a second transcendental per entry.
+    value (tanh: ``1 - s^2``), spares a second transcendental per entry; with
+    ``value_in_place``, which overwrites pre-activations by the values, the
+    features are then one n x N array and the pre-activations are not kept.
     """
 
     name: str
@@ -88,6 +102,7 @@ class Activation:
     derivative: Callable[[ModuleType, Array], Array]
     scale: float = 1.0
     derivative_from_value: Callable[[Array], Array] | None = None
+    value_in_place: Callable[[ModuleType, Array], None] | None = None
 
 
 def _tanh_d(xp: ModuleType, z: Array) -> Array:
@@ -125,8 +140,8 @@ def _softplus(xp: ModuleType, z: Array) -> Array:
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", lambda xp, z: xp.tanh(z), _tanh_d, 1.0, _one_minus_square),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_d, 1.0, _s_one_minus_s),
+    "tanh": Activation("tanh", lambda xp, z: xp.tanh(z), _tanh_d, 1.0, _one_minus_square, _tanh_in_place),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_d, 1.0, _s_one_minus_s, _sigmoid_in_place),
     "erf": Activation(
         "erf",
         lambda xp, z: _erf(xp)(z),
@@ -167,9 +182,24 @@ class RidgeFeature:
         return xp.concatenate([X, xp.ones((X.shape[0], 1), dtype=X.dtype)], axis=1)
 
     def evaluate(self, Xa: Array, W: Array) -> tuple[Array, Array]:
-        """``(Z, H)`` with ``Z[j, i] = w_i . x~_j`` and ``H = h(Z)``."""
-        Z = Xa @ W.T
-        return Z, self.values(Z)
+        """``(Z, H)`` with ``Z[j, i] = w_i . x~_j`` and ``H = h(Z)``; ``(H, H)`` where the derivative is a function
+        of the value and the activation can be applied in place.
+
+        In that case ``H`` is formed block by block of :func:`~mfld.model.backend.cache_columns` columns, each
+        block's pre-activations overwritten by their values while they are in the cache: one n x N array
+        written once, where ``Z`` then ``h(Z)`` write two and read one.
+        """
+        act = self.activation
+        if act.derivative_from_value is None or act.value_in_place is None:
+            Z = Xa @ W.T
+            return Z, self.values(Z)
+        xp = namespace(Xa, W)
+        H = xp.empty((Xa.shape[0], W.shape[0]), dtype=xp.result_type(Xa, W))
+        for sl in chunks(W.shape[0], cache_columns(xp, Xa.shape[0], W.shape[0], H.itemsize)):
+            block = H[:, sl]
+            xp.matmul(Xa, W[sl].T, out=block)
+            act.value_in_place(xp, block)
+        return H, H
 
     def values(self, Z: Array) -> Array:
         """``h`` evaluated on pre-activations."""

@@ -20,7 +20,7 @@ A :class:`Functional` evaluates ``G(mu)`` and its first variation
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,12 +101,6 @@ class Functional(Protocol):
     def restore_solver(self, state: Mapping[str, Array]) -> None:
         """Continue from a :meth:`solver_state` (of a functional of the same problem and options)."""
         ...
-
-
-def chunks(total: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of ``range(total)`` of length at most ``size``."""
-    for start in range(0, total, size):
-        yield slice(start, min(start + size, total))
 
 
 def validate_measure(W: Array, q: Array, p: int, signed: bool = False) -> None:

@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from .backend import Array, cholesky_apply, cholesky_solve, namespace
+from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
 from .distributed import Communicator, Serial, single_process
-from .functional import DEFAULT_MEMORY_BUDGET, Fit, chunks, second_moment, validate_measure
+from .functional import DEFAULT_MEMORY_BUDGET, Fit, second_moment, validate_measure
 from .pcg import pcg
 from .problem import Problem
 
@@ -89,6 +89,20 @@ def solver_axes(name: str) -> tuple[str, ...] | None:
     if what == "guess":
         return ("sample" if side == "n" else "particle", "column")
     return ("particle", "component") if what == "source" else ("particle",)
+
+
+def _gram_product(H: Array, q: Array, V: Array) -> Array:
+    """``H (q * (H^T V))``, block by block of :func:`~mfld.model.backend.cache_columns` columns: each block's
+    second product reads it from the cache, so that the n x N features are read from memory once, not twice."""
+    xp = namespace(H, V)
+    size = cache_columns(xp, H.shape[0], H.shape[1], H.itemsize)
+    if size >= H.shape[1]:
+        return H @ (q[:, None] * (H.T @ V))
+    out = xp.zeros((H.shape[0], V.shape[1]), dtype=xp.result_type(H, V))
+    for sl in chunks(H.shape[1], size):
+        block = H[:, sl]
+        out += block @ (q[sl, None] * (block.T @ V))
+    return out
 
 
 def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
@@ -263,12 +277,12 @@ class TwoTimescaleFunctional:
 
             def matvec(V: Array) -> Array:
                 if kept is not None:
-                    out = kept @ (q[:, None] * (kept.T @ V))
+                    out = _gram_product(kept, q, V)
                 else:
                     out = xp.zeros_like(V)
                     for sl in chunks(W.shape[0], self.chunk_size(pb.n)):
                         Hc = self.features(W[sl])[1]
-                        out += Hc @ (q[sl, None] * (Hc.T @ V))
+                        out += _gram_product(Hc, q[sl], V)
                         del Hc  # before the next chunk's features: the budget counts one chunk's arrays
                 return self.comm.sum(out) + r * V
 
@@ -343,13 +357,21 @@ class TwoTimescaleFunctional:
 
     # ------------------------------------------------- first variation, drift
     def blocks(self, fit: Fit, W: Array) -> Iterator[tuple[slice, Array, Array]]:
-        """``(slice, Z, H)`` over chunks of ``W``, reusing the fit's features when they are of ``W``."""
+        """``(slice, Z, H)`` over blocks of ``W``, reusing the fit's features when they are of ``W``.
+
+        The features come in chunks of the memory budget, and each chunk in blocks of
+        :func:`~mfld.model.backend.cache_columns` columns: what the caller does with a block (``a = H^T c``, then
+        the derivative and its contraction) then reads the block from the cache, not from memory.
+        """
+        n = self.problem.n
         if W is fit.points and fit.H is not None and fit.Z is not None:
-            yield slice(0, W.shape[0]), fit.Z, fit.H
+            for sl in chunks(W.shape[0], cache_columns(namespace(W), n, W.shape[0], fit.H.itemsize)):
+                yield sl, fit.Z[:, sl], fit.H[:, sl]
             return
-        for sl in chunks(W.shape[0], self.chunk_size(self.problem.n)):
-            Z, H = self.features(W[sl])
-            yield sl, Z, H
+        for part in chunks(W.shape[0], self.chunk_size(n)):
+            Z, H = self.features(W[part])
+            for sl in chunks(H.shape[1], cache_columns(namespace(H), n, H.shape[1], H.itemsize)):
+                yield slice(part.start + sl.start, part.start + sl.stop), Z[:, sl], H[:, sl]
             # Freed before the next chunk's features, so that one chunk's arrays are alive at a time (the
             # caller drops its names at the end of its loop body too).
             del Z, H

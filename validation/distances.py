@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
+from mfld.model.backend import chunks
 from mfld.model.features import FeatureMap
-from mfld.model.functional import chunks
 
 
 def distance_names(p: int) -> tuple[str, str]:
