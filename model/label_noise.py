@@ -96,9 +96,10 @@ def df_first_variation(functional: TwoTimescaleFunctional, fit: Fit, W: Array | 
     K = _K(functional, fit)
     xp = namespace(W)
     out = xp.empty(W.shape[0], dtype=W.dtype)
-    for sl, _, H in functional.blocks(fit, W):
+    for sl, Z, H in functional.blocks(fit, W):
         KinvH = xp.linalg.solve(K, H)  # many right-hand sides: one LU beats column-wise triangular solves
         out[sl] = xp.sum(KinvH * KinvH, axis=0)
+        del Z, H  # views of the chunk: dropped before the next chunk is formed
     return pb.n * pb.lam_a_bar * out
 
 

@@ -62,8 +62,13 @@ class DualSolve:
         if not 0 < self.tol < 1:
             raise ValueError(f"particles.solve_tol must lie in (0, 1), got {self.tol}")
 
-# Temporaries alive per chunk, each n x chunk: Z, h(Z), h'(Z) (and sqrt(q) h(Z) in the Gram pass).
-_ARRAYS_PER_CHUNK = 3
+def feature_arrays(problem: Problem) -> int:
+    """How many n x N arrays the problem's features take: 1 where :meth:`FeatureMap.evaluate`'s cache is the values
+    themselves (tanh, sigmoid: the derivative is a function of the value), 2 where it keeps the pre-activations
+    beside them. Asked of the map on one particle."""
+    xp = namespace(problem.Xa)
+    cache, H = problem.feature.evaluate(problem.Xa, xp.zeros((1, problem.p), dtype=problem.Xa.dtype))
+    return 1 if cache is H else 2
 
 
 def solver_array(name: str) -> tuple[str, str, int] | None:
@@ -130,6 +135,7 @@ class TwoTimescaleFunctional:
         self._source: dict[str, tuple[Array, Array]] = {}  # the (W, q) each factor was formed from
         self._guess: dict[tuple[str, int], Array] = {}  # the last solution: the next first guess
         self.iterations: deque[int] = deque(maxlen=10_000)  # CG iterations of the latest iterative solves
+        self.feature_arrays = feature_arrays(problem)
 
     @property
     def dim(self) -> int:
@@ -142,9 +148,11 @@ class TwoTimescaleFunctional:
         return self.problem.n * self.problem.lam_a_bar
 
     def chunk_size(self, rows: int) -> int:
-        """Columns per chunk so that the per-chunk temporaries fit the memory budget."""
+        """Columns per chunk so that a chunk's features (:attr:`feature_arrays` arrays of ``rows`` x chunk) fit the
+        memory budget; the temporaries of the passes over a chunk are per cache block (at most
+        ``CACHE_BLOCK_BYTES`` each, a few at a time) and come on top."""
         itemsize = self.problem.X.dtype.itemsize
-        return max(1, self.memory_budget // (_ARRAYS_PER_CHUNK * itemsize * max(rows, 1)))
+        return max(1, self.memory_budget // (self.feature_arrays * itemsize * max(rows, 1)))
 
     def features(self, W: Array) -> tuple[Array, Array]:
         """The feature map's cache and values ``(Z, H)`` of points ``W`` on the training inputs."""
@@ -319,18 +327,22 @@ class TwoTimescaleFunctional:
         else:
             sqrt_q = xp.sqrt(xp.abs(q))  # used only when the weights are not signed
             size = self.chunk_size(n)
-            for sl in chunks(W.shape[0], size):
-                Z, Hc = self.features(W[sl])
+            for part in chunks(W.shape[0], size):
+                Z, Hc = self.features(W[part])
                 if size >= W.shape[0]:
                     Z_keep, H = Z, Hc
-                del Z  # kept above or not needed: the budget's third array is the weighted copy
-                if signed:  # no square root of negative weights: the general product instead of B B^T
-                    S += (Hc * q[sl]) @ Hc.T
-                else:
-                    B = Hc * sqrt_q[sl]
-                    S += B @ B.T
-                    del B
-                del Hc
+                del Z  # kept above or not needed
+                # The weighted copy block by block: a cache block's temporary, not a chunk's.
+                for sl in chunks(Hc.shape[1], cache_columns(xp, n, Hc.shape[1], Hc.itemsize)):
+                    block = Hc[:, sl]
+                    weights = q[part][sl] if signed else sqrt_q[part][sl]
+                    if signed:  # no square root of negative weights: the general product instead of B B^T
+                        S += (block * weights) @ block.T
+                    else:
+                        B = block * weights
+                        S += B @ B.T
+                        del B
+                del Hc, block  # the block is a view: it would keep the chunk alive beside the next one
             S = self.comm.sum(S)
         r = self.ridge
         K = S + r * xp.eye(n, dtype=S.dtype)
@@ -381,9 +393,9 @@ class TwoTimescaleFunctional:
         W = fit.points if W is None else W
         xp = namespace(W)
         out = xp.empty((W.shape[0], self.problem.T), dtype=W.dtype)
-        for sl, _, Hc in self.blocks(fit, W):
-            out[sl] = Hc.T @ fit.coef
-            del Hc
+        for sl, Z, H in self.blocks(fit, W):
+            out[sl] = H.T @ fit.coef
+            del Z, H  # views of the chunk: dropped before the next chunk is formed
         return out
 
     def first_variation_U(self, fit: Fit, W: Array | None = None) -> Array:
@@ -441,9 +453,9 @@ class TwoTimescaleFunctional:
         xp = namespace(W)
         Xa = pb.feature.augment(X)
         out = xp.zeros((X.shape[0], pb.T), dtype=W.dtype)
-        for sl, _, H in self.blocks(fit, W):
+        for sl, Z, H in self.blocks(fit, W):
             a = H.T @ fit.coef
-            del H
+            del Z, H  # views of the chunk: dropped before the next chunk is formed
             Ht = pb.feature.evaluate(Xa, W[sl])[1]
             out += Ht @ (fit.weights[sl, None] * a)
             del Ht

@@ -29,7 +29,7 @@ def test_pcg_solves_a_spd_system_to_the_tolerance(rng):
 
 @pytest.mark.parametrize("N", [400, 60])  # n = 120: the n-side system, then the N-side one
 @pytest.mark.parametrize("T", [1, 3])
-@pytest.mark.parametrize("budget", [DEFAULT_MEMORY_BUDGET, 3 * 8 * 120 * 100])  # whole, or chunks of 100 particles
+@pytest.mark.parametrize("budget", [DEFAULT_MEMORY_BUDGET, 8 * 120 * 100])  # whole, or chunks of 100 particles
 def test_pcg_drift_equals_the_cholesky_drift(N, T, budget, rng):
     pb = small_problem("tanh_bias", n=120, d=4, T=T)
     exact = TwoTimescaleFunctional(pb)
@@ -148,9 +148,10 @@ def test_the_loop_drives_pcg_and_counts_iterations(rng):
 @pytest.mark.parametrize("solve", ["pcg", "cholesky"])
 def test_the_default_budget_is_chosen_at_start_stored_and_matches_a_chunked_run(tmp_path, solve, monkeypatch):
     """particles.memory_budget_mb = 0: half the available memory, chosen once and stored, so that the resume chunks
-    as the run did; the trajectory is the chunked one's (1 MiB: chunks of 436 of the 1000 particles) to round-off."""
+    as the run did; the trajectory is the chunked one's (1 MiB: chunks of 1310 of the 2000 particles, the tanh
+    features being one n x N array) to round-off."""
     monkeypatch.setattr(build, "available_memory", lambda: 2 * 700 * 2**20)  # the machine has 1400 MiB available
-    more = ("particles.N=1000", f'particles.solve="{solve}"')
+    more = ("particles.N=2000", f'particles.solve="{solve}"')
     auto = _run(tmp_path, "auto", "time.steps=100", *more, "particles.memory_budget_mb=0")
     assert CheckpointReader(auto).config["particles"]["memory_budget_mb"] == 700
     chunked = _run(tmp_path, "chunked", "time.steps=100", *more, "particles.memory_budget_mb=1")
