@@ -135,8 +135,9 @@ SCHEMA: dict[str, Key] = {
     "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),
     "particles.langevin": Key(bool, doc="`false` drops the noise: the mean-field gradient flow"),
     "particles.memory_budget_mb": _nonneg_int(
-        "bound on one chunk's temporaries (MiB); 0: half the memory available when the run starts, divided by "
-        "the processes, fixed then and stored in the file (so that pcg keeps the features whenever they fit)"),
+        "bound on one chunk's features (MiB; the passes over them add a few 16 MiB cache blocks); 0: half the "
+        "memory available when the run starts, divided by the processes, fixed then and stored in the file (so "
+        "that pcg keeps the features whenever they fit)"),
     "particles.solve": _choice("the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
                                "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, "
                                "warm-started and preconditioned by an earlier factor, `auto` takes pcg when "
