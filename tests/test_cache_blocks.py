@@ -6,14 +6,17 @@ Test problems are far smaller than a cache block, so each test shrinks ``CACHE_B
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from conftest import small_problem
 from mfld.discretizations import loop
 from mfld.model import backend
-from mfld.model.features import get_feature_map
+from mfld.model.features import FEATURE_MAPS, RidgeFeature, get_feature_map
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
+from mfld.model.registry import Entry
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
 from mfld.solver.config import load_config
@@ -85,14 +88,20 @@ def test_the_blocked_step_equals_the_whole_array_step_and_the_formulas(N, T, met
         assert list(blocked.iterations) == list(whole.iterations) and max(blocked.iterations) > 0
 
 
-def test_a_pcg_run_in_blocks_follows_the_whole_array_run(tmp_path, monkeypatch):
-    """30 steps of a small pcg run with features in blocks of 13 particles against the same run in one block."""
+def test_a_pcg_run_in_blocks_follows_the_run_before_blocks(tmp_path, monkeypatch):
+    """30 steps of a small pcg run with features in blocks of 13 particles against the same run the way it went
+    before blocks: the pre-activations kept, ``h(Z)`` a second array, every pass over the whole array."""
     config = load_config(None, ["data.d=4", f"data.n={N_ROWS}", "particles.N=300", "particles.solve=pcg",
                                 "output.plot=false", 'output.progress="off"'])
-    whole = build.build_system(config, build.build_problem(config))
-    loop.run(whole, 30)
     _blocks_of(monkeypatch, 13)
     blocked = build.build_system(config, build.build_problem(config))
     loop.run(blocked, 30)
+    tanh = get_feature_map("tanh_bias")
+    before = RidgeFeature(dataclasses.replace(tanh.activation, value_in_place=None), tanh.bias)
+    monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 2**62)
+    monkeypatch.setitem(FEATURE_MAPS._entries, "tanh_bias", Entry("tanh_bias", before, "tanh, before blocks"))
+    whole = build.build_system(config, build.build_problem(config))
+    assert whole.functional.feature_arrays == 2 and blocked.functional.feature_arrays == 1
+    loop.run(whole, 30)
     W_w, W_b = whole.measure()[0], blocked.measure()[0]
     assert np.linalg.norm(W_b - W_w) <= 1e-10 * np.linalg.norm(W_w)
