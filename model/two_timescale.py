@@ -43,8 +43,8 @@ class DualSolve:
     ``"cholesky"`` forms and factors the Gram matrix every time (exact, the reference);
     ``"pcg"`` solves matrix-free by conjugate gradients (:mod:`mfld.model.pcg`) to the
     relative residual ``tol``, warm-started from the previous solution and preconditioned by
-    the factor of an earlier exact solve, which is refreshed when a solve takes more than
-    ``refresh`` iterations. The exact Gram matrices that df and the alignment form leave the
+    the inverse (single precision) of an earlier exact solve's matrix, which is refreshed when a
+    solve takes more than ``refresh`` iterations. The exact Gram matrices that df and the alignment form leave the
     solver as it was, so that what a run measures does not change its trajectory.
     ``"auto"`` takes pcg when the system solved has at least ``crossover`` rows (measured on two
     cores with benchmarks/particles_cpu.py's trajectories: pcg is 0.65x cholesky at 300 rows on
@@ -254,14 +254,18 @@ class TwoTimescaleFunctional:
         return fit
 
     def _inverse(self, fit: Fit) -> Array:
-        """``(S + r I)^{-1}`` of an exact fit: the preconditioner.
+        """``(S + r I)^{-1}`` of an exact fit, in single precision: the preconditioner.
 
         The explicit inverse costs one more n^3 here and makes each application one matrix product,
-        where two triangular solves per CG iteration cost as much as the product with K itself.
+        where two triangular solves per CG iteration cost as much as the product with K itself. Single
+        precision halves the bytes each application reads: the preconditioner only approximates the
+        current ``K^{-1}`` (it inverts an earlier step's K), and what pcg's answer is accurate to is its
+        residual, computed in double precision with the current K.
         """
         assert fit.gram is not None  # an exact fit has its Gram matrix
         xp = namespace(fit.gram)
-        return xp.linalg.inv(fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype))
+        K = fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype)
+        return xp.linalg.inv(K.astype(xp.float32))
 
     def _fit_pcg(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
         """Matrix-free solve of the dual system on ``side``, falling back to the exact solve to (re)precondition."""
@@ -303,7 +307,10 @@ class TwoTimescaleFunctional:
                 return B.T @ (B @ V) + r * V
 
             rhs = B.T @ Y
-        result = pcg(matvec, rhs, lambda R: factor @ R, guess, self.solve.tol, max_iter=4 * self.solve.refresh)
+        def precondition(R: Array) -> Array:
+            return (factor @ R.astype(factor.dtype)).astype(R.dtype)
+
+        result = pcg(matvec, rhs, precondition, guess, self.solve.tol, max_iter=4 * self.solve.refresh)
         self.iterations.append(result.iterations)
         if not result.converged:  # the preconditioner is too far off: solve exactly, which refreshes it
             return self._exact(W, q, Y, side)
