@@ -188,17 +188,22 @@ class RidgeFeature:
         In that case ``H`` is formed block by block of :func:`~mfld.model.backend.cache_columns` columns, each
         block's pre-activations overwritten by their values while they are in the cache: one n x N array
         written once, where ``Z`` then ``h(Z)`` write two and read one.
+
+        Both are stored particle by particle (column-major, the transpose of an N x n array), so that a block of
+        particles is one contiguous piece of memory: a pass over a block of a row-major array walks n rows of
+        separate pages, and was 2.5x slower at n = 1000 (``1 - h^2`` over 10^5 particles: 172 ms against 70).
         """
         act = self.activation
         if act.derivative_from_value is None or act.value_in_place is None:
-            Z = Xa @ W.T
+            Z = (W @ Xa.T).T
             return Z, self.values(Z)
         xp = namespace(Xa, W)
-        H = xp.empty((Xa.shape[0], W.shape[0]), dtype=xp.result_type(Xa, W))
-        for sl in chunks(W.shape[0], cache_columns(xp, Xa.shape[0], W.shape[0], H.itemsize)):
-            block = H[:, sl]
-            xp.matmul(Xa, W[sl].T, out=block)
+        Ht = xp.empty((W.shape[0], Xa.shape[0]), dtype=xp.result_type(Xa, W))
+        for sl in chunks(W.shape[0], cache_columns(xp, Xa.shape[0], W.shape[0], Ht.itemsize)):
+            block = Ht[sl]
+            xp.matmul(W[sl], Xa.T, out=block)
             act.value_in_place(xp, block)
+        H = Ht.T
         return H, H
 
     def values(self, Z: Array) -> Array:

@@ -53,6 +53,7 @@ def test_features_formed_block_by_block_are_those_of_the_whole_array(name, monke
     _blocks_of(monkeypatch, 7)
     cache, H = fm.evaluate(Xa, W)
     np.testing.assert_allclose(H, whole, rtol=1e-15, atol=1e-16)
+    assert H[:, 7:14].flags.f_contiguous and cache[:, 7:14].flags.f_contiguous  # a block of particles: one piece
     if fm.activation.value_in_place is not None:  # the values are the cache: no pre-activations are kept
         assert cache is H
     np.testing.assert_allclose(fm.derivative(cache, H), fm.activation.derivative(np, Z), rtol=1e-12, atol=1e-15)
