@@ -339,8 +339,10 @@ class TwoTimescaleFunctional:
                 if size >= W.shape[0]:
                     Z_keep, H = Z, Hc
                 del Z  # kept above or not needed
-                # The weighted copy block by block: a cache block's temporary, not a chunk's.
-                for sl in chunks(Hc.shape[1], cache_columns(xp, n, Hc.shape[1], Hc.itemsize)):
+                # The weighted copy block by block: a block's temporary, not a chunk's. S (n x n) is read and
+                # written once per block, so a block has at least 2n columns: at n = 4096, blocks of 512 made
+                # the cholesky step 2x slower.
+                for sl in chunks(Hc.shape[1], max(cache_columns(xp, n, Hc.shape[1], Hc.itemsize), 2 * n)):
                     block = Hc[:, sl]
                     weights = q[part][sl] if signed else sqrt_q[part][sl]
                     if signed:  # no square root of negative weights: the general product instead of B B^T
