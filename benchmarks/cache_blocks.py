@@ -4,8 +4,8 @@
 are formed, multiplied in each CG product (``H (q * (H^T V))``) and contracted into the drift block by block,
 so that a block's second pass reads the cache rather than memory. This times ``--steps`` steps of the paper's
 configuration (``mfld run paper``, its defaults) at ``--N`` particles for each block size, the sizes in rotated
-order over ``--repeats``, and prints the median seconds per step and its ratio to the whole array in one block
-(the code before blocks). Every block size gives the same trajectory to round-off (tests/test_cache_blocks.py).
+order over ``--repeats``, and prints the median seconds per step and its ratio to the same code with the whole array
+in one block. Every block size gives the same trajectory to round-off (tests/test_cache_blocks.py).
 Run it with nothing else on the machine.
 
     python benchmarks/cache_blocks.py --N 100000          # 1000 x 10^5 features, 800 MB

@@ -44,8 +44,8 @@ class DualSolve:
     ``"pcg"`` solves matrix-free by conjugate gradients (:mod:`mfld.model.pcg`) to the
     relative residual ``tol``, warm-started from the previous solution and preconditioned by
     the inverse (single precision) of an earlier exact solve's matrix, which is refreshed when a
-    solve takes more than ``refresh`` iterations. The exact Gram matrices that df and the alignment form leave the
-    solver as it was, so that what a run measures does not change its trajectory.
+    solve takes more than ``refresh`` iterations. The exact Gram matrices that df and the alignment
+    form leave the solver as it was, so that what a run measures does not change its trajectory.
     ``"auto"`` takes pcg when the system solved has at least ``crossover`` rows (measured on two
     cores with benchmarks/particles_cpu.py's trajectories: pcg is 0.65x cholesky at 300 rows on
     the N side, 1.2x at 600, 1.3x at n = 300, 1.7x at n = 500 and 2.3x at n = 1000).
@@ -100,11 +100,8 @@ def _gram_product(H: Array, q: Array, V: Array) -> Array:
     """``H (q * (H^T V))``, block by block of :func:`~mfld.model.backend.cache_columns` columns: each block's
     second product reads it from the cache, so that the n x N features are read from memory once, not twice."""
     xp = namespace(H, V)
-    size = cache_columns(xp, H.shape[0], H.shape[1], H.itemsize)
-    if size >= H.shape[1]:
-        return H @ (q[:, None] * (H.T @ V))
     out = xp.zeros((H.shape[0], V.shape[1]), dtype=xp.result_type(H, V))
-    for sl in chunks(H.shape[1], size):
+    for sl in chunks(H.shape[1], cache_columns(xp, H.shape[0], H.shape[1], H.itemsize)):
         block = H[:, sl]
         out += block @ (q[sl, None] * (block.T @ V))
     return out
@@ -344,11 +341,10 @@ class TwoTimescaleFunctional:
                 # the cholesky step 2x slower.
                 for sl in chunks(Hc.shape[1], max(cache_columns(xp, n, Hc.shape[1], Hc.itemsize), 2 * n)):
                     block = Hc[:, sl]
-                    weights = q[part][sl] if signed else sqrt_q[part][sl]
                     if signed:  # no square root of negative weights: the general product instead of B B^T
-                        S += (block * weights) @ block.T
+                        S += (block * q[part][sl]) @ block.T
                     else:
-                        B = block * weights
+                        B = block * sqrt_q[part][sl]
                         S += B @ B.T
                         del B
                 del Hc, block  # the block is a view: it would keep the chunk alive beside the next one
