@@ -240,7 +240,8 @@ def _mass(g: GridDensity) -> float:
     return float(g.xp.sum(g.density)) * g.grid.cell_volume
 
 
-GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry("grid diagnostic")
+GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry(
+    "grid diagnostic", group="mfld.grid_diagnostics", builtins="mfld.discretizations")
 
 
 GRID_DIAGNOSTICS.add("certificate", lambda g: certificate(g.density, g.potential(), g.functional.problem.lam,

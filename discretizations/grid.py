@@ -46,7 +46,9 @@ from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
 from .implicit_solvers import LINEAR_SOLVERS
+from .kinds import DISCRETIZATIONS, Discretization
 from .mesh import Grid
+from .state import DensityState
 
 
 class GridScheme(Protocol):
@@ -100,7 +102,8 @@ class BDF2(TwoStep):
         return new
 
 
-GRID_SCHEMES: Registry[Callable[[Sequence[Array]], GridScheme]] = Registry("grid.scheme")
+GRID_SCHEMES: Registry[Callable[[Sequence[Array]], GridScheme]] = Registry(
+    "grid.scheme", group="mfld.grid_schemes", builtins="mfld.discretizations")
 
 
 GRID_SCHEMES.add("implicit-euler", ImplicitEuler, "positive for any step, order 1")
@@ -147,3 +150,8 @@ class FiniteVolume(GridDensity):
     def step(self) -> None:
         """One linearly implicit step of size ``eta``."""
         self._advance(self.scheme.advance(self, self.potential()))
+
+
+DISCRETIZATIONS.add("grid", Discretization(FiniteVolumeOptions, "grid", FiniteVolume.build, FiniteVolume.check,
+                                           GRID_SCHEMES, DensityState, FiniteVolume.memory),
+                    "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")

@@ -195,7 +195,8 @@ class Krylov:
         return (x * (xp.sum(rhs) / xp.sum(x))).reshape(self.grid.shape)  # mass exactly that of r
 
 
-LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry("grid.linear_solver")
+LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry(
+    "grid.linear_solver", group="mfld.linear_solvers", builtins="mfld.discretizations")
 LINEAR_SOLVERS.add("direct", Direct, "sparse LU every step: exact, the reference; slow past ~10^5 cells")
 LINEAR_SOLVERS.add("splitting", Splitting, "dimensional (Lie) splitting, tridiagonal sweeps: O(cells), positive and "
                    "conservative, splitting error of order eta (none in 1-D)")

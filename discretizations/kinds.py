@@ -7,9 +7,10 @@ or one continuing a saved state, a ``check(options, functional)`` of the cheap r
 before any work, the registry of the time schemes its ``scheme`` option chooses from, the
 type of the state its systems save, and ``memory(options, n, n_test, p, budget)``, the bytes of
 its largest arrays by the configuration key that sizes them (refused before any work when they
-do not fit). A discretisation registered here
-is run, written, read back and resumed by the run machinery with no change to it
-(tests/test_roundtrip.py registers one at test time).
+do not fit). A discretisation registers itself in its own module
+(``DISCRETIZATIONS.add("grid", Discretization(...), doc)``), or a plug-in offers one under the
+entry-point group ``mfld.discretizations``; either is run, written, read back and resumed by the
+run machinery with no change to it (tests/test_roundtrip.py registers one at test time).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from typing import Any
 
 from mfld.model.registry import Registry
 
-from .grid import GRID_SCHEMES, FiniteVolume
-from .particles import PARTICLE_SCHEMES, ParticleOptions, Particles
-from .spectral import SPECTRAL_SCHEMES, FourierSpectral
 from .state import DensityState, ParticleState
 from .system import System
 
@@ -48,15 +46,11 @@ class Discretization:
         """The configuration key of each field of its options."""
         return {f.name: f.metadata.get("key", f"{self.section}.{f.name}") for f in fields(self.options)}
 
+    @property
+    def Options(self) -> type:  # noqa: N802 - the name every registry entry's options go by
+        """The options dataclass (what :class:`~mfld.model.registry.Registry` reads off a plug-in's entry)."""
+        return self.options
 
-DISCRETIZATIONS: Registry[Discretization] = Registry("discretization")
-DISCRETIZATIONS.add("particles", Discretization(ParticleOptions, "particles", Particles.build, Particles.check,
-                                                PARTICLE_SCHEMES, ParticleState, Particles.memory),
-                    "interacting particles, any dimension")
-DISCRETIZATIONS.add("grid", Discretization(FiniteVolume.options_type, "grid", FiniteVolume.build, FiniteVolume.check,
-                                           GRID_SCHEMES, DensityState, FiniteVolume.memory),
-                    "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
-DISCRETIZATIONS.add("spectral", Discretization(FourierSpectral.options_type, "grid", FourierSpectral.build,
-                                               FourierSpectral.check, SPECTRAL_SCHEMES, DensityState,
-                                               FourierSpectral.memory),
-                    "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")
+
+DISCRETIZATIONS: Registry[Discretization] = Registry("discretization", group="mfld.discretizations",
+                                                    builtins="mfld.discretizations")

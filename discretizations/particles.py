@@ -35,6 +35,7 @@ from mfld.model.problem import Problem
 from mfld.model.registry import Registry
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
+from .kinds import DISCRETIZATIONS, Discretization
 from .noise import KeyedNoise, NoiseSource, as_noise, noise_from_state
 from .state import ParticleState, check_levels
 
@@ -78,7 +79,8 @@ def build_scheme(name: str, history: tuple[np.ndarray, ...] = ()) -> ParticleSch
     return entry
 
 
-PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry("particles.scheme")
+PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry("particles.scheme", group="mfld.particle_schemes",
+                                                               builtins="mfld.discretizations")
 PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
 
 
@@ -327,3 +329,8 @@ def knn_entropy(W: np.ndarray) -> float:
     eps = np.maximum(dist[:, 1], 1e-300)
     log_vp = 0.5 * p * math.log(math.pi) - gammaln(0.5 * p + 1.0)
     return -float(digamma(N) - digamma(1) + log_vp + p * np.mean(np.log(eps)))
+
+
+DISCRETIZATIONS.add("particles", Discretization(ParticleOptions, "particles", Particles.build, Particles.check,
+                                                PARTICLE_SCHEMES, ParticleState, Particles.memory),
+                    "interacting particles, any dimension")

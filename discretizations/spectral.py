@@ -36,7 +36,9 @@ from mfld.model.functional import Functional
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
+from .kinds import DISCRETIZATIONS, Discretization
 from .mesh import Grid
+from .state import DensityState
 
 
 class SpectralScheme(Protocol):
@@ -77,7 +79,8 @@ class SBDF2(TwoStep):
         return new
 
 
-SPECTRAL_SCHEMES: Registry[Callable[[Sequence[Array]], SpectralScheme]] = Registry("spectral.scheme")
+SPECTRAL_SCHEMES: Registry[Callable[[Sequence[Array]], SpectralScheme]] = Registry(
+    "spectral.scheme", group="mfld.spectral_schemes", builtins="mfld.discretizations")
 SPECTRAL_SCHEMES.add("imex-euler", ImexEuler, "order 1")
 SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 
@@ -138,3 +141,8 @@ class FourierSpectral(GridDensity):
         """One step of the configured IMEX scheme, of size ``eta``."""
         new_hat = self.scheme.advance(self, self.xp.fft.rfftn(self.density), self.drift_hat(self.density))
         self._advance(self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim))))
+
+
+DISCRETIZATIONS.add("spectral", Discretization(SpectralOptions, "grid", FourierSpectral.build, FourierSpectral.check,
+                                               SPECTRAL_SCHEMES, DensityState, FourierSpectral.memory),
+                    "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")

@@ -17,10 +17,11 @@ term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
 from __future__ import annotations
 
 from .backend import Array, chunks, namespace
-from .functional import Fit, second_moment, validate_measure
+from .functional import OBJECTIVES, Fit, second_moment, validate_measure
 from .two_timescale import KernelBacked
 
 
+@OBJECTIVES.register("classical", doc="the measure on (a, w), docs/theory.md §6")
 class ClassicalFunctional(KernelBacked):
     """Mean-field objective with the second layer as part of the measure."""
 

@@ -242,29 +242,37 @@ class RidgeFeature:
         return self.evaluate(self.augment(X), W)[1]
 
 
-FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature")
+ENTRY_POINTS = "mfld.feature_maps"
+"""The entry-point group through which installed packages offer feature maps."""
+
+
+def _adopt(name: str, obj: object) -> FeatureMap:
+    """A plug-in's feature map (or a callable without arguments returning one), once it passes its check."""
+    if callable(obj) and not hasattr(obj, "evaluate"):
+        obj = obj()
+    check_feature_map(obj, name)  # type: ignore[arg-type]
+    return obj  # type: ignore[return-value]
+
+
+FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature", group=ENTRY_POINTS, builtins="mfld.model",
+                                                adopt=_adopt)
 for _act in ACTIVATIONS.values():
     for _bias in (True, False):
         _f = RidgeFeature(_act, _bias)
         FEATURE_MAPS.add(_f.name, _f, f"{_act.name}(u.x{' + b' if _bias else ''})")
 
-
-ENTRY_POINTS = "mfld.feature_maps"
-"""The entry-point group through which installed packages offer feature maps."""
-
 _PLUGINS: dict[str, FeatureMap] = {}
+"""Feature maps imported by ``module:attribute`` in this process."""
 
 
 def plugin_names() -> list[str]:
     """Feature maps offered by installed packages (entry points of the group ``mfld.feature_maps``)."""
-    from importlib.metadata import entry_points
-
-    return sorted(ep.name for ep in entry_points(group=ENTRY_POINTS))
+    return FEATURE_MAPS.plugins()
 
 
 def is_feature_name(name: str) -> bool:
     """Whether ``name`` can name a feature map: registered, installed as a plug-in, or ``module:attribute``."""
-    return name in FEATURE_MAPS or name in plugin_names() or _is_import_path(name)
+    return name in FEATURE_MAPS or _is_import_path(name)
 
 
 def _is_import_path(name: str) -> bool:
@@ -284,35 +292,27 @@ def get_feature_map(name: str, allow_import: bool = True) -> FeatureMap:
         return FEATURE_MAPS[name]
     if name in _PLUGINS:
         return _PLUGINS[name]
-    from importlib import import_module
-    from importlib.metadata import entry_points
-
-    found = [ep for ep in entry_points(group=ENTRY_POINTS) if ep.name == name]
-    if found:
-        obj = found[0].load()
-    elif _is_import_path(name):
-        if not allow_import:
-            raise ValueError(f"the feature map {name!r} is an import path read from a file: mfld does not import "
-                             "code named by a file; pass --trust-plugins (trust=True) if you trust this file")
-        module, _, attr = name.partition(":")
-        if os.getcwd() not in sys.path:  # as `python -m` would: a module in the working directory is found
-            sys.path.append(os.getcwd())
-        try:
-            obj = import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"feature map {name!r} cannot be imported: {e}") from None
-    else:
+    if not _is_import_path(name):
         raise ValueError(
             f"unknown feature map {name!r}; choose one of {sorted(FEATURE_MAPS)}, an installed plug-in "
             f"({', '.join(plugin_names()) or 'none installed'}) or 'package.module:attribute'"
         )
-    if callable(obj) and not hasattr(obj, "evaluate"):
-        obj = obj()
-    check_feature_map(obj, name)
-    _PLUGINS[name] = obj
-    return obj
+    if not allow_import:
+        raise ValueError(f"the feature map {name!r} is an import path read from a file: mfld does not import "
+                         "code named by a file; pass --trust-plugins (trust=True) if you trust this file")
+    from importlib import import_module
+
+    module, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` would: a module in the working directory is found
+        sys.path.append(os.getcwd())
+    try:
+        obj: object = import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"feature map {name!r} cannot be imported: {e}") from None
+    _PLUGINS[name] = _adopt(name, obj)
+    return _PLUGINS[name]
 
 
 def check_feature_map(fm: FeatureMap, name: str = "feature map", d: int = 3) -> None:

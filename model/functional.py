@@ -20,13 +20,14 @@ A :class:`Functional` evaluates ``G(mu)`` and its first variation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from .backend import Array, namespace
 from .distributed import Communicator
 from .problem import Problem
+from .registry import Registry
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
@@ -142,3 +143,11 @@ class GradientDrift:
     def __call__(self, W: Array, q: Array, step: int, fit: Fit | None = None) -> Array:
         F = self.functional
         return -F.grad_potential(F.fit(W, q) if fit is None else fit, W)
+
+
+Objective = Callable[..., Functional]
+"""An objective: ``make(problem, memory_budget, comm, **options)`` -> its :class:`Functional`."""
+
+OBJECTIVES: Registry[Objective] = Registry("model.objective", group="mfld.objectives", builtins="mfld.model")
+"""``model.objective`` -> the functional's class; each registers itself in its own module
+(``@OBJECTIVES.register("classical", doc=...)``) or comes from a plug-in (entry points ``mfld.objectives``)."""

@@ -1,25 +1,15 @@
-"""The registry of objectives: ``model.objective`` -> functional class."""
+"""Making the configured functional: ``model.objective`` (:data:`~mfld.model.functional.OBJECTIVES`) with the
+label-noise expectation or procedure around it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .classical import ClassicalFunctional
 from .distributed import Communicator
-from .functional import DEFAULT_MEMORY_BUDGET, Functional
+from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Functional, Objective
 from .label_noise import ExpectedLabelNoiseFunctional
-from .prior import PriorOnlyFunctional
 from .problem import Problem
-from .registry import Registry
 from .two_timescale import DualSolve, TwoTimescaleFunctional
 
-Objective = Callable[[Problem, int, Communicator | None], Functional]
-
-OBJECTIVES: Registry[Objective] = Registry("model.objective")
-OBJECTIVES.add("two-timescale", TwoTimescaleFunctional,
-               "the limiting functional, second layer in closed form, docs/theory.md §2")
-OBJECTIVES.add("classical", ClassicalFunctional, "the measure on (a, w), docs/theory.md §6")
-OBJECTIVES.add("prior", PriorOnlyFunctional, "U = 0: Ornstein-Uhlenbeck, exact Gaussian solutions")
+__all__ = ["OBJECTIVES", "Objective", "make_functional"]
 
 
 def make_functional(

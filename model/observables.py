@@ -111,7 +111,8 @@ def _test_loss(ev: Evaluation) -> float:
 
 Observable = Callable[[Evaluation], float]
 
-OBSERVABLES: Registry[Observable] = Registry("observable")
+OBSERVABLES: Registry[Observable] = Registry("observable", group="mfld.observables",
+                                                builtins="mfld.model")
 OBSERVABLES.add("objective", lambda ev: ev.energy["G"] + ev.problem.lam * ev.ent(),
                 "G + lam Ent (for particles Ent is a Kozachenko-Leonenko nearest-neighbour estimate, consistent "
                 "but biased in high dimension; for grids exact up to quadrature)")

@@ -8,10 +8,11 @@ Gaussian with known mean and covariance, the exact reference for the solvers.
 from __future__ import annotations
 
 from .backend import Array, namespace
-from .functional import Fit, second_moment, validate_measure
+from .functional import OBJECTIVES, Fit, second_moment, validate_measure
 from .two_timescale import KernelBacked
 
 
+@OBJECTIVES.register("prior", doc="U = 0: Ornstein-Uhlenbeck, exact Gaussian solutions")
 class PriorOnlyFunctional(KernelBacked):
     """``G(mu) = (lam_w_bar / 2) E||w||^2``: MFLD is Ornstein-Uhlenbeck (see the module doc)."""
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
 from .distributed import Communicator, Serial, single_process
-from .functional import DEFAULT_MEMORY_BUDGET, Fit, second_moment, validate_measure
+from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .pcg import pcg
 from .problem import Problem
 
@@ -113,6 +113,7 @@ def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
     return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
 
 
+@OBJECTIVES.register("two-timescale", doc="the limiting functional, second layer in closed form, docs/theory.md §2")
 class TwoTimescaleFunctional:
     """``G(mu) = U(mu) + (lam_w_bar/2) E||w||^2`` with the second layer in closed form."""
 

@@ -16,7 +16,6 @@ from mfld.discretizations import loop
 from mfld.model import backend
 from mfld.model.features import FEATURE_MAPS, RidgeFeature, get_feature_map
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
-from mfld.model.registry import Entry
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
 from mfld.solver.config import load_config
@@ -100,8 +99,8 @@ def test_a_pcg_run_in_blocks_follows_the_run_before_blocks(tmp_path, monkeypatch
     tanh = get_feature_map("tanh_bias")
     before = RidgeFeature(dataclasses.replace(tanh.activation, value_in_place=None), tanh.bias)
     monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 2**62)
-    monkeypatch.setitem(FEATURE_MAPS._entries, "tanh_bias", Entry("tanh_bias", before, "tanh, before blocks"))
-    whole = build.build_system(config, build.build_problem(config))
+    with FEATURE_MAPS.registered("tanh_bias", before, "tanh, before blocks"):
+        whole = build.build_system(config, build.build_problem(config))
     assert whole.functional.feature_arrays == 2 and blocked.functional.feature_arrays == 1
     loop.run(whole, 30)
     W_w, W_b = whole.measure()[0], blocked.measure()[0]

@@ -74,10 +74,9 @@ def test_a_saved_history_of_the_wrong_length_is_refused_by_the_scheme(kind, sche
         build.build_system(config, problem, altered)
 
 
-def test_a_new_particle_scheme_is_one_registration(monkeypatch):
+def test_a_new_particle_scheme_is_one_registration():
     """A scheme registered in PARTICLE_SCHEMES is accepted by the configuration and run by `mfld run`'s path."""
     from mfld.discretizations.particles import PARTICLE_SCHEMES
-    from mfld.model.registry import Entry
 
     calls = []
 
@@ -88,25 +87,24 @@ def test_a_new_particle_scheme_is_one_registration(monkeypatch):
         out = W + 0.5 * eta * (b0 + b1)
         return out if xi is None else out + (2.0 * eta * lam) ** 0.5 * xi
 
-    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "heun", Entry("heun", heun, "Heun's predictor-corrector"))
-    config = load_config(None, [*SMALL, 'particles.scheme="heun"', "particles.langevin=false"])
-    system = build.build_system(config, build.build_problem(config))
-    loop.run(system, 2)
-    assert calls == [1, 2]
-    # Noiseless Heun is second order: closer to a fine Euler reference than one Euler step of the same size.
-    fine = build.build_system(load_config(None, [*SMALL, "particles.langevin=false", "time.eta=0.00078125"]),
-                              build.build_problem(config))
-    euler = build.build_system(load_config(None, [*SMALL, "particles.langevin=false"]), build.build_problem(config))
-    loop.run(fine, 128)
-    loop.run(euler, 2)
-    assert np.abs(system.positions - fine.positions).max() < 0.1 * np.abs(euler.positions - fine.positions).max()
+    with PARTICLE_SCHEMES.registered("heun", heun, "Heun's predictor-corrector"):
+        config = load_config(None, [*SMALL, 'particles.scheme="heun"', "particles.langevin=false"])
+        system = build.build_system(config, build.build_problem(config))
+        loop.run(system, 2)
+        assert calls == [1, 2]
+        # Noiseless Heun is second order: closer to a fine Euler reference than one Euler step of the same size.
+        fine = build.build_system(load_config(None, [*SMALL, "particles.langevin=false", "time.eta=0.00078125"]),
+                                  build.build_problem(config))
+        euler = build.build_system(load_config(None, [*SMALL, "particles.langevin=false"]), build.build_problem(config))
+        loop.run(fine, 128)
+        loop.run(euler, 2)
+        assert np.abs(system.positions - fine.positions).max() < 0.1 * np.abs(euler.positions - fine.positions).max()
 
 
-def test_the_step_size_check_is_the_schemes(monkeypatch):
+def test_the_step_size_check_is_the_schemes():
     """A scheme that declares check_step refuses by its own limit, before any work; one that does not has the
     explicit step's (eta lam_w_bar < 1)."""
     from mfld.discretizations.particles import PARTICLE_SCHEMES, euler_maruyama
-    from mfld.model.registry import Entry
 
     class Cautious:
         levels = 0
@@ -124,16 +122,16 @@ def test_the_step_size_check_is_the_schemes(monkeypatch):
     def plain(W, q, drift, eta, lam, xi, step, fit=None):
         return euler_maruyama(W, q, drift, eta, lam, xi, step, fit)
 
-    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "cautious", Entry("cautious", Cautious, "a scheme with a limit"))
-    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "plain", Entry("plain", plain, "Euler-Maruyama, renamed"))
-    ok = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.05"])
-    build.build_system(ok, build.build_problem(ok))
-    too_large = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.1"])
-    with pytest.raises(ValueError, match="'cautious' takes time.eta <= 0.05, got 0.1"):
-        build.check_inputs(too_large, build.build_problem(too_large))  # the refusal made before any work
-    unstable = load_config(None, [*SMALL, 'particles.scheme="plain"', "time.eta=50"])
-    with pytest.raises(ValueError, match="time.eta = 50.* too large for stability"):
-        build.build_system(unstable, build.build_problem(unstable))
+    with PARTICLE_SCHEMES.registered("cautious", Cautious, "a scheme with a limit"), \
+            PARTICLE_SCHEMES.registered("plain", plain, "Euler-Maruyama, renamed"):
+        ok = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.05"])
+        build.build_system(ok, build.build_problem(ok))
+        too_large = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.1"])
+        with pytest.raises(ValueError, match="'cautious' takes time.eta <= 0.05, got 0.1"):
+            build.check_inputs(too_large, build.build_problem(too_large))  # the refusal made before any work
+        unstable = load_config(None, [*SMALL, 'particles.scheme="plain"', "time.eta=50"])
+        with pytest.raises(ValueError, match="time.eta = 50.* too large for stability"):
+            build.build_system(unstable, build.build_problem(unstable))
 
 
 @pytest.mark.parametrize("kind", list(DISCRETIZATIONS))

@@ -18,7 +18,6 @@ from conftest import SMALL_ANY
 from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
 from mfld.discretizations.state import existing
-from mfld.model.registry import Entry
 from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.solver.config import load_config
@@ -83,18 +82,17 @@ def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, mo
     spec = DISCRETIZATIONS["grid"]
     entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
                            spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
-    monkeypatch.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
-    _round_trip("grid-copy", "implicit-euler", tmp_path)
+    with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
+        _round_trip("grid-copy", "implicit-euler", tmp_path)
 
 
 def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
     entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
                            spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
-    with monkeypatch.context() as m:
-        m.setitem(DISCRETIZATIONS._entries, "grid-copy", Entry("grid-copy", entry, "finite volumes, renamed"))
+    with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
-    with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once that plug-in is imported"):
+    with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once its package is installed"):
         CheckpointReader(path)
 
 
@@ -147,7 +145,7 @@ class _LeimkuhlerMatthews:
 def test_a_particle_scheme_with_memory_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
     from mfld.discretizations.particles import PARTICLE_SCHEMES
 
-    monkeypatch.setitem(PARTICLE_SCHEMES._entries, "lm", Entry("lm", _LeimkuhlerMatthews, "Leimkuhler-Matthews"))
-    _round_trip("particles", "lm", tmp_path)
+    with PARTICLE_SCHEMES.registered("lm", _LeimkuhlerMatthews, "Leimkuhler-Matthews"):
+        _round_trip("particles", "lm", tmp_path)
     with h5py.File(tmp_path / "half.h5") as f:
         assert f["particles/mu/history/value"].shape[1:] == f["particles/mu/position/value"].shape[1:]

@@ -97,7 +97,8 @@ class CheckpointReader:
         if holds_density(self.kind) is None:
             raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r} (the registered "
                                   "discretisations are " + ", ".join(DISCRETIZATIONS) + "; a file of a discretisation "
-                                  "that a plug-in registers is read once that plug-in is imported)")
+                                  "that a plug-in offers is read once its package is installed: entry points "
+                                  "`mfld.discretizations`)")
         self.config_text = str(f["parameters"].attrs["config"])
         prov = f["parameters"].get("provenance")
         self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
