@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy.typing as npt
 from mfld.model.backend import Array, namespace, to_host
 from mfld.model.distributed import Communicator
 from mfld.model.functional import Fit, Functional
+from mfld.model.options import flag, option, positive, ref
 from mfld.model.registry import Registry
 
 from .mesh import BoxWarning, Grid, check_box, gaussian_density
@@ -37,17 +38,34 @@ def certificate(m: Array, V: Array, lam: float, cell_volume: float) -> float:
     return lam * float(xp.sum(xp.where(pos, m * (xp.log(xp.where(pos, m, 1.0)) - logp), 0.0)) * cell_volume)
 
 
+def _all(v: Any, ok: Callable[[Any], bool]) -> bool:
+    items = v if isinstance(v, list) else [v]
+    return 1 <= len(items) <= 3 and all(ok(x) for x in items)
+
+
+def _is_pos_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < float("inf")
+
+
+def _is_cell_count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 3
+
+
 @dataclass(frozen=True, kw_only=True)
 class DensityOptions:
     """What a density run is built from: the ``[grid]`` keys of its fields' names (the box ``[-L, L]^p``, its
     cells, whether to record the gap to mu*, the edge-mass warning) and the step ``time.eta``. A discretisation
     adds its scheme's keys in a subclass."""
 
-    half_width: float | list[float]
-    cells: int | list[int]
-    gap: bool
-    edge_mass_warning: float
-    eta: float = field(metadata={"key": "time.eta"})
+    section: ClassVar[str] = "grid"
+    half_width: float | list[float] = option(
+        6.0, "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior", (int, float, list),
+        lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them")
+    cells: int | list[int] = option(64, "cells per axis (a list: one count per axis)", (int, list),
+                                    lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them")
+    edge_mass_warning: float = positive(1e-4, "warn once when this fraction of mass reaches the outermost cells")
+    gap: bool = flag(True, "solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)")
+    eta: float = ref("time.eta")
 
 
 def prior_sd(functional: Functional) -> list[float]:

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from mfld.model.backend import Array
 from mfld.model.functional import Functional
+from mfld.model.options import choice, option
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
@@ -114,9 +115,12 @@ GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
 class FiniteVolumeOptions(DensityOptions):
     """The finite volumes' keys besides the box's: ``grid.scheme``, ``grid.linear_solver``, ``grid.solver_tol``."""
 
-    scheme: str
-    linear_solver: str
-    solver_tol: float
+    scheme: str = choice("implicit-euler", "time scheme of the finite volumes", GRID_SCHEMES)
+    linear_solver: str = choice("auto", "how each implicit step's sparse system is solved (finite volumes)",
+                                LINEAR_SOLVERS, since="0.2.0.dev1")
+    solver_tol: float = option(1e-10, "krylov: relative residual of each step's solve (the density then matches the "
+                               "direct solver's to about this)", (int, float), lambda v: 0 < v < 1e-3,
+                               "a number in (0, 1e-3)", since="0.2.0.dev1")
 
 
 class FiniteVolume(GridDensity):

@@ -16,9 +16,10 @@ run machinery with no change to it (tests/test_roundtrip.py registers one at tes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from mfld.model.options import keys_of
 from mfld.model.registry import Registry
 
 from .state import DensityState, ParticleState
@@ -44,7 +45,7 @@ class Discretization:
 
     def keys(self) -> dict[str, str]:
         """The configuration key of each field of its options."""
-        return {f.name: f.metadata.get("key", f"{self.section}.{f.name}") for f in fields(self.options)}
+        return keys_of(self.options)
 
     @property
     def Options(self) -> type:  # noqa: N802 - the name every registry entry's options go by

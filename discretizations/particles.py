@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, Self
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from mfld.model.backend import Array, namespace, to_host
 from mfld.model.distributed import Communicator, Serial, shard
 from mfld.model.functional import Drift, Fit, Functional, GradientDrift
 from mfld.model.label_noise import LabelNoiseDrift
+from mfld.model.options import choice, flag, nonneg_int, option, positive, ref
 from mfld.model.problem import Problem
 from mfld.model.registry import Registry
 from mfld.model.two_timescale import TwoTimescaleFunctional
@@ -145,14 +146,20 @@ class ParticleOptions:
     """What a particle run is built from: the ``[particles]`` keys of its fields' names, and the step ``time.eta``,
     the ``seed`` of its noise and the label-noise level ``model.label_noise`` (``s > 0``: the procedure's drift)."""
 
-    N: int
-    scheme: str
-    langevin: bool
-    init: str
-    init_sd: float
-    eta: float = field(metadata={"key": "time.eta"})
-    seed: int = field(metadata={"key": "seed"})
-    label_noise: float = field(metadata={"key": "model.label_noise"})
+    section: ClassVar[str] = "particles"
+    N: int = option(300, "number of particles", int, lambda v: v >= 2, "an integer >= 2")
+    init: str = choice("prior", "the initial measure: `prior` nu = N(0, I / lam_w), or `gaussian` N(0, init_sd^2 I)",
+                       ("prior", "gaussian"), docs=False, since="0.2.0.dev1")
+    init_sd: float = positive(1.0, "standard deviation of the `gaussian` initial measure", since="0.2.0.dev1")
+    scheme: str = choice("euler-maruyama", "time scheme of the particles", PARTICLE_SCHEMES)
+    langevin: bool = flag(True, "`false` drops the noise: the mean-field gradient flow")
+    memory_budget_mb: int = nonneg_int(
+        0, "bound on one chunk's features (MiB; the passes over them add a few 16 MiB cache blocks); 0: half the "
+        "memory available when the run starts, divided by the processes, fixed then and stored in the file (so "
+        "that pcg keeps the features whenever they fit)")
+    eta: float = ref("time.eta")
+    seed: int = ref("seed")
+    label_noise: float = ref("model.label_noise")
 
 
 class Particles:

@@ -25,7 +25,7 @@ for smooth densities (see ``validation`` for the measured comparison).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from mfld.model.backend import Array
 from mfld.model.functional import Functional
+from mfld.model.options import choice
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
@@ -89,7 +90,9 @@ SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 class SpectralOptions(DensityOptions):
     """The spectral solver's key besides the box's: its IMEX scheme, ``spectral.scheme``."""
 
-    scheme: str = field(metadata={"key": "spectral.scheme"})
+    scheme: str = choice("imex-euler",
+                         "time scheme of the Fourier spectral solver (drift explicit, diffusion implicit)",
+                         SPECTRAL_SCHEMES, key="spectral.scheme", since="0.2.0.dev1")
 
 
 class FourierSpectral(GridDensity):

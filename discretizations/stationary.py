@@ -21,9 +21,11 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mfld.model.backend import Array, namespace
 from mfld.model.functional import Functional
+from mfld.model.options import nonneg_int, option, positive, positive_int
 
 from .density import entropy
 from .mesh import Grid
@@ -31,6 +33,18 @@ from .mesh import Grid
 
 class NotConvergedWarning(RuntimeWarning):
     """The fixed-point iteration stopped at ``max_iter`` with its certificate above ``tol``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationaryOptions:
+    """The ``[stationary]`` keys: the fixed-point solver of mu* = p_{mu*} (:func:`solve_stationary`)."""
+
+    section: ClassVar[str] = "stationary"
+    tol: float = positive(1e-12, "the fixed-point solver stops when lam KL(mu || p_mu) < tol")
+    max_iter: int = positive_int(500, "iteration limit of the fixed-point solver")
+    damping: float = option(0.5, "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing", (int, float),
+                            lambda v: 0 < v <= 1, "a number in (0, 1]")
+    memory: int = nonneg_int(5, "Anderson mixing depth (0: plain damped iteration)")
 
 
 @dataclass

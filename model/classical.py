@@ -29,7 +29,12 @@ class ClassicalFunctional(KernelBacked):
 
     @property
     def dim(self) -> int:
-        return self.problem.T + self.problem.p
+        return self.dim_of(self.problem.p, self.problem.T)
+
+    @staticmethod
+    def dim_of(p: int, T: int) -> int:
+        """The dimension of the measure's points, ``theta = (a, w)``: ``T + p``."""
+        return T + p
 
     def _split(self, Theta: Array) -> tuple[Array, Array]:
         T = self.problem.T

@@ -17,10 +17,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from .problem import check_values
+from .options import choice, option, positive, positive_int, text
+from .problem import DATA_LIMIT, check_values
 
 TARGETS = ("x1x2", "single-index", "sparse-sin")
 INPUTS = ("gaussian", "hypercube")
@@ -30,6 +32,35 @@ LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "he2": lambda z: z * z - 1.0,
     "he3": lambda z: z**3 - 3.0 * z,
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataOptions:
+    """The ``[data]`` keys: a data file, or the generator's target, inputs and sizes."""
+
+    section: ClassVar[str] = "data"
+    source: str = text("", "a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, Y_test) "
+                       "or CSV with a header; relative to the configuration file (or, with `--set`, to the working "
+                       "directory); empty: the generator below", since="0.2.0.dev1")
+    test_source: str = text("", "a test set in the same format (when the data file holds none)", since="0.2.0.dev1")
+    x_columns: list[str] = option([], "CSV: the input columns (empty: every column that is not a target)", list,
+                                  lambda v: all(isinstance(c, str) for c in v), "a list of column names",
+                                  since="0.2.0.dev1")
+    y_columns: list[str] = option(["y"], "CSV: the target columns (one per task)", list,
+                                  lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
+                                  "a non-empty list of column names", since="0.2.0.dev1")
+    target: str = choice("x1x2", "`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` "
+                         "(f = sin(2 pi omega u.x), u m-sparse)", TARGETS, docs=False)
+    inputs: str = choice("gaussian", "`gaussian` N(0, I) or `hypercube` {-1, 1}^d", INPUTS, docs=False)
+    d: int = positive_int(10, "input dimension d")
+    n: int = positive_int(1000, "training samples n")
+    n_test: int = positive_int(1000, "test samples; test targets are the clean f(x)")
+    noise: float = option(0.0, "label noise sigma, eps ~ Unif[-sigma, sigma]", (int, float),
+                          lambda v: 0 <= v <= DATA_LIMIT, f"a number in [0, {DATA_LIMIT:g}] (beyond, the targets "
+                          "overflow float64 in the kernel system)")
+    link: str = choice("tanh", "single-index link g (`he2` = z^2 - 1, `he3` = z^3 - 3z)", LINKS, docs=False)
+    m: int = positive_int(2, "sparse-sin: number of relevant coordinates")
+    frequency: float = positive(0.25, "sparse-sin: omega")
 
 
 @dataclass(frozen=True)

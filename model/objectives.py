@@ -3,13 +3,35 @@ label-noise expectation or procedure around it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from .distributed import Communicator
+from .features import FEATURE_MAPS, is_feature_name
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Functional, Objective
 from .label_noise import ExpectedLabelNoiseFunctional
+from .options import choice, nonneg, option, positive
 from .problem import Problem
 from .two_timescale import DualSolve, TwoTimescaleFunctional
 
-__all__ = ["OBJECTIVES", "Objective", "make_functional"]
+__all__ = ["OBJECTIVES", "ModelOptions", "Objective", "make_functional"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """The ``[model]`` keys: the objective, the feature map and the hyper-parameters (docs/theory.md §1-2)."""
+
+    section: ClassVar[str] = "model"
+    objective: str = choice("two-timescale", "the functional", OBJECTIVES)
+    feature: str = option("tanh_bias", "feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier); "
+                          "also a plug-in (entry point `mfld.feature_maps`) or `package.module:attribute`: "
+                          + ", ".join(f"`{n}`" for n in FEATURE_MAPS), str, is_feature_name,
+                          "a registered feature map, an installed plug-in or module:attribute")
+    lam: float = positive(0.004, "temperature lambda")
+    lam_a: float = positive(0.25, "second-layer ridge lambda_a (lam_a_bar = lam lam_a)")
+    lam_w: float = positive(0.25, "prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)")
+    label_noise: float = nonneg(0.0, "s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
+                                "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df")
 
 
 def make_functional(

@@ -25,42 +25,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
 from .distributed import Communicator, Serial, single_process
+from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .pcg import pcg
 from .problem import Problem
 
-SOLVE_METHODS = ("cholesky", "pcg", "auto")
-
-
-@dataclass(frozen=True)
-class DualSolve:
-    """How the dual system ``(S + r I) C = Y`` is solved.
-
-    ``"cholesky"`` forms and factors the Gram matrix every time (exact, the reference);
-    ``"pcg"`` solves matrix-free by conjugate gradients (:mod:`mfld.model.pcg`) to the
-    relative residual ``tol``, warm-started from the previous solution and preconditioned by
-    the inverse (single precision) of an earlier exact solve's matrix, which is refreshed when a
-    solve takes more than ``refresh`` iterations. The exact Gram matrices that df and the alignment
-    form leave the solver as it was, so that what a run measures does not change its trajectory.
-    ``"auto"`` takes pcg when the system solved has at least ``crossover`` rows (measured on two
-    cores with benchmarks/particles_cpu.py's trajectories: pcg is 0.65x cholesky at 300 rows on
-    the N side, 1.2x at 600, 1.3x at n = 300, 1.7x at n = 500 and 2.3x at n = 1000).
-    """
-
-    method: str = "cholesky"
-    tol: float = 1e-11
-    refresh: int = 10
-    crossover: int = 400
-
-    def __post_init__(self) -> None:
-        if self.method not in SOLVE_METHODS:
-            raise ValueError(f"particles.solve must be one of {SOLVE_METHODS}, got {self.method!r}")
-        if not 0 < self.tol < 1:
-            raise ValueError(f"particles.solve_tol must lie in (0, 1), got {self.tol}")
+__all__ = ["SOLVE_METHODS", "DualSolve", "DualSolveOptions", "TwoTimescaleFunctional"]
 
 def feature_arrays(problem: Problem) -> int:
     """How many n x N arrays the problem's features take: 1 where :meth:`FeatureMap.evaluate`'s cache is the values
@@ -113,7 +86,8 @@ def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
     return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
 
 
-@OBJECTIVES.register("two-timescale", doc="the limiting functional, second layer in closed form, docs/theory.md §2")
+@OBJECTIVES.register("two-timescale", doc="the limiting functional, second layer in closed form, docs/theory.md §2",
+                     options=DualSolveOptions)
 class TwoTimescaleFunctional:
     """``G(mu) = U(mu) + (lam_w_bar/2) E||w||^2`` with the second layer in closed form."""
 

@@ -31,7 +31,7 @@ from mfld.model.datasets import make_dataset, read_dataset
 from mfld.model.distributed import Communicator, Serial, shard, world
 from mfld.model.features import get_feature_map
 from mfld.model.functional import Functional
-from mfld.model.objectives import make_functional
+from mfld.model.objectives import OBJECTIVES, make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve
@@ -186,8 +186,14 @@ def memory_estimate(config: Config) -> dict[str, int]:
     c, item = config["data"], 8
     n, d, n_test = c["n"], c["d"], c["n_test"]
     m = config["model"]
-    # w = (u, b) with a bias (the shipped maps' "_bias"; d for others), and the classical objective's a.
-    p = d + m["feature"].endswith("_bias") + (m["objective"] == "classical")
+    # The feature map says the dimension of w (one named by import path is not imported before it is trusted:
+    # d + 1 then); an objective whose points carry more (the classical (a, w)) says so.
+    tasks = len(c["y_columns"]) if c["source"] else 1
+    try:
+        p = get_feature_map(m["feature"], allow_import=False).dim(d)
+    except ValueError:
+        p = d + 1
+    p = getattr(OBJECTIVES[m["objective"]], "dim_of", lambda p, T: p)(p, tasks)
     out = {"data.n": item * n * d, "data.n_test": item * n_test * d}
     spec = DISCRETIZATIONS[config["discretization"]]
     for key, size in spec.memory(discretization_options(config), n, n_test, p, memory_budget(config)).items():

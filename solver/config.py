@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomli_w
 
@@ -25,14 +26,25 @@ from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.particles import PARTICLE_SCHEMES
 from mfld.discretizations.spectral import SPECTRAL_SCHEMES
+from mfld.discretizations.stationary import StationaryOptions
 from mfld.model.backend import BACKENDS
-from mfld.model.datasets import INPUTS, LINKS, TARGETS
-from mfld.model.features import FEATURE_MAPS, is_feature_name
-from mfld.model.objectives import OBJECTIVES
+from mfld.model.datasets import DataOptions
+from mfld.model.features import FEATURE_MAPS
+from mfld.model.objectives import OBJECTIVES, ModelOptions
 from mfld.model.observables import OBSERVABLES
-from mfld.model.problem import DATA_LIMIT
+from mfld.model.options import (
+    FIRST_VERSION,
+    Key,
+    choice,
+    declared,
+    flag,
+    nonneg_int,
+    option,
+    positive,
+    positive_int,
+    text,
+)
 from mfld.model.registry import Registry
-from mfld.model.two_timescale import SOLVE_METHODS
 
 Config = dict[str, Any]
 """A configuration: the nested tables of the TOML file (``config["model"]["lam"]``)."""
@@ -42,145 +54,132 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
-@dataclass(frozen=True)
-class Key:
-    """One configuration key: its type, its check, what the check requires, and what it means."""
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """The top-level keys: what the measure is represented by, on which arrays, with which seed and threads."""
 
-    type: type | tuple[type, ...]
-    check: Callable[[Any], bool] = lambda v: True
-    requirement: str = ""
-    doc: str = ""
-    choices: Mapping[str, str] | None = None
-
-
-def _choice(doc: str, options: Iterable[str] | Registry, docs: bool = True) -> Key:
-    """A key whose value names an entry of ``options`` (a registry's entries are listed with their docs)."""
-    names = list(options)
-    table = {n: (options.doc(n) if docs and isinstance(options, Registry) else "") for n in names}
-    # Membership is looked up when checking, so that an entry registered after import is accepted too.
-    return Key(str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in names), doc, table)
+    section: ClassVar[str] = ""
+    threads: int = nonneg_int(0, "BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
+                              "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
+                              "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
+                              "counts: fix it to compare runs started separately", since="0.2.0.dev1")
+    seed: int = nonneg_int(0, "seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)")
+    discretization: str = choice("particles", "how the measure is represented", DISCRETIZATIONS)
+    backend: str = choice("numpy", "array library", BACKENDS)
+    dtype: str = choice("float64", "floating-point precision", ("float64", "float32"), docs=False)
 
 
-def _pos_int(doc: str) -> Key:
-    return Key(int, lambda v: v >= 1, "an integer >= 1", doc)
+@dataclass(frozen=True, kw_only=True)
+class TimeOptions:
+    """The ``[time]`` keys: the step and how many to take."""
+
+    section: ClassVar[str] = "time"
+    eta: float = positive(0.4, "step size (particles: refused when eta lam lam_w >= 1; grids: the implicit step)")
+    steps: int = nonneg_int(1000, "number of steps")
 
 
-def _nonneg_int(doc: str) -> Key:
-    return Key(int, lambda v: v >= 0, "an integer >= 0", doc)
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """The ``[output]`` keys: the checkpoint file, how often it and the observables are written, and the rest."""
+
+    section: ClassVar[str] = "output"
+    path: str = option("mfld-run.h5", "checkpoint file (`--out` overrides)", str, lambda v: len(v) > 0,
+                       "a non-empty path")
+    checkpoint_every: int = positive_int(250, "steps between saved frames")
+    metrics_every: int = positive_int(25, "steps between recorded observables")
+    plot: bool = flag(True, "write `<path>.png` at the end")
+    author: str = text("", "the H5MD author of the file (empty: the login name)")
+    checksum: bool = flag(False, "Fletcher-32 checksums on every stored array, verified on every read",
+                          since="0.2.0.dev1")
+    progress: str = choice("auto", "`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False)
 
 
-def _pos(doc: str) -> Key:
-    return Key((int, float), lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0", doc)
+SECTIONS: tuple[type, ...] = (RunOptions, DataOptions, ModelOptions, StationaryOptions, TimeOptions, OutputOptions)
+"""The run's own sections; every other key is an option of a registered component (:data:`COMPONENTS`)."""
+
+COMPONENTS: tuple[Registry[Any], ...] = (OBJECTIVES, FEATURE_MAPS, DISCRETIZATIONS, PARTICLE_SCHEMES, GRID_SCHEMES,
+                                         SPECTRAL_SCHEMES, LINEAR_SOLVERS, OBSERVABLES, GRID_DIAGNOSTICS)
+"""The registries whose entries may declare options (and whose installed plug-ins are read for them)."""
+
+ORDER = ("", "data", "model", "particles", "grid", "spectral", "stationary", "time", "output")
+"""The order of sections in the tables and the default file; a section of a plug-in comes after these."""
 
 
-def _nonneg(doc: str) -> Key:
-    return Key((int, float), lambda v: v >= 0 and v != float("inf"), "a finite number >= 0", doc)
+def schema() -> dict[str, Key]:
+    """Every configuration key, composed from the run's sections and the options of every registered component
+    (installed plug-ins included), in :data:`ORDER` of sections, then as declared."""
+    for registry in COMPONENTS:
+        registry.load_plugins()
+    found: dict[str, Key] = {}
+    declarers: dict[str, str] = {}
+    options = [*SECTIONS, *(o for r in COMPONENTS for o in (r.options(n) for n in r) if o is not None)]
+    for cls in options:
+        for key, spec in declared(cls).items():
+            if key in found and found[key] is not spec:
+                raise ConfigError(f"configuration key {key!r} is declared by both {declarers[key]} and "
+                                  f"{cls.__module__}.{cls.__qualname__}; declare it once and refer to it with ref()")
+            found[key] = spec
+            declarers[key] = f"{cls.__module__}.{cls.__qualname__}"
+
+    def rank(key: str) -> int:
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        return ORDER.index(section) if section in ORDER else len(ORDER)
+
+    return {key: found[key] for key in sorted(found, key=rank)}
 
 
-def _all(v: Any, ok: Callable[[Any], bool]) -> bool:
-    items = v if isinstance(v, list) else [v]
-    return 1 <= len(items) <= 3 and all(ok(x) for x in items)
+def key_since() -> dict[str, str]:
+    """Keys that a file of an earlier mfld may lack: key -> the first version that writes it into every file
+    (each key's ``since``). A stored configuration lacking one of these, written before that version, takes the
+    key's default; one lacking any other key (or one of these from that version on) was edited or damaged, and
+    is refused: today's default is not the value the run used."""
+    return {key: spec.since for key, spec in schema().items() if spec.since != FIRST_VERSION}
 
 
-def _is_pos_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < float("inf")
+def __getattr__(name: str) -> Any:
+    """``SCHEMA`` and ``KEY_SINCE``, composed when asked (so that a component registered later is in them)."""
+    if name == "SCHEMA":
+        return schema()
+    if name == "KEY_SINCE":
+        return key_since()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _is_cell_count(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 3
+def defaults() -> Config:
+    """The default configuration: every key at its declared default."""
+    tree: Config = {}
+    for key, spec in schema().items():
+        _set(tree, key, list(spec.default) if isinstance(spec.default, list) else spec.default)
+    return tree
 
 
-SCHEMA: dict[str, Key] = {
-    "threads": _nonneg_int("BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
-                           "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
-                           "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
-                           "counts: fix it to compare runs started separately"),
-    "seed": _nonneg_int("seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)"),
-    "discretization": _choice("how the measure is represented", DISCRETIZATIONS),
-    "backend": _choice("array library", BACKENDS),
-    "dtype": _choice("floating-point precision", ("float64", "float32"), docs=False),
-    "data.source": Key(str, doc="a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, "
-                           "Y_test) or CSV with a header; relative to the configuration file (or, with `--set`, to "
-                           "the working directory); empty: the generator below"),
-    "data.test_source": Key(str, doc="a test set in the same format (when the data file holds none)"),
-    "data.x_columns": Key(list, lambda v: all(isinstance(c, str) for c in v), "a list of column names",
-                          "CSV: the input columns (empty: every column that is not a target)"),
-    "data.y_columns": Key(list, lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
-                          "a non-empty list of column names", "CSV: the target columns (one per task)"),
-    "data.target": _choice("`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` "
-                           "(f = sin(2 pi omega u.x), u m-sparse)", TARGETS, docs=False),
-    "data.inputs": _choice("`gaussian` N(0, I) or `hypercube` {-1, 1}^d", INPUTS, docs=False),
-    "data.d": _pos_int("input dimension d"),
-    "data.n": _pos_int("training samples n"),
-    "data.n_test": _pos_int("test samples; test targets are the clean f(x)"),
-    "data.noise": Key((int, float), lambda v: 0 <= v <= DATA_LIMIT, f"a number in [0, {DATA_LIMIT:g}] (beyond, the "
-                      "targets overflow float64 in the kernel system)", "label noise sigma, eps ~ Unif[-sigma, sigma]"),
-    "data.link": _choice("single-index link g (`he2` = z^2 - 1, `he3` = z^3 - 3z)", LINKS, docs=False),
-    "data.m": _pos_int("sparse-sin: number of relevant coordinates"),
-    "data.frequency": _pos("sparse-sin: omega"),
-    "model.objective": _choice("the functional", OBJECTIVES),
-    "model.feature": Key(str, is_feature_name, "a registered feature map, an installed plug-in or module:attribute",
-                         "feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier); also a plug-in "
-                         "(entry point `mfld.feature_maps`) or `package.module:attribute`: "
-                         + ", ".join(f"`{n}`" for n in FEATURE_MAPS)),
-    "model.lam": _pos("temperature lambda"),
-    "model.lam_a": _pos("second-layer ridge lambda_a (lam_a_bar = lam lam_a)"),
-    "model.lam_w": _pos("prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)"),
-    "model.label_noise": _nonneg("s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
-                                 "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df"),
-    "particles.N": Key(int, lambda v: v >= 2, "an integer >= 2", "number of particles"),
-    "particles.init": _choice("the initial measure: `prior` nu = N(0, I / lam_w), or `gaussian` N(0, init_sd^2 I)",
-                              ("prior", "gaussian"), docs=False),
-    "particles.init_sd": _pos("standard deviation of the `gaussian` initial measure"),
-    "particles.scheme": _choice("time scheme of the particles", PARTICLE_SCHEMES),
-    "particles.langevin": Key(bool, doc="`false` drops the noise: the mean-field gradient flow"),
-    "particles.memory_budget_mb": _nonneg_int(
-        "bound on one chunk's features (MiB; the passes over them add a few 16 MiB cache blocks); 0: half the "
-        "memory available when the run starts, divided by the processes, fixed then and stored in the file (so "
-        "that pcg keeps the features whenever they fit)"),
-    "particles.solve": _choice("the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
-                               "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, "
-                               "warm-started and preconditioned by an earlier factor, `auto` takes pcg when "
-                               "the system solved (n x n, or N x N when N < n) has at least 400 rows",
-                               SOLVE_METHODS, docs=False),
-    "particles.solve_tol": Key((int, float), lambda v: 0 < v < 1, "a number in (0, 1)",
-                               "pcg: relative residual per column; the drift then agrees with the exact one to about "
-                               "cond(K) tol (measured along the paper run: the README's particle-step section)"),
-    "particles.pcg_refresh": _pos_int("pcg: refactor the preconditioner after a solve of more iterations than this"),
-    "grid.half_width": Key(
-        (int, float, list), lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them",
-        "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior",
-    ),
-    "grid.cells": Key((int, list), lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them",
-                      "cells per axis (a list: one count per axis)"),
-    "grid.scheme": _choice("time scheme of the finite volumes", GRID_SCHEMES),
-    "spectral.scheme": _choice("time scheme of the Fourier spectral solver (drift explicit, diffusion implicit)",
-                               SPECTRAL_SCHEMES),
-    "grid.linear_solver": _choice("how each implicit step's sparse system is solved (finite volumes)", LINEAR_SOLVERS),
-    "grid.solver_tol": Key((int, float), lambda v: 0 < v < 1e-3, "a number in (0, 1e-3)",
-                           "krylov: relative residual of each step's solve (the density then matches the direct "
-                           "solver's to about this)"),
-    "grid.edge_mass_warning": _pos("warn once when this fraction of mass reaches the outermost cells"),
-    "grid.gap": Key(bool, doc="solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)"),
-    "stationary.tol": _pos("the fixed-point solver stops when lam KL(mu || p_mu) < tol"),
-    "stationary.max_iter": _pos_int("iteration limit of the fixed-point solver"),
-    "stationary.damping": Key((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]",
-                              "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing"),
-    "stationary.memory": _nonneg_int("Anderson mixing depth (0: plain damped iteration)"),
-    "time.eta": _pos("step size (particles: refused when eta lam lam_w >= 1; grids: the implicit step)"),
-    "time.steps": _nonneg_int("number of steps"),
-    "output.path": Key(str, lambda v: len(v) > 0, "a non-empty path", "checkpoint file (`--out` overrides)"),
-    "output.checkpoint_every": _pos_int("steps between saved frames"),
-    "output.metrics_every": _pos_int("steps between recorded observables"),
-    "output.plot": Key(bool, doc="write `<path>.png` at the end"),
-    "output.author": Key(str, doc="the H5MD author of the file (empty: the login name)"),
-    "output.checksum": Key(bool, doc="Fletcher-32 checksums on every stored array, verified on every read"),
-    "output.progress": _choice("`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False),
-}
+DEFAULT_HEADER = """\
+# The built-in default: the paper's Section 6 experiment scaled down (x1 x2, Gaussian inputs, tanh with bias).
+# Sized so that feature learning shows in one short run: the kernel alignment rises and the test loss falls
+# with the training loss (n = 1000 samples against N = 300 particles; docs/experiments.md, "The default run").
+# Generated from the options the components declare (python -m mfld.solver.config --write); every key is in
+# the README's configuration reference; `--set section.key=value` overrides one.
+"""
+
+
+def generated_default_text() -> str:
+    """``data/configs/default.toml`` as the declared options make it: each key under a comment of its meaning."""
+    lines = [DEFAULT_HEADER]
+    section = None
+    for key, spec in schema().items():
+        head, _, leaf = key.rpartition(".")
+        if head != section:
+            section = head
+            if head:
+                lines.append(f"\n[{head}]")
+        for part in textwrap.wrap(spec.doc, 114):
+            lines.append(f"# {part}")
+        lines.append(f"{leaf} = {tomli_w.dumps({'v': spec.default}).split('=', 1)[1].strip()}")
+    return "\n".join(lines) + "\n"
 
 
 def default_text() -> str:
-    """The shipped default configuration, as TOML text."""
+    """The shipped default configuration, as TOML text (``data/configs/default.toml``)."""
     return resources.files("mfld.data").joinpath("configs/default.toml").read_text()
 
 
@@ -212,19 +211,17 @@ def parse_value(text: str) -> Any:
 
 
 def _check(flat: Mapping[str, object]) -> None:
+    keys = schema()
     for key, value in flat.items():
-        spec = SCHEMA.get(key)
+        spec = keys.get(key)
         if spec is None:
-            close = [k for k in SCHEMA if k.split(".")[-1] == key.split(".")[-1]]
+            close = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown configuration key {key!r}{hint}; see the README's configuration reference")
-        ok_type = isinstance(value, spec.type) and not (isinstance(value, bool) and spec.type is not bool)
-        if spec.type == (int, float) and isinstance(value, bool):
-            ok_type = False
-        if not ok_type or not spec.check(value):
+        if not spec.accepts(value):
             want = spec.requirement or getattr(spec.type, "__name__", str(spec.type))
             raise ConfigError(f"configuration key {key!r} must be {want}, got {value!r}")
-    missing = sorted(set(SCHEMA) - set(flat))
+    missing = sorted(set(keys) - set(flat))
     if missing:
         raise ConfigError(f"configuration is missing keys {missing}")
 
@@ -269,7 +266,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     ``values`` maps dotted keys (``{"particles.N": 500}``) or nested tables (``{"particles": {"N": 500}}``)
     to values, as Python objects.
     """
-    config = tomllib.loads(default_text())
+    config = defaults()
     if path is not None:
         text, where, folder = read_config_text(path)
         try:
@@ -304,7 +301,7 @@ def _absolute(key: str, value: object, folder: Path) -> object:
 
 
 def _check_known(key: str) -> None:
-    if key not in SCHEMA:
+    if key not in schema():
         _check({key: None})
 
 
@@ -326,15 +323,6 @@ def to_toml(config: Config) -> str:
     return tomli_w.dumps(config)
 
 
-# Keys that a file of an earlier mfld may lack: key -> the first version that writes it into every file.
-# A stored configuration lacking one of these, written before that version, takes the key's default; one
-# lacking any other key (or one of these from that version on) was edited or damaged, and is refused:
-# today's default is not the value the run used. Add every new key here with the version that adds it.
-KEY_SINCE: dict[str, str] = {key: "0.2.0.dev1" for key in (
-    "threads", "data.source", "data.test_source", "data.x_columns", "data.y_columns", "particles.init",
-    "particles.init_sd", "particles.solve", "particles.solve_tol", "particles.pcg_refresh", "grid.linear_solver",
-    "grid.solver_tol", "spectral.scheme", "output.checksum")}
-FIRST_VERSION = "0.1.0"  # files without provenance (mfld 0.1 and the first 0.2 development builds)
 
 
 def version_order(version: str) -> tuple[float, ...]:
@@ -349,7 +337,8 @@ def version_order(version: str) -> tuple[float, ...]:
 def missing_keys(stored: Mapping[str, Any], written_by: str) -> list[str]:
     """The keys that a configuration stored by mfld ``written_by`` should hold and does not."""
     flat, made = _flatten(stored), version_order(written_by)
-    return sorted(k for k in SCHEMA if k not in flat and (k not in KEY_SINCE or version_order(KEY_SINCE[k]) <= made))
+    since = key_since()
+    return sorted(k for k in schema() if k not in flat and (k not in since or version_order(since[k]) <= made))
 
 
 def from_toml(text: str, written_by: str | None = None) -> Config:
@@ -357,7 +346,7 @@ def from_toml(text: str, written_by: str | None = None) -> Config:
 
     Keys added to mfld after the text was written take their defaults, so files of earlier
     versions still load; unknown keys are refused, and so, with ``written_by`` (the version of
-    mfld that stored the text), is a text lacking keys that version wrote (:data:`KEY_SINCE`).
+    mfld that stored the text), is a text lacking keys that version wrote (:func:`key_since`).
     """
     stored = tomllib.loads(text)
     if written_by is not None:
@@ -368,7 +357,7 @@ def from_toml(text: str, written_by: str | None = None) -> Config:
                 "file: it was edited or damaged, and today's defaults are not what the run used; restore the keys "
                 "(or start the run again)"
             )
-    config = tomllib.loads(default_text())
+    config = defaults()
     for key, value in _flatten(stored).items():
         _check_known(key)
         _set(config, key, value)
@@ -386,15 +375,14 @@ def _escape(text: str) -> str:
 
 
 def reference_table() -> str:
-    """The README's configuration reference, generated from :data:`SCHEMA`, the registries and the default."""
-    default = _flatten(tomllib.loads(default_text()))
+    """The README's configuration reference, generated from the declared options and the registries."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
-    for key, spec in SCHEMA.items():
+    for key, spec in schema().items():
         meaning = spec.doc
         # Choices are listed unless the description already names each of them.
         if spec.choices and any(f"`{n}`" not in spec.doc for n in spec.choices):
             meaning += ": " + ", ".join(f"`{n}`" + (f" ({d})" if d else "") for n, d in spec.choices.items())
-        lines.append(f"| `{key}` | {_cell(default[key])} | {_escape(meaning)} |")
+        lines.append(f"| `{key}` | {_cell(spec.default)} | {_escape(meaning)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -406,7 +394,33 @@ def observables_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m mfld.solver.config [--observables]: print the README's tables
+def _replace_table(text: str, header: str, table: str) -> str:
+    start = text.index(header)
+    end = text.index("\n\n", start) + 1
+    return text[:start] + table + text[end:]
+
+
+def write_generated(readme: Path) -> list[Path]:
+    """Rewrite what the declared options generate: ``data/configs/default.toml`` and the README's configuration
+    and observables tables (in a source checkout); returns the files changed."""
+    changed = []
+    default = Path(str(resources.files("mfld.data").joinpath("configs/default.toml")))
+    readme_text = readme.read_text()
+    new_readme = _replace_table(_replace_table(readme_text, "| key | default | meaning |", reference_table()),
+                                "| observable | recorded for | meaning |", observables_table())
+    for path, old, new in ((default, default.read_text(), generated_default_text()),
+                           (readme, readme_text, new_readme)):
+        if old != new:
+            path.write_text(new)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":  # python -m mfld.solver.config [--observables | --write]: the README's tables
     import sys
 
-    print(observables_table() if "--observables" in sys.argv else reference_table(), end="")
+    if "--write" in sys.argv:
+        written = write_generated(Path(__file__).resolve().parent.parent / "README.md")
+        print("rewrote " + ", ".join(map(str, written)) if written else "the generated files are current")
+    else:
+        print(observables_table() if "--observables" in sys.argv else reference_table(), end="")

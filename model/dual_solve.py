@@ -1,0 +1,59 @@
+"""How the two-timescale functional solves its dual system ``(S + n lam_a_bar I) c = Y``, and the configuration
+keys that choose it (``particles.solve``, ``particles.solve_tol``, ``particles.pcg_refresh``: options of the
+objective, :data:`~mfld.model.functional.OBJECTIVES`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .options import choice, option, positive_int
+
+SOLVE_METHODS = ("cholesky", "pcg", "auto")
+
+
+@dataclass(frozen=True)
+class DualSolve:
+    """How the dual system ``(S + r I) C = Y`` is solved.
+
+    ``"cholesky"`` forms and factors the Gram matrix every time (exact, the reference);
+    ``"pcg"`` solves matrix-free by conjugate gradients (:mod:`mfld.model.pcg`) to the
+    relative residual ``tol``, warm-started from the previous solution and preconditioned by
+    the inverse (single precision) of an earlier exact solve's matrix, which is refreshed when a
+    solve takes more than ``refresh`` iterations. The exact Gram matrices that df and the alignment
+    form leave the solver as it was, so that what a run measures does not change its trajectory.
+    ``"auto"`` takes pcg when the system solved has at least ``crossover`` rows (measured on two
+    cores with benchmarks/particles_cpu.py's trajectories: pcg is 0.65x cholesky at 300 rows on
+    the N side, 1.2x at 600, 1.3x at n = 300, 1.7x at n = 500 and 2.3x at n = 1000).
+    """
+
+    method: str = "cholesky"
+    tol: float = 1e-11
+    refresh: int = 10
+    crossover: int = 400
+
+    def __post_init__(self) -> None:
+        if self.method not in SOLVE_METHODS:
+            raise ValueError(f"particles.solve must be one of {SOLVE_METHODS}, got {self.method!r}")
+        if not 0 < self.tol < 1:
+            raise ValueError(f"particles.solve_tol must lie in (0, 1), got {self.tol}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DualSolveOptions:
+    """The two-timescale objective's keys: how each step's dual system is solved (:class:`DualSolve`)."""
+
+    section: ClassVar[str] = "particles"
+    solve: str = choice("auto", "the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
+                        "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, warm-started "
+                        "and preconditioned by an earlier factor, `auto` takes pcg when the system solved (n x n, or "
+                        "N x N when N < n) has at least 400 rows", SOLVE_METHODS, docs=False, since="0.2.0.dev1")
+    solve_tol: float = option(1e-11, "pcg: relative residual per column; the drift then agrees with the exact one to "
+                              "about cond(K) tol (measured along the paper run: the README's particle-step section)",
+                              (int, float), lambda v: 0 < v < 1, "a number in (0, 1)", since="0.2.0.dev1")
+    pcg_refresh: int = positive_int(10, "pcg: refactor the preconditioner after a solve of more iterations than this",
+                                    since="0.2.0.dev1")
+
+    def dual_solve(self) -> DualSolve:
+        """The solver these options choose."""
+        return DualSolve(self.solve, self.solve_tol, self.pcg_refresh)
