@@ -8,8 +8,9 @@ The Python API, for notebooks and scripts (the command line is ``mfld``, or ``py
 - ``Run.figure()`` and ``Run.measure_figure()`` draw it (matplotlib Figures).
 
 The layers below are importable on their own: :mod:`mfld.model` (the mathematics),
-:mod:`mfld.discretizations` (particles, grids, the time loop), :mod:`mfld.validation` (the theory's
-checks and the paper's experiments) and :mod:`mfld.solver` (configuration, files, command line).
+:mod:`mfld.discretizations` (particles, grids, the time loop), :mod:`mfld.config` (the configuration),
+:mod:`mfld.storage` (checkpoint files), :mod:`mfld.validation` (the theory's checks and the paper's
+experiments) and :mod:`mfld.solver` (the run assembly, the Python API, the command line).
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ except PackageNotFoundError:  # an uninstalled source tree
 __all__ = ["Run", "__version__", "load", "load_config", "run"]
 
 if TYPE_CHECKING:
-    from mfld.solver.config import load_config
-    from mfld.solver.runs import Run, load, run
+    from mfld.config import load_config
+    from mfld.solver.python_api import Run, load, run
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that `import mfld.model` does not load the run machinery (h5py, matplotlib).
     if name in ("Run", "load", "run"):
-        from mfld.solver import runs
+        from mfld.solver import python_api
 
-        return getattr(runs, name)
+        return getattr(python_api, name)
     if name == "load_config":
-        from mfld.solver.config import load_config
+        from mfld.config import load_config
 
         return load_config
     raise AttributeError(f"module 'mfld' has no attribute {name!r}")

@@ -21,10 +21,10 @@ import time
 
 from threadpoolctl import threadpool_limits
 
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.model import backend
 from mfld.solver import build
-from mfld.solver.config import load_config
 
 WHOLE = 2**62  # bytes: every array is one block
 

@@ -5,7 +5,7 @@ nine observables per frame) to a fresh file, one commit per frame, each commit c
 
 * ``copy`` (0.1): copy the whole file, append the frame to the copy, fsync, ``os.replace``;
   a commit costs the whole file, so the bytes written grow with the square of the frames.
-* ``in place`` (0.2, :mod:`mfld.solver.storage.commit`): rows preallocated for the planned frames at
+* ``in place`` (0.2, :mod:`mfld.storage.commit`): rows preallocated for the planned frames at
   the first commit; each commit writes its rows, fsyncs, writes the count, fsyncs.
 
 Per case it prints the mean time of a commit and of the last one, the bytes the process
@@ -36,8 +36,8 @@ import h5py
 import numpy as np
 
 from mfld.discretizations.state import ParticleState
-from mfld.solver.storage import CheckpointStore
-from mfld.solver.storage.commit import replace
+from mfld.storage import CheckpointStore
+from mfld.storage.commit import replace
 
 P = 3  # parameter dimension: d = 2 inputs and a bias
 OBSERVABLES = ("objective", "G", "entropy", "U", "second_moment", "kernel_alignment", "degrees_of_freedom",

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver import build
-from mfld.solver.config import load_config
 from mfld.solver.threads import blas_threads
 
 

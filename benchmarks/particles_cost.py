@@ -42,10 +42,10 @@ def point(n: int, N: int, warmup: int, steps: int) -> dict:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from mfld.config import load_config
     from mfld.discretizations import loop
     from mfld.model.distributed import Serial
     from mfld.solver import build
-    from mfld.solver.config import load_config
     from mfld.solver.threads import fix_threads
 
     config = load_config("paper", [f"data.n={n}", f"particles.N={N}", "output.plot=false"])

@@ -118,9 +118,9 @@ def _jax_drift(X: np.ndarray, Y: np.ndarray) -> object:
 
 
 def _mfld_drift(X: np.ndarray, Y: np.ndarray, solve: str | None) -> tuple[object, int]:
+    from mfld.config import load_config
     from mfld.model.functional import GradientDrift
     from mfld.solver import build
-    from mfld.solver.config import load_config
     from mfld.solver.threads import blas_threads
 
     values = {"data.d": X.shape[1], "data.n": X.shape[0], "model.lam": LAM, "model.lam_a": LAM_A,

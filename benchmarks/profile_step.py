@@ -18,9 +18,9 @@ import time
 
 from threadpoolctl import threadpool_limits
 
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.solver import build
-from mfld.solver.config import load_config
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ ENTRIES: list[tuple[str, str]] = [
     ("mfld.run",
      'r = mfld.run({"particles": {"N": 200}, "time": {"steps": 100}}, set={"output.progress": "off"})\n'
      'print(r, r.series["kernel_alignment"][-1])   # nothing written; out="a.h5" writes a checkpoint'),
-    ("mfld.solver.runs.Run",
+    ("mfld.solver.python_api.Run",
      'fig = r.figure()                           # a matplotlib Figure; r.measure_figure() draws mu_t\n'
      'print(r.state.positions.shape, r.steps)'),
     ("mfld.model.datasets.make_dataset",
@@ -34,7 +34,7 @@ ENTRIES: list[tuple[str, str]] = [
     ("mfld.model.two_timescale.TwoTimescaleFunctional",
      'F = TwoTimescaleFunctional(pb)\nW = pb.sample_prior(200, np.random.default_rng(0))\n'
      'q = np.full(200, 1 / 200)\nfit = F.fit(W, q)\nprint(fit.U, F.grad_potential(fit).shape)'),
-    ("mfld.model.two_timescale.DualSolve",
+    ("mfld.model.dual_solve.DualSolve",
      'F_pcg = TwoTimescaleFunctional(pb, solve=DualSolve("pcg", tol=1e-11))'),
     ("mfld.model.observables.evaluate",
      'print(evaluate(Evaluation(F, fit), ["U", "kernel_alignment", "degrees_of_freedom"]))'),
@@ -53,7 +53,19 @@ ENTRIES: list[tuple[str, str]] = [
      'run(fv, steps=20)\nprint(fv.diagnostics()["certificate"])'),
     ("mfld.discretizations.stationary.solve_stationary",
      'star = solve_stationary(F1, grid, tol=1e-12)\nprint(star.objective, star.certificate)'),
-    ("mfld.solver.config.load_config",
+    ("mfld.model.registry.Registry",
+     'from mfld.discretizations.grid import GRID_SCHEMES\n'
+     'with GRID_SCHEMES.registered("my-euler", GRID_SCHEMES["implicit-euler"], "a copy"):\n'
+     '    print(list(GRID_SCHEMES))                # a new file registers with @GRID_SCHEMES.register(...)'),
+    ("mfld.model.options.option",
+     'from dataclasses import dataclass\nfrom typing import ClassVar\nfrom mfld.model.options import positive\n\n\n'
+     '@dataclass(frozen=True, kw_only=True)\n'
+     'class HuberOptions:                        # registered with its objective: options=HuberOptions\n'
+     '    section: ClassVar[str] = "model"\n'
+     '    delta: float = positive(1.0, "Huber: where the loss turns linear", since="0.3.0")'),
+    ("mfld.config.schema",
+     'print(len(schema()), schema()["time.eta"].doc)'),
+    ("mfld.config.load_config",
      'config = load_config("grid-1d", ["time.steps=10", "output.plot=false", \'output.progress="off"\'])'),
     ("mfld.solver.build.start",
      'path = start(config, "g.h5", overwrite=True)'),
@@ -61,12 +73,12 @@ ENTRIES: list[tuple[str, str]] = [
      'resume(path, steps=5)'),
     ("mfld.load",
      'saved = mfld.load(path)\nprint(saved.kind, saved.series["certificate"][-1])'),
-    ("mfld.solver.storage.load",
+    ("mfld.storage.load",
      'snap = load(path)                          # host arrays, the config and the data\n'
      'print(snap.step, snap.density.shape)'),
     ("mfld.solver.build.build_problem",
      'pb_file = build_problem(snap.config, snap.data, backend="numpy")'),
-    ("mfld.solver.storage.CheckpointReader",
+    ("mfld.storage.CheckpointReader",
      'reader = CheckpointReader(path)\nprint(reader.observables()["certificate"]["value"])\n'
      'print(reader.provenance["mfld"])'),
     ("mfld.solver.compare.compare",

@@ -63,10 +63,10 @@ class Key:
 
 
 def option(default: Any, doc: str, types: type | tuple[type, ...] | None = None,
-           check: Callable[[Any], bool] = _anything, requirement: str = "", since: str = FIRST_VERSION,
+           check: Callable[[Any], bool] | None = None, requirement: str = "", since: str = FIRST_VERSION,
            key: str | None = None, options: Iterable[str] | None = None, docs: bool = True) -> Any:
     """A dataclass field that declares a configuration key (named ``<section>.<field>`` unless ``key`` says)."""
-    spec = Key(types or builtin_type(default), check, requirement, doc, default, since, options, docs)
+    spec = Key(types or builtin_type(default), check or _anything, requirement, doc, default, since, options, docs)
     metadata: dict[str, Any] = {"option": spec}
     if key is not None:
         metadata["key"] = key

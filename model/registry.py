@@ -45,6 +45,16 @@ class Entry(Generic[T]):
 
 
 _ORDER = itertools.count()
+PLUGIN = "plug-in "  # the origin of an entry loaded from an entry point: this, then the entry point's value
+
+
+def generation() -> int:
+    """A number that changes whenever any registry gains or loses an entry (what is composed from them, the
+    configuration's schema, is cached by it)."""
+    return _GENERATION[0]
+
+
+_GENERATION = [0]
 
 
 class Registry(Mapping[str, T]):
@@ -63,6 +73,7 @@ class Registry(Mapping[str, T]):
         self._adopt = adopt
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = builtins is None
+        self._offered: tuple[tuple[str, ...], list[Any]] | None = None  # (sys.path, entry points) last read
         for e in entries or []:
             self.add(e.name, e.value, e.doc, e.options, e.origin)
 
@@ -76,6 +87,7 @@ class Registry(Mapping[str, T]):
             options = value.Options  # type: ignore[attr-defined]
         origin = sys._getframe(1).f_globals.get("__name__", "") if origin is None else origin
         self._entries[name] = Entry(name, value, doc, options, origin, next(_ORDER))
+        _GENERATION[0] += 1
         return value
 
     def register(self, name: str, *, doc: str = "", options: type | None = None) -> Callable[[V], V]:
@@ -96,12 +108,14 @@ class Registry(Mapping[str, T]):
         self._load_builtins()
         before = self._entries.pop(name, None)
         self._entries[name] = Entry(name, value, doc, options, "", next(_ORDER))
+        _GENERATION[0] += 1
         try:
             yield value
         finally:
             del self._entries[name]
             if before is not None:
                 self._entries[name] = before
+            _GENERATION[0] += 1
 
     # -- discovery --------------------------------------------------------------------------------------------
     def _load_builtins(self) -> None:
@@ -114,11 +128,15 @@ class Registry(Mapping[str, T]):
             importlib.import_module(info.name)
 
     def _entry_points(self) -> list[Any]:
+        """The group's entry points, read again only when the import path changes."""
         if self.group is None:
             return []
-        from importlib.metadata import entry_points
+        path = tuple(sys.path)
+        if self._offered is None or self._offered[0] != path:
+            from importlib.metadata import entry_points
 
-        return list(entry_points(group=self.group))
+            self._offered = (path, list(entry_points(group=self.group)))
+        return self._offered[1]
 
     def plugins(self) -> list[str]:
         """Names that installed packages offer under the entry-point group (loaded or not)."""
@@ -135,8 +153,17 @@ class Registry(Mapping[str, T]):
             raise ValueError(f"{self.key}: the plug-in {name!r} ({found[0].value}) cannot be loaded: "
                              f"{type(e).__name__}: {e}") from None
         value = self._adopt(name, obj) if self._adopt is not None else obj
-        self.add(name, value, (getattr(obj, "__doc__", None) or "").strip().split("\n")[0], origin=found[0].value)
+        self.add(name, value, (getattr(obj, "__doc__", None) or "").strip().split("\n")[0],
+                 origin=PLUGIN + found[0].value)
         return True
+
+    def forget_plugins(self) -> None:
+        """Drop the entries loaded from plug-ins (they are loaded again when asked for): for tests that install
+        and remove a package."""
+        for name in [n for n, e in self._entries.items() if e.origin.startswith(PLUGIN)]:
+            del self._entries[name]
+        self._offered = None
+        _GENERATION[0] += 1
 
     def load_plugins(self) -> None:
         """Load every entry that installed packages offer."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mfld.config import Config, get, to_toml
 from mfld.discretizations import loop
 from mfld.discretizations.density import grid_for
 from mfld.discretizations.kinds import DISCRETIZATIONS
@@ -35,18 +36,17 @@ from mfld.model.objectives import OBJECTIVES, make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve
-
-from .config import Config, get, to_toml
-from .observers import Checkpoints, Frames, Progress
-from .storage import (
+from mfld.storage import (
     CheckpointError,
     CheckpointReader,
     CheckpointStore,
     ShardedCheckpointStore,
     frame_bytes,
 )
-from .storage.commit import available_memory, check_room
-from .storage.lock import FileLockedError, WriterLock, writer_path
+from mfld.storage.commit import available_memory, check_room
+from mfld.storage.lock import FileLockedError, WriterLock, writer_path
+
+from .observers import Checkpoints, Frames, Progress
 from .threads import blas_threads, fix_threads
 
 log = logging.getLogger("mfld")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mfld.config import ConfigError, load_config
 from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import BACKENDS
+from mfld.storage import CheckpointError, CheckpointReader
+from mfld.storage.provenance import mfld_version
 
 from . import build
-from .config import ConfigError, load_config
-from .storage import CheckpointError, CheckpointReader
-from .storage.provenance import mfld_version
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def _print_last(reader: CheckpointReader) -> None:
 
 
 def _cmd_configs(args: argparse.Namespace) -> int:
-    from .config import shipped_configs
+    from mfld.config import shipped_configs
 
     print("shipped configurations (`mfld run NAME`, `mfld stationary NAME`):")
     for name, summary in shipped_configs().items():

@@ -16,10 +16,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mfld.model.observables import Evaluation, evaluate
+from mfld.storage import CheckpointError, CheckpointReader
 from mfld.validation.distances import distance_names, kernel_distance, wasserstein
 
 from .build import build_functional, build_problem
-from .storage import CheckpointError, CheckpointReader
 
 COLUMNS = ("time", "step_a", "step_b", "W1", "W2", "U_a", "U_b", "dU", "df_a", "df_b", "d_df", "A_a", "A_b", "dA",
            "kernel_sup")

@@ -80,7 +80,7 @@ class Progress:
 
 
 class Store(Protocol):
-    """Where checkpoints go (:class:`~mfld.solver.storage.CheckpointStore`): every array of a committed state
+    """Where checkpoints go (:class:`~mfld.storage.CheckpointStore`): every array of a committed state
     is kept, the solver's among them, so a resume continues the run exactly."""
 
     def commit(self, state: State) -> None: ...

@@ -1,6 +1,6 @@
 """Figures of a run: its observables, its measure, and the optimum mu* of a stationary file.
 
-Each ``*_figure`` function takes a run (a checkpoint path, a :class:`~mfld.solver.runs.Run`, or a
+Each ``*_figure`` function takes a run (a checkpoint path, a :class:`~mfld.solver.python_api.Run`, or a
 reader) and returns a matplotlib :class:`~matplotlib.figure.Figure` (Matplotlib's object API: no
 display needed, the user's backend untouched); a notebook shows it, ``fig.savefig`` writes it. The
 ``plot_*`` functions save them to PNG files for the command line.
@@ -25,9 +25,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from mfld.discretizations.mesh import Grid
-
-from .storage import CheckpointError, CheckpointReader, Snapshot
-from .storage.elements import holds_density
+from mfld.storage import CheckpointError, CheckpointReader, Snapshot
+from mfld.storage.elements import holds_density
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),
@@ -46,7 +45,7 @@ DPI = 110
 
 
 def _record(source: Any) -> Any:
-    """A reader of the run: a path is opened, a :class:`~mfld.solver.runs.Run` gives its record."""
+    """A reader of the run: a path is opened, a :class:`~mfld.solver.python_api.Run` gives its record."""
     if isinstance(source, str | Path):
         return CheckpointReader(source)
     return getattr(source, "record", source)

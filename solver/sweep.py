@@ -81,9 +81,10 @@ def run_task(task: dict[str, Any], folder: str, threads: int = 0, trust: bool = 
     ``threads`` > 0 sets the run's BLAS threads unless the sweep sets ``threads`` itself; ``trust``
     lets the resume of an unfinished run import a feature map that its file names by import path.
     """
+    from mfld.config import load_config
+    from mfld.storage import CheckpointReader
+
     from .build import resume, start
-    from .config import load_config
-    from .storage import CheckpointReader
 
     path = Path(folder) / f"{task['name']}.h5"
     row = {"name": task["name"], **task["params"], "path": str(path)}

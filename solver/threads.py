@@ -29,9 +29,8 @@ import math
 import os
 import time
 
+from mfld.config import Config
 from mfld.model.distributed import Communicator, cores
-
-from .config import Config
 
 
 def _cpu_times() -> tuple[float, float] | None:

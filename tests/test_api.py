@@ -14,8 +14,8 @@ import pytest
 from matplotlib.figure import Figure
 
 import mfld
-from mfld.solver.config import ConfigError
-from mfld.solver.runs import resolve_config
+from mfld.config import ConfigError
+from mfld.solver.python_api import resolve_config
 
 SMALL = {"data.d": 4, "data.n": 40, "data.n_test": 50, "particles.N": 64, "time.steps": 20, "time.eta": 0.1,
          "output.checkpoint_every": 10, "output.metrics_every": 5, "output.progress": "off"}
@@ -115,8 +115,8 @@ def test_figures_are_matplotlib_figures_for_memory_and_files(tmp_path):
 
 
 def test_figures_say_what_they_show(tmp_path):
+    from mfld.config import load_config
     from mfld.solver import build
-    from mfld.solver.config import load_config
 
     star = build.write_stationary(load_config("grid-1d", values=GRID), tmp_path / "star.h5")
     fig = mfld.load(star).figure()

@@ -1,7 +1,8 @@
 """The layers import only downward and no module imports itself back (read from the source with ast).
 
-model < discretizations < validation < solver (the run machinery) < mfld (the package's top: api/);
-mfld.data holds only files.
+model < discretizations < config (the schema composed from their registries, loading) < storage (checkpoint
+files, which read their stored configuration through config) < validation < solver (the run assembly: build,
+observers, the Python API, CLI, sweeps, plotting) < mfld (the package's top: api/); mfld.data holds only files.
 ``python -c "import sys; sys.path.insert(0, 'tests'); import test_architecture as a; a.report()"``
 prints the graph.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # "mfld" itself (api/: run, load, python -m mfld) sits on top; it comes last, as every name starts with it.
-LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.validation": 2, "mfld.solver": 3, "mfld.data": 0, "mfld": 4}
+LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.config": 2, "mfld.storage": 3, "mfld.validation": 4,
+          "mfld.solver": 5, "mfld.data": 0, "mfld": 6}
 
 
 def modules() -> dict[str, Path]:
@@ -115,7 +117,7 @@ def test_the_checker_sees_an_upward_import_and_a_cycle():
 
 def test_every_package_folder_is_installed():
     """A subpackage missing from pyproject's ``packages`` is left out of a non-editable install (``pip install .``)
-    while an editable one still finds it: mfld.solver.storage was, once, and only CI's fresh install failed."""
+    while an editable one still finds it: mfld.storage was, once, and only CI's fresh install failed."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = set()
     for pkg, folder in setuptools["package-dir"].items():

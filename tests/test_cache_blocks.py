@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import small_problem
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.model import backend
 from mfld.model.features import FEATURE_MAPS, RidgeFeature, get_feature_map
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
-from mfld.solver.config import load_config
 
 N_ROWS = 120
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.solver import build
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointError, CheckpointReader, load
+from mfld.storage import CheckpointError, CheckpointReader, load
 
 
 def small_config(*extra: str) -> dict:
@@ -93,8 +93,8 @@ def _die_in(function: str, at_step: int) -> str:
     return textwrap.dedent(f"""
         import os, signal
         from mfld.solver import build
-        from mfld.solver.storage import store
-        from mfld.solver.config import load_config
+        from mfld.storage import store
+        from mfld.config import load_config
         original = store.{function}
 
         def dying(*args):

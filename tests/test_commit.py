@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import load_config, to_toml
 from mfld.discretizations.state import ParticleState
 from mfld.solver import build
-from mfld.solver.config import load_config, to_toml
-from mfld.solver.storage import CheckpointReader, CheckpointStore, load
-from mfld.solver.storage.commit import ALIGN
+from mfld.storage import CheckpointReader, CheckpointStore, load
+from mfld.storage.commit import ALIGN
 
 
 def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:

@@ -8,13 +8,13 @@ import numpy as np
 import ot
 import pytest
 
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.discretizations.particles import Particles
 from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.solver.compare import compare
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointError, load
+from mfld.storage import CheckpointError, load
 from mfld.validation.checks.crosscheck import distances
 from mfld.validation.problems import low_dim_functional
 

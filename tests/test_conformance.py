@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_ANY
+from mfld.config import SCHEMA, get, load_config
 from mfld.discretizations import loop
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.state import DensityState
 from mfld.model.objectives import OBJECTIVES
 from mfld.model.observables import OBSERVABLES
 from mfld.solver import build
-from mfld.solver.config import SCHEMA, get, load_config
 
 SMALL = SMALL_ANY
 

@@ -63,8 +63,8 @@ def test_the_readme_python_snippets_run_as_written():
     import re
 
     import mfld
+    from mfld.config import load_config
     from mfld.solver import build
-    from mfld.solver.config import load_config
 
     quiet = {"output.progress": "off", "output.plot": False}
     mfld.run(set={"time.steps": 100, **quiet}, out="mfld-run.h5")

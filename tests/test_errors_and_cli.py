@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import small_problem
+from mfld.config import SCHEMA, ConfigError, load_config, observables_table, reference_table
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.particles import Particles
 from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver.cli import main
-from mfld.solver.config import SCHEMA, ConfigError, load_config, observables_table, reference_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -99,14 +99,14 @@ def test_config_file_errors(tmp_path):
 
 
 def test_readme_configuration_reference_is_generated_from_the_registries():
-    """The README's table is `python -m mfld.solver.config`: every key, default and registered choice."""
+    """The README's table is `python -m mfld.config`: every key, default and registered choice."""
     text = README.read_text().split("## Configuration reference")[1].split("\n## ")[0]
     documented = set(re.findall(r"^\| `([A-Za-z_.]+)` \|", text, flags=re.M))
     assert documented == set(SCHEMA), sorted(documented ^ set(SCHEMA))
-    assert reference_table() in text, "regenerate the README's table with `python -m mfld.solver.config`"
+    assert reference_table() in text, "regenerate the README's table with `python -m mfld.config`"
     for name in DISCRETIZATIONS:
         assert f"`{name}`" in reference_table()
-    assert observables_table() in README.read_text(), "regenerate with `python -m mfld.solver.config --observables`"
+    assert observables_table() in README.read_text(), "regenerate with `python -m mfld.config --observables`"
 
 
 def test_cli_run_info_plot_resume(tmp_path, capsys):
@@ -135,7 +135,7 @@ def test_classical_objective_runs_from_the_cli(tmp_path):
             "--set", "particles.N=40", "--set", "time.steps=10", "--set", "output.plot=false", "--set", "data.d=3",
             "--set", "time.eta=0.05", "--set", "model.lam=0.05"]
     assert main(args) == 0
-    from mfld.solver.storage import CheckpointReader, load
+    from mfld.storage import CheckpointReader, load
 
     snap = load(out)
     assert snap.points.shape == (40, 1 + 4)  # (a, w) with w = (u, b) in R^4

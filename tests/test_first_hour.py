@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from mfld.config import ConfigError, load_config
 from mfld.discretizations.loop import Interrupted
 from mfld.model.registry import Registry
 from mfld.solver.cli import main
-from mfld.solver.config import ConfigError, load_config
 from mfld.validation.report import Report
 from mfld.validation.suite import run_checks
 

@@ -32,9 +32,9 @@ def test_drift_on_gpu_matches_cpu_to_1e10(N):
 
 
 def test_particle_run_on_gpu(tmp_path):
+    from mfld.config import load_config
     from mfld.solver import build
-    from mfld.solver.config import load_config
-    from mfld.solver.storage import load
+    from mfld.storage import load
 
     settings = ["data.d=5", "data.n=100", "particles.N=500", "time.steps=20", "output.checkpoint_every=10",
                 "output.plot=false", 'output.progress="off"']

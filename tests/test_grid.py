@@ -135,8 +135,8 @@ def test_long_time_grid_solution_is_the_stationary_solution(p, cells):
 def test_solve_stationary_defaults_are_the_configuration_defaults_and_a_stop_short_of_tol_warns():
     import inspect
 
+    from mfld.config import load_config
     from mfld.discretizations.stationary import NotConvergedWarning
-    from mfld.solver.config import load_config
 
     signature = inspect.signature(solve_stationary).parameters
     assert {k: signature[k].default for k in ("tol", "max_iter", "damping", "memory")} == load_config()["stationary"]

@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from mfld.config import load_config
 from mfld.solver import build
 from mfld.solver.cli import main
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointReader, load
+from mfld.storage import CheckpointReader, load
 
 GRID_1D = [
     "discretization=grid", 'data.target="single-index"', "data.d=1", "data.n=30", "data.n_test=40",

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import load_config
 from mfld.discretizations.particles import StepSizeWarning, check_step_size
 from mfld.solver import build
 from mfld.solver.cli import main
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointError, CheckpointReader, load
-from mfld.solver.storage.lock import FileLockedError, WriterLock
+from mfld.storage import CheckpointError, CheckpointReader, load
+from mfld.storage.lock import FileLockedError, WriterLock
 
 
 def _slow_run(path, steps: int = 40, pause: float = 0.05) -> subprocess.Popen:
@@ -28,7 +28,7 @@ def _slow_run(path, steps: int = 40, pause: float = 0.05) -> subprocess.Popen:
     script = textwrap.dedent(f"""
         import time
         from mfld.solver import build
-        from mfld.solver.config import load_config
+        from mfld.config import load_config
         original = build._observers
         class Pause:
             def start(self, system): pass
@@ -66,7 +66,7 @@ def test_a_second_writer_is_refused_and_the_first_file_is_untouched(tmp_path):
 
 def test_the_lock_is_released_when_its_holder_dies(tmp_path):
     path = tmp_path / "x.h5"
-    holder = subprocess.Popen([sys.executable, "-c", f"from mfld.solver.storage.lock import WriterLock; import time\n"
+    holder = subprocess.Popen([sys.executable, "-c", f"from mfld.storage.lock import WriterLock; import time\n"
                                f"with WriterLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -173,7 +173,7 @@ def test_a_run_killed_before_its_first_frame_leaves_no_file_and_runs_again(tmp_p
     script = textwrap.dedent(f"""
         import os, signal
         from mfld.solver import build
-        from mfld.solver.config import load_config
+        from mfld.config import load_config
         build.metrics_of = lambda system: os.kill(os.getpid(), signal.SIGKILL)
         build.start(load_config(None, {SMALL_RUN!r}), {str(path)!r})
     """)

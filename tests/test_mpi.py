@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
+from mfld.config import load_config
 from mfld.solver import build
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointError, CheckpointReader, load
+from mfld.storage import CheckpointError, CheckpointReader, load
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
@@ -124,7 +124,7 @@ def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
         "import os, sys, time\n"
         "from mpi4py import MPI\n"
         "from mfld.solver import build\n"
-        "from mfld.solver.config import load_config\n"
+        "from mfld.config import load_config\n"
         f"open({str(tmp_path)!r} + f'/pid{{MPI.COMM_WORLD.Get_rank()}}', 'w').write(str(os.getpid()))\n"
         "original = build._observers\n"
         "class Pause:\n"

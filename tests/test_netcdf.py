@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import load_config
 from mfld.discretizations.loop import Interrupted
 from mfld.solver import build
-from mfld.solver.config import load_config
 
 SMALL = [*SMALL_RUN, "time.steps=20"]
 GRID = ["grid.cells=32", "data.n=30", "data.n_test=40", "time.steps=12", "output.checkpoint_every=5",

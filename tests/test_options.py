@@ -12,9 +12,9 @@ from typing import ClassVar
 
 import pytest
 
+from mfld.config import ConfigError, load_config
 from mfld.model.options import declared, from_values, keys_of, positive, ref
 from mfld.solver import config as cfg
-from mfld.solver.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,11 +60,11 @@ def test_the_composed_schema_is_the_hand_written_one_it_replaced():
 
 def test_the_shipped_default_and_the_readme_tables_are_generated_from_the_options():
     shipped = (ROOT / "data/configs/default.toml").read_text()
-    assert shipped == cfg.generated_default_text(), "regenerate with `python -m mfld.solver.config --write`"
+    assert shipped == cfg.generated_default_text(), "regenerate with `python -m mfld.config --write`"
     assert tomllib.loads(shipped) == cfg.defaults()
     readme = (ROOT / "README.md").read_text()
     assert cfg.reference_table() in readme and cfg.observables_table() in readme, \
-        "regenerate with `python -m mfld.solver.config --write`"
+        "regenerate with `python -m mfld.config --write`"
 
 
 def test_every_key_has_a_meaning_a_default_that_passes_its_check_and_a_version():

@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from mfld.model.features import check_feature_map, get_feature_map
+from mfld.config import ConfigError, load_config
+from mfld.model.features import FEATURE_MAPS, check_feature_map, get_feature_map
 from mfld.model.problem import Problem
 from mfld.solver import build
 from mfld.solver.cli import main
-from mfld.solver.config import ConfigError, load_config
-from mfld.solver.storage import CheckpointReader, load
+from mfld.storage import CheckpointReader, load
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py"
 FAST = ["particles.N=60", "time.steps=6", "output.checkpoint_every=3", "output.metrics_every=3",
@@ -72,6 +72,7 @@ def plugin_path(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("bump_feature", None)
+    FEATURE_MAPS.forget_plugins()
 
 
 @pytest.mark.parametrize("name", ["bump", "bump_feature:BUMP"])  # by entry point, by import path

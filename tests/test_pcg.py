@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from conftest import small_problem
+from mfld.config import load_config
 from mfld.discretizations import loop
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.pcg import pcg
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointReader, load
+from mfld.storage import CheckpointReader, load
 
 
 def test_pcg_solves_a_spd_system_to_the_tolerance(rng):
@@ -187,7 +187,7 @@ def test_a_file_whose_state_arrays_are_not_those_the_state_declares_is_refused(t
     """Each array of a frame is checked against the axes its state type declares before anything is read."""
     import h5py
 
-    from mfld.solver.storage import CheckpointError
+    from mfld.storage import CheckpointError
 
     path = _run(tmp_path, "pcg", "time.steps=100", 'particles.solve="pcg"')
     CheckpointReader(path)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import ConfigError, from_toml, load_config, to_toml
 from mfld.solver import build
 from mfld.solver.cli import main
-from mfld.solver.config import ConfigError, from_toml, load_config, to_toml
-from mfld.solver.storage import CheckpointError, CheckpointReader, load, store
-from mfld.solver.storage.lock import FileLockedError, WriterLock
+from mfld.storage import CheckpointError, CheckpointReader, load, store
+from mfld.storage.lock import FileLockedError, WriterLock
 
 
 def small(*extra: str) -> dict:
@@ -54,7 +54,7 @@ def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL_R
     return textwrap.dedent(f"""
         import os, signal, sys
         from mfld.solver import build
-        from mfld.solver.config import load_config
+        from mfld.config import load_config
         original = build._observers
         class At:
             def start(self, system): pass

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_ANY
+from mfld.config import load_config
 from mfld.discretizations.grid import FiniteVolume
 from mfld.discretizations.kinds import DISCRETIZATIONS, Discretization
 from mfld.discretizations.state import existing
 from mfld.solver import build
 from mfld.solver.cli import main
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointError, CheckpointReader
+from mfld.storage import CheckpointError, CheckpointReader
 
 K = 4
 SMALL = [*SMALL_ANY, f"output.checkpoint_every={K}",

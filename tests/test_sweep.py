@@ -53,7 +53,7 @@ def test_a_changed_sweep_reruns_its_stale_results(tmp_path, capsys):
     assert main(["sweep", str(spec)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
     assert [r["status"] for r in rows] == ["rerun (settings changed)"] * 2
-    from mfld.solver.storage import CheckpointReader
+    from mfld.storage import CheckpointReader
 
     assert CheckpointReader(tmp_path / "results" / "seed=0-lam=0.05.h5").data["X"].shape[0] == 25
 
@@ -88,11 +88,11 @@ def test_a_sweep_resumes_its_own_unfinished_plugin_run(tmp_path, monkeypatch):
     import shutil
     import sys
 
+    from mfld.config import load_config
     from mfld.model import features
     from mfld.solver import build
-    from mfld.solver.config import load_config
-    from mfld.solver.storage import load
     from mfld.solver.sweep import run_task, tasks
+    from mfld.storage import load
 
     shutil.copy(Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

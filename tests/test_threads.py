@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import SMALL_RUN
+from mfld.config import load_config
 from mfld.solver import build, threads
-from mfld.solver.config import load_config
-from mfld.solver.storage import CheckpointReader
+from mfld.storage import CheckpointReader
 
 
 @pytest.mark.parametrize(("cores", "busy", "processes", "chosen"), [

@@ -1,6 +1,6 @@
 """The checkpoint of a particle run sharded over MPI processes: one file per rank with its block of every array
 along the particles, and a master with the rest whose arrays along the particles are HDF5 virtual datasets over
-the shards (see :mod:`mfld.solver.storage`)."""
+the shards (see :mod:`mfld.storage`)."""
 
 from __future__ import annotations
 

@@ -12,11 +12,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mfld.config import FIRST_VERSION, Config, from_toml
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
 
-from ..config import FIRST_VERSION, Config, from_toml
 from .checks import DATA_NAMES, bounded_frame, checked, clock_problems, kind_problems, layout_problems, read_bounded
 from .commit import CheckpointError
 from .elements import (

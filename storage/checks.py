@@ -12,7 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..config import Config
+from mfld.config import Config
+
 from .commit import CheckpointError, available_memory, counts
 from .elements import (
     COUNT,

@@ -68,7 +68,7 @@ class CheckpointStore:
         in-place commits start; :meth:`write_metadata` writes it without a frame).
         ``grid`` (for densities) provides ``lower``, ``upper``, ``cells`` and ``axes()``;
         ``author`` defaults to the login name; ``reference_objective`` is Obj(mu*) of a grid run's gap
-        (read back as :attr:`~mfld.solver.storage.reader.CheckpointReader.reference_objective`);
+        (read back as :attr:`~mfld.storage.reader.CheckpointReader.reference_objective`);
         ``frames`` and ``records`` as for the constructor.
         """
         path = Path(path)
