@@ -15,7 +15,7 @@ import numpy.typing as npt
 from mfld.model.backend import Array, namespace, to_host
 from mfld.model.distributed import Communicator
 from mfld.model.functional import Fit, Functional
-from mfld.model.options import flag, option, positive, ref
+from mfld.model.options import flag, internal, option, positive, ref
 from mfld.model.registry import Registry
 
 from .mesh import BoxWarning, Grid, check_box, gaussian_density
@@ -66,6 +66,7 @@ class DensityOptions:
     edge_mass_warning: float = positive(1e-4, "warn once when this fraction of mass reaches the outermost cells")
     gap: bool = flag(True, "solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)")
     eta: float = ref("time.eta")
+    scheme_options: Any = internal()
 
 
 def prior_sd(functional: Functional) -> list[float]:
@@ -113,7 +114,9 @@ class GridDensity:
         time: float = 0.0,
         edge_mass_warning: float = 1e-4,
         reference_objective: float | None = None,
+        scheme_options: Any = None,
     ) -> None:
+        self._scheme_options = scheme_options  # the time scheme's own options, for _use_scheme
         if not (math.isfinite(eta) and eta > 0):
             raise ValueError(f"time.eta (the grid's time step) must be a finite number > 0, got {eta}")
         if functional.dim != grid.dim:
@@ -155,7 +158,8 @@ class GridDensity:
         else:
             raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
         return cls(functional, grid, density, options.eta, step=step, time=time, reference_objective=reference,
-                   edge_mass_warning=options.edge_mass_warning, **cls.scheme_options(options, history))
+                   edge_mass_warning=options.edge_mass_warning, scheme_options=options.scheme_options,
+                   **cls.scheme_options(options, history))
 
     @classmethod
     def check(cls, options: DensityOptions, functional: Functional) -> Grid:
@@ -242,11 +246,12 @@ class GridDensity:
 
     def _use_scheme(self, schemes: Registry[Any], name: str, history: Sequence[npt.ArrayLike]) -> None:
         """Take the time scheme ``name`` of ``schemes``, continuing from ``history`` (newest first; multi-level
-        schemes)."""
+        schemes); a scheme with options of its own is built with them (``entry(history, options)``)."""
         entry = schemes[name]
         check_levels(schemes.key, name, entry.levels, history)
         arrays = tuple(self.xp.asarray(h, dtype=self.density.dtype).reshape(self.grid.shape) for h in history)
-        self.scheme_name, self.scheme = name, entry(arrays)
+        options = self._scheme_options
+        self.scheme_name, self.scheme = name, entry(arrays) if options is None else entry(arrays, options)
 
     def state(self) -> DensityState:
         density = to_host(self.density).copy()

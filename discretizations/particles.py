@@ -23,7 +23,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from mfld.model.backend import Array, namespace, to_host
 from mfld.model.distributed import Communicator, Serial, shard
 from mfld.model.functional import Drift, Fit, Functional, GradientDrift
 from mfld.model.label_noise import LabelNoiseDrift
-from mfld.model.options import choice, flag, nonneg_int, option, positive, ref
+from mfld.model.options import choice, flag, internal, nonneg_int, option, positive, ref
 from mfld.model.problem import Problem
 from mfld.model.registry import Registry
 from mfld.model.two_timescale import TwoTimescaleFunctional
@@ -68,14 +68,14 @@ class SchemeWithMemory(ParticleScheme, Protocol):
     def history(self, like: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
-def build_scheme(name: str, history: tuple[np.ndarray, ...] = ()) -> ParticleScheme:
+def build_scheme(name: str, history: tuple[np.ndarray, ...] = (), options: Any = None) -> ParticleScheme:
     """The scheme registered as ``name``: the function itself (no levels), or an instance of the class, built from
-    ``history`` (as many arrays as its ``levels``)."""
+    ``history`` (as many arrays as its ``levels``) and, for a scheme with options of its own, them."""
     entry = PARTICLE_SCHEMES[name]
     levels = int(getattr(entry, "levels", 0)) if isinstance(entry, type) else 0
     check_levels(PARTICLE_SCHEMES.key, name, levels, history)
     if isinstance(entry, type):
-        scheme: ParticleScheme = entry(history)
+        scheme: ParticleScheme = entry(history) if options is None else entry(history, options)
         return scheme
     return entry
 
@@ -160,6 +160,7 @@ class ParticleOptions:
     eta: float = ref("time.eta")
     seed: int = ref("seed")
     label_noise: float = ref("model.label_noise")
+    scheme_options: Any = internal()
 
 
 class Particles:
@@ -190,6 +191,7 @@ class Particles:
         offset: int = 0,
         total: int | None = None,
         history: tuple[np.ndarray, ...] = (),
+        scheme_options: Any = None,
     ) -> None:
         step_check(scheme)(functional.problem, eta)
         self.functional = functional
@@ -200,8 +202,8 @@ class Particles:
         xp = namespace(functional.problem.X)
         self.xp = xp
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
-        self.scheme = build_scheme(scheme,
-                                   tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history))
+        self.scheme = build_scheme(scheme, tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history),
+                                   scheme_options)
         local = self.positions.shape[0]
         self.offset = int(offset)
         self.total = local if total is None else int(total)
@@ -238,7 +240,8 @@ class Particles:
             assert isinstance(functional, TwoTimescaleFunctional)
             drift = LabelNoiseDrift(functional, options.label_noise, noise.uniform)
         return cls(functional, W, options.eta, noise, options.langevin, step, time, drift=drift,
-                   scheme=options.scheme, offset=start, total=options.N, history=history)
+                   scheme=options.scheme, offset=start, total=options.N, history=history,
+                   scheme_options=options.scheme_options)
 
     @staticmethod
     def memory(options: ParticleOptions, n: int, n_test: int, p: int, budget: int) -> dict[str, int]:

@@ -4,7 +4,7 @@ label-noise expectation or procedure around it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .distributed import Communicator
 from .features import FEATURE_MAPS, is_feature_name
@@ -36,20 +36,22 @@ class ModelOptions:
 
 def make_functional(
     name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-    label_noise: float = 0.0, solve: DualSolve | None = None, expectation: bool = True,
+    label_noise: float = 0.0, solve: DualSolve | None = None, expectation: bool = True, options: Any = None,
 ) -> Functional:
     """The functional ``name`` of ``problem``.
 
     ``label_noise = s > 0`` needs the two-timescale objective; with ``expectation`` the functional
     is its expectation ``G + (s^2/6n) df`` (densities), without it the plain functional whose
     particles run the procedure as a drift. Only the two-timescale functional can be split over
-    processes (``comm``) or solve its dual system iteratively (``solve``).
+    processes (``comm``) or solve its dual system iteratively (``solve``). ``options`` are the objective's own
+    (its registry entry's options dataclass: :class:`~mfld.model.dual_solve.DualSolveOptions` for the
+    two-timescale functional), passed to its constructor.
     """
     make = OBJECTIVES[name]
-    if make is TwoTimescaleFunctional:  # the one objective with a dual system to solve
-        F: Functional = TwoTimescaleFunctional(problem, memory_budget, comm, solve=solve)
-    else:
-        F = make(problem, memory_budget, comm)
+    own: dict[str, Any] = {} if options is None else {"options": options}
+    if solve is not None and make is TwoTimescaleFunctional:  # a DualSolve given directly, from Python
+        own["solve"] = solve
+    F: Functional = make(problem, memory_budget, comm, **own)
     if label_noise <= 0:
         return F
     if not isinstance(F, TwoTimescaleFunctional):

@@ -84,6 +84,11 @@ def ref(key: str) -> Any:
     return field(metadata={"key": key})
 
 
+def internal(default: Any = None) -> Any:
+    """A field that is no configuration key: what the run assembly fills in (a time scheme's own options)."""
+    return field(default=default, metadata={"internal": True})
+
+
 def choice(default: str, doc: str, options: Iterable[str], docs: bool = True, **kw: Any) -> Any:
     """A key naming one of ``options`` (a registry: its entries, plug-ins included, looked up when checked)."""
     names = list(options)
@@ -123,9 +128,10 @@ def section_of(options: type) -> str:
 
 
 def keys_of(options: type) -> dict[str, str]:
-    """``{field name: configuration key}`` of every field of an options dataclass."""
+    """``{field name: configuration key}`` of every field of an options dataclass (not the :func:`internal` ones)."""
     prefix = section_of(options)
-    return {f.name: f.metadata.get("key", f"{prefix}.{f.name}" if prefix else f.name) for f in fields(options)}
+    return {f.name: f.metadata.get("key", f"{prefix}.{f.name}" if prefix else f.name) for f in fields(options)
+            if not f.metadata.get("internal")}
 
 
 def declared(options: type) -> dict[str, Key]:
@@ -138,8 +144,11 @@ def from_values(options: type, values: Mapping[str, Any]) -> Any:
     """An instance of ``options`` with each field read from ``values`` (flat, by configuration key); a key that is
     not there takes the field's default."""
     kwargs = {}
+    keys = keys_of(options)
     for f in fields(options):
-        key = keys_of(options)[f.name]
+        if f.name not in keys:
+            continue
+        key = keys[f.name]
         if key in values:
             kwargs[f.name] = values[key]
         elif f.default is MISSING and f.default_factory is MISSING:

@@ -95,12 +95,12 @@ class TwoTimescaleFunctional:
 
     def __init__(
         self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-        solve: DualSolve | None = None,
+        solve: DualSolve | None = None, options: DualSolveOptions | None = None,
     ) -> None:
         self.problem = problem
         self.memory_budget = int(memory_budget)
         self.comm: Communicator = Serial() if comm is None else comm
-        self.solve = DualSolve() if solve is None else solve
+        self.solve = solve if solve is not None else options.dual_solve() if options is not None else DualSolve()
         # Iterative solves carry state from one measure to the next: the preconditioner of each side, the
         # measure it was factored at, and the last solution per (side, columns), the first guess of the next solve.
         self._factor: dict[str, Array] = {}  # the inverse of an earlier K, per side

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SMALL_ANY
 from mfld.config import SCHEMA, get, load_config
+from mfld.config.typed import discretization_options
 from mfld.discretizations import loop
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.state import DensityState
@@ -141,6 +142,6 @@ def test_each_option_of_a_discretisation_is_a_configuration_key(kind):
     spec = DISCRETIZATIONS[kind]
     assert set(spec.keys().values()) <= set(SCHEMA), sorted(set(spec.keys().values()) - set(SCHEMA))
     config = load_config(None, [*SMALL, f'discretization="{kind}"'])
-    options = build.discretization_options(config)
+    options = discretization_options(config)
     assert isinstance(options, spec.options)
     assert all(getattr(options, name) == get(config, key) for name, key in spec.keys().items())
