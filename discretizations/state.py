@@ -25,7 +25,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from mfld.model.backend import Array, namespace
-from mfld.model.two_timescale import solver_axes
+from mfld.model.dual_solve import solver_axes
 
 Stored = np.ndarray | str
 """One stored part of a state: an array, or text."""

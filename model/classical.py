@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .backend import Array, chunks, namespace
 from .functional import OBJECTIVES, Fit, second_moment, validate_measure
-from .two_timescale import KernelBacked
+from .kernel_backed import KernelBacked
 
 
 @OBJECTIVES.register("classical", doc="the measure on (a, w), docs/theory.md §6")

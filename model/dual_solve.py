@@ -57,3 +57,28 @@ class DualSolveOptions:
     def dual_solve(self) -> DualSolve:
         """The solver these options choose."""
         return DualSolve(self.solve, self.solve_tol, self.pcg_refresh)
+
+
+def solver_array(name: str) -> tuple[str, str, int] | None:
+    """``(what, side, columns)`` of a name in :meth:`TwoTimescaleFunctional.solver_state`: ``what`` is ``source``,
+    ``source_weight`` or ``guess``, ``side`` is ``n`` or ``N``, ``columns`` a guess's (0 for the others); None for
+    a name the solver state does not have."""
+    for what in ("source_weight", "source"):
+        if name in (f"{what}_n", f"{what}_N"):
+            return what, name[-1], 0
+    part = name.split("_")
+    if len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
+        return "guess", part[1], int(part[2])
+    return None
+
+
+def solver_axes(name: str) -> tuple[str, ...] | None:
+    """The axes of a solver array of :func:`solver_array`'s names: a source's points ``(particle, component)``, its
+    weights ``(particle,)``, a guess ``(sample, column)`` on the n side and ``(particle, column)`` on the N side."""
+    parsed = solver_array(name)
+    if parsed is None:
+        return None
+    what, side, _ = parsed
+    if what == "guess":
+        return ("sample" if side == "n" else "particle", "column")
+    return ("particle", "component") if what == "source" else ("particle",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .backend import Array, namespace
 from .functional import OBJECTIVES, Fit, second_moment, validate_measure
-from .two_timescale import KernelBacked
+from .kernel_backed import KernelBacked
 
 
 @OBJECTIVES.register("prior", doc="U = 0: Ornstein-Uhlenbeck, exact Gaussian solutions")

@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 
 from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
-from .distributed import Communicator, Serial, single_process
-from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions
+from .distributed import Communicator, Serial
+from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions, solver_array
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .pcg import pcg
 from .problem import Problem
@@ -42,31 +42,6 @@ def feature_arrays(problem: Problem) -> int:
     xp = namespace(problem.Xa)
     cache, H = problem.feature.evaluate(problem.Xa, xp.zeros((1, problem.p), dtype=problem.Xa.dtype))
     return 1 if cache is H else 2
-
-
-def solver_array(name: str) -> tuple[str, str, int] | None:
-    """``(what, side, columns)`` of a name in :meth:`TwoTimescaleFunctional.solver_state`: ``what`` is ``source``,
-    ``source_weight`` or ``guess``, ``side`` is ``n`` or ``N``, ``columns`` a guess's (0 for the others); None for
-    a name the solver state does not have."""
-    for what in ("source_weight", "source"):
-        if name in (f"{what}_n", f"{what}_N"):
-            return what, name[-1], 0
-    part = name.split("_")
-    if len(part) == 3 and part[0] == "guess" and part[1] in ("n", "N") and part[2].isdigit():
-        return "guess", part[1], int(part[2])
-    return None
-
-
-def solver_axes(name: str) -> tuple[str, ...] | None:
-    """The axes of a solver array of :func:`solver_array`'s names: a source's points ``(particle, component)``, its
-    weights ``(particle,)``, a guess ``(sample, column)`` on the n side and ``(particle, column)`` on the N side."""
-    parsed = solver_array(name)
-    if parsed is None:
-        return None
-    what, side, _ = parsed
-    if what == "guess":
-        return ("sample" if side == "n" else "particle", "column")
-    return ("particle", "component") if what == "source" else ("particle",)
 
 
 def _gram_product(H: Array, q: Array, V: Array) -> Array:
@@ -440,33 +415,3 @@ class TwoTimescaleFunctional:
             out += Ht @ (fit.weights[sl, None] * a)
             del Ht
         return self.comm.sum(out)
-
-
-class KernelBacked:
-    """Base of the objectives that run in one process and borrow the two-timescale functional's kernel.
-
-    It gives them the communicator (one process), the problem, ``_kernel`` for features and the
-    intrinsic kernel, and a solver with no state to restart (their fits are direct).
-    """
-
-    name = "kernel-backed"
-
-    def __init__(
-        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None
-    ) -> None:
-        self.comm: Communicator = single_process(self.name, comm)
-        self.problem = problem
-        self._kernel = TwoTimescaleFunctional(problem, memory_budget)
-
-    def restart_solver(self) -> None:
-        """Fits here are direct: nothing is carried between them."""
-
-    def solver_state(self) -> dict[str, Array]:
-        """Direct fits carry no state."""
-        return {}
-
-    def restore_solver(self, state: Mapping[str, Array]) -> None:
-        """Direct fits carry no state: a non-empty one is of another functional."""
-        if state:
-            raise ValueError(f"the {self.name} functional's fits are direct; a solver state "
-                             f"({', '.join(state)}) is of another functional")

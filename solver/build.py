@@ -8,10 +8,9 @@ registries (:data:`~mfld.model.objectives.OBJECTIVES`,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from mfld.discretizations import loop
 from mfld.discretizations.density import grid_for
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.mesh import Grid
-from mfld.discretizations.particles import Particles
 from mfld.discretizations.state import DensityState, ParticleState
 from mfld.discretizations.stationary import NotConvergedWarning, StationaryResult, solve_stationary
 from mfld.discretizations.system import System
@@ -39,18 +37,17 @@ from mfld.storage import (
     CheckpointError,
     CheckpointReader,
     CheckpointStore,
-    ShardedCheckpointStore,
     frame_bytes,
 )
 from mfld.storage.commit import available_memory, check_room
-from mfld.storage.lock import FileLockedError, WriterLock, writer_path
+from mfld.storage.lock import WriterLock, writer_path
 
+from .files import Data, NewFile, check_output, open_store, planned_rows, writing
 from .observers import Checkpoints, Frames, Progress
 from .threads import blas_threads, fix_threads
 
 log = logging.getLogger("mfld")
 DATA_KEYS = ("X", "Y", "X_test", "Y_test", "relevant")
-Data = dict[str, np.ndarray]
 
 
 def generate_data(config: Config | RunConfig) -> Data:
@@ -238,80 +235,11 @@ def _observers(config: Config | RunConfig, store: CheckpointStore | None, steps:
     return [metrics, progress, keep]
 
 
-def planned_rows(config: Config | RunConfig, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:
-    """Frames and observables records that ``steps`` steps from step ``first_step`` add to the file if they all run.
-
-    A frame is written at step 0 of a new run, at every multiple of ``checkpoint_every`` and at the
-    last step; a record likewise with ``metrics_every``. The file gets exactly this room, so a run
-    that ends as planned leaves no padding rows.
-    """
-    last = first_step + steps
-
-    def hits(every: int) -> int:
-        return last // every - first_step // every + (last % every != 0) + (not resuming)
-
-    out = typed(config).output
-    return hits(out.checkpoint_every), hits(out.metrics_every)
-
-
-NewFile = tuple[str, Data, str, int, Grid | None, str, bool, float | None]
-"""What a new checkpoint file is created with: config text, data, kind, dimension, grid, author, checksum,
-Obj(mu*) of a grid run's gap."""
-
-
-def _store(path: Path, comm: Communicator, system: System, create: NewFile | None,
-           plan: tuple[int, int], sharded: bool = False) -> CheckpointStore:
-    """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
-
-    A file that was written sharded (``sharded``, as its reader found it) stays sharded, whatever the number
-    of processes that continues it.
-    """
-    if comm.size == 1 and not (create is None and sharded):
-        return CheckpointStore.create(path, *create, *plan) if create else CheckpointStore(path, *plan)
-    if comm.rank == 0 and create:
-        CheckpointStore.create(path, *create).write_metadata()
-    comm.barrier()
-    assert isinstance(system, Particles)
-    start = system.offset
-    return ShardedCheckpointStore(path, comm, start, start + system.positions.shape[0], system.total, plan[0])
-
-
 def _run(system: System, steps: int, observers: list[loop.Observer], threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
         loop.run(system, steps, observers)
-
-
-@contextlib.contextmanager
-def _writing(path: Path, comm: Communicator) -> Iterator[Path]:
-    """Hold the file's writer lock (rank 0 takes it for the job) for the run's whole life; yields the file
-    to write: ``path`` with its symbolic links resolved, so that a link is written through, not replaced."""
-    lock, error = WriterLock(path), None
-    if comm.rank == 0:
-        try:
-            lock.__enter__()
-        except FileLockedError as e:
-            error = str(e)
-    error = comm.bcast(error)
-    if error:
-        raise FileLockedError(error)
-    try:
-        yield writer_path(path)
-    finally:
-        if comm.rank == 0:
-            lock.__exit__(None, None, None)
-
-
-def check_output(path: Path) -> None:
-    """Refuse outputs that are not files: a directory, a device, a fifo, an empty name."""
-    if str(path) in ("", "."):
-        raise ValueError("the output path is empty; give --out FILE.h5")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{str(path)!r} exists and is not a regular file (a directory, device or fifo); "
-                         "choose another --out")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory; give a file name")
 
 
 def _prepare(config: Config) -> tuple[RunConfig, Data, Problem, Functional]:
@@ -334,7 +262,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
     check_output(path)
     comm = world()
     rc, data, problem, functional = _prepare(fix_threads(fix_memory_budget(config, comm), comm))
-    with _writing(path, comm) as target:
+    with writing(path, comm) as target:
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
             raise FileExistsError(
@@ -349,7 +277,7 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
         plan = planned_rows(rc, 0, steps, resuming=False)
         if comm.rank == 0:  # the file gets room for every planned frame at step 0: refuse now what cannot fit
             check_room(target, plan[0] * frame_bytes(system.state()) * comm.size)
-        store = _store(target, comm, system, create, plan)
+        store = open_store(target, comm, system, create, plan)
         # The file is written whole at the first commit, frame 0 with its record, before any step: a kill
         # before then leaves no file, one after it a file that resumes with the record of step 0.
         own = _observers(rc, store, steps, resuming=False, rank=comm.rank)
@@ -396,7 +324,7 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
     ``trust`` admits a feature map that the file names by import path (code the file would choose).
     """
     comm = world()
-    with _writing(Path(path), comm) as target:
+    with writing(Path(path), comm) as target:
         _resume(target, steps, trust, comm)
     return Path(path)
 
@@ -429,7 +357,7 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
                               reader.reference_objective)
     except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
         raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
-    store = _store(path, comm, system, None, planned_rows(rc, snap.step, steps, resuming=True), reader.sharded)
+    store = open_store(path, comm, system, None, planned_rows(rc, snap.step, steps, resuming=True), reader.sharded)
     observers = _observers(rc, store, steps, True, comm.rank)
     _run(system, steps, observers, blas_threads(rc.tree, comm.size))
 
