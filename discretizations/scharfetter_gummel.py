@@ -58,11 +58,6 @@ def rates(grid: GridLike, V: Array, lam: float, axis: int) -> tuple[Array, Array
     return scale * bernoulli(delta), scale * bernoulli(-delta)
 
 
-def apply(grid: GridLike, V: Array, lam: float, m: Array) -> Array:
-    """``A(V) m``: the net flux into each cell, ``sum_k`` (inflow - outflow) across the faces of axis k."""
-    return apply_rates([rates(grid, V, lam, k) for k in range(len(grid.shape))], m.reshape(grid.shape))
-
-
 def apply_rates(face_rates: list[tuple[Array, Array]], m: Array) -> Array:
     """``sum_k`` (inflow - outflow) across the faces of axis k, given each axis's face rates ``(a, b)``."""
     xp = namespace(m)

@@ -91,10 +91,6 @@ class Functional(Protocol):
 
     def predict(self, fit: Fit, X: Array) -> Array: ...
 
-    def restart_solver(self) -> None:
-        """Forget state carried from one fit to the next (an iterative solver's); a no-op for direct solves."""
-        ...
-
     def solver_state(self) -> dict[str, Array]:
         """The state the next fit starts from, as named arrays (empty for direct solves)."""
         ...

@@ -28,9 +28,6 @@ class KernelBacked:
         self.problem = problem
         self._kernel = TwoTimescaleFunctional(problem, memory_budget)
 
-    def restart_solver(self) -> None:
-        """Fits here are direct: nothing is carried between them."""
-
     def solver_state(self) -> dict[str, Array]:
         """Direct fits carry no state."""
         return {}

@@ -154,9 +154,6 @@ class ExpectedLabelNoiseFunctional:
     def kernel_fit(self, fit: Fit) -> Fit:
         return self.base.kernel_fit(fit)
 
-    def restart_solver(self) -> None:
-        self.base.restart_solver()
-
     def solver_state(self) -> dict[str, Array]:
         return self.base.solver_state()
 

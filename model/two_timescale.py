@@ -129,7 +129,7 @@ class TwoTimescaleFunctional:
             return self._fit_n_side(W, q, features, Y, signed)
         return self._fit_N_side(W, q, Y)
 
-    def restart_solver(self) -> None:
+    def _forget_solver(self) -> None:
         """Forget the iterative solver's state: the next fit is exact."""
         self._factor.clear()
         self._source.clear()
@@ -156,7 +156,7 @@ class TwoTimescaleFunctional:
 
         Refuses names and shapes that no state of this functional has (a foreign or altered file).
         """
-        self.restart_solver()
+        self._forget_solver()
         pb, xp = self.problem, namespace(self.problem.X)
         guesses: dict[tuple[str, int], Array] = {}
         for name, value in state.items():
