@@ -39,12 +39,19 @@ class Key:
 
     type: type | tuple[type, ...]
     check: Callable[[Any], bool] = _anything
-    requirement: str = ""
+    need: str = ""
     doc: str = ""
     default: Any = None
     since: str = FIRST_VERSION
     options: Iterable[str] | None = None
     docs: bool = True
+
+    @property
+    def requirement(self) -> str:
+        """What a value must be, in words (a choice's names are listed as registered when asked)."""
+        if self.need or self.options is None:
+            return self.need
+        return "one of " + ", ".join(repr(o) for o in self.options)
 
     @property
     def choices(self) -> dict[str, str] | None:
@@ -91,10 +98,10 @@ def internal(default: Any = None) -> Any:
 
 def choice(default: str, doc: str, options: Iterable[str], docs: bool = True, **kw: Any) -> Any:
     """A key naming one of ``options`` (a registry: its entries, plug-ins included, looked up when checked)."""
-    names = list(options)
-    # Membership is asked when checking, so that an entry registered after this declaration is accepted too.
-    return option(default, doc, str, lambda v: v in options, "one of " + ", ".join(repr(o) for o in names),
-                  options=options, docs=docs, **kw)
+    # Membership and names are asked when checking, not here: a registry read while its own package is being
+    # imported would import that package's modules before they can import it back; and an entry registered
+    # after this declaration is accepted too.
+    return option(default, doc, str, lambda v: v in options, options=options, docs=docs, **kw)
 
 
 def positive_int(default: int, doc: str, **kw: Any) -> Any:
