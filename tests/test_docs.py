@@ -83,6 +83,7 @@ def test_the_extensions_example_still_applies_to_this_tree(tmp_path):
     git = shutil.which("git")
     if git is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    proc = subprocess.run([git, "apply", "--check", str(ROOT / "docs" / "examples" / "extensions.patch")],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    patch = str(ROOT / "docs" / "examples" / "extensions.patch")
+    proc = subprocess.run([git, "apply", "--check", patch], cwd=ROOT, capture_output=True, text=True)
+    applied = subprocess.run([git, "apply", "--check", "--reverse", patch], cwd=ROOT, capture_output=True)
+    assert proc.returncode == 0 or applied.returncode == 0, proc.stderr  # applies, or is applied (after git am)

@@ -41,18 +41,20 @@ def _one_of(requirement: str) -> str | frozenset[str]:
 def test_the_composed_schema_is_the_hand_written_one_it_replaced():
     """Every key of solver/config.py's SCHEMA at e6d68c8 (its type, requirement, doc, choices, default from
     default.toml, KEY_SINCE version, and its check's verdict on each probe, tests/data/schema-e6d68c8.json) is
-    declared by a component with the same of each, and no key was added or lost."""
+    declared by a component with the same of each: no key was lost or changed. Keys, and a choice's entries,
+    registered since (docs/examples/extensions.patch adds some) are new, not changes."""
     before = json.loads((ROOT / "tests/data/schema-e6d68c8.json").read_text())["keys"]
     now = cfg.schema()
-    assert list(before) == sorted(now)
+    assert set(before) <= set(now), sorted(set(before) - set(now))
     for key, old in before.items():
         spec = now[key]
         types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
         assert [t.__name__ for t in types] == old["type"], key
-        assert _one_of(spec.requirement) == _one_of(old["requirement"]), key
+        want, have = _one_of(old["requirement"]), _one_of(spec.requirement)
+        assert want <= have if isinstance(want, frozenset) else want == have, key
         assert spec.doc == old["doc"], key
-        assert (dict(sorted(spec.choices.items())) if spec.choices else None) == \
-            (dict(sorted(old["choices"].items())) if old["choices"] else None), key
+        assert (spec.choices is None) == (old["choices"] is None), key
+        assert old["choices"] is None or old["choices"].items() <= spec.choices.items(), key
         assert spec.default == old["default"], key
         assert spec.since == old["since"], key
         assert [_refused_or_not(spec.check, v) for v in PROBES] == old["check"], key
@@ -70,7 +72,7 @@ def test_the_shipped_default_and_the_readme_tables_are_generated_from_the_option
 def test_every_key_has_a_meaning_a_default_that_passes_its_check_and_a_version():
     for key, spec in cfg.schema().items():
         assert spec.doc and spec.accepts(spec.default), key
-        assert cfg.version_order(spec.since) <= cfg.version_order("0.2.0.dev1"), key
+        assert cfg.version_order(spec.since) != cfg.version_order("not a version"), key
 
 
 @dataclass(frozen=True, kw_only=True)
