@@ -115,9 +115,15 @@ def test_a_reader_holding_the_file_open_does_not_stop_commits(tmp_path):
 
 @pytest.mark.slow
 def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp_path):
-    """SIGKILL a run at random times (seeded); every file it leaves loads, and resumes to the uninterrupted result."""
-    config = [*SMALL_RUN, "particles.N=20000", "time.steps=100", "output.checkpoint_every=5"]  # about 3 s
+    """SIGKILL a run at random times (seeded); every file it leaves loads, and resumes to the uninterrupted result.
+
+    The kills are timed against the run itself, not the clock: at a random fraction of the uninterrupted run's
+    duration (measured here, on this machine, at its load) after the file appears with frame 0, so that they land
+    while the run steps however fast or busy the machine is."""
+    config = [*SMALL_RUN, "particles.N=20000", "time.steps=100", "output.checkpoint_every=5"]
+    began = time.perf_counter()
     whole = build.start(load_config(None, config), tmp_path / "whole.h5")
+    duration = time.perf_counter() - began
     expected = load(whole).points
     rng = random.Random(12)
     args = [sys.executable, "-m", "mfld.solver.cli", "run", *[a for s in config for a in ("--set", s)]]
@@ -125,7 +131,9 @@ def test_kill_at_random_moments_leaves_a_file_that_loads_and_resumes_exactly(tmp
     for trial in range(4):
         path = tmp_path / f"kill{trial}.h5"
         proc = subprocess.Popen([*args, "--out", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 3.5))  # import and setup take about a second
+        while not path.exists() and proc.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.8) * duration)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if not path.exists():  # killed before the file was made
