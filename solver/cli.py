@@ -46,7 +46,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     overrides = _experiment_settings(args.set or []) if experiment else None
     reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry,
                          backend=getattr(args, "backend", "numpy"), jobs=args.jobs, fresh=args.fresh,
-                         overrides=overrides)
+                         overrides=overrides, scheduler=args.scheduler)
     print(f"report: {args.out}/summary.md")
     failed = [r.name for r in reports if r.status == "failed"]
     if failed:
@@ -218,9 +218,12 @@ def parser() -> argparse.ArgumentParser:
                       "the paper's sizes (long on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
     for parser in (v, e):
         parser.add_argument("--jobs", type=int, default=0, metavar="N",
-                            help="processes running the runs side by side (an experiment's, the crosscheck's parts), "
-                            "one BLAS pool of cores/N threads each (default 0: one per core; 1: one after the "
-                            "other in this process)")
+                            help="Dask worker processes running the runs side by side (an experiment's, the "
+                            "crosscheck's parts), one BLAS pool of cores/N threads each (default 0: one per core; "
+                            "1: one after the other in this process)")
+        parser.add_argument("--scheduler", metavar="ADDRESS",
+                            help="submit the runs to the Dask scheduler at ADDRESS (e.g. tcp://host:8786) instead "
+                            "of a local cluster")
         parser.add_argument("--fresh", action="store_true",
                             help="run every run again instead of reading back the results an earlier invocation "
                             "saved under OUT/jobs/")

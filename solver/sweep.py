@@ -29,6 +29,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from mfld.validation.jobs import dask_client
+
 log = logging.getLogger("mfld")
 SUMMARY = ("objective", "U", "train_loss", "test_loss", "kernel_alignment", "degrees_of_freedom")
 
@@ -139,22 +141,14 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
         raise ValueError(f"--workers must be a positive number of worker processes, got {workers!r}")
     if scheduler and workers is not None:
         raise ValueError("--workers sizes the local cluster; with --scheduler the cluster has its own workers")
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise ImportError("mfld sweep needs Dask: pip install 'mfld[dask]'") from None
+    from dask.distributed import as_completed
     base, shared, grid, out_spec = read_sweep(path)
     # The file's own "out" is relative to the sweep file, like its "base"; --out is relative to the caller.
     folder = Path(out) if out else Path(path).parent / out_spec if out_spec else Path(path).with_suffix("")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     todo = tasks(base, shared, grid)
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        client = Client(LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None))
-    try:
+    with dask_client(scheduler, workers or 2) as client:
         # Each local worker takes its share of the cores for its BLAS pools (no oversubscription).
         threads = 0 if scheduler else max(1, (os.cpu_count() or 1) // (workers or 2))
         futures = client.map(run_task, todo, folder=str(folder), threads=threads, trust=trust, pure=False)
@@ -164,11 +158,6 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
             row = future.result()
             rows[order[future.key]] = row
             log.info(f"[{done}/{len(futures)}] {row['status']:<15} {row['name']}")
-    finally:
-        cluster = None if scheduler else client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
     write_summary(rows, folder)
     return rows
 

@@ -78,3 +78,32 @@ def test_the_long_checks_and_every_experiment_run_on_the_job_pool():
 
     assert all(pooled(EXPERIMENTS[name]) for name in EXPERIMENTS)
     assert {name for name in CHECKS if pooled(CHECKS[name])} == {"crosscheck"}
+
+
+def fails(x: float) -> dict[str, float]:
+    if x == 2.0:
+        raise ArithmeticError("no result at x = 2")
+    return {"value": x}
+
+
+def test_a_failed_job_is_named_and_the_finished_ones_stay_saved(tmp_path):
+    jobs = [Job(fails, {"x": float(k)}, f"x = {k}") for k in range(4)]
+    with pytest.raises(RuntimeError, match="job x = 2 failed: ArithmeticError: no result at x = 2"):
+        JobPool(tmp_path, workers=2)(jobs)
+    again = JobPool(tmp_path, workers=1)
+    saved = {p.stem for p in tmp_path.glob("*.json")}
+    assert jobs[2].key not in saved and saved <= {j.key for j in jobs}
+    with pytest.raises(ArithmeticError):  # in this process (workers = 1): the job's own error
+        again(jobs)
+    assert again.reused == len(saved)
+
+
+def test_jobs_go_to_an_existing_scheduler(tmp_path):
+    """``--scheduler ADDRESS``: the pool submits to that cluster and starts none of its own."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        pool = JobPool(tmp_path, workers=1, scheduler=cluster.scheduler_address)
+        results = pool(_jobs(3))
+    assert [r["value"] for r in results] == [0.0, 1.0, 4.0] and os.getpid() not in {r["pid"] for r in results}
+    assert len(list(tmp_path.glob("*.json"))) == 3

@@ -16,7 +16,7 @@ from mfld.model.registry import Registry
 
 from .checks import accuracy_cost, convexity, crosscheck, rates
 from .experiments import alignment, label_noise, paper, sample_complexity, training
-from .jobs import JobPool
+from .jobs import JobPool, SharedCluster
 from .report import Report
 
 log = logging.getLogger("mfld.validation")
@@ -45,13 +45,15 @@ def pooled(check: Check) -> bool:
 def run_checks(
     names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
     backend: str = "numpy", jobs: int = 1, fresh: bool = False, overrides: dict[str, Any] | None = None,
+    scheduler: str | None = None,
 ) -> list[Report]:
     """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary.
 
-    An experiment's runs (and a :func:`pooled` check's parts) go to a :class:`~mfld.validation.jobs.JobPool` of
-    ``jobs`` processes (0: one per core) that saves each result under ``out/jobs/<name>/`` as it finishes and
-    reads saved ones back (``fresh``: runs them all again), so that the same call after an interruption
-    continues. ``overrides`` set keys of each experiment's configuration table (one experiment at a time).
+    An experiment's runs (and a :func:`pooled` check's parts) go to a :class:`~mfld.validation.jobs.JobPool` on
+    Dask, of ``jobs`` local processes (0: one per core) or the cluster at ``scheduler``, that saves each result
+    under ``out/jobs/<name>/`` as it finishes and reads saved ones back (``fresh``: runs them all again), so that
+    the same call after an interruption continues. ``overrides`` set keys of each experiment's configuration
+    table (one experiment at a time).
     """
     if names == ["all"]:
         names = list(registry)
@@ -64,29 +66,33 @@ def run_checks(
     out = Path(out)
     reports: list[Report] = []
     timings: dict[str, float] = {}
-    for name in names:
-        t0 = time.perf_counter()
-        log.info(f"running {name} ({'full' if full else 'quick'}) ...")
-        try:
-            with training.backend(backend):
-                if pooled(registry[name]):
-                    pool = JobPool(out / "jobs" / name, jobs, fresh)
-                    report = registry[name](full=full, seed=seed, runner=pool, overrides=overrides)
-                else:
-                    report = registry[name](full=full, seed=seed)
-        except (KeyboardInterrupt, Interrupted):
-            # What was done stays written; the interrupted check is named in the summary.
-            _write_summary(out, reports, timings, full, seed, interrupted=name)
-            saved = (f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
-                     if pooled(registry[name]) else "")
-            raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
-                              f"and summary.md are in {out}{saved}") from None
-        timings[name] = time.perf_counter() - t0
-        report.write(out)
-        reports.append(report)
-        shown = report.status.upper() if report.status == "failed" else report.status
-        log.info(f"  {shown} in {timings[name]:.1f} s")
-        _write_summary(out, reports, timings, full, seed)
+    cluster = SharedCluster()  # one Dask cluster for every pooled check, started when first needed
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            log.info(f"running {name} ({'full' if full else 'quick'}) ...")
+            try:
+                with training.backend(backend):
+                    if pooled(registry[name]):
+                        pool = JobPool(out / "jobs" / name, jobs, fresh, scheduler, cluster)
+                        report = registry[name](full=full, seed=seed, runner=pool, overrides=overrides)
+                    else:
+                        report = registry[name](full=full, seed=seed)
+            except (KeyboardInterrupt, Interrupted):
+                # What was done stays written; the interrupted check is named in the summary.
+                _write_summary(out, reports, timings, full, seed, interrupted=name)
+                saved = (f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
+                         if pooled(registry[name]) else "")
+                raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
+                                  f"and summary.md are in {out}{saved}") from None
+            timings[name] = time.perf_counter() - t0
+            report.write(out)
+            reports.append(report)
+            shown = report.status.upper() if report.status == "failed" else report.status
+            log.info(f"  {shown} in {timings[name]:.1f} s")
+            _write_summary(out, reports, timings, full, seed)
+    finally:
+        cluster.close()
     return reports
 
 
