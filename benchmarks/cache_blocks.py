@@ -5,7 +5,7 @@ are formed, multiplied in each CG product (``H (q * (H^T V))``) and contracted i
 so that a block's second pass reads the cache rather than memory. This times ``--steps`` steps of the paper's
 configuration (``mfld run paper``, its defaults) at ``--N`` particles for each block size, the sizes in rotated
 order over ``--repeats``, and prints the median seconds per step and its ratio to the same code with the whole array
-in one block. Every block size gives the same trajectory to round-off (tests/test_cache_blocks.py).
+in one block. Every block size gives the same trajectory to round-off (tests/model/test_cache_blocks.py).
 Run it with nothing else on the machine.
 
     python benchmarks/cache_blocks.py --N 100000          # 1000 x 10^5 features, 800 MB

@@ -6,7 +6,7 @@ share of the machine's CPU time that other processes took while it ran (a row wi
 is marked busy: rerun it on a quiet machine). ``--write`` stores each row in
 ``docs/durations.json`` as it is measured and rewrites the README's generated "Running times"
 block from it;
-``tests/test_docs.py`` checks that the README shows exactly that table and that no other place
+``tests/system/test_docs.py`` checks that the README shows exactly that table and that no other place
 in the README or the shipped configurations states a running time of its own.
 
     python benchmarks/durations.py --write                 # every command (about half an hour on two cores)

@@ -20,7 +20,7 @@ The solvers, registered in :data:`LINEAR_SOLVERS` (``grid.linear_solver``):
   (the Thomas recursion only adds non-negative terms: exactly, in floating point) and conserves
   mass, for every ``dt``. Each factor also keeps the Gibbs density ``exp(-V / lam)`` fixed, so the
   stationary states are those of the unsplit scheme. The price is a splitting error of order
-  ``dt`` per unit time (commutators ``[A_j, A_k]``), measured in ``tests/test_linear.py``; in
+  ``dt`` per unit time (commutators ``[A_j, A_k]``), measured in ``tests/discretizations/test_linear.py``; in
   1-D there is one factor and the solve is exact.
 * ``"krylov"``: GMRES on the unsplit system, matrix-free, preconditioned by one splitting
   sweep (which is already close: a few iterations reach ``grid.solver_tol``), O(cells) per

@@ -10,7 +10,7 @@ its largest arrays by the configuration key that sizes them (refused before any 
 do not fit). A discretisation registers itself in its own module
 (``DISCRETIZATIONS.add("grid", Discretization(...), doc)``), or a plug-in offers one under the
 entry-point group ``mfld.discretizations``; either is run, written, read back and resumed by the
-run machinery with no change to it (tests/test_roundtrip.py registers one at test time).
+run machinery with no change to it (tests/system/test_roundtrip.py registers one at test time).
 """
 
 from __future__ import annotations

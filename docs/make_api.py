@@ -3,7 +3,7 @@
     python docs/make_api.py          # rewrite docs/api.md
     python docs/make_api.py --check  # exit 1 if docs/api.md is out of date
 
-The examples run in order in one namespace (tests/test_api_docs.py runs them), so later ones use
+The examples run in order in one namespace (tests/solver/test_api_docs.py runs them), so later ones use
 what earlier ones made.
 """
 
@@ -95,7 +95,7 @@ ENTRIES: list[tuple[str, str]] = [
 HEADER = """# Python API
 
 The public functions and classes, with one example each. The examples run in order in one
-namespace (`tests/test_api_docs.py` runs them), after
+namespace (`tests/solver/test_api_docs.py` runs them), after
 
 ```python
 import numpy as np

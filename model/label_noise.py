@@ -20,7 +20,7 @@ so the procedure runs, in expectation, the MFLD of ``Obj + (s^2 / 6n) df``: it
 penalises the degrees of freedom. (The paper's summary writes the coefficient as
 ``lam_a_bar s^2 / 6n``; with the normalisation ``U = (lam_a_bar/2) Y^T K^{-1} Y``
 of its section 2 the derivation above gives ``s^2 / 6n``, and
-``tests/test_label_noise.py`` confirms it by Monte Carlo.)
+``tests/model/test_label_noise.py`` confirms it by Monte Carlo.)
 
 Particles run the procedure itself through :class:`LabelNoiseDrift`; densities
 run its expectation, :class:`ExpectedLabelNoiseFunctional`.

@@ -13,7 +13,7 @@ that reads as before the change or as after it, never half-way. Two ways to chan
   (:func:`counter`). Readers trust the rows below the count. It costs the rows written.
 
 Why the in-place write is safe: writing raw data into storage allocated at creation changes
-no HDF5 metadata (the chunk addresses are fixed; ``tests/test_commit.py`` compares every byte
+no HDF5 metadata (the chunk addresses are fixed; ``tests/storage/test_commit.py`` compares every byte
 of the file outside the rows written), so the file's structure is the one a reader already
 accepted. The count is the first 16 bytes of a 4 KiB block aligned to 4 KiB and is written by
 one call, so it lies within one disk sector, which a drive writes whole or not at all.

@@ -50,7 +50,7 @@ def _own_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every run of a test takes one BLAS thread, whatever the load (tests/test_threads.py tests the policy).
+    """Every run of a test takes one BLAS thread, whatever the load (tests/solver/test_threads.py tests the policy).
 
     BLAS sums in a thread-dependent order (H H^T, H V, Cholesky: 1e-16 to 1e-14 apart between one and
     two threads), and ``threads = 0`` chooses from the load at each start, so two runs a test starts

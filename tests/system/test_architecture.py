@@ -3,7 +3,7 @@
 model < discretizations < config (the schema composed from their registries, loading) < storage (checkpoint
 files, which read their stored configuration through config) < validation < solver (the run assembly: build,
 observers, the Python API, CLI, sweeps, plotting) < mfld (the package's top: api/); mfld.data holds only files.
-``python -c "import sys; sys.path.insert(0, 'tests'); import test_architecture as a; a.report()"``
+``python -c "import sys; sys.path.insert(0, 'tests/system'); import test_architecture as a; a.report()"``
 prints the graph.
 """
 
@@ -13,7 +13,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # "mfld" itself (api/: run, load, python -m mfld) sits on top; it comes last, as every name starts with it.
 LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.config": 2, "mfld.storage": 3, "mfld.validation": 4,
           "mfld.solver": 5, "mfld.data": 0, "mfld": 6}

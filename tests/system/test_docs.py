@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # A running time stated in prose: "about 15 s", "under a minute", "takes 4 minutes", "5 min on two cores".
 DURATION = re.compile(
     r"\b(about|under|takes?|took|within|in about)\s+(a|one|\d+(\.\d+)?)\s*(s|sec|seconds?|min|minutes?|hours?)\b"

@@ -195,7 +195,7 @@ def test_a_sharded_file_written_before_the_solver_state_resumes(tmp_path):
     code to round-off (cholesky: exact solves). Not bit for bit with the straight run: the file's first frames
     were computed on another machine, whose BLAS kernels round differently; a misread state or noise stream would
     differ by the noise's size, about 0.03."""
-    old = Path(__file__).resolve().parent / "data" / "v0.2"
+    old = Path(__file__).resolve().parents[1] / "data" / "v0.2"
     for copy in ("once", "twice"):
         (tmp_path / copy).mkdir()
         for name in ("particles-sharded.h5", "particles-sharded.r0of2.h5", "particles-sharded.r1of2.h5"):

@@ -17,7 +17,7 @@ from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.storage import CheckpointReader, load
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "bump_feature.py"
 FAST = ["particles.N=60", "time.steps=6", "output.checkpoint_every=3", "output.metrics_every=3",
         "output.plot=false", 'output.progress="off"', "model.lam=0.05"]
 

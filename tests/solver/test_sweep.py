@@ -94,7 +94,7 @@ def test_a_sweep_resumes_its_own_unfinished_plugin_run(tmp_path, monkeypatch):
     from mfld.solver.sweep import run_task, tasks
     from mfld.storage import load
 
-    shutil.copy(Path(__file__).resolve().parent.parent / "docs" / "examples" / "bump_feature.py", tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bump_feature.py", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     shared = {"data.d": 2, "data.n": 20, "data.n_test": 30, "particles.N": 30, "time.steps": 6,
               "output.checkpoint_every": 3, "output.metrics_every": 3, "model.feature": "bump_feature:BUMP"}

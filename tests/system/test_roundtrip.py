@@ -96,7 +96,7 @@ def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, mon
         CheckpointReader(path)
 
 
-V02 = Path(__file__).resolve().parent / "data" / "v0.2"
+V02 = Path(__file__).resolve().parents[1] / "data" / "v0.2"
 """Files of K steps written by mfld 0.2.0.dev1 before states were typed (the storage of commit 7823add)."""
 
 

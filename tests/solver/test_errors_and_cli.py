@@ -16,7 +16,7 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.solver.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

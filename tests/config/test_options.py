@@ -16,7 +16,7 @@ from mfld.config import ConfigError, load_config
 from mfld.model.options import declared, from_values, keys_of, positive, ref
 from mfld.solver import config as cfg
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Values each key's check is asked about: numbers at the edges of every range in use, the names of the shipped
 # components, lists of every shape the list keys take, and values of the wrong type.
