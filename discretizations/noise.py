@@ -81,7 +81,9 @@ class SequentialNoise:
         return self.rng.uniform(low, high, shape)
 
     def state(self) -> str:
-        return json.dumps({"stream": "sequential", "state": self.rng.bit_generator.state})
+        # Philox and MT19937 keep arrays in their state (key, counter): stored as lists, which their setters take.
+        return json.dumps({"stream": "sequential", "state": self.rng.bit_generator.state},
+                          default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a))
 
 
 def as_noise(source: NoiseSource | np.random.Generator | int) -> NoiseSource:
