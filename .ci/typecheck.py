@@ -3,8 +3,8 @@
 The source folders (``model/``, ``solver/``, ...) sit at the top of the repository and become
 ``mfld.model``, ``mfld.solver`` only through setuptools' ``package-dir``, which mypy does not
 read. This lays out ``mfld/<folder>`` as symbolic links in a temporary folder, runs mypy there
-with the settings of ``[tool.mypy]`` in pyproject.toml (strict on ``mfld.model`` and
-``mfld.discretizations``), and reports the errors by their paths in the repository.
+with the settings of ``[tool.mypy]`` in pyproject.toml (strict on the whole package, but for
+warn_return_any: array-namespace results are Any), and reports the errors by their paths in the repository.
 
     python .ci/typecheck.py            # exit status 1 when mypy finds an error
 """

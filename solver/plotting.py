@@ -299,7 +299,7 @@ def animate(path: str | Path, out: str | Path | None = None, fps: int = 4) -> Pa
     ax = fig.subplots()
     last = record.snapshot()
 
-    def frame(k: int) -> list:
+    def frame(k: int) -> list[Any]:
         ax.clear()
         snap = record.snapshot(int(record.steps[k]))
         _draw_measure(fig, ax, snap, f"{_name(record)}: t = {snap.time:g}", last, colorbar=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -127,7 +128,7 @@ class ShardedCheckpointStore(CheckpointStore):
         replace(self.shard, edit, size=cap * sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in layout.values()))
         return k
 
-    def _write_master(self, rest: Frame, sources: tuple[int, float, list[list]] | None,
+    def _write_master(self, rest: Frame, sources: tuple[int, float, list[list[Any]]] | None,
                       block: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
         """Write the master anew: the old one's series and the buffered observables, and with ``sources`` (step,
         time, and where each process's rows are) a frame: ``rest``'s arrays in slots, and a virtual dataset over
@@ -161,7 +162,7 @@ class ShardedCheckpointStore(CheckpointStore):
         replace(self.path, edit, size=size + sum(v.nbytes for v in rest.values()))
 
 
-def source_table(f: h5py.File, frames: int) -> list[list]:
+def source_table(f: h5py.File, frames: int) -> list[list[Any]]:
     """Per committed frame of a master, where the processes' rows are: ``[shard file, row, start, stop]`` each."""
     sources = f.get(f"{PARTICLES}/position/sources")
     return [json.loads(t) for t in sources.asstr()[:frames]] if sources is not None else []
@@ -190,7 +191,7 @@ def sharded(f: h5py.File) -> bool:
     return f"{PARTICLES}/position/sources" in f
 
 
-def rebuild_virtual(group: h5py.Group, name: str, table: list[list], total: int, shape: tuple[int, ...],
+def rebuild_virtual(group: h5py.Group, name: str, table: list[list[Any]], total: int, shape: tuple[int, ...],
                     dtype: npt.DTypeLike) -> None:
     """``group/name/value`` as a virtual dataset (frames x total x ``shape``) over the shard rows ``table`` lists.
 

@@ -65,6 +65,11 @@ def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray |
     return wasserstein(W, None, ref_sample, None, rng, projections=50)
 
 
+def _se(values: list[float]) -> float:
+    """The standard error of the mean of ``values``."""
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
 def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cells: int, seed: int) -> Result:
     """One job: the grid's mu_T for dimension ``p`` and, for each N, the particle runs' errors against it (the rows
     of :func:`against_N`'s table), the grid density and the last run's particles (for the plots)."""
@@ -99,14 +104,13 @@ def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cell
             w1s.append(w1)
             w2s.append(w2)
             last_W = W
-        se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))  # noqa: E731
-        rows.append([N, seeds, float(np.mean(cv)), se(cv), float(np.mean(raw)), se(raw),
+        rows.append([N, seeds, float(np.mean(cv)), _se(cv), float(np.mean(raw)), _se(raw),
                      float(np.sqrt(np.mean(np.square(raw)))), float(np.mean(kerr)), float(np.mean(w1s)),
                      float(np.mean(w2s))])
     return {"rows": rows, "U_T": U_T, "density": fv.density.tolist(), "last_W": last_W.tolist()}
 
 
-def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: Report) -> dict:
+def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: Report) -> dict[str, Any]:
     """The report's table, slopes, claims and plots for dimension ``p`` from :func:`against_N_run`'s result."""
     grid = Grid.box(6.0, cells, p)
     rows = result["rows"]
@@ -206,7 +210,7 @@ def weak_run(etas: list[float], N: int, T: float, seed: int, index: int) -> Resu
 
 
 def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report,
-               results: list[Result]) -> dict:
+               results: list[Result]) -> dict[str, Any]:
     """Differences of E||w||^2 at T between eta and eta/2 over the seeds' :func:`weak_run` results."""
     vals = {e: [r["second_moment"][k] for r in results] for k, e in enumerate(etas)}
     rows = []

@@ -17,6 +17,7 @@ minus ``G(mu*)``, estimates the O(eta + 1/N) floor of the particle scheme.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def alpha_bound(problem: Problem) -> float:
     return problem.lam_w * math.exp(-2 * cl**2 / (problem.lam**2 * problem.lam_a))
 
 
-def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) -> list[list]:
+def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) -> list[list[Any]]:
     rows = []
     fig, ax = report.figure("log-gap", figsize=(7, 4.5), constrained_layout=True)
     # Ornstein-Uhlenbeck: the exact asymptotic rate is 2 lam lam_w.
@@ -115,7 +116,7 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) 
 
 
 def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_burn: float, t_end: float,
-                   report: Report) -> list[list]:
+                   report: Report) -> list[list[Any]]:
     F = low_dim_functional(1)
     grid = Grid.box(6.0, 400, 1)
     star = solve_stationary(F, grid, tol=1e-14)

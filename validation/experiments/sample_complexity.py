@@ -24,7 +24,8 @@ from ..report import Report, mean_se, pm
 from .training import current_backend, experiment_config, train
 
 
-def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray, ridges) -> float:
+def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray,
+               ridges: np.ndarray) -> float:
     """Kernel ridge regression, ridge chosen on the last fifth of the training data."""
     n = y.size
     cut = max(1, int(0.8 * n))
