@@ -25,7 +25,7 @@ def _in_repository(line: str, dirs: dict[str, str]) -> str:
     """``mfld/model/x.py:3: error ...`` as ``model/x.py:3: error ...``."""
     if not line.startswith("mfld/"):
         return line
-    rest = line[len("mfld/"):]
+    rest = line[len("mfld/") :]
     head, _, tail = rest.partition("/")
     folder = dirs.get(f"mfld.{head}")
     return f"{folder}/{tail}" if folder and tail else f"{dirs['mfld']}/{rest}"
@@ -43,9 +43,22 @@ def main() -> int:
                 os.symlink(f, top / f.name)
         else:
             os.symlink(ROOT / folder, top / package.split(".", 1)[1])
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                           "--cache-dir", str(ROOT / ".mypy_cache"), "-p", "mfld"], cwd=layout,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            "-p",
+            "mfld",
+        ],
+        cwd=layout,
+        capture_output=True,
+        text=True,
+    )
     print("".join(_in_repository(line, dirs) for line in (proc.stdout + proc.stderr).splitlines(True)), end="")
     return proc.returncode
 

@@ -50,10 +50,12 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [WHOLE] + [int(m * 2**20) for m in args.mib]
     times: dict[int, list[float]] = {s: [] for s in sizes}
-    print(f"load average before: {os.getloadavg()[0]:.2f}; paper configuration, N = {args.N}, {args.threads} BLAS "
-          f"thread(s), {args.steps} steps after 2 of warm-up, {args.repeats} repeats")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f}; paper configuration, N = {args.N}, {args.threads} BLAS "
+        f"thread(s), {args.steps} steps after 2 of warm-up, {args.repeats} repeats"
+    )
     for r in range(args.repeats):
-        for s in sizes[r % len(sizes):] + sizes[: r % len(sizes)]:
+        for s in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
             times[s].append(seconds_per_step(args.N, args.steps, args.threads, s))
     base = statistics.median(times[WHOLE])
     print("| block | s/step (median) | x one block |\n|---|---|---|")

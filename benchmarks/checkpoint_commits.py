@@ -40,8 +40,17 @@ from mfld.storage import CheckpointStore
 from mfld.storage.commit import replace
 
 P = 3  # parameter dimension: d = 2 inputs and a bias
-OBSERVABLES = ("objective", "G", "entropy", "U", "second_moment", "kernel_alignment", "degrees_of_freedom",
-               "train_loss", "test_loss")
+OBSERVABLES = (
+    "objective",
+    "G",
+    "entropy",
+    "U",
+    "second_moment",
+    "kernel_alignment",
+    "degrees_of_freedom",
+    "train_loss",
+    "test_loss",
+)
 CONFIG = "seed = 0\n"
 
 
@@ -75,8 +84,9 @@ def _append(group: h5py.Group, name: str, step: int, value: object, shape: tuple
         el = group.create_group(name)
         el.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,))
         el.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(256,))
-        el.create_dataset("value", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                          chunks=(1, *shape) if shape else (256,))
+        el.create_dataset(
+            "value", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(1, *shape) if shape else (256,)
+        )
     el = group[name]
     k = el["step"].shape[0]
     for part in ("step", "time", "value"):
@@ -89,11 +99,11 @@ def copy_on_write(path: Path, N: int, count: int) -> list[float]:
     CheckpointStore.create(path, CONFIG, {}, "particles", P)
     times = []
     for k, W, values in frames_of(N, count):
+
         def edit(f: h5py.File, k: int = k, W: np.ndarray = W, values: dict = values) -> None:
             group = f.require_group("particles/mu")
             _append(group, "position", k, W, W.shape, W.dtype)
-            _append(group, "rng_state", k, json.dumps({"stream": "keyed-philox", "seed": 0}), (),
-                    h5py.string_dtype())
+            _append(group, "rng_state", k, json.dumps({"stream": "keyed-philox", "seed": 0}), (), h5py.string_dtype())
             for name, v in values.items():
                 _append(f["observables"], name, k, v, (), np.float64)
 
@@ -111,8 +121,14 @@ def measure(protocol, folder: Path, N: int, count: int) -> dict[str, float]:
     size = path.stat().st_size
     path.unlink()
     wchar, written = after[0] - before[0], after[1] - before[1]
-    return {"mean": float(np.mean(times)), "last": times[-1], "wchar": wchar, "written": written, "size": size,
-            "ratio": max(wchar, written) / size}
+    return {
+        "mean": float(np.mean(times)),
+        "last": times[-1],
+        "wchar": wchar,
+        "written": written,
+        "size": size,
+        "ratio": max(wchar, written) / size,
+    }
 
 
 def main() -> None:
@@ -120,18 +136,27 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="particle counts N")
     parser.add_argument("--frames", type=int, nargs="+", default=[10, 100, 1000], help="frames per run")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temporary one)")
-    parser.add_argument("--max-copy-gb", type=float, default=20.0,
-                        help="skip copy-on-write cases that would write more than this (predicted)")
+    parser.add_argument(
+        "--max-copy-gb",
+        type=float,
+        default=20.0,
+        help="skip copy-on-write cases that would write more than this (predicted)",
+    )
     parser.add_argument("--max-file-gb", type=float, default=30.0, help="skip cases whose file is larger")
-    parser.add_argument("--checksum", action="store_true",
-                        help="in place with output.checksum (HDF5 writes every preallocated chunk once at creation)")
+    parser.add_argument(
+        "--checksum",
+        action="store_true",
+        help="in place with output.checksum (HDF5 writes every preallocated chunk once at creation)",
+    )
     args = parser.parse_args()
     ours = functools.partial(in_place, checksum=args.checksum)
     folder = Path(tempfile.mkdtemp(prefix="mfld-bench-", dir=args.dir))
     gb = 2.0**30
     print(f"p = {P}; one commit per frame; files in {folder} (free: {shutil.disk_usage(folder).free / gb:.0f} GiB)")
-    print(f"{'N':>9} {'frames':>6} | {'protocol':>8} {'ms/commit':>10} {'last ms':>9} {'wchar GiB':>10} "
-          f"{'disk GiB':>9} {'file GiB':>9} {'written/file':>12}")
+    print(
+        f"{'N':>9} {'frames':>6} | {'protocol':>8} {'ms/commit':>10} {'last ms':>9} {'wchar GiB':>10} "
+        f"{'disk GiB':>9} {'file GiB':>9} {'written/file':>12}"
+    )
     try:
         for N in args.sizes:
             for count in args.frames:
@@ -144,9 +169,11 @@ def main() -> None:
                 if predicted <= args.max_copy_gb * gb:
                     rows["copy"] = measure(copy_on_write, folder, N, count)
                 for name, r in rows.items():
-                    print(f"{N:>9} {count:>6} | {name:>8} {1e3 * r['mean']:>10.2f} {1e3 * r['last']:>9.2f} "
-                          f"{r['wchar'] / gb:>10.3f} {r['written'] / gb:>9.3f} {r['size'] / gb:>9.3f} "
-                          f"{r['ratio']:>12.2f}")
+                    print(
+                        f"{N:>9} {count:>6} | {name:>8} {1e3 * r['mean']:>10.2f} {1e3 * r['last']:>9.2f} "
+                        f"{r['wchar'] / gb:>10.3f} {r['written'] / gb:>9.3f} {r['size'] / gb:>9.3f} "
+                        f"{r['ratio']:>12.2f}"
+                    )
                 if "copy" not in rows:
                     print(f"{N:>9} {count:>6} | {'copy':>8} skipped: it would write about {predicted / gb:.0f} GiB")
                 else:

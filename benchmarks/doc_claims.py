@@ -47,14 +47,16 @@ class DriftCheck:
         fit, fit_ex = system.fit(), self.exact.fit(W, q)
         b, b_ex = system.functional.grad_potential(fit), self.exact.grad_potential(fit_ex)
         K = fit_ex.gram + self.exact.ridge * np.eye(fit_ex.gram.shape[0]) if fit_ex.gram is not None else None
-        self.rows.append({
-            "step": system.step_count,
-            "drift_error": float(np.linalg.norm(b - b_ex) / np.linalg.norm(b_ex)),
-            "cond_K": float(np.linalg.cond(K)) if K is not None else None,
-            "degrees_of_freedom": degrees_of_freedom(self.exact, fit_ex),
-            "kernel_alignment": kernel_alignment(self.exact, fit_ex),
-            "method": "pcg" if fit.gram is None else "exact",
-        })
+        self.rows.append(
+            {
+                "step": system.step_count,
+                "drift_error": float(np.linalg.norm(b - b_ex) / np.linalg.norm(b_ex)),
+                "cond_K": float(np.linalg.cond(K)) if K is not None else None,
+                "degrees_of_freedom": degrees_of_freedom(self.exact, fit_ex),
+                "kernel_alignment": kernel_alignment(self.exact, fit_ex),
+                "method": "pcg" if fit.gram is None else "exact",
+            }
+        )
 
     def start(self, system) -> None:
         self._check(system)
@@ -79,9 +81,14 @@ def pcg_along_the_paper_run(steps: int, every: int) -> dict:
     pcg = [r for r in rows if r["method"] == "pcg"]
     errors = [r["drift_error"] for r in pcg]
     return {
-        "config": "paper", "steps": steps, "every": every, "seconds": time.perf_counter() - t0,
-        "solve_tol": config["particles"]["solve_tol"], "rows": rows,
-        "drift_error_min": min(errors) if errors else None, "drift_error_max": max(errors) if errors else None,
+        "config": "paper",
+        "steps": steps,
+        "every": every,
+        "seconds": time.perf_counter() - t0,
+        "solve_tol": config["particles"]["solve_tol"],
+        "rows": rows,
+        "drift_error_min": min(errors) if errors else None,
+        "drift_error_max": max(errors) if errors else None,
         "cond_K_max": max(r["cond_K"] for r in rows if r["cond_K"] is not None),
     }
 
@@ -95,9 +102,12 @@ def grid_schemes(steps: int) -> dict:
         rec = loop.Recorder(build.metrics_of, 1)
         loop.run(system, steps, [rec])
         s = rec.series(["mass", "min_density", "objective"])
-        out[scheme] = {"steps": steps, "mass_error_max": float(np.max(np.abs(s["mass"] - 1.0))),
-                       "min_density": float(np.min(s["min_density"])),
-                       "objective_increase_max": float(np.max(np.diff(s["objective"])))}
+        out[scheme] = {
+            "steps": steps,
+            "mass_error_max": float(np.max(np.abs(s["mass"] - 1.0))),
+            "min_density": float(np.min(s["min_density"])),
+            "objective_increase_max": float(np.max(np.diff(s["objective"]))),
+        }
     return out
 
 
@@ -109,22 +119,32 @@ def main() -> None:
     args = ap.parse_args()
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    result = {"machine": f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores", "load_before": float(load),
-              "grid": grid_schemes(400), "pcg": pcg_along_the_paper_run(args.steps, args.every)}
+    result = {
+        "machine": f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores",
+        "load_before": float(load),
+        "grid": grid_schemes(400),
+        "pcg": pcg_along_the_paper_run(args.steps, args.every),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     p = result["pcg"]
     first, last = p["rows"][0], p["rows"][-1]
     peak = max(p["rows"], key=lambda r: r["kernel_alignment"])
-    print(f"pcg drift error along {p['steps']} steps: {p['drift_error_min']:.2g} to {p['drift_error_max']:.2g} "
-          f"(tol {p['solve_tol']:g}, cond(K) up to {p['cond_K_max']:.3g}, bound cond(K) tol "
-          f"{p['cond_K_max'] * p['solve_tol']:.2g})")
-    print(f"df {first['degrees_of_freedom']:.1f} -> {last['degrees_of_freedom']:.1f}; alignment "
-          f"{first['kernel_alignment']:.4f} -> {last['kernel_alignment']:.4f} (peak {peak['kernel_alignment']:.4f} "
-          f"at step {peak['step']})")
+    print(
+        f"pcg drift error along {p['steps']} steps: {p['drift_error_min']:.2g} to {p['drift_error_max']:.2g} "
+        f"(tol {p['solve_tol']:g}, cond(K) up to {p['cond_K_max']:.3g}, bound cond(K) tol "
+        f"{p['cond_K_max'] * p['solve_tol']:.2g})"
+    )
+    print(
+        f"df {first['degrees_of_freedom']:.1f} -> {last['degrees_of_freedom']:.1f}; alignment "
+        f"{first['kernel_alignment']:.4f} -> {last['kernel_alignment']:.4f} (peak {peak['kernel_alignment']:.4f} "
+        f"at step {peak['step']})"
+    )
     for name, g in result["grid"].items():
-        print(f"grid-1d {name}, {g['steps']} steps: max |mass - 1| {g['mass_error_max']:.2g}, min density "
-              f"{g['min_density']:.3g}, largest rise of Obj {g['objective_increase_max']:.2g}")
+        print(
+            f"grid-1d {name}, {g['steps']} steps: max |mass - 1| {g['mass_error_max']:.2g}, min density "
+            f"{g['min_density']:.3g}, largest rise of Obj {g['objective_increase_max']:.2g}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,16 +58,27 @@ def measure(key: str) -> dict:
     busy0, t0 = _busy_jiffies(), time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         cwd = ROOT if key.startswith("tests") else folder
-        proc = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True,
-                              env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+        proc = subprocess.run(
+            command,
+            shell=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+        )
     wall, busy = time.perf_counter() - t0, (_busy_jiffies() - busy0) / tick
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     others = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
     if proc.returncode != 0:
         raise SystemExit(f"{command!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return {"command": command, "seconds": round(wall, 1), "load_before": load, "others_cpu": round(others, 3),
-            "busy": others > 0.10}
+    return {
+        "command": command,
+        "seconds": round(wall, 1),
+        "load_before": load,
+        "others_cpu": round(others, 3),
+        "busy": others > 0.10,
+    }
 
 
 def stated(seconds: float) -> str:
@@ -79,8 +90,14 @@ def stated(seconds: float) -> str:
 
 def render(table: dict) -> str:
     """The README's "Running times" block for ``table`` (the content of docs/durations.json)."""
-    lines = [BEGIN, "", f"Measured on {table['machine']} ({table['date']}), with nothing else running "
-             f"(`benchmarks/durations.py`):", "", "| command | time |", "|---|---|"]
+    lines = [
+        BEGIN,
+        "",
+        f"Measured on {table['machine']} ({table['date']}), with nothing else running (`benchmarks/durations.py`):",
+        "",
+        "| command | time |",
+        "|---|---|",
+    ]
     for row in table["rows"].values():
         mark = " (busy machine)" if row["busy"] else ""
         lines.append(f"| `{row['command']}` | {stated(row['seconds'])}{mark} |")
@@ -107,15 +124,21 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=list(COMMANDS), help="these rows only")
-    ap.add_argument("--write", action="store_true",
-                    help="store each row in docs/durations.json and regenerate the README block as it is measured "
-                         "(rows not measured keep their stored values)")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="store each row in docs/durations.json and regenerate the README block as it is measured "
+        "(rows not measured keep their stored values)",
+    )
     args = ap.parse_args()
     table = json.loads(TABLE.read_text()) if TABLE.exists() else {"rows": {}}
     for key in args.only or list(COMMANDS):
         r = measure(key)
-        print(f"{r['command']:<40} {r['seconds']:8.1f} s   load {r['load_before']:.2f}   others "
-              f"{100 * r['others_cpu']:.0f} %{'   BUSY' if r['busy'] else ''}", flush=True)
+        print(
+            f"{r['command']:<40} {r['seconds']:8.1f} s   load {r['load_before']:.2f}   others "
+            f"{100 * r['others_cpu']:.0f} %{'   BUSY' if r['busy'] else ''}",
+            flush=True,
+        )
         if args.write:  # row by row: the test suites, measured last, check the table written so far
             table.update(machine=machine(), date=time.strftime("%Y-%m-%d"))
             table["rows"] = {k: table["rows"][k] if k != key else r for k in COMMANDS if k in table["rows"] or k == key}

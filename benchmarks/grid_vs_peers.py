@@ -82,8 +82,12 @@ def fplanck_solver(p: int, n: int):
         setattr(np, "product", np.prod)  # noqa: B010
     h = 2 * L / n
     sim = fplanck.fokker_planck(
-        temperature=LAM / constants.k, drag=1.0, extent=[2 * L] * p, resolution=h,
-        potential=lambda *w: 0.5 * KAPPA * sum(x * x for x in w), boundary=fplanck.boundary.reflecting,
+        temperature=LAM / constants.k,
+        drag=1.0,
+        extent=[2 * L] * p,
+        resolution=h,
+        potential=lambda *w: 0.5 * KAPPA * sum(x * x for x in w),
+        boundary=fplanck.boundary.reflecting,
     )
     P0 = np.linalg.inv(COV0[:p, :p])
 
@@ -129,8 +133,9 @@ def fipy_solver(p: int, n: int, dt: float = 1e-3):
     return np.asarray(m.value), points
 
 
-def timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int = 3) -> tuple[tuple[np.ndarray, np.ndarray],
-                                                                                     float]:
+def timed(
+    fn: Callable[[], tuple[np.ndarray, np.ndarray]], repeat: int = 3
+) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     best = math.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -194,8 +199,10 @@ def summary(results: list[tuple[str, int, str, float, float]]) -> None:
             print(f"  p = {p}, fplanck {cells} (error {err:.2e}): no mfld row as accurate")
             continue
         best = min(better, key=lambda r: r[4])
-        print(f"  p = {p}, fplanck {cells} (error {err:.2e}, {wall:.3f} s): {best[0]} {best[2]} (error "
-              f"{best[3]:.2e}, {best[4]:.4f} s), {wall / best[4]:.0f}x faster")
+        print(
+            f"  p = {p}, fplanck {cells} (error {err:.2e}, {wall:.3f} s): {best[0]} {best[2]} (error "
+            f"{best[3]:.2e}, {best[4]:.4f} s), {wall / best[4]:.0f}x faster"
+        )
 
 
 def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
@@ -204,8 +211,10 @@ def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
 
 
 def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:
-    print("\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
-          "box [-5, 5]^3), implicit Euler, eta = 0.5, seconds per step (after one untimed step)")
+    print(
+        "\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
+        "box [-5, 5]^3), implicit Euler, eta = 0.5, seconds per step (after one untimed step)"
+    )
     solvers = ("direct", "splitting", "krylov")
     print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>14}" for s in solvers) + "   krylov iterations")
     for p, sizes in ((2, squares), (3, cubes)):

@@ -68,8 +68,18 @@ def worker(n: int, N: int, steps: int) -> None:
         B @ B.T
     gram_per_particle = (time.perf_counter() - t0) / 5 / 4096
     if comm.rank == 0:
-        print(json.dumps({"R": comm.size, "N": N, "n": n, "step": step_time, "allreduce": allreduce,
-                          "gram_per_particle": gram_per_particle}))
+        print(
+            json.dumps(
+                {
+                    "R": comm.size,
+                    "N": N,
+                    "n": n,
+                    "step": step_time,
+                    "allreduce": allreduce,
+                    "gram_per_particle": gram_per_particle,
+                }
+            )
+        )
 
 
 def launch(R: int, n: int, N: int, steps: int) -> dict:
@@ -97,8 +107,10 @@ def main() -> None:
         worker(args.n, args.N, args.steps)
         return
     print(f"n = {args.n}, d = 15, p = 16, float64, one BLAS thread per rank, {args.steps} timed steps")
-    print(f"{'scaling':<8} {'R':>3} {'N':>8} {'N/R':>8} {'s/step':>9} {'speed-up':>9} {'efficiency':>10} "
-          f"{'Allreduce s':>11} {'Allreduce %':>11}")
+    print(
+        f"{'scaling':<8} {'R':>3} {'N':>8} {'N/R':>8} {'s/step':>9} {'speed-up':>9} {'efficiency':>10} "
+        f"{'Allreduce s':>11} {'Allreduce %':>11}"
+    )
     last = None
     for kind in ("strong", "weak"):
         base = None
@@ -109,17 +121,23 @@ def main() -> None:
             speedup = base / r["step"] * (R if kind == "weak" else 1)
             eff = speedup / R
             share = 100 * r["allreduce"] / r["step"] if R > 1 else 0.0
-            print(f"{kind:<8} {R:>3} {N:>8} {N // R:>8} {r['step']:>9.4f} {speedup:>9.2f} {eff:>10.2f} "
-                  f"{r['allreduce'] if R > 1 else 0:>11.2e} {share:>10.1f}%")
+            print(
+                f"{kind:<8} {R:>3} {N:>8} {N // R:>8} {r['step']:>9.4f} {speedup:>9.2f} {eff:>10.2f} "
+                f"{r['allreduce'] if R > 1 else 0:>11.2e} {share:>10.1f}%"
+            )
             last = r
     per_particle = last["gram_per_particle"]
     threshold = 10 * last["allreduce"] / per_particle
-    print(f"\nGram update: {per_particle * 1e6:.2f} us per particle at n = {args.n} "
-          f"({args.n**2 / per_particle / 1e9:.1f} GFLOP/s on one core as a rank-k update); "
-          f"Allreduce of n^2 = {args.n**2} words "
-          f"({8 * args.n**2 / 1e6:.1f} MB): {last['allreduce'] * 1e3:.2f} ms on {last['R']} ranks.")
-    print(f"The Allreduce is below 10% of the Gram update once N / R > {threshold:.0f} particles per rank "
-          "(independent of n: both grow like n^2).")
+    print(
+        f"\nGram update: {per_particle * 1e6:.2f} us per particle at n = {args.n} "
+        f"({args.n**2 / per_particle / 1e9:.1f} GFLOP/s on one core as a rank-k update); "
+        f"Allreduce of n^2 = {args.n**2} words "
+        f"({8 * args.n**2 / 1e6:.1f} MB): {last['allreduce'] * 1e3:.2f} ms on {last['R']} ranks."
+    )
+    print(
+        f"The Allreduce is below 10% of the Gram update once N / R > {threshold:.0f} particles per rank "
+        "(independent of n: both grow like n^2)."
+    )
 
 
 if __name__ == "__main__":

@@ -61,17 +61,28 @@ def point(n: int, N: int, warmup: int, steps: int) -> dict:
         seconds = (time.perf_counter() - t0) / steps
     kept = functional.chunk_size(n) >= N
     iterations = float(np.mean(functional.iterations)) if functional.iterations else 0.0
-    return {"n": n, "N": N, "seconds": seconds, "cg_iterations": iterations, "features": "kept" if kept else "chunks",
-            "threads": config["threads"], "memory_budget_mb": config["particles"]["memory_budget_mb"],
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "n": n,
+        "N": N,
+        "seconds": seconds,
+        "cg_iterations": iterations,
+        "features": "kept" if kept else "chunks",
+        "threads": config["threads"],
+        "memory_budget_mb": config["particles"]["memory_budget_mb"],
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _child(n: int, N: int, warmup: int, steps: int) -> dict:
     tick = os.sysconf("SC_CLK_TCK")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, t0 = _busy_jiffies(), time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--point", str(n), str(N), str(warmup), str(steps)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--point", str(n), str(N), str(warmup), str(steps)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -82,8 +93,10 @@ def _child(n: int, N: int, warmup: int, steps: int) -> dict:
 
 
 def _slopes(rows: list[dict], key: str) -> list[float]:
-    return [math.log(b["seconds"] / a["seconds"]) / math.log(b[key] / a[key])
-            for a, b in zip(rows[:-1], rows[1:], strict=True)]
+    return [
+        math.log(b["seconds"] / a["seconds"]) / math.log(b[key] / a[key])
+        for a, b in zip(rows[:-1], rows[1:], strict=True)
+    ]
 
 
 def main() -> None:
@@ -99,8 +112,10 @@ def main() -> None:
         return
     with open("/proc/loadavg") as f:
         load = float(f.read().split()[0])
-    print(f"mfld run paper (d = 15), seconds per step after {args.warmup} warm-up steps, mean of {args.steps}; "
-          f"{os.cpu_count()} cores, load average {load:.2f} before")
+    print(
+        f"mfld run paper (d = 15), seconds per step after {args.warmup} warm-up steps, mean of {args.steps}; "
+        f"{os.cpu_count()} cores, load average {load:.2f} before"
+    )
     table = {}
     for sweep in args.sweep:
         print("\n| n | N | s / step | CG iterations | features | peak MiB | other processes |")
@@ -110,15 +125,21 @@ def main() -> None:
             row = _child(n, N, args.warmup, args.steps)
             rows.append(row)
             busy = " (busy)" if row["others_cpu"] > 0.1 else ""
-            print(f"| {n} | {N} | {row['seconds']:.4g} | {row['cg_iterations']:.1f} | {row['features']} | "
-                  f"{row['peak_mib']:.0f} | {100 * row['others_cpu']:.0f} %{busy} |", flush=True)
+            print(
+                f"| {n} | {N} | {row['seconds']:.4g} | {row['cg_iterations']:.1f} | {row['features']} | "
+                f"{row['peak_mib']:.0f} | {100 * row['others_cpu']:.0f} %{busy} |",
+                flush=True,
+            )
         slopes = _slopes(rows, sweep)
         print(f"log-log slope in {sweep} between consecutive points: " + ", ".join(f"{s:.2f}" for s in slopes))
         table[sweep] = {"rows": rows, "slopes": slopes}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"load_before": load, "cores": os.cpu_count(), "warmup": args.warmup, "steps": args.steps,
-                       **table}, f, indent=1)
+            json.dump(
+                {"load_before": load, "cores": os.cpu_count(), "warmup": args.warmup, "steps": args.steps, **table},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

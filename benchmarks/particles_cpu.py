@@ -102,8 +102,10 @@ def row(size: Size, with_plain: bool) -> list[str]:
     methods = ["plain", "cholesky", "pcg"] if with_plain else ["cholesky", "pcg"]
     for method in methods:
         if method == "plain":
+
             def step(W, xi):
                 return plain_step(W, ds.X, ds.Y, xi)
+
             F = None
         else:
             F = TwoTimescaleFunctional(pb, budget, solve=DualSolve(method))
@@ -111,6 +113,7 @@ def row(size: Size, with_plain: bool) -> list[str]:
 
             def step(W, xi, drift=drift):
                 return euler_maruyama(W, q, drift, ETA, LAM, xi, 1)
+
         W, t, peak = trajectory(step, W0, noise, size.warmup)
         results[method] = W
         err = its = "-"
@@ -118,15 +121,17 @@ def row(size: Size, with_plain: bool) -> list[str]:
             b = F.grad_potential(F.fit(W, q))
             b_exact = exact.grad_potential(exact.fit(W, q))
             err = f"{np.linalg.norm(b - b_exact) / np.linalg.norm(b_exact):.1e}"
-            timed = list(F.iterations)[-size.steps:]
+            timed = list(F.iterations)[-size.steps :]
             its = f"{np.mean(timed):.1f}" if timed else "-"
         lines.append((method, t, peak, its, err))
     base = next(t for m, t, *_ in lines if m == methods[0])
     out = []
     for method, t, peak, its, err in lines:
         diff = float(np.max(np.abs(results[method] - results["cholesky"])))
-        out.append(f"| {size.name} (n={size.n}, d={size.d}, N={size.N}) | {method} | {1 / t:.3g} | {peak / 2**20:.0f} "
-                   f"| {its} | {err} | {diff:.1e} | {base / t:.2f} |")
+        out.append(
+            f"| {size.name} (n={size.n}, d={size.d}, N={size.N}) | {method} | {1 / t:.3g} | {peak / 2**20:.0f} "
+            f"| {its} | {err} | {diff:.1e} | {base / t:.2f} |"
+        )
     return out
 
 
@@ -136,8 +141,10 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain NumPy step (slow at the large sizes)")
     args = ap.parse_args()
     threads = int(os.environ.get("MFLD_THREADS", os.cpu_count() or 1))
-    print(f"float64, eta = {ETA}, lam = {LAM}, threads = {threads}; timed steps after warm-up; "
-          f"speed-up against the first method of each size")
+    print(
+        f"float64, eta = {ETA}, lam = {LAM}, threads = {threads}; timed steps after warm-up; "
+        f"speed-up against the first method of each size"
+    )
     print("| size | method | steps/s | peak MiB | CG iterations | drift err | pos diff vs cholesky | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     with threadpool_limits(limits=threads):

@@ -123,8 +123,7 @@ def _mfld_drift(X: np.ndarray, Y: np.ndarray, solve: str | None) -> tuple[object
     from mfld.solver import build
     from mfld.solver.threads import blas_threads
 
-    values = {"data.d": X.shape[1], "data.n": X.shape[0], "model.lam": LAM, "model.lam_a": LAM_A,
-              "model.lam_w": LAM_W}
+    values = {"data.d": X.shape[1], "data.n": X.shape[0], "model.lam": LAM, "model.lam_a": LAM_A, "model.lam_w": LAM_W}
     if solve is not None:
         values["particles.solve"] = solve
     config = load_config(values=values)
@@ -164,8 +163,15 @@ def child(method: str, size: str, out: Path) -> None:
             W = W + ETA * np.asarray(drift(W)) + math.sqrt(2 * ETA * LAM) * xi
             if k >= warmup:
                 times.append(time.perf_counter() - t0)
-        out.write_text(json.dumps({"seconds": float(np.median(times)), "threads": threads,
-                                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        out.write_text(
+            json.dumps(
+                {
+                    "seconds": float(np.median(times)),
+                    "threads": threads,
+                    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                }
+            )
+        )
 
     if threads is not None:
         from threadpoolctl import threadpool_limits
@@ -187,8 +193,7 @@ def measure(method: str, size: str, folder: Path) -> dict:
     tick = os.sysconf("SC_CLK_TCK")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, t0 = _busy_jiffies(), time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", method, size, str(out)], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, __file__, "--child", method, size, str(out)], capture_output=True, text=True)
     wall, busy = time.perf_counter() - t0, (_busy_jiffies() - busy0) / tick
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -243,8 +248,10 @@ def main() -> None:
                 for method in [*args.methods[k:], *args.methods[:k]]:
                     found[method].append(measure(method, size, Path(tmp)))
             ref = next((f[0]["drift"] for m, f in found.items() if m == "numpy" and "drift" in f[0]), None)
-            print(f"\n{size}: n = {n}, d = {d}, N = {N}; {warmup} warm-up and {steps} timed steps; "
-                  f"lower bound {bound:.3g} s/step")
+            print(
+                f"\n{size}: n = {n}, d = {d}, N = {N}; {warmup} warm-up and {steps} timed steps; "
+                f"lower bound {bound:.3g} s/step"
+            )
             print("| method | s/step | x lower bound | peak MiB | drift vs closed form | others' CPU |")
             print("|---|---|---|---|---|---|")
             for method, runs in found.items():
@@ -253,18 +260,33 @@ def main() -> None:
                     print(f"| {method} | failed: {runs[0]['error'][:80]} | | | | |")
                     continue
                 sec = min(x["seconds"] for x in ok)
-                err = (float(np.linalg.norm(ok[0]["drift"] - ref) / np.linalg.norm(ref)) if ref is not None
-                       else math.nan)
+                err = float(np.linalg.norm(ok[0]["drift"] - ref) / np.linalg.norm(ref)) if ref is not None else math.nan
                 others = max(x["others_cpu"] for x in ok)
                 busy = " (busy)" if others > 0.10 else ""
-                print(f"| {method} | {sec:.4g} | {sec / bound:.1f} | {max(x['peak_mib'] for x in ok):.0f} | "
-                      f"{err:.1e} | {100 * others:.0f} %{busy} |", flush=True)
-                rows.append({"size": size, "method": method, "seconds": sec, "lower_bound": bound,
-                             "peak_mib": max(x["peak_mib"] for x in ok), "drift_error": err,
-                             "others_cpu": others})
+                print(
+                    f"| {method} | {sec:.4g} | {sec / bound:.1f} | {max(x['peak_mib'] for x in ok):.0f} | "
+                    f"{err:.1e} | {100 * others:.0f} %{busy} |",
+                    flush=True,
+                )
+                rows.append(
+                    {
+                        "size": size,
+                        "method": method,
+                        "seconds": sec,
+                        "lower_bound": bound,
+                        "peak_mib": max(x["peak_mib"] for x in ok),
+                        "drift_error": err,
+                        "others_cpu": others,
+                    }
+                )
     if args.json:
-        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
-                                               "load_before": load, "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "load_before": load, "rows": rows},
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ def main() -> None:
         loop.run(system, args.steps)
         profile.disable()
         wall = time.perf_counter() - start
-    print(f"{args.steps} steps of mfld run paper, {args.threads} BLAS thread(s): {1e3 * wall / args.steps:.1f} ms "
-          "per step")
+    print(
+        f"{args.steps} steps of mfld run paper, {args.threads} BLAS thread(s): {1e3 * wall / args.steps:.1f} ms "
+        "per step"
+    )
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.top)
     print(out.getvalue())

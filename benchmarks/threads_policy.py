@@ -34,9 +34,26 @@ def _run(steps: int, threads: str | None, folder: Path) -> tuple[float, int]:
         env["MFLD_THREADS"] = threads
     out = folder / f"run-{threads}.h5"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mfld", "-q", "run", "paper", "--overwrite", "--out", str(out),
-                    "--set", f"time.steps={steps}", "--set", "output.plot=false"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mfld",
+            "-q",
+            "run",
+            "paper",
+            "--overwrite",
+            "--out",
+            str(out),
+            "--set",
+            f"time.steps={steps}",
+            "--set",
+            "output.plot=false",
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     from mfld import load
 
@@ -60,8 +77,7 @@ def main() -> None:
                 p.start()
             try:
                 time.sleep(1.0 if k else 0.0)  # the load is there before the run looks
-                cells = {name: _run(args.steps, t, Path(tmp)) for name, t in (("1", "1"), ("2", "2"),
-                                                                                ("policy", None))}
+                cells = {name: _run(args.steps, t, Path(tmp)) for name, t in (("1", "1"), ("2", "2"), ("policy", None))}
             finally:
                 for p in spinners:
                     p.kill()

@@ -66,19 +66,24 @@ def read_config_text(path: str | Path) -> tuple[str, str, Path]:
         shipped = resources.files("mfld.data").joinpath(f"configs/{name}.toml")
         return shipped.read_text(), f"shipped config {name!r}", Path(str(shipped)).parent
     if p.is_dir():
-        raise ConfigError(f"configuration {str(path)!r} is a directory; give a TOML file or a shipped name "
-                          f"({', '.join(shipped_configs())})")
+        raise ConfigError(
+            f"configuration {str(path)!r} is a directory; give a TOML file or a shipped name "
+            f"({', '.join(shipped_configs())})"
+        )
     try:
         return p.read_text(encoding="utf-8"), f"configuration file {str(path)!r}", p.resolve().parent
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {str(path)!r} does not exist, nor is it a shipped configuration "
-                          f"({', '.join(shipped_configs())}; `mfld configs` lists them)") from None
+        raise ConfigError(
+            f"configuration file {str(path)!r} does not exist, nor is it a shipped configuration "
+            f"({', '.join(shipped_configs())}; `mfld configs` lists them)"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (is it a TOML file?)") from None
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
-                values: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), values: Mapping[str, Any] | None = None
+) -> Config:
     """The default configuration, updated by the TOML file ``path``, ``key=value`` overrides, then ``values``.
 
     ``path`` may also name a shipped configuration (``"grid-1d"``); a file of that name takes precedence.
@@ -134,8 +139,6 @@ def to_toml(config: Config) -> str:
     return tomli_w.dumps(config)
 
 
-
-
 def missing_keys(stored: Mapping[str, Any], written_by: str) -> list[str]:
     """The keys that a configuration stored by mfld ``written_by`` should hold and does not."""
     flat, made = flatten(stored), version_order(written_by)
@@ -165,5 +168,3 @@ def from_toml(text: str, written_by: str | None = None) -> Config:
         set_key(config, key, value)
     validate(config)
     return config
-
-

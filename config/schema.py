@@ -42,10 +42,14 @@ class RunOptions:
     """The top-level keys: what the measure is represented by, on which arrays, with which seed and threads."""
 
     section: ClassVar[str] = ""
-    threads: int = nonneg_int(0, "BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
-                              "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
-                              "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
-                              "counts: fix it to compare runs started separately", since="0.2.0.dev1")
+    threads: int = nonneg_int(
+        0,
+        "BLAS threads of each process; 0: the cores idle at the start shared among the MPI "
+        "ranks (mfld.solver.threads), stored in the file for its resume; the environment "
+        "variable MFLD_THREADS overrides it. Two runs agree bit for bit only on equal "
+        "counts: fix it to compare runs started separately",
+        since="0.2.0.dev1",
+    )
     seed: int = nonneg_int(0, "seeds the data (stream `[seed, 0x5EED]`) and the particles (stream `[seed, 1]`)")
     discretization: str = choice("particles", "how the measure is represented", DISCRETIZATIONS)
     backend: str = choice("numpy", "array library", BACKENDS)
@@ -66,22 +70,33 @@ class OutputOptions:
     """The ``[output]`` keys: the checkpoint file, how often it and the observables are written, and the rest."""
 
     section: ClassVar[str] = "output"
-    path: str = option("mfld-run.h5", "checkpoint file (`--out` overrides)", str, lambda v: len(v) > 0,
-                       "a non-empty path")
+    path: str = option(
+        "mfld-run.h5", "checkpoint file (`--out` overrides)", str, lambda v: len(v) > 0, "a non-empty path"
+    )
     checkpoint_every: int = positive_int(250, "steps between saved frames")
     metrics_every: int = positive_int(25, "steps between recorded observables")
     plot: bool = flag(True, "write `<path>.png` at the end")
     author: str = text("", "the H5MD author of the file (empty: the login name)")
-    checksum: bool = flag(False, "Fletcher-32 checksums on every stored array, verified on every read",
-                          since="0.2.0.dev1")
+    checksum: bool = flag(
+        False, "Fletcher-32 checksums on every stored array, verified on every read", since="0.2.0.dev1"
+    )
     progress: str = choice("auto", "`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False)
 
 
 SECTIONS: tuple[type, ...] = (RunOptions, DataOptions, ModelOptions, StationaryOptions, TimeOptions, OutputOptions)
 """The run's own sections; every other key is an option of a registered component (:data:`COMPONENTS`)."""
 
-COMPONENTS: tuple[Registry[Any], ...] = (OBJECTIVES, FEATURE_MAPS, DISCRETIZATIONS, PARTICLE_SCHEMES, GRID_SCHEMES,
-                                         SPECTRAL_SCHEMES, LINEAR_SOLVERS, OBSERVABLES, GRID_DIAGNOSTICS)
+COMPONENTS: tuple[Registry[Any], ...] = (
+    OBJECTIVES,
+    FEATURE_MAPS,
+    DISCRETIZATIONS,
+    PARTICLE_SCHEMES,
+    GRID_SCHEMES,
+    SPECTRAL_SCHEMES,
+    LINEAR_SOLVERS,
+    OBSERVABLES,
+    GRID_DIAGNOSTICS,
+)
 """The registries whose entries may declare options (and whose installed plug-ins are read for them)."""
 
 ORDER = ("", "data", "model", "particles", "grid", "spectral", "stationary", "time", "output")
@@ -110,8 +125,10 @@ def _compose() -> dict[str, Key]:
     for cls in options:
         for key, spec in declared(cls).items():
             if key in found and found[key] is not spec:
-                raise ConfigError(f"configuration key {key!r} is declared by both {declarers[key]} and "
-                                  f"{cls.__module__}.{cls.__qualname__}; declare it once and refer to it with ref()")
+                raise ConfigError(
+                    f"configuration key {key!r} is declared by both {declarers[key]} and "
+                    f"{cls.__module__}.{cls.__qualname__}; declare it once and refer to it with ref()"
+                )
             found[key] = spec
             declarers[key] = f"{cls.__module__}.{cls.__qualname__}"
 
@@ -145,5 +162,3 @@ def version_order(version: str) -> tuple[float, ...]:
         return (math.inf,)
     dev = math.inf if m[4] is None else int(m[4])
     return (int(m[1]), int(m[2]), int(m[3] or 0), dev)
-
-

@@ -80,13 +80,13 @@ def write_generated(readme: Path) -> list[Path]:
     changed = []
     default = Path(str(resources.files("mfld.data").joinpath("configs/default.toml")))
     readme_text = readme.read_text()
-    new_readme = _replace_table(_replace_table(readme_text, "| key | default | meaning |", reference_table()),
-                                "| observable | recorded for | meaning |", observables_table())
-    for path, old, new in ((default, default.read_text(), generated_default_text()),
-                           (readme, readme_text, new_readme)):
+    new_readme = _replace_table(
+        _replace_table(readme_text, "| key | default | meaning |", reference_table()),
+        "| observable | recorded for | meaning |",
+        observables_table(),
+    )
+    for path, old, new in ((default, default.read_text(), generated_default_text()), (readme, readme_text, new_readme)):
         if old != new:
             path.write_text(new)
             changed.append(path)
     return changed
-
-

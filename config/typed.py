@@ -65,8 +65,13 @@ def typed(config: Config | RunConfig) -> RunConfig:
     flat = flatten(config)
     objective = OBJECTIVES.options(flat["model.objective"])
     return RunConfig(
-        tree=config, run=from_values(RunOptions, flat), data=from_values(DataOptions, flat),
-        model=from_values(ModelOptions, flat), objective=from_values(objective, flat) if objective else None,
-        discretization=discretization_options(config), stationary=from_values(StationaryOptions, flat),
-        time=from_values(TimeOptions, flat), output=from_values(OutputOptions, flat),
+        tree=config,
+        run=from_values(RunOptions, flat),
+        data=from_values(DataOptions, flat),
+        model=from_values(ModelOptions, flat),
+        objective=from_values(objective, flat) if objective else None,
+        discretization=discretization_options(config),
+        stationary=from_values(StationaryOptions, flat),
+        time=from_values(TimeOptions, flat),
+        output=from_values(OutputOptions, flat),
     )

@@ -59,10 +59,19 @@ class DensityOptions:
 
     section: ClassVar[str] = "grid"
     half_width: float | list[float] = option(
-        6.0, "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior", (int, float, list),
-        lambda v: _all(v, _is_pos_number), "a number > 0 or a list of 1 to 3 of them")
-    cells: int | list[int] = option(64, "cells per axis (a list: one count per axis)", (int, list),
-                                    lambda v: _all(v, _is_cell_count), "an integer >= 3 or a list of 1 to 3 of them")
+        6.0,
+        "box [-L, L]^p (a list: one L per axis); refused if it cannot hold the prior",
+        (int, float, list),
+        lambda v: _all(v, _is_pos_number),
+        "a number > 0 or a list of 1 to 3 of them",
+    )
+    cells: int | list[int] = option(
+        64,
+        "cells per axis (a list: one count per axis)",
+        (int, list),
+        lambda v: _all(v, _is_cell_count),
+        "an integer >= 3 or a list of 1 to 3 of them",
+    )
     edge_mass_warning: float = positive(1e-4, "warn once when this fraction of mass reaches the outermost cells")
     gap: bool = flag(True, "solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)")
     eta: float = ref("time.eta")
@@ -75,8 +84,7 @@ def prior_sd(functional: Functional) -> list[float]:
     return [pb.lam_a**-0.5] * (functional.dim - pb.p) + [pb.lam_w**-0.5] * pb.p
 
 
-def grid_for(functional: Functional, half_width: float | list[float], cells: int | list[int],
-             max_dim: int = 3) -> Grid:
+def grid_for(functional: Functional, half_width: float | list[float], cells: int | list[int], max_dim: int = 3) -> Grid:
     """The box ``[-L, L]^p`` with ``cells`` per axis in the measure's dimension ``p``, refused when ``p > max_dim``
     or when the box cannot hold the prior."""
     if functional.dim > max_dim:
@@ -135,14 +143,19 @@ class GridDensity:
         self._fit: Fit | None = None
 
     @classmethod
-    def build(cls, options: DensityOptions, functional: Functional, state: DensityState | None = None,
-              comm: Communicator | None = None, optimum: Callable[[Grid], float] | None = None) -> Self:
+    def build(
+        cls,
+        options: DensityOptions,
+        functional: Functional,
+        state: DensityState | None = None,
+        comm: Communicator | None = None,
+        optimum: Callable[[Grid], float] | None = None,
+    ) -> Self:
         """A fresh run of ``options`` (``state`` None: the prior's Gaussian on the cells) or one continuing
         ``state``. With ``options.gap``, ``optimum(grid)`` gives Obj(mu*) on the run's grid (a resume passes
         the one its file stores). One process only."""
         if comm is not None and comm.size > 1:
-            raise ValueError(f"only particles can be split over MPI processes; run discretization = {cls.kind!r} "
-                             "alone")
+            raise ValueError(f"only particles can be split over MPI processes; run discretization = {cls.kind!r} alone")
         grid = cls.check(options, functional)
         reference = None
         if options.gap:
@@ -157,9 +170,18 @@ class GridDensity:
             density, step, time, history = state.density, state.step, state.time, state.history
         else:
             raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
-        return cls(functional, grid, density, options.eta, step=step, time=time, reference_objective=reference,
-                   edge_mass_warning=options.edge_mass_warning, scheme_options=options.scheme_options,
-                   **cls.scheme_options(options, history))
+        return cls(
+            functional,
+            grid,
+            density,
+            options.eta,
+            step=step,
+            time=time,
+            reference_objective=reference,
+            edge_mass_warning=options.edge_mass_warning,
+            scheme_options=options.scheme_options,
+            **cls.scheme_options(options, history),
+        )
 
     @classmethod
     def check(cls, options: DensityOptions, functional: Functional) -> Grid:
@@ -194,8 +216,9 @@ class GridDensity:
     def fit_of(self, m: Array) -> Fit:
         """The functional's fit of the density ``m`` on this grid."""
         try:
-            return self.functional.fit(self.points, m.ravel() * self.grid.cell_volume, self.features,
-                                       signed=self.signed)
+            return self.functional.fit(
+                self.points, m.ravel() * self.grid.cell_volume, self.features, signed=self.signed
+            )
         except np.linalg.LinAlgError:
             # A signed density (spectral) far from any measure makes S_m + n lam_a_bar I indefinite: the step
             # that produced it was unstable, which only the step size can fix.
@@ -217,8 +240,11 @@ class GridDensity:
 
     def diagnostics(self) -> dict[str, float]:
         """The :data:`GRID_DIAGNOSTICS` of the current density (``gap`` only when the optimum is known)."""
-        return {name: f(self) for name, f in GRID_DIAGNOSTICS.items()
-                if name != "gap" or self.reference_objective is not None}
+        return {
+            name: f(self)
+            for name, f in GRID_DIAGNOSTICS.items()
+            if name != "gap" or self.reference_objective is not None
+        }
 
     def _advance(self, new: Array) -> None:
         if not bool(self.xp.all(self.xp.isfinite(new))):
@@ -264,12 +290,16 @@ def _mass(g: GridDensity) -> float:
 
 
 GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry(
-    "grid diagnostic", group="mfld.grid_diagnostics", builtins="mfld.discretizations")
+    "grid diagnostic", group="mfld.grid_diagnostics", builtins="mfld.discretizations"
+)
 
 
-GRID_DIAGNOSTICS.add("certificate", lambda g: certificate(g.density, g.potential(), g.functional.problem.lam,
-                                                          g.grid.cell_volume),
-                     "lam KL(m || p_m), an upper bound on Obj(m) - Obj(mu*)")
+GRID_DIAGNOSTICS.add(
+    "certificate",
+    lambda g: certificate(g.density, g.potential(), g.functional.problem.lam, g.grid.cell_volume),
+    "lam KL(m || p_m), an upper bound on Obj(m) - Obj(mu*)",
+)
+
 
 def _gap(g: GridDensity) -> float:
     if g.reference_objective is None:
@@ -283,8 +313,10 @@ GRID_DIAGNOSTICS.add("mass", _mass, "total mass, 1 to round-off")
 
 GRID_DIAGNOSTICS.add("min_density", lambda g: float(g.xp.min(g.density)), "the smallest density value")
 
-GRID_DIAGNOSTICS.add("edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) * g.grid.cell_volume,
-                     "mass in the outermost cells")
+GRID_DIAGNOSTICS.add(
+    "edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) * g.grid.cell_volume, "mass in the outermost cells"
+)
+
 
 class OneStep:
     """Base of one-step schemes: nothing of earlier steps to keep."""

@@ -104,23 +104,31 @@ class BDF2(TwoStep):
 
 
 GRID_SCHEMES: Registry[Callable[[Sequence[Array]], GridScheme]] = Registry(
-    "grid.scheme", group="mfld.grid_schemes", builtins="mfld.discretizations")
+    "grid.scheme", group="mfld.grid_schemes", builtins="mfld.discretizations"
+)
 
 
 GRID_SCHEMES.add("implicit-euler", ImplicitEuler, "positive for any step, order 1")
 
 GRID_SCHEMES.add("bdf2", BDF2, "order 2, positivity checked")
 
+
 @dataclass(frozen=True, kw_only=True)
 class FiniteVolumeOptions(DensityOptions):
     """The finite volumes' keys besides the box's: ``grid.scheme``, ``grid.linear_solver``, ``grid.solver_tol``."""
 
     scheme: str = choice("implicit-euler", "time scheme of the finite volumes", GRID_SCHEMES)
-    linear_solver: str = choice("auto", "how each implicit step's sparse system is solved (finite volumes)",
-                                LINEAR_SOLVERS, since="0.2.0.dev1")
-    solver_tol: float = option(1e-10, "krylov: relative residual of each step's solve (the density then matches the "
-                               "direct solver's to about this)", (int, float), lambda v: 0 < v < 1e-3,
-                               "a number in (0, 1e-3)", since="0.2.0.dev1")
+    linear_solver: str = choice(
+        "auto", "how each implicit step's sparse system is solved (finite volumes)", LINEAR_SOLVERS, since="0.2.0.dev1"
+    )
+    solver_tol: float = option(
+        1e-10,
+        "krylov: relative residual of each step's solve (the density then matches the direct solver's to about this)",
+        (int, float),
+        lambda v: 0 < v < 1e-3,
+        "a number in (0, 1e-3)",
+        since="0.2.0.dev1",
+    )
 
 
 class FiniteVolume(GridDensity):
@@ -132,9 +140,16 @@ class FiniteVolume(GridDensity):
     """
 
     def __init__(
-        self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
-        scheme: str = "implicit-euler", history: Sequence[npt.ArrayLike] = (), linear_solver: str = "auto",
-        solver_tol: float = 1e-10, **kwargs: Any,
+        self,
+        functional: Functional,
+        grid: Grid,
+        density: npt.ArrayLike,
+        eta: float,
+        scheme: str = "implicit-euler",
+        history: Sequence[npt.ArrayLike] = (),
+        linear_solver: str = "auto",
+        solver_tol: float = 1e-10,
+        **kwargs: Any,
     ) -> None:
         super().__init__(functional, grid, density, eta, **kwargs)
         self._use_scheme(GRID_SCHEMES, scheme, history)
@@ -144,8 +159,12 @@ class FiniteVolume(GridDensity):
 
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
-        return {"scheme": options.scheme, "history": history, "linear_solver": options.linear_solver,
-                "solver_tol": options.solver_tol}
+        return {
+            "scheme": options.scheme,
+            "history": history,
+            "linear_solver": options.linear_solver,
+            "solver_tol": options.solver_tol,
+        }
 
     def solve(self, V: Array, dt: float, rhs: Array) -> Array:
         """``(I - dt A(V))^{-1} rhs`` by the configured linear solver."""
@@ -156,6 +175,16 @@ class FiniteVolume(GridDensity):
         self._advance(self.scheme.advance(self, self.potential()))
 
 
-DISCRETIZATIONS.add("grid", Discretization(FiniteVolumeOptions, "grid", FiniteVolume.build, FiniteVolume.check,
-                                           GRID_SCHEMES, DensityState, FiniteVolume.memory),
-                    "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3")
+DISCRETIZATIONS.add(
+    "grid",
+    Discretization(
+        FiniteVolumeOptions,
+        "grid",
+        FiniteVolume.build,
+        FiniteVolume.check,
+        GRID_SCHEMES,
+        DensityState,
+        FiniteVolume.memory,
+    ),
+    "finite volumes with Scharfetter-Gummel fluxes, p = 1 to 3",
+)

@@ -140,8 +140,9 @@ class Direct:
         cached = self._cached
         if cached is None or cached[0] != dt or not bool(xp.array_equal(cached[1], V)):
             sp, spla = sparse_modules(xp)
-            M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * fokker_planck_matrix(self.grid, V,
-                                                                                                   self.lam)
+            M = sp.identity(self.grid.size, format="csc", dtype=V.dtype) - dt * fokker_planck_matrix(
+                self.grid, V, self.lam
+            )
             cached = self._cached = (dt, V, spla.factorized(M))
         return cached[2](r.ravel()).reshape(self.grid.shape)
 
@@ -182,9 +183,18 @@ class Krylov:
             count[0] += 1
 
         rhs = r.ravel()
-        x, info = spla.gmres(op, rhs, x0=pre.matvec(rhs), M=pre, restart=30, maxiter=self.max_iterations,
-                             atol=0.0, callback=counted, callback_type="pr_norm",
-                             **_gmres_tolerance(spla.gmres, self.tol))
+        x, info = spla.gmres(
+            op,
+            rhs,
+            x0=pre.matvec(rhs),
+            M=pre,
+            restart=30,
+            maxiter=self.max_iterations,
+            atol=0.0,
+            callback=counted,
+            callback_type="pr_norm",
+            **_gmres_tolerance(spla.gmres, self.tol),
+        )
         self.iterations = count[0]
         if info != 0:
             raise FloatingPointError(
@@ -196,12 +206,21 @@ class Krylov:
 
 
 LINEAR_SOLVERS: Registry[Callable[[GridLike, float, float], LinearSolver]] = Registry(
-    "grid.linear_solver", group="mfld.linear_solvers", builtins="mfld.discretizations")
+    "grid.linear_solver", group="mfld.linear_solvers", builtins="mfld.discretizations"
+)
 LINEAR_SOLVERS.add("direct", Direct, "sparse LU every step: exact, the reference; slow past ~10^5 cells")
-LINEAR_SOLVERS.add("splitting", Splitting, "dimensional (Lie) splitting, tridiagonal sweeps: O(cells), positive and "
-                   "conservative, splitting error of order eta (none in 1-D)")
-LINEAR_SOLVERS.add("krylov", Krylov, "GMRES preconditioned by a splitting sweep, to grid.solver_tol: O(cells) per "
-                   "iteration, the direct solution to the tolerance")
+LINEAR_SOLVERS.add(
+    "splitting",
+    Splitting,
+    "dimensional (Lie) splitting, tridiagonal sweeps: O(cells), positive and "
+    "conservative, splitting error of order eta (none in 1-D)",
+)
+LINEAR_SOLVERS.add(
+    "krylov",
+    Krylov,
+    "GMRES preconditioned by a splitting sweep, to grid.solver_tol: O(cells) per "
+    "iteration, the direct solution to the tolerance",
+)
 
 
 def choose(name: str, cells: Sequence[int]) -> str:
@@ -249,5 +268,9 @@ class Auto:
 AUTO_FACTOR_CELLS = (10**7, 2**18, 2**15)  # 1-D, 2-D, 3-D: an LU of at most a few hundred MB and seconds
 
 
-LINEAR_SOLVERS.add("auto", Auto, f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `krylov` above (the measured "
-                   "crossover); a potential that repeats (a linear problem) is factored once and reused")
+LINEAR_SOLVERS.add(
+    "auto",
+    Auto,
+    f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `krylov` above (the measured "
+    "crossover); a potential that repeats (a linear problem) is factored once and reused",
+)

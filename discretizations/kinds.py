@@ -53,5 +53,6 @@ class Discretization:
         return self.options
 
 
-DISCRETIZATIONS: Registry[Discretization] = Registry("discretization", group="mfld.discretizations",
-                                                    builtins="mfld.discretizations")
+DISCRETIZATIONS: Registry[Discretization] = Registry(
+    "discretization", group="mfld.discretizations", builtins="mfld.discretizations"
+)

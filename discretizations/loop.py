@@ -158,8 +158,10 @@ class Recorder:
         if names is None:
             names = self.records[0][2] if self.records else []
         names = list(names)
-        out = {"step": np.array([r[0] for r in self.records], dtype=np.int64),
-               "time": np.array([r[1] for r in self.records])}
+        out = {
+            "step": np.array([r[0] for r in self.records], dtype=np.int64),
+            "time": np.array([r[1] for r in self.records]),
+        }
         out.update({k: np.array([r[2][k] for r in self.records]) for k in names})
         return out
 

@@ -82,8 +82,10 @@ class SequentialNoise:
 
     def state(self) -> str:
         # Philox and MT19937 keep arrays in their state (key, counter): stored as lists, which their setters take.
-        return json.dumps({"stream": "sequential", "state": self.rng.bit_generator.state},
-                          default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a))
+        return json.dumps(
+            {"stream": "sequential", "state": self.rng.bit_generator.state},
+            default=lambda a: a.tolist() if isinstance(a, np.ndarray) else repr(a),
+        )
 
 
 def as_noise(source: NoiseSource | np.random.Generator | int) -> NoiseSource:
@@ -99,8 +101,11 @@ def as_noise(source: NoiseSource | np.random.Generator | int) -> NoiseSource:
 
 # Names read from a file select code only through this table.
 _BIT_GENERATORS = {
-    "PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "Philox": np.random.Philox,
-    "SFC64": np.random.SFC64, "MT19937": np.random.MT19937,
+    "PCG64": np.random.PCG64,
+    "PCG64DXSM": np.random.PCG64DXSM,
+    "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64,
+    "MT19937": np.random.MT19937,
 }
 
 

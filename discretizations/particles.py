@@ -45,7 +45,14 @@ class ParticleScheme(Protocol):
     """One step ``W -> W'`` of size ``eta`` given the drift, the step's noise ``xi`` (or None) and ``lam``."""
 
     def __call__(
-        self, W: Array, q: Array, drift: Drift, eta: float, lam: float, xi: Array | None, step: int,
+        self,
+        W: Array,
+        q: Array,
+        drift: Drift,
+        eta: float,
+        lam: float,
+        xi: Array | None,
+        step: int,
         fit: Fit | None = None,
     ) -> Array: ...
 
@@ -80,8 +87,9 @@ def build_scheme(name: str, history: tuple[np.ndarray, ...] = (), options: Any =
     return entry
 
 
-PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry("particles.scheme", group="mfld.particle_schemes",
-                                                               builtins="mfld.discretizations")
+PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry(
+    "particles.scheme", group="mfld.particle_schemes", builtins="mfld.discretizations"
+)
 PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
 
 
@@ -134,8 +142,9 @@ def initial_measure(functional: Functional, Z: np.ndarray, sd: float | None = No
     return np.concatenate([Z[:, :T] / np.sqrt(pb.lam_a), Z[:, T:] / np.sqrt(pb.lam_w)], axis=1)
 
 
-def initial_positions(functional: Functional, noise: NoiseSource, start: int, stop: int,
-                      sd: float | None = None) -> np.ndarray:
+def initial_positions(
+    functional: Functional, noise: NoiseSource, start: int, stop: int, sd: float | None = None
+) -> np.ndarray:
     """Particles ``start .. stop - 1`` of the initial measure (:func:`initial_measure`), drawn from the
     noise at step 0 so that any split over processes gives the same."""
     return initial_measure(functional, noise.normal(0, start, stop, functional.dim), sd)
@@ -148,15 +157,22 @@ class ParticleOptions:
 
     section: ClassVar[str] = "particles"
     N: int = option(300, "number of particles", int, lambda v: v >= 2, "an integer >= 2")
-    init: str = choice("prior", "the initial measure: `prior` nu = N(0, I / lam_w), or `gaussian` N(0, init_sd^2 I)",
-                       ("prior", "gaussian"), docs=False, since="0.2.0.dev1")
+    init: str = choice(
+        "prior",
+        "the initial measure: `prior` nu = N(0, I / lam_w), or `gaussian` N(0, init_sd^2 I)",
+        ("prior", "gaussian"),
+        docs=False,
+        since="0.2.0.dev1",
+    )
     init_sd: float = positive(1.0, "standard deviation of the `gaussian` initial measure", since="0.2.0.dev1")
     scheme: str = choice("euler-maruyama", "time scheme of the particles", PARTICLE_SCHEMES)
     langevin: bool = flag(True, "`false` drops the noise: the mean-field gradient flow")
     memory_budget_mb: int = nonneg_int(
-        0, "bound on one chunk's features (MiB; the passes over them add a few 16 MiB cache blocks); 0: half the "
+        0,
+        "bound on one chunk's features (MiB; the passes over them add a few 16 MiB cache blocks); 0: half the "
         "memory available when the run starts, divided by the processes, fixed then and stored in the file (so "
-        "that pcg keeps the features whenever they fit)")
+        "that pcg keeps the features whenever they fit)",
+    )
     eta: float = ref("time.eta")
     seed: int = ref("seed")
     label_noise: float = ref("model.label_noise")
@@ -202,8 +218,9 @@ class Particles:
         xp = namespace(functional.problem.X)
         self.xp = xp
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
-        self.scheme = build_scheme(scheme, tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history),
-                                   scheme_options)
+        self.scheme = build_scheme(
+            scheme, tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history), scheme_options
+        )
         local = self.positions.shape[0]
         self.offset = int(offset)
         self.total = local if total is None else int(total)
@@ -214,8 +231,14 @@ class Particles:
         self._solver = functional.solver_state()  # what the first fit at this step starts from
 
     @classmethod
-    def build(cls, options: ParticleOptions, functional: Functional, state: ParticleState | None = None,
-              comm: Communicator | None = None, optimum: Callable[..., float] | None = None) -> Self:
+    def build(
+        cls,
+        options: ParticleOptions,
+        functional: Functional,
+        state: ParticleState | None = None,
+        comm: Communicator | None = None,
+        optimum: Callable[..., float] | None = None,
+    ) -> Self:
         """A fresh run of ``options`` (``state`` None: the initial measure drawn from the keyed noise at step 0)
         or one continuing ``state``; with a communicator of several processes, this process's block of the
         particles. ``optimum`` is not used: particles do not record a gap to mu*."""
@@ -227,8 +250,13 @@ class Particles:
             sd = options.init_sd if options.init == "gaussian" else None
             W, step, time = initial_positions(functional, noise, start, stop, sd), 0, 0.0
         elif isinstance(state, ParticleState):
-            noise, W, step, time, history = noise_from_state(state.rng_state), state.positions, state.step, \
-                state.time, state.history
+            noise, W, step, time, history = (
+                noise_from_state(state.rng_state),
+                state.positions,
+                state.step,
+                state.time,
+                state.history,
+            )
             # The solver continues where it was: each process from its block of the measure it was factored at
             # (a sharded file's rows of this process), with the first guesses every process shares.
             functional.restore_solver(state.solver)
@@ -239,9 +267,21 @@ class Particles:
             # make_functional refuses the procedure for the other objectives, before this.
             assert isinstance(functional, TwoTimescaleFunctional)
             drift = LabelNoiseDrift(functional, options.label_noise, noise.uniform)
-        return cls(functional, W, options.eta, noise, options.langevin, step, time, drift=drift,
-                   scheme=options.scheme, offset=start, total=options.N, history=history,
-                   scheme_options=options.scheme_options)
+        return cls(
+            functional,
+            W,
+            options.eta,
+            noise,
+            options.langevin,
+            step,
+            time,
+            drift=drift,
+            scheme=options.scheme,
+            offset=start,
+            total=options.N,
+            history=history,
+            scheme_options=options.scheme_options,
+        )
 
     @staticmethod
     def memory(options: ParticleOptions, n: int, n_test: int, p: int, budget: int) -> dict[str, int]:
@@ -281,8 +321,9 @@ class Particles:
         if self.langevin:
             local, p = self.positions.shape
             xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
-        W_new = self.scheme(self.positions, self.weights, self.drift, self.eta, self.functional.problem.lam, xi, k,
-                            self._fit)
+        W_new = self.scheme(
+            self.positions, self.weights, self.drift, self.eta, self.functional.problem.lam, xi, k, self._fit
+        )
         if not bool(self.xp.all(self.xp.isfinite(W_new))):
             raise FloatingPointError(
                 f"particle positions became NaN or infinite at step {self.step_count + 1}: the scheme diverged; "
@@ -341,6 +382,16 @@ def knn_entropy(W: np.ndarray) -> float:
     return -float(digamma(N) - digamma(1) + log_vp + p * np.mean(np.log(eps)))
 
 
-DISCRETIZATIONS.add("particles", Discretization(ParticleOptions, "particles", Particles.build, Particles.check,
-                                                PARTICLE_SCHEMES, ParticleState, Particles.memory),
-                    "interacting particles, any dimension")
+DISCRETIZATIONS.add(
+    "particles",
+    Discretization(
+        ParticleOptions,
+        "particles",
+        Particles.build,
+        Particles.check,
+        PARTICLE_SCHEMES,
+        ParticleState,
+        Particles.memory,
+    ),
+    "interacting particles, any dimension",
+)

@@ -81,7 +81,8 @@ class SBDF2(TwoStep):
 
 
 SPECTRAL_SCHEMES: Registry[Callable[[Sequence[Array]], SpectralScheme]] = Registry(
-    "spectral.scheme", group="mfld.spectral_schemes", builtins="mfld.discretizations")
+    "spectral.scheme", group="mfld.spectral_schemes", builtins="mfld.discretizations"
+)
 SPECTRAL_SCHEMES.add("imex-euler", ImexEuler, "order 1")
 SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 
@@ -90,9 +91,13 @@ SPECTRAL_SCHEMES.add("sbdf2", SBDF2, "semi-implicit BDF2, order 2")
 class SpectralOptions(DensityOptions):
     """The spectral solver's key besides the box's: its IMEX scheme, ``spectral.scheme``."""
 
-    scheme: str = choice("imex-euler",
-                         "time scheme of the Fourier spectral solver (drift explicit, diffusion implicit)",
-                         SPECTRAL_SCHEMES, key="spectral.scheme", since="0.2.0.dev1")
+    scheme: str = choice(
+        "imex-euler",
+        "time scheme of the Fourier spectral solver (drift explicit, diffusion implicit)",
+        SPECTRAL_SCHEMES,
+        key="spectral.scheme",
+        since="0.2.0.dev1",
+    )
 
 
 class FourierSpectral(GridDensity):
@@ -106,8 +111,16 @@ class FourierSpectral(GridDensity):
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
         return {"scheme": options.scheme, "history": history}
 
-    def __init__(self, functional: Functional, grid: Grid, density: npt.ArrayLike, eta: float,
-                 scheme: str = "imex-euler", history: Sequence[npt.ArrayLike] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        functional: Functional,
+        grid: Grid,
+        density: npt.ArrayLike,
+        eta: float,
+        scheme: str = "imex-euler",
+        history: Sequence[npt.ArrayLike] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(functional, grid, density, eta, **kwargs)
         xp = self.xp
         self._use_scheme(SPECTRAL_SCHEMES, scheme, history)
@@ -146,6 +159,16 @@ class FourierSpectral(GridDensity):
         self._advance(self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim))))
 
 
-DISCRETIZATIONS.add("spectral", Discretization(SpectralOptions, "grid", FourierSpectral.build, FourierSpectral.check,
-                                               SPECTRAL_SCHEMES, DensityState, FourierSpectral.memory),
-                    "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3")
+DISCRETIZATIONS.add(
+    "spectral",
+    Discretization(
+        SpectralOptions,
+        "grid",
+        FourierSpectral.build,
+        FourierSpectral.check,
+        SPECTRAL_SCHEMES,
+        DensityState,
+        FourierSpectral.memory,
+    ),
+    "Fourier pseudo-spectral with an IMEX step (Euler or SBDF2), p = 1 to 3",
+)

@@ -103,10 +103,9 @@ class ParticleState:
         arrays by their names (:func:`~mfld.model.two_timescale.solver_axes`)."""
         if name == "rng_state":
             return ()
-        if name == "position" or name in _levels("history", 1) or (name.startswith("history_")
-                                                                   and name[8:].isdigit()):
+        if name == "position" or name in _levels("history", 1) or (name.startswith("history_") and name[8:].isdigit()):
             return ("particle", "component")
-        return solver_axes(name[len(SOLVER):]) if name.startswith(SOLVER) else None
+        return solver_axes(name[len(SOLVER) :]) if name.startswith(SOLVER) else None
 
     @classmethod
     def from_arrays(cls, step: int, time: float, arrays: Mapping[str, Stored]) -> ParticleState:
@@ -120,7 +119,7 @@ class ParticleState:
                 if isinstance(value, str):
                     raise ValueError(f"solver array {name!r} is text, not an array")
                 if existing(value) is not None:
-                    solver[name[len(SOLVER):]] = np.asarray(value)
+                    solver[name[len(SOLVER) :]] = np.asarray(value)
         return cls(np.asarray(positions), step, time, rng_state, _history(arrays, "history"), solver)
 
 
@@ -157,5 +156,7 @@ class DensityState:
 def check_levels(key: str, name: str, levels: int, history: Sequence[object]) -> None:
     """Refuse a saved history whose length is not the ``levels`` the scheme ``name`` (of ``key``) keeps."""
     if history and len(history) != levels:
-        raise ValueError(f"{key} = {name!r} continues from {levels} earlier level(s), but the saved state has "
-                         f"{len(history)}: the file was written by another scheme or altered")
+        raise ValueError(
+            f"{key} = {name!r} continues from {levels} earlier level(s), but the saved state has "
+            f"{len(history)}: the file was written by another scheme or altered"
+        )

@@ -42,8 +42,13 @@ class StationaryOptions:
     section: ClassVar[str] = "stationary"
     tol: float = positive(1e-12, "the fixed-point solver stops when lam KL(mu || p_mu) < tol")
     max_iter: int = positive_int(500, "iteration limit of the fixed-point solver")
-    damping: float = option(0.5, "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing", (int, float),
-                            lambda v: 0 < v <= 1, "a number in (0, 1]")
+    damping: float = option(
+        0.5,
+        "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing",
+        (int, float),
+        lambda v: 0 < v <= 1,
+        "a number in (0, 1]",
+    )
     memory: int = nonneg_int(5, "Anderson mixing depth (0: plain damped iteration)")
 
 
@@ -146,8 +151,11 @@ def solve_stationary(
         psi = best[1]
         f, cert, obj = evaluate(psi)
     if not converged:
-        warnings.warn(f"the fixed-point iteration did not reach tol = {tol:g} in max_iter = {max_iter} iterations "
-                      f"(certificate {cert:.3e}); raise max_iter or lower damping", NotConvergedWarning, stacklevel=2)
+        warnings.warn(
+            f"the fixed-point iteration did not reach tol = {tol:g} in max_iter = {max_iter} iterations "
+            f"(certificate {cert:.3e}); raise max_iter or lower damping",
+            NotConvergedWarning,
+            stacklevel=2,
+        )
     density = xp.exp(psi).reshape(grid.shape)
     return StationaryResult(density, obj, cert, it, converged, history)
-

@@ -45,7 +45,11 @@ class ClassicalFunctional(KernelBacked):
         return self._kernel.features(self._split(Theta)[1])
 
     def fit(
-        self, Theta: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        self,
+        Theta: Array,
+        q: Array,
+        features: tuple[Array, Array] | None = None,
+        Y: Array | None = None,
         signed: bool = False,
     ) -> Fit:
         """Network output ``f_P(X)`` and residual coefficients ``R`` for the measure."""

@@ -39,25 +39,47 @@ class DataOptions:
     """The ``[data]`` keys: a data file, or the generator's target, inputs and sizes."""
 
     section: ClassVar[str] = "data"
-    source: str = text("", "a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, Y_test) "
-                       "or CSV with a header; relative to the configuration file (or, with `--set`, to the working "
-                       "directory); empty: the generator below", since="0.2.0.dev1")
+    source: str = text(
+        "",
+        "a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, Y_test) "
+        "or CSV with a header; relative to the configuration file (or, with `--set`, to the working "
+        "directory); empty: the generator below",
+        since="0.2.0.dev1",
+    )
     test_source: str = text("", "a test set in the same format (when the data file holds none)", since="0.2.0.dev1")
-    x_columns: list[str] = option([], "CSV: the input columns (empty: every column that is not a target)", list,
-                                  lambda v: all(isinstance(c, str) for c in v), "a list of column names",
-                                  since="0.2.0.dev1")
-    y_columns: list[str] = option(["y"], "CSV: the target columns (one per task)", list,
-                                  lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
-                                  "a non-empty list of column names", since="0.2.0.dev1")
-    target: str = choice("x1x2", "`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` "
-                         "(f = sin(2 pi omega u.x), u m-sparse)", TARGETS, docs=False)
+    x_columns: list[str] = option(
+        [],
+        "CSV: the input columns (empty: every column that is not a target)",
+        list,
+        lambda v: all(isinstance(c, str) for c in v),
+        "a list of column names",
+        since="0.2.0.dev1",
+    )
+    y_columns: list[str] = option(
+        ["y"],
+        "CSV: the target columns (one per task)",
+        list,
+        lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
+        "a non-empty list of column names",
+        since="0.2.0.dev1",
+    )
+    target: str = choice(
+        "x1x2",
+        "`x1x2` (f = x1 x2), `single-index` (f = g(u.x)), `sparse-sin` (f = sin(2 pi omega u.x), u m-sparse)",
+        TARGETS,
+        docs=False,
+    )
     inputs: str = choice("gaussian", "`gaussian` N(0, I) or `hypercube` {-1, 1}^d", INPUTS, docs=False)
     d: int = positive_int(10, "input dimension d")
     n: int = positive_int(1000, "training samples n")
     n_test: int = positive_int(1000, "test samples; test targets are the clean f(x)")
-    noise: float = option(0.0, "label noise sigma, eps ~ Unif[-sigma, sigma]", (int, float),
-                          lambda v: 0 <= v <= DATA_LIMIT, f"a number in [0, {DATA_LIMIT:g}] (beyond, the targets "
-                          "overflow float64 in the kernel system)")
+    noise: float = option(
+        0.0,
+        "label noise sigma, eps ~ Unif[-sigma, sigma]",
+        (int, float),
+        lambda v: 0 <= v <= DATA_LIMIT,
+        f"a number in [0, {DATA_LIMIT:g}] (beyond, the targets overflow float64 in the kernel system)",
+    )
     link: str = choice("tanh", "single-index link g (`he2` = z^2 - 1, `he3` = z^3 - 3z)", LINKS, docs=False)
     m: int = positive_int(2, "sparse-sin: number of relevant coordinates")
     frequency: float = positive(0.25, "sparse-sin: omega")
@@ -142,24 +164,40 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"data file {str(path)!r} is not a readable .npz archive (empty, truncated or another "
-                         f"format: {type(e).__name__}); write it with numpy.savez(path, X=..., Y=...)") from None
+        raise ValueError(
+            f"data file {str(path)!r} is not a readable .npz archive (empty, truncated or another "
+            f"format: {type(e).__name__}); write it with numpy.savez(path, X=..., Y=...)"
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"data file {str(path)!r} is a single .npy array, not an .npz archive; write it with "
-                         "numpy.savez(path, X=..., Y=...)")
+        raise ValueError(
+            f"data file {str(path)!r} is a single .npy array, not an .npz archive; write it with "
+            "numpy.savez(path, X=..., Y=...)"
+        )
     out = {}
     with z:
         for name in z.files:
             try:
                 a = z[name]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"data file {str(path)!r}: array {name!r} cannot be read ({type(e).__name__}: "
-                                 f"{e}); the archive is damaged or holds objects") from None
+                raise ValueError(
+                    f"data file {str(path)!r}: array {name!r} cannot be read ({type(e).__name__}: "
+                    f"{e}); the archive is damaged or holds objects"
+                ) from None
             if a.dtype.kind not in "iuf":
-                what = {"c": "complex", "M": "datetime", "m": "timedelta", "V": "structured", "b": "boolean",
-                        "U": "text", "S": "bytes", "O": "object"}.get(a.dtype.kind, str(a.dtype))
-                raise ValueError(f"data file {str(path)!r}: array {name!r} is {what} ({a.dtype}); inputs and "
-                                 "targets must be real numbers (integers or floats)")
+                what = {
+                    "c": "complex",
+                    "M": "datetime",
+                    "m": "timedelta",
+                    "V": "structured",
+                    "b": "boolean",
+                    "U": "text",
+                    "S": "bytes",
+                    "O": "object",
+                }.get(a.dtype.kind, str(a.dtype))
+                raise ValueError(
+                    f"data file {str(path)!r}: array {name!r} is {what} ({a.dtype}); inputs and "
+                    "targets must be real numbers (integers or floats)"
+                )
             out[name] = a.astype(float)
     return out
 
@@ -179,8 +217,9 @@ def _csv(path: Path) -> tuple[list[str], np.ndarray]:
     header = [h.strip() for h in lines[0].split(",")]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        raise ValueError(f"CSV file {str(path)!r}: the header names {repeated} more than once; each column needs "
-                         "its own name")
+        raise ValueError(
+            f"CSV file {str(path)!r}: the header names {repeated} more than once; each column needs its own name"
+        )
     if "" in header:
         raise ValueError(f"CSV file {str(path)!r}: column {header.index('') + 1} of the header has no name")
     if len(lines) == 1:
@@ -197,8 +236,9 @@ def _csv(path: Path) -> tuple[list[str], np.ndarray]:
                 try:
                     float(field)
                 except ValueError:
-                    raise ValueError(f"CSV file {str(path)!r}, line {i}, column {column!r}: {field.strip()!r} is "
-                                     "not a number") from None
+                    raise ValueError(
+                        f"CSV file {str(path)!r}, line {i}, column {column!r}: {field.strip()!r} is not a number"
+                    ) from None
         raise
 
 
@@ -214,8 +254,10 @@ def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> Table
         if missing:
             raise ValueError(f"data file {str(path)!r} lacks the arrays {missing}; it holds {sorted(arrays)}")
         if arrays["X"].ndim != 2 or arrays["Y"].ndim not in (1, 2):
-            raise ValueError(f"data file {str(path)!r}: X must be n x d and Y n or n x T, got shapes "
-                             f"{arrays['X'].shape} and {arrays['Y'].shape}")
+            raise ValueError(
+                f"data file {str(path)!r}: X must be n x d and Y n or n x T, got shapes "
+                f"{arrays['X'].shape} and {arrays['Y'].shape}"
+            )
         if ("X_test" in arrays) != ("Y_test" in arrays):
             raise ValueError(f"data file {str(path)!r} has one of X_test and Y_test; give both or neither")
         return _checked(path, (arrays["X"], arrays["Y"], arrays.get("X_test"), arrays.get("Y_test")))
@@ -226,18 +268,22 @@ def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> Table
             raise ValueError(f"{key} names a column more than once: {names}")
     both = sorted(set(x_columns) & set(y_columns))
     if both:
-        raise ValueError(f"columns {both} are in both data.x_columns and data.y_columns; a column is an input or a "
-                         "target")
+        raise ValueError(
+            f"columns {both} are in both data.x_columns and data.y_columns; a column is an input or a target"
+        )
     header, table = _csv(path)
     missing = [c for c in y_columns + x_columns if c not in header]
     if missing:
-        raise ValueError(f"CSV file {str(path)!r} has no columns {missing}; its columns are {header} "
-                         "(set data.x_columns and data.y_columns)")
+        raise ValueError(
+            f"CSV file {str(path)!r} has no columns {missing}; its columns are {header} "
+            "(set data.x_columns and data.y_columns)"
+        )
     xs = x_columns or [c for c in header if c not in y_columns]
     if not xs:
         raise ValueError(f"CSV file {str(path)!r} has no input column: its columns {header} are all targets")
-    return _checked(path, (table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]],
-                           None, None))
+    return _checked(
+        path, (table[:, [header.index(c) for c in xs]], table[:, [header.index(c) for c in y_columns]], None, None)
+    )
 
 
 def _checked(path: Path, table: Table) -> Table:
@@ -251,8 +297,12 @@ def _checked(path: Path, table: Table) -> Table:
     return table
 
 
-def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_columns: list[str] | None = None,
-                 test_source: str | Path | None = None) -> Dataset:
+def read_dataset(
+    source: str | Path,
+    x_columns: list[str] | None = None,
+    y_columns: list[str] | None = None,
+    test_source: str | Path | None = None,
+) -> Dataset:
     """A data set from files: ``.npz`` with arrays ``X`` (n x d), ``Y`` (n or n x T) and optionally
     ``X_test``, ``Y_test``; or CSV with a header, inputs ``x_columns`` (default: every column not a
     target) and targets ``y_columns`` (default ``["y"]``). ``test_source`` (same format) gives the
@@ -268,8 +318,14 @@ def read_dataset(source: str | Path, x_columns: list[str] | None = None, y_colum
         if not tpath.is_file():
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
         X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)[:2]
+
     def column(a: np.ndarray) -> np.ndarray:
         return a[:, None] if a.ndim == 1 else a
 
-    return Dataset(column(X), column(Y), None if X_test is None else column(X_test),
-                   None if Y_test is None else column(Y_test), relevant=None)
+    return Dataset(
+        column(X),
+        column(Y),
+        None if X_test is None else column(X_test),
+        None if Y_test is None else column(Y_test),
+        relevant=None,
+    )

@@ -44,15 +44,28 @@ class DualSolveOptions:
     """The two-timescale objective's keys: how each step's dual system is solved (:class:`DualSolve`)."""
 
     section: ClassVar[str] = "particles"
-    solve: str = choice("auto", "the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
-                        "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, warm-started "
-                        "and preconditioned by an earlier factor, `auto` takes pcg when the system solved (n x n, or "
-                        "N x N when N < n) has at least 400 rows", SOLVE_METHODS, docs=False, since="0.2.0.dev1")
-    solve_tol: float = option(1e-11, "pcg: relative residual per column; the drift then agrees with the exact one to "
-                              "about cond(K) tol (measured along the paper run: the README's particle-step section)",
-                              (int, float), lambda v: 0 < v < 1, "a number in (0, 1)", since="0.2.0.dev1")
-    pcg_refresh: int = positive_int(10, "pcg: refactor the preconditioner after a solve of more iterations than this",
-                                    since="0.2.0.dev1")
+    solve: str = choice(
+        "auto",
+        "the dual system (S + n lam_a_bar I) c = Y of each step: `cholesky` forms and factors "
+        "S (exact, the reference), `pcg` solves it matrix-free by conjugate gradients, warm-started "
+        "and preconditioned by an earlier factor, `auto` takes pcg when the system solved (n x n, or "
+        "N x N when N < n) has at least 400 rows",
+        SOLVE_METHODS,
+        docs=False,
+        since="0.2.0.dev1",
+    )
+    solve_tol: float = option(
+        1e-11,
+        "pcg: relative residual per column; the drift then agrees with the exact one to "
+        "about cond(K) tol (measured along the paper run: the README's particle-step section)",
+        (int, float),
+        lambda v: 0 < v < 1,
+        "a number in (0, 1)",
+        since="0.2.0.dev1",
+    )
+    pcg_refresh: int = positive_int(
+        10, "pcg: refactor the preconditioner after a solve of more iterations than this", since="0.2.0.dev1"
+    )
 
     def dual_solve(self) -> DualSolve:
         """The solver these options choose."""

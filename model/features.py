@@ -254,8 +254,7 @@ def _adopt(name: str, obj: object) -> FeatureMap:
     return obj  # type: ignore[return-value]
 
 
-FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature", group=ENTRY_POINTS, builtins="mfld.model",
-                                                adopt=_adopt)
+FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature", group=ENTRY_POINTS, builtins="mfld.model", adopt=_adopt)
 for _act in ACTIVATIONS.values():
     for _bias in (True, False):
         _f = RidgeFeature(_act, _bias)
@@ -298,8 +297,10 @@ def get_feature_map(name: str, allow_import: bool = True) -> FeatureMap:
             f"({', '.join(plugin_names()) or 'none installed'}) or 'package.module:attribute'"
         )
     if not allow_import:
-        raise ValueError(f"the feature map {name!r} is an import path read from a file: mfld does not import "
-                         "code named by a file; pass --trust-plugins (trust=True) if you trust this file")
+        raise ValueError(
+            f"the feature map {name!r} is an import path read from a file: mfld does not import "
+            "code named by a file; pass --trust-plugins (trust=True) if you trust this file"
+        )
     from importlib import import_module
 
     module, _, attr = name.partition(":")

@@ -77,7 +77,11 @@ class Functional(Protocol):
         ...
 
     def fit(
-        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        self,
+        W: Array,
+        q: Array,
+        features: tuple[Array, Array] | None = None,
+        Y: Array | None = None,
         signed: bool = False,
     ) -> Fit: ...
 

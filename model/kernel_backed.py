@@ -35,5 +35,7 @@ class KernelBacked:
     def restore_solver(self, state: Mapping[str, Array]) -> None:
         """Direct fits carry no state: a non-empty one is of another functional."""
         if state:
-            raise ValueError(f"the {self.name} functional's fits are direct; a solver state "
-                             f"({', '.join(state)}) is of another functional")
+            raise ValueError(
+                f"the {self.name} functional's fits are direct; a solver state "
+                f"({', '.join(state)}) is of another functional"
+            )

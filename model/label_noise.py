@@ -57,8 +57,18 @@ def procedure_gradient(functional: TwoTimescaleFunctional, W: Array, q: Array, e
     weights = xp.asarray(np.r_[np.ones(T), -np.ones(T)], dtype=W.dtype)
     grad = functional.grad_potential(both, W, column_weights=weights)
     C = both.coef[:, :T]
-    clean = Fit(W, q, C, pb.Y - pb.n * pb.lam_a_bar * C, dual_objective(pb, pb.Y, C),
-                both.side, both.gram, both.factor, both.Z, both.H)
+    clean = Fit(
+        W,
+        q,
+        C,
+        pb.Y - pb.n * pb.lam_a_bar * C,
+        dual_objective(pb, pb.Y, C),
+        both.side,
+        both.gram,
+        both.factor,
+        both.Z,
+        both.H,
+    )
     return grad, clean
 
 
@@ -70,8 +80,9 @@ class LabelNoiseDrift:
     ``Y + eps``.
     """
 
-    def __init__(self, functional: TwoTimescaleFunctional, s: float,
-                 draw: Callable[[int, tuple[int, ...], float, float], Array]) -> None:
+    def __init__(
+        self, functional: TwoTimescaleFunctional, s: float, draw: Callable[[int, tuple[int, ...], float, float], Array]
+    ) -> None:
         if not s > 0:
             raise ValueError(f"model.label_noise must be > 0 for the procedure, got {s}")
         self.functional, self.s, self.draw = functional, float(s), draw
@@ -135,7 +146,11 @@ class ExpectedLabelNoiseFunctional:
         return self.base.features(W)
 
     def fit(
-        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        self,
+        W: Array,
+        q: Array,
+        features: tuple[Array, Array] | None = None,
+        Y: Array | None = None,
         signed: bool = False,
     ) -> Fit:
         return self.base.fit(W, q, features, Y, signed)

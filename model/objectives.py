@@ -24,20 +24,34 @@ class ModelOptions:
     section: ClassVar[str] = "model"
     objective: str = choice("two-timescale", "the functional", OBJECTIVES)
     # The registered maps are listed as choices when the table is made, not here (see options.choice).
-    feature: str = option("tanh_bias", "feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier); "
-                          "also a plug-in (entry point `mfld.feature_maps`) or `package.module:attribute`", str,
-                          is_feature_name, "a registered feature map, an installed plug-in or module:attribute",
-                          options=FEATURE_MAPS)
+    feature: str = option(
+        "tanh_bias",
+        "feature map h(x; w); `_bias` for w = (u, b); `cos` is sqrt 2 cos (Fourier); "
+        "also a plug-in (entry point `mfld.feature_maps`) or `package.module:attribute`",
+        str,
+        is_feature_name,
+        "a registered feature map, an installed plug-in or module:attribute",
+        options=FEATURE_MAPS,
+    )
     lam: float = positive(0.004, "temperature lambda")
     lam_a: float = positive(0.25, "second-layer ridge lambda_a (lam_a_bar = lam lam_a)")
     lam_w: float = positive(0.25, "prior precision lambda_w, nu = N(0, I / lam_w) (lam_w_bar = lam lam_w)")
-    label_noise: float = nonneg(0.0, "s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
-                                "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df")
+    label_noise: float = nonneg(
+        0.0,
+        "s > 0: the label-noise procedure (docs/theory.md §4.6): particles draw fresh "
+        "eps ~ Unif[-s, s] each step; grids run its expectation, Obj + (s^2 / 6n) df",
+    )
 
 
 def make_functional(
-    name: str, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-    label_noise: float = 0.0, solve: DualSolve | None = None, expectation: bool = True, options: Any = None,
+    name: str,
+    problem: Problem,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    comm: Communicator | None = None,
+    label_noise: float = 0.0,
+    solve: DualSolve | None = None,
+    expectation: bool = True,
+    options: Any = None,
 ) -> Functional:
     """The functional ``name`` of ``problem``.
 

@@ -83,8 +83,10 @@ class Evaluation:
     def ent(self) -> float:
         """``Ent(mu)``, or a clear error when the evaluation was made without it."""
         if self.entropy is None:
-            raise ValueError("the objective and the entropy need Ent(mu), which the discretisation estimates: "
-                             "build Evaluation(F, fit, entropy=system.entropy())")
+            raise ValueError(
+                "the objective and the entropy need Ent(mu), which the discretisation estimates: "
+                "build Evaluation(F, fit, entropy=system.entropy())"
+            )
         return self.entropy
 
     @cached_property
@@ -111,22 +113,29 @@ def _test_loss(ev: Evaluation) -> float:
 
 Observable = Callable[[Evaluation], float]
 
-OBSERVABLES: Registry[Observable] = Registry("observable", group="mfld.observables",
-                                                builtins="mfld.model")
-OBSERVABLES.add("objective", lambda ev: ev.energy["G"] + ev.problem.lam * ev.ent(),
-                "G + lam Ent (for particles Ent is a Kozachenko-Leonenko nearest-neighbour estimate, consistent "
-                "but biased in high dimension; for grids exact up to quadrature)")
+OBSERVABLES: Registry[Observable] = Registry("observable", group="mfld.observables", builtins="mfld.model")
+OBSERVABLES.add(
+    "objective",
+    lambda ev: ev.energy["G"] + ev.problem.lam * ev.ent(),
+    "G + lam Ent (for particles Ent is a Kozachenko-Leonenko nearest-neighbour estimate, consistent "
+    "but biased in high dimension; for grids exact up to quadrature)",
+)
 OBSERVABLES.add("G", lambda ev: ev.energy["G"], "U + (lam_w_bar / 2) E||w||^2 (the classical objective: its G)")
 OBSERVABLES.add("entropy", lambda ev: ev.ent(), "Ent(mu) = int mu log mu")
 OBSERVABLES.add("U", lambda ev: ev.energy["U"], "the data term U(mu)")
 OBSERVABLES.add("second_moment", lambda ev: ev.energy["second_moment"], "E ||w||^2")
-OBSERVABLES.add("kernel_alignment", lambda ev: kernel_alignment(ev.functional, ev.fit),
-                "A = Y^T S Y / (||Y||^2 ||S||_F)")
-OBSERVABLES.add("parameter_alignment", _parameter_alignment,
-                "P = E ||R^T u||^2 / ||u||^2, R the target's relevant directions (u° for a single-index target, "
-                "e1 and e2 for x1 x2)")
-OBSERVABLES.add("degrees_of_freedom", lambda ev: degrees_of_freedom(ev.functional, ev.fit),
-                "tr S (S + n lam_a_bar I)^{-1}")
+OBSERVABLES.add(
+    "kernel_alignment", lambda ev: kernel_alignment(ev.functional, ev.fit), "A = Y^T S Y / (||Y||^2 ||S||_F)"
+)
+OBSERVABLES.add(
+    "parameter_alignment",
+    _parameter_alignment,
+    "P = E ||R^T u||^2 / ||u||^2, R the target's relevant directions (u° for a single-index target, "
+    "e1 and e2 for x1 x2)",
+)
+OBSERVABLES.add(
+    "degrees_of_freedom", lambda ev: degrees_of_freedom(ev.functional, ev.fit), "tr S (S + n lam_a_bar I)^{-1}"
+)
 OBSERVABLES.add("train_loss", lambda ev: half_mse(ev.fit.pred, ev.problem.Y), "(1/2) mean squared training error")
 OBSERVABLES.add("test_loss", _test_loss, "(1/2) mean squared error on the test set (clean targets)")
 

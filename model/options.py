@@ -69,9 +69,17 @@ class Key:
         return isinstance(value, types) and bool(self.check(value))
 
 
-def option(default: Any, doc: str, types: type | tuple[type, ...] | None = None,
-           check: Callable[[Any], bool] | None = None, requirement: str = "", since: str = FIRST_VERSION,
-           key: str | None = None, options: Iterable[str] | None = None, docs: bool = True) -> Any:
+def option(
+    default: Any,
+    doc: str,
+    types: type | tuple[type, ...] | None = None,
+    check: Callable[[Any], bool] | None = None,
+    requirement: str = "",
+    since: str = FIRST_VERSION,
+    key: str | None = None,
+    options: Iterable[str] | None = None,
+    docs: bool = True,
+) -> Any:
     """A dataclass field that declares a configuration key (named ``<section>.<field>`` unless ``key`` says)."""
     spec = Key(types or builtin_type(default), check or _anything, requirement, doc, default, since, options, docs)
     metadata: dict[str, Any] = {"option": spec}
@@ -113,8 +121,7 @@ def nonneg_int(default: int, doc: str, **kw: Any) -> Any:
 
 
 def positive(default: float, doc: str, **kw: Any) -> Any:
-    return option(default, doc, (int, float), lambda v: v > 0 and v == v and v != math.inf, "a finite number > 0",
-                  **kw)
+    return option(default, doc, (int, float), lambda v: v > 0 and v == v and v != math.inf, "a finite number > 0", **kw)
 
 
 def nonneg(default: float, doc: str, **kw: Any) -> Any:
@@ -137,8 +144,11 @@ def section_of(options: type) -> str:
 def keys_of(options: type) -> dict[str, str]:
     """``{field name: configuration key}`` of every field of an options dataclass (not the :func:`internal` ones)."""
     prefix = section_of(options)
-    return {f.name: f.metadata.get("key", f"{prefix}.{f.name}" if prefix else f.name) for f in fields(options)
-            if not f.metadata.get("internal")}
+    return {
+        f.name: f.metadata.get("key", f"{prefix}.{f.name}" if prefix else f.name)
+        for f in fields(options)
+        if not f.metadata.get("internal")
+    }
 
 
 def declared(options: type) -> dict[str, Key]:

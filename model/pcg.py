@@ -32,8 +32,12 @@ class PCGResult:
 
 
 def pcg(
-    matvec: Callable[[Array], Array], b: Array, precondition: Callable[[Array], Array], x0: Array | None = None,
-    tol: float = 1e-11, max_iter: int = 200,
+    matvec: Callable[[Array], Array],
+    b: Array,
+    precondition: Callable[[Array], Array],
+    x0: Array | None = None,
+    tol: float = 1e-11,
+    max_iter: int = 200,
 ) -> PCGResult:
     """Solve ``K x = b`` (columns of ``b`` independently) for symmetric positive-definite ``K``.
 
@@ -65,5 +69,3 @@ def pcg(
         it += 1
         rel = float(xp.max(xp.sqrt(xp.sum(r * r, axis=0)) / b_norm))
     return PCGResult(x, it, rel, rel <= tol)
-
-

@@ -28,7 +28,11 @@ class PriorOnlyFunctional(KernelBacked):
         return empty, empty
 
     def fit(
-        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        self,
+        W: Array,
+        q: Array,
+        features: tuple[Array, Array] | None = None,
+        Y: Array | None = None,
         signed: bool = False,
     ) -> Fit:
         validate_measure(W, q, self.dim, signed)

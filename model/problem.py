@@ -37,6 +37,7 @@ class DataSet(Protocol):
     @property
     def relevant(self) -> Array | None: ...
 
+
 # Inputs and targets enter products of two or three of themselves (u.x, the Gram matrix, Y^T S Y):
 # beyond 1e100 these overflow float64 (max ~1.8e308), so larger data cannot be a mistake worth running.
 DATA_LIMIT = 1e100
@@ -50,8 +51,10 @@ def check_values(name: str, a: Array) -> None:
         raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the data before building a Problem")
     largest = float(to_host(xp.max(xp.abs(a)))) if a.size else 0.0
     if largest > DATA_LIMIT:
-        raise ValueError(f"{name} has entries of magnitude up to {largest:.3g}, above {DATA_LIMIT:g}: their products "
-                         "overflow float64 (the features and the Gram matrix); rescale the data")
+        raise ValueError(
+            f"{name} has entries of magnitude up to {largest:.3g}, above {DATA_LIMIT:g}: their products "
+            "overflow float64 (the features and the Gram matrix); rescale the data"
+        )
 
 
 def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
@@ -96,11 +99,30 @@ class Problem:
     relevant: Array | None = None
     Xa: Array = field(init=False, repr=False, compare=False)
 
-    def __init__(self, X: Array, Y: Array, feature: FeatureMap | str, lam: float, lam_a: float, lam_w: float,
-                 X_test: Array | None = None, Y_test: Array | None = None, relevant: Array | None = None) -> None:
+    def __init__(
+        self,
+        X: Array,
+        Y: Array,
+        feature: FeatureMap | str,
+        lam: float,
+        lam_a: float,
+        lam_w: float,
+        X_test: Array | None = None,
+        Y_test: Array | None = None,
+        relevant: Array | None = None,
+    ) -> None:
         # Written out (not the dataclass's) because ``feature`` may be given by name.
-        values = {"X": X, "Y": Y, "lam": lam, "lam_a": lam_a, "lam_w": lam_w, "X_test": X_test, "Y_test": Y_test,
-                  "relevant": relevant, "feature": get_feature_map(feature) if isinstance(feature, str) else feature}
+        values = {
+            "X": X,
+            "Y": Y,
+            "lam": lam,
+            "lam_a": lam_a,
+            "lam_w": lam_w,
+            "X_test": X_test,
+            "Y_test": Y_test,
+            "relevant": relevant,
+            "feature": get_feature_map(feature) if isinstance(feature, str) else feature,
+        }
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self._check()
@@ -116,8 +138,10 @@ class Problem:
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
         X, Y = _data_pair("X", "Y", self.X, self.Y)
         if 0 in X.shape or Y.shape[1] == 0:
-            raise ValueError(f"X has shape {X.shape} and Y {Y.shape}: a problem needs at least one sample, one input "
-                             "dimension and one target")
+            raise ValueError(
+                f"X has shape {X.shape} and Y {Y.shape}: a problem needs at least one sample, one input "
+                "dimension and one target"
+            )
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one target row per input")
         object.__setattr__(self, "X", X)

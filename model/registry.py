@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 V = TypeVar("V")
 
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered implementation, the line that documents it, and the dataclass of its options (or None)."""
@@ -65,8 +66,15 @@ class Registry(Mapping[str, T]):
     read); ``adopt(name, obj)`` turns what a plug-in's entry point loads into an entry (and may refuse it).
     """
 
-    def __init__(self, key: str, entries: list[Entry[T]] | None = None, *, group: str | None = None,
-                 builtins: str | None = None, adopt: Callable[[str, Any], T] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        entries: list[Entry[T]] | None = None,
+        *,
+        group: str | None = None,
+        builtins: str | None = None,
+        adopt: Callable[[str, Any], T] | None = None,
+    ) -> None:
         self.key = key
         self.group = group
         self._builtins = builtins
@@ -150,11 +158,13 @@ class Registry(Mapping[str, T]):
         try:
             obj = found[0].load()
         except Exception as e:  # a broken plug-in is reported by its name, not as a traceback of foreign code
-            raise ValueError(f"{self.key}: the plug-in {name!r} ({found[0].value}) cannot be loaded: "
-                             f"{type(e).__name__}: {e}") from None
+            raise ValueError(
+                f"{self.key}: the plug-in {name!r} ({found[0].value}) cannot be loaded: {type(e).__name__}: {e}"
+            ) from None
         value = self._adopt(name, obj) if self._adopt is not None else obj
-        self.add(name, value, (getattr(obj, "__doc__", None) or "").strip().split("\n")[0],
-                 origin=PLUGIN + found[0].value)
+        self.add(
+            name, value, (getattr(obj, "__doc__", None) or "").strip().split("\n")[0], origin=PLUGIN + found[0].value
+        )
         return True
 
     def forget_plugins(self) -> None:

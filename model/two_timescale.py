@@ -35,6 +35,7 @@ from .problem import Problem
 
 __all__ = ["SOLVE_METHODS", "DualSolve", "DualSolveOptions", "TwoTimescaleFunctional"]
 
+
 def feature_arrays(problem: Problem) -> int:
     """How many n x N arrays the problem's features take: 1 where :meth:`FeatureMap.evaluate`'s cache is the values
     themselves (tanh, sigmoid: the derivative is a function of the value), 2 where it keeps the pre-activations
@@ -61,16 +62,23 @@ def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
     return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
 
 
-@OBJECTIVES.register("two-timescale", doc="the limiting functional, second layer in closed form, docs/theory.md §2",
-                     options=DualSolveOptions)
+@OBJECTIVES.register(
+    "two-timescale",
+    doc="the limiting functional, second layer in closed form, docs/theory.md §2",
+    options=DualSolveOptions,
+)
 class TwoTimescaleFunctional:
     """``G(mu) = U(mu) + (lam_w_bar/2) E||w||^2`` with the second layer in closed form."""
 
     name = "two-timescale"
 
     def __init__(
-        self, problem: Problem, memory_budget: int = DEFAULT_MEMORY_BUDGET, comm: Communicator | None = None,
-        solve: DualSolve | None = None, options: DualSolveOptions | None = None,
+        self,
+        problem: Problem,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        comm: Communicator | None = None,
+        solve: DualSolve | None = None,
+        options: DualSolveOptions | None = None,
     ) -> None:
         self.problem = problem
         self.memory_budget = int(memory_budget)
@@ -108,7 +116,11 @@ class TwoTimescaleFunctional:
 
     # ----------------------------------------------------------------- fit
     def fit(
-        self, W: Array, q: Array, features: tuple[Array, Array] | None = None, Y: Array | None = None,
+        self,
+        W: Array,
+        q: Array,
+        features: tuple[Array, Array] | None = None,
+        Y: Array | None = None,
         signed: bool = False,
     ) -> Fit:
         """Solve the second layer for the measure ``sum_i q_i delta_{W_i}``.
@@ -168,14 +180,18 @@ class TwoTimescaleFunctional:
             if what == "source":
                 q = state.get(f"source_weight_{side}")
                 if q is None or v.ndim != 2 or v.shape[1] != pb.p or tuple(q.shape) != (v.shape[0],):
-                    raise ValueError(f"solver state {name!r}: a measure's points (m x {pb.p}) and their weights "
-                                     f"(m,) are expected, got {tuple(v.shape)} and "
-                                     f"{None if q is None else tuple(q.shape)}")
+                    raise ValueError(
+                        f"solver state {name!r}: a measure's points (m x {pb.p}) and their weights "
+                        f"(m,) are expected, got {tuple(v.shape)} and "
+                        f"{None if q is None else tuple(q.shape)}"
+                    )
                 self._source[side] = (v, xp.asarray(q, dtype=pb.X.dtype))
             elif what == "guess":
                 if v.ndim != 2 or v.shape[1] != columns or (side == "n" and v.shape[0] != pb.n):
-                    raise ValueError(f"solver state {name!r} has shape {tuple(v.shape)}, not that of a solution "
-                                     f"of the {side}-side system with {columns} column(s)")
+                    raise ValueError(
+                        f"solver state {name!r} has shape {tuple(v.shape)}, not that of a solution "
+                        f"of the {side}-side system with {columns} column(s)"
+                    )
                 guesses[(side, columns)] = v
         self._guess = guesses
 
@@ -219,8 +235,9 @@ class TwoTimescaleFunctional:
         pb, xp = self.problem, namespace(W)
         if side in self._source and side not in self._factor:  # restored: factored again where it was
             Ws, qs = self._source[side]
-            self._factor[side] = self._inverse(self._fit_n_side(Ws, qs, None, pb.Y) if side == "n"
-                                               else self._fit_N_side(Ws, qs, pb.Y))
+            self._factor[side] = self._inverse(
+                self._fit_n_side(Ws, qs, None, pb.Y) if side == "n" else self._fit_N_side(Ws, qs, pb.Y)
+            )
         factor = self._factor.get(side)
         size = pb.n if side == "n" else W.shape[0]
         if factor is None or factor.shape[0] != size:
@@ -254,6 +271,7 @@ class TwoTimescaleFunctional:
                 return B.T @ (B @ V) + r * V
 
             rhs = B.T @ Y
+
         def precondition(R: Array) -> Array:
             return (factor @ R.astype(factor.dtype)).astype(R.dtype)
 
@@ -269,8 +287,9 @@ class TwoTimescaleFunctional:
         U = dual_objective(pb, Y, C)
         return Fit(W, q, C, pred, U, side, None, None, Z, H)
 
-    def _fit_n_side(self, W: Array, q: Array, features: tuple[Array, Array] | None, Y: Array,
-                    signed: bool = False) -> Fit:
+    def _fit_n_side(
+        self, W: Array, q: Array, features: tuple[Array, Array] | None, Y: Array, signed: bool = False
+    ) -> Fit:
         pb, xp = self.problem, namespace(W)
         n = pb.n
         S = xp.zeros((n, n), dtype=pb.X.dtype)

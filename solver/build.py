@@ -57,8 +57,18 @@ def generate_data(config: Config | RunConfig) -> Data:
     if c.source:
         ds = read_dataset(c.source, c.x_columns, c.y_columns, c.test_source or None)
     else:
-        ds = make_dataset(c.target, d=c.d, n=c.n, n_test=c.n_test, noise=c.noise, inputs=c.inputs, link=c.link,
-                          m=c.m, frequency=c.frequency, seed=rc.run.seed)
+        ds = make_dataset(
+            c.target,
+            d=c.d,
+            n=c.n,
+            n_test=c.n_test,
+            noise=c.noise,
+            inputs=c.inputs,
+            link=c.link,
+            m=c.m,
+            frequency=c.frequency,
+            seed=rc.run.seed,
+        )
     return {k: getattr(ds, k) for k in DATA_KEYS}
 
 
@@ -71,8 +81,9 @@ def with_data_sizes(config: Config, data: Data) -> Config:
     return out
 
 
-def build_problem(config: Config | RunConfig, data: Data | None = None, backend: str | None = None,
-                  trust: bool = True) -> Problem:
+def build_problem(
+    config: Config | RunConfig, data: Data | None = None, backend: str | None = None, trust: bool = True
+) -> Problem:
     """The :class:`Problem` of a configuration on ``backend`` (default: the configured one), in its dtype.
 
     To analyse a saved run on another machine, pass the data read from its file
@@ -83,8 +94,15 @@ def build_problem(config: Config | RunConfig, data: Data | None = None, backend:
     data = generate_data(rc) if data is None else data
     m = rc.model
     pb = Problem(
-        data["X"], data["Y"], get_feature_map(m.feature, allow_import=trust), m.lam, m.lam_a, m.lam_w,
-        data.get("X_test"), data.get("Y_test"), data.get("relevant"),
+        data["X"],
+        data["Y"],
+        get_feature_map(m.feature, allow_import=trust),
+        m.lam,
+        m.lam_a,
+        m.lam_w,
+        data.get("X_test"),
+        data.get("Y_test"),
+        data.get("relevant"),
     )
     return pb.to(get_backend(rc.run.backend if backend is None else backend), np.dtype(rc.run.dtype))
 
@@ -97,8 +115,15 @@ def build_functional(config: Config | RunConfig, problem: Problem, comm: Communi
     """
     rc = typed(config)
     density = DISCRETIZATIONS[rc.run.discretization].density
-    return make_functional(rc.model.objective, problem, memory_budget(rc), comm, label_noise=rc.model.label_noise,
-                           options=rc.objective, expectation=density)
+    return make_functional(
+        rc.model.objective,
+        problem,
+        memory_budget(rc),
+        comm,
+        label_noise=rc.model.label_noise,
+        options=rc.objective,
+        expectation=density,
+    )
 
 
 def memory_budget(config: Config | RunConfig, processes: int = 1) -> int:
@@ -127,8 +152,9 @@ def build_grid(config: Config | RunConfig, functional: Functional) -> Grid:
     return grid_for(functional, get(tree, "grid.half_width"), get(tree, "grid.cells"))
 
 
-def stationary(config: Config | RunConfig, functional: Functional, grid: Grid,
-               verbose: bool = False) -> StationaryResult:
+def stationary(
+    config: Config | RunConfig, functional: Functional, grid: Grid, verbose: bool = False
+) -> StationaryResult:
     """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map)."""
     s = typed(config).stationary
 
@@ -138,7 +164,12 @@ def stationary(config: Config | RunConfig, functional: Functional, grid: Grid,
     with warnings.catch_warnings():  # refused below with the configuration's key names instead
         warnings.simplefilter("ignore", NotConvergedWarning)
         result = solve_stationary(
-            functional, grid, tol=s.tol, max_iter=s.max_iter, damping=s.damping, memory=s.memory,
+            functional,
+            grid,
+            tol=s.tol,
+            max_iter=s.max_iter,
+            damping=s.damping,
+            memory=s.memory,
             callback=report if verbose else None,
         )
     if not result.converged:
@@ -150,8 +181,11 @@ def stationary(config: Config | RunConfig, functional: Functional, grid: Grid,
 
 
 def build_system(
-    config: Config | RunConfig, problem: Problem, state: ParticleState | DensityState | None = None,
-    comm: Communicator | None = None, reference_objective: float | None = None,
+    config: Config | RunConfig,
+    problem: Problem,
+    state: ParticleState | DensityState | None = None,
+    comm: Communicator | None = None,
+    reference_objective: float | None = None,
     functional: Functional | None = None,
 ) -> System:
     """A fresh discretisation of the configuration, or one continuing a saved state: the registered
@@ -222,8 +256,9 @@ def metrics_of(system: System) -> dict[str, float]:
     return out
 
 
-def _observers(config: Config | RunConfig, store: CheckpointStore | None, steps: int, resuming: bool,
-               rank: int = 0) -> list[loop.Observer]:
+def _observers(
+    config: Config | RunConfig, store: CheckpointStore | None, steps: int, resuming: bool, rank: int = 0
+) -> list[loop.Observer]:
     """The run's observers: the observables' recorder, progress, and the checkpoint writer (``store``) or,
     without one, the frames kept in memory (:class:`Frames`)."""
     out = typed(config).output
@@ -252,8 +287,9 @@ def _prepare(config: Config) -> tuple[RunConfig, Data, Problem, Functional]:
     return rc, data, problem, check_inputs(rc, problem)
 
 
-def start(config: Config, path: str | Path | None = None, overwrite: bool = False,
-          observers: Sequence[loop.Observer] = ()) -> Path:
+def start(
+    config: Config, path: str | Path | None = None, overwrite: bool = False, observers: Sequence[loop.Observer] = ()
+) -> Path:
     """Run a configuration from the prior, writing its checkpoint file; returns the path.
 
     ``observers`` see every step after the run's own (recorder, progress, checkpoint writer).
@@ -271,8 +307,16 @@ def start(config: Config, path: str | Path | None = None, overwrite: bool = Fals
             )
         functional = build_functional(rc, problem, comm) if comm.size > 1 else functional  # its share, under MPI
         system = build_system(rc, problem, comm=comm, functional=functional)
-        create: NewFile = (to_toml(rc.tree), data, system.kind, system.functional.dim, getattr(system, "grid", None),
-                           rc.output.author, rc.output.checksum, getattr(system, "reference_objective", None))
+        create: NewFile = (
+            to_toml(rc.tree),
+            data,
+            system.kind,
+            system.functional.dim,
+            getattr(system, "grid", None),
+            rc.output.author,
+            rc.output.checksum,
+            getattr(system, "reference_objective", None),
+        )
         steps = rc.time.steps
         plan = planned_rows(rc, 0, steps, resuming=False)
         if comm.rank == 0:  # the file gets room for every planned frame at step 0: refuse now what cannot fit
@@ -353,8 +397,9 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
                 f"{str(path)!r} already reached time.steps = {rc.time.steps}; pass --steps K to go further"
             )
     try:
-        system = build_system(rc, build_problem(rc, snap.data, trust=trust), snap.state(), comm,
-                              reader.reference_objective)
+        system = build_system(
+            rc, build_problem(rc, snap.data, trust=trust), snap.state(), comm, reader.reference_objective
+        )
     except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
         raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
     store = open_store(path, comm, system, None, planned_rows(rc, snap.step, steps, resuming=True), reader.sharded)
@@ -376,10 +421,10 @@ def write_stationary(config: Config, path: str | Path | None = None, overwrite: 
         functional = build_functional(rc, problem)
         grid = build_grid(rc, functional)
         result = stationary(rc, functional, grid, verbose=True)
-        store = CheckpointStore.create(target, to_toml(rc.tree), data, "stationary", functional.dim, grid,
-                                       rc.output.author, rc.output.checksum)
-        for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"],
-                                            strict=True)):
+        store = CheckpointStore.create(
+            target, to_toml(rc.tree), data, "stationary", functional.dim, grid, rc.output.author, rc.output.checksum
+        )
+        for k, (cert, obj) in enumerate(zip(result.history["certificate"], result.history["objective"], strict=True)):
             store.add_observables(k, float(k), {"certificate": cert, "objective": obj})
         store.commit(DensityState(to_host(result.density), 0, 0.0))
     return path

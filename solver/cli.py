@@ -44,9 +44,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     registry = EXPERIMENTS if args.command == "experiment" else CHECKS
     experiment = args.command == "experiment"
     overrides = _experiment_settings(args.set or []) if experiment else None
-    reports = run_checks(args.checks, args.out, full=args.full, seed=args.seed, registry=registry,
-                         backend=getattr(args, "backend", "numpy"), jobs=args.jobs, fresh=args.fresh,
-                         overrides=overrides, scheduler=args.scheduler)
+    reports = run_checks(
+        args.checks,
+        args.out,
+        full=args.full,
+        seed=args.seed,
+        registry=registry,
+        backend=getattr(args, "backend", "numpy"),
+        jobs=args.jobs,
+        fresh=args.fresh,
+        overrides=overrides,
+        scheduler=args.scheduler,
+    )
     print(f"report: {args.out}/summary.md")
     failed = [r.name for r in reports if r.status == "failed"]
     if failed:
@@ -131,8 +140,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} {source}")
     if r.steps.size:
         room = f"; rows for {r.capacity}" if r.capacity > r.steps.size else ""
-        print(f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g}"
-              f"{room})")
+        print(
+            f"frames:          {r.steps.size} (steps {int(r.steps[0])} .. {int(r.steps[-1])}, t = {r.times[-1]:g}"
+            f"{room})"
+        )
     else:
         print("frames:          none")
     if r.has_density:
@@ -182,8 +193,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _config_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
-    p.add_argument("config", nargs="?", help="TOML configuration file, or a shipped one by name (`mfld configs`), "
-                   "merged over the built-in default")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="TOML configuration file, or a shipped one by name (`mfld configs`), merged over the built-in default",
+    )
     p.add_argument("--out", help=out_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted key, e.g. time.eta=0.1")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -210,48 +224,82 @@ def parser() -> argparse.ArgumentParser:
     _config_arguments(st, "output file (default: output.path)")
     st.set_defaults(func=_cmd_stationary)
     v = sub.add_parser("validate", help="check the theory numerically: convexity, rate, crosscheck, discretizations")
-    _report_arguments(v, "check names, or 'all'", "paper-grade sizes instead of the quick ones (CPU: the checks are "
-                      "small grids and particle sets)", "mfld-validation")
-    e = sub.add_parser("experiment", help="reproduce the paper: alignment, paper-figure-1, label-noise, "
-                       "paper-figure-2, sample-complexity")
-    _report_arguments(e, "experiment names, or 'all'",
-                      "the paper's sizes (long on a CPU: use --backend cupy on a GPU)", "mfld-experiments")
+    _report_arguments(
+        v,
+        "check names, or 'all'",
+        "paper-grade sizes instead of the quick ones (CPU: the checks are small grids and particle sets)",
+        "mfld-validation",
+    )
+    e = sub.add_parser(
+        "experiment",
+        help="reproduce the paper: alignment, paper-figure-1, label-noise, paper-figure-2, sample-complexity",
+    )
+    _report_arguments(
+        e,
+        "experiment names, or 'all'",
+        "the paper's sizes (long on a CPU: use --backend cupy on a GPU)",
+        "mfld-experiments",
+    )
     for parser in (v, e):
-        parser.add_argument("--jobs", type=int, default=0, metavar="N",
-                            help="Dask worker processes running the runs side by side (an experiment's, the "
-                            "crosscheck's parts), one BLAS pool of cores/N threads each (default 0: one per core; "
-                            "1: one after the other in this process)")
-        parser.add_argument("--scheduler", metavar="ADDRESS",
-                            help="submit the runs to the Dask scheduler at ADDRESS (e.g. tcp://host:8786) instead "
-                            "of a local cluster")
-        parser.add_argument("--fresh", action="store_true",
-                            help="run every run again instead of reading back the results an earlier invocation "
-                            "saved under OUT/jobs/")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a key of the experiment's [quick] or [full] table, e.g. seeds=2 (TOML values)")
-    e.add_argument("--backend", default="numpy", choices=list(BACKENDS),
-                   help="array backend of the particle training (label-noise's grid part runs on the CPU)")
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Dask worker processes running the runs side by side (an experiment's, the "
+            "crosscheck's parts), one BLAS pool of cores/N threads each (default 0: one per core; "
+            "1: one after the other in this process)",
+        )
+        parser.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="submit the runs to the Dask scheduler at ADDRESS (e.g. tcp://host:8786) instead of a local cluster",
+        )
+        parser.add_argument(
+            "--fresh",
+            action="store_true",
+            help="run every run again instead of reading back the results an earlier invocation saved under OUT/jobs/",
+        )
+    e.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key of the experiment's [quick] or [full] table, e.g. seeds=2 (TOML values)",
+    )
+    e.add_argument(
+        "--backend",
+        default="numpy",
+        choices=list(BACKENDS),
+        help="array backend of the particle training (label-noise's grid part runs on the CPU)",
+    )
     sw = sub.add_parser("sweep", help="run a grid of configurations on Dask (a LocalCluster by default)")
     sw.add_argument("file", help="sweep TOML: base, out, [set] and [grid] of lists")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else its name)")
     sw.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     sw.add_argument("--workers", type=int, help="worker processes of the LocalCluster (default 2)")
-    sw.add_argument("--trust-plugins", action="store_true",
-                    help="let resumed runs import a feature map their files name by module:attribute")
+    sw.add_argument(
+        "--trust-plugins",
+        action="store_true",
+        help="let resumed runs import a feature map their files name by module:attribute",
+    )
     sw.set_defaults(func=_cmd_sweep)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint, bit for bit")
     s.add_argument("file")
     s.add_argument("--steps", type=int, help="steps to add (default: up to the configured time.steps)")
-    s.add_argument("--trust-plugins", action="store_true",
-                   help="import a feature map that the file names by module:attribute (only for files you trust)")
+    s.add_argument(
+        "--trust-plugins",
+        action="store_true",
+        help="import a feature map that the file names by module:attribute (only for files you trust)",
+    )
     s.set_defaults(func=_cmd_resume)
     c = sub.add_parser("configs", help="list the shipped configurations, usable by name")
     c.set_defaults(func=_cmd_configs)
     i = sub.add_parser("info", help="summarise a checkpoint file")
     i.add_argument("file")
     i.set_defaults(func=_cmd_info)
-    cp = sub.add_parser("compare", help="two saved runs of one problem at matching times: W1, W2, U, df, alignment, "
-                        "kernel distance")
+    cp = sub.add_parser(
+        "compare", help="two saved runs of one problem at matching times: W1, W2, U, df, alignment, kernel distance"
+    )
     cp.add_argument("a")
     cp.add_argument("b")
     cp.add_argument("--steps", type=int, nargs="+", help="only these steps of A (default: every common time)")
@@ -260,8 +308,9 @@ def parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=_cmd_compare)
     pl = sub.add_parser("plot", help="draw a checkpoint's observables to PNG")
     pl.add_argument("file")
-    pl.add_argument("--out", help="PNG path of the observables (default: FILE with .png; the measure goes to "
-                    "FILE-measure.png)")
+    pl.add_argument(
+        "--out", help="PNG path of the observables (default: FILE with .png; the measure goes to FILE-measure.png)"
+    )
     pl.add_argument("--steps", type=int, nargs="+", help="saved steps at which to draw the measure (default: four)")
     pl.add_argument("--animate", action="store_true", help="also every saved frame as FILE.gif")
     pl.set_defaults(func=_cmd_plot)
@@ -308,7 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
         return 0
     except (
-        ConfigError, CheckpointError, FileExistsError, ValueError, FloatingPointError, ImportError, RuntimeError,
+        ConfigError,
+        CheckpointError,
+        FileExistsError,
+        ValueError,
+        FloatingPointError,
+        ImportError,
+        RuntimeError,
         MemoryError,
     ) as e:
         print(f"mfld: error: {e}", file=sys.stderr)

@@ -21,8 +21,23 @@ from mfld.validation.distances import distance_names, kernel_distance, wasserste
 
 from .build import build_functional, build_problem
 
-COLUMNS = ("time", "step_a", "step_b", "W1", "W2", "U_a", "U_b", "dU", "df_a", "df_b", "d_df", "A_a", "A_b", "dA",
-           "kernel_sup")
+COLUMNS = (
+    "time",
+    "step_a",
+    "step_b",
+    "W1",
+    "W2",
+    "U_a",
+    "U_b",
+    "dU",
+    "df_a",
+    "df_b",
+    "d_df",
+    "A_a",
+    "A_b",
+    "dA",
+    "kernel_sup",
+)
 _SAME = ("objective", "feature", "lam", "lam_a", "lam_w")
 
 
@@ -32,8 +47,10 @@ def _same_problem(a: CheckpointReader, b: CheckpointReader) -> None:
         if a.data[name].shape != b.data[name].shape or not np.array_equal(a.data[name], b.data[name]):
             diff.append(f"data {name}")
     if diff:
-        raise CheckpointError(f"{str(a.path)!r} and {str(b.path)!r} are runs of different problems "
-                              f"(they differ in {', '.join(diff)}); compare runs of one problem")
+        raise CheckpointError(
+            f"{str(a.path)!r} and {str(b.path)!r} are runs of different problems "
+            f"(they differ in {', '.join(diff)}); compare runs of one problem"
+        )
 
 
 def matching_frames(a: CheckpointReader, b: CheckpointReader, steps: list[int] | None = None) -> list[tuple[int, int]]:
@@ -46,14 +63,16 @@ def matching_frames(a: CheckpointReader, b: CheckpointReader, steps: list[int] |
         if hits.size:
             pairs.append((ka, int(hits[-1])))
     if not pairs:
-        raise CheckpointError(f"{str(a.path)!r} (times {a.times.tolist()}) and {str(b.path)!r} (times "
-                              f"{b.times.tolist()}) saved no frame at a common time" +
-                              (f" among steps {steps}" if steps else ""))
+        raise CheckpointError(
+            f"{str(a.path)!r} (times {a.times.tolist()}) and {str(b.path)!r} (times "
+            f"{b.times.tolist()}) saved no frame at a common time" + (f" among steps {steps}" if steps else "")
+        )
     return pairs
 
 
-def compare(path_a: str | Path, path_b: str | Path, steps: list[int] | None = None,
-            trust: bool = False) -> list[dict[str, float]]:
+def compare(
+    path_a: str | Path, path_b: str | Path, steps: list[int] | None = None, trust: bool = False
+) -> list[dict[str, float]]:
     """One row per matching time: W1, W2, U, df, alignment of both measures and their differences, kernel sup-distance.
 
     ``trust`` admits feature maps named by import path in the files (see :func:`~mfld.solver.build.build_problem`).
@@ -75,15 +94,26 @@ def compare(path_a: str | Path, path_b: str | Path, steps: list[int] | None = No
         w1, w2 = wasserstein(snaps["a"].points, snaps["a"].weights, snaps["b"].points, snaps["b"].weights, rng)
         sup = kernel_distance(problem.feature, problem.X, *kernel["a"], *kernel["b"])
         oa, ob = obs["a"], obs["b"]
-        rows.append({
-            "time": float(a.times[ka]), "step_a": int(a.steps[ka]), "step_b": int(b.steps[kb]), "W1": w1, "W2": w2,
-            "U_a": oa["U"], "U_b": ob["U"], "dU": oa["U"] - ob["U"],
-            "df_a": oa["degrees_of_freedom"], "df_b": ob["degrees_of_freedom"],
-            "d_df": oa["degrees_of_freedom"] - ob["degrees_of_freedom"],
-            "A_a": oa["kernel_alignment"], "A_b": ob["kernel_alignment"],
-            "dA": oa["kernel_alignment"] - ob["kernel_alignment"], "kernel_sup": sup,
-            "sliced": snaps["a"].points.shape[1] > 1,
-        })
+        rows.append(
+            {
+                "time": float(a.times[ka]),
+                "step_a": int(a.steps[ka]),
+                "step_b": int(b.steps[kb]),
+                "W1": w1,
+                "W2": w2,
+                "U_a": oa["U"],
+                "U_b": ob["U"],
+                "dU": oa["U"] - ob["U"],
+                "df_a": oa["degrees_of_freedom"],
+                "df_b": ob["degrees_of_freedom"],
+                "d_df": oa["degrees_of_freedom"] - ob["degrees_of_freedom"],
+                "A_a": oa["kernel_alignment"],
+                "A_b": ob["kernel_alignment"],
+                "dA": oa["kernel_alignment"] - ob["kernel_alignment"],
+                "kernel_sup": sup,
+                "sliced": snaps["a"].points.shape[1] > 1,
+            }
+        )
     return rows
 
 
@@ -108,8 +138,13 @@ def plot(rows: list[dict[str, float]], out: str | Path, title: str) -> Path:
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     t = [r["time"] for r in rows]
-    for key, label in (("W1", _label("W1", rows)), ("W2", _label("W2", rows)), ("dU", "|U_a - U_b|"),
-                       ("d_df", "|df_a - df_b|"), ("kernel_sup", "sup |k_a - k_b|")):
+    for key, label in (
+        ("W1", _label("W1", rows)),
+        ("W2", _label("W2", rows)),
+        ("dU", "|U_a - U_b|"),
+        ("d_df", "|df_a - df_b|"),
+        ("kernel_sup", "sup |k_a - k_b|"),
+    ):
         values = np.abs([r[key] for r in rows])
         if np.any(values > 0):
             ax.plot(t, np.maximum(values, 1e-300), "o-", label=label)

@@ -43,8 +43,9 @@ NewFile = tuple[str, Data, str, int, Grid | None, str, bool, float | None]
 Obj(mu*) of a grid run's gap."""
 
 
-def open_store(path: Path, comm: Communicator, system: System, create: NewFile | None,
-           plan: tuple[int, int], sharded: bool = False) -> CheckpointStore:
+def open_store(
+    path: Path, comm: Communicator, system: System, create: NewFile | None, plan: tuple[int, int], sharded: bool = False
+) -> CheckpointStore:
     """The run's checkpoint store: the file itself, or shards plus a master under MPI (created by rank 0).
 
     A file that was written sharded (``sharded``, as its reader found it) stays sharded, whatever the number
@@ -85,7 +86,8 @@ def check_output(path: Path) -> None:
     if str(path) in ("", "."):
         raise ValueError("the output path is empty; give --out FILE.h5")
     if path.exists() and not path.is_file():
-        raise ValueError(f"{str(path)!r} exists and is not a regular file (a directory, device or fifo); "
-                         "choose another --out")
+        raise ValueError(
+            f"{str(path)!r} exists and is not a regular file (a directory, device or fifo); choose another --out"
+        )
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a directory; give a file name")

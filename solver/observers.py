@@ -72,8 +72,10 @@ class Progress:
             if elapsed >= self.delay:
                 rate = done / elapsed
                 left = (self.total - done) / rate if rate > 0 else math.inf
-                log.info(f"step {system.step_count} ({done}/{self.total}, {100 * done / max(self.total, 1):.0f}%), "
-                         f"t = {system.time:.6g}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+                log.info(
+                    f"step {system.step_count} ({done}/{self.total}, {100 * done / max(self.total, 1):.0f}%), "
+                    f"t = {system.time:.6g}, {elapsed:.0f} s elapsed, about {left:.0f} s left"
+                )
 
     def finish(self, system: System, interrupted: bool) -> None:
         self.bar.close()

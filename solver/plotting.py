@@ -71,8 +71,10 @@ def _grid_of(fig: Figure, panels: int, columns: int = 3) -> list[Axes]:
 def _title(record: Any) -> str:
     c, m = record.config, record.config["model"]
     size = f"{record.kind}, {c['grid']['cells']} cells" if holds_density(record.kind) else f"N={c['particles']['N']}"
-    return (f"{_name(record)}: {m['objective']}, {m['feature']}, lam={m['lam']:g}, lam_a={m['lam_a']:g}, "
-            f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}")
+    return (
+        f"{_name(record)}: {m['objective']}, {m['feature']}, lam={m['lam']:g}, lam_a={m['lam_a']:g}, "
+        f"lam_w={m['lam_w']:g}, {size}, eta={c['time']['eta']:g}"
+    )
 
 
 def observables_figure(source: Any) -> Figure:
@@ -93,8 +95,7 @@ def observables_figure(source: Any) -> Figure:
         el = obs[name]
         ax.plot(el["time"], el["value"], label=name.replace("_", " "))
         if name == "gap" and "certificate" in obs:
-            ax.plot(obs["certificate"]["time"], obs["certificate"]["value"], "--",
-                    label="certificate lam KL(m || p_m)")
+            ax.plot(obs["certificate"]["time"], obs["certificate"]["value"], "--", label="certificate lam KL(m || p_m)")
         if name == "train_loss" and "test_loss" in obs and np.isfinite(obs["test_loss"]["value"]).any():
             ax.plot(obs["test_loss"]["time"], obs["test_loss"]["value"], label="test loss")
         if log and np.any(el["value"] > 0):
@@ -106,8 +107,7 @@ def observables_figure(source: Any) -> Figure:
         ax.grid(alpha=0.3)
     title = _title(record)
     if constant:
-        title += "\nconstant over the run: " + ", ".join(
-            f"{n} = {obs[n]['value'][-1]:.4g}" for n, _, _ in constant)
+        title += "\nconstant over the run: " + ", ".join(f"{n} = {obs[n]['value'][-1]:.4g}" for n, _, _ in constant)
     fig.suptitle(title)
     return fig
 
@@ -131,8 +131,10 @@ def stationary_figure(source: Any) -> Figure:
     for ax in (left, middle):
         ax.grid(alpha=0.3)
     _draw_measure(fig, right, record.snapshot(), "mu*")
-    fig.suptitle(f"{_name(record)}: mu* = p_mu* by the proximal Gibbs iteration, "
-                 f"{' x '.join(map(str, record.grid().cells))} cells")
+    fig.suptitle(
+        f"{_name(record)}: mu* = p_mu* by the proximal Gibbs iteration, "
+        f"{' x '.join(map(str, record.grid().cells))} cells"
+    )
     return fig
 
 
@@ -179,12 +181,14 @@ def _density_label(grid: Grid, pair: tuple[int, int]) -> str:
     return "density" if grid.dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})"
 
 
-def _density_image(fig: Figure, ax: Axes, snap: Snapshot, pair: tuple[int, int], vmax: float | None,
-                   colorbar: bool) -> None:
+def _density_image(
+    fig: Figure, ax: Axes, snap: Snapshot, pair: tuple[int, int], vmax: float | None, colorbar: bool
+) -> None:
     a, b = pair
     grid = _field(snap)[1]
-    mesh = ax.pcolormesh(grid.axes()[a], grid.axes()[b], _image(snap, pair).T, shading="auto",
-                         cmap="viridis", vmin=0, vmax=vmax)
+    mesh = ax.pcolormesh(
+        grid.axes()[a], grid.axes()[b], _image(snap, pair).T, shading="auto", cmap="viridis", vmin=0, vmax=vmax
+    )
     if colorbar:
         fig.colorbar(mesh, ax=ax, label=_density_label(grid, pair))
     ax.set_xlabel(f"w_{a}")
@@ -206,8 +210,10 @@ def _directions(snap: Snapshot, last: Snapshot) -> tuple[np.ndarray, tuple[str, 
         if R.shape[1] >= 2:
             return u @ R[:, :2], ("u . r_1", "u . r_2")
         along = u @ R[:, 0]
-        return np.column_stack([along, np.linalg.norm(u - along[:, None] * R[:, 0], axis=1)]), \
-            ("u . u°", "|u - (u . u°) u°|")
+        return np.column_stack([along, np.linalg.norm(u - along[:, None] * R[:, 0], axis=1)]), (
+            "u . u°",
+            "|u - (u . u°) u°|",
+        )
     ref = last.points[:, :d]
     _, _, vt = np.linalg.svd(ref - ref.mean(axis=0), full_matrices=False)
     return u @ vt[:2].T, ("u . v_1 (principal)", "u . v_2 (principal)")
@@ -217,8 +223,15 @@ def _pair(snap: Snapshot) -> tuple[int, int]:
     return _marginal_axes(snap) if _field(snap)[1].dim == 3 else (0, 1)
 
 
-def _draw_measure(fig: Figure, ax: Axes, snap: Snapshot, label: str, last: Snapshot | None = None,
-                  vmax: float | None = None, colorbar: bool = True) -> None:
+def _draw_measure(
+    fig: Figure,
+    ax: Axes,
+    snap: Snapshot,
+    label: str,
+    last: Snapshot | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+) -> None:
     """One frame of the measure on ``ax`` (see the module doc); ``last`` fixes the directions drawn."""
     if snap.density is not None:
         density, grid = _field(snap)

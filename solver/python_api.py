@@ -38,9 +38,14 @@ ConfigLike = str | Path | Mapping[str, Any] | None
 class MemoryRecord:
     """What a run kept in memory, read the way :class:`~mfld.storage.CheckpointReader` reads a file."""
 
-    def __init__(self, config: Config, data: dict[str, np.ndarray], system: System,
-                 records: list[tuple[int, float, dict[str, float]]],
-                 states: list[State]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        data: dict[str, np.ndarray],
+        system: System,
+        records: list[tuple[int, float, dict[str, float]]],
+        states: list[State],
+    ) -> None:
         self.path: Path | None = None
         self.config, self.data, self.kind = config, data, system.kind
         self._grid: Grid | None = getattr(system, "grid", None)
@@ -69,8 +74,9 @@ class MemoryRecord:
         state = self._states[int(hits[-1])]
         if not isinstance(state, ParticleState | DensityState):
             raise CheckpointError(f"a kept state of a run in memory is a {type(state).__name__}")
-        return snapshot_of(state, None, self.config, self.data, self.kind,
-                           self.grid() if isinstance(state, DensityState) else None)
+        return snapshot_of(
+            state, None, self.config, self.data, self.kind, self.grid() if isinstance(state, DensityState) else None
+        )
 
 
 class Run:
@@ -82,8 +88,9 @@ class Run:
     (None for a loaded file); ``interrupted``: whether a signal stopped the run early.
     """
 
-    def __init__(self, record: CheckpointReader | MemoryRecord, system: System | None = None,
-                 interrupted: bool = False) -> None:
+    def __init__(
+        self, record: CheckpointReader | MemoryRecord, system: System | None = None, interrupted: bool = False
+    ) -> None:
         self.record, self.system, self.interrupted = record, system, interrupted
 
     @property
@@ -148,8 +155,10 @@ def resolve_config(config: ConfigLike = None, set: Mapping[str, Any] | None = No
     if config is None or isinstance(config, str | Path):
         return load_config(config, values=set)
     if not isinstance(config, Mapping):
-        raise TypeError(f"config must be None, a file name, a shipped configuration's name or a mapping, "
-                        f"got {type(config).__name__}")
+        raise TypeError(
+            f"config must be None, a file name, a shipped configuration's name or a mapping, "
+            f"got {type(config).__name__}"
+        )
     return load_config(values={**_dotted(config), **dict(set or {})})
 
 
@@ -178,8 +187,14 @@ class _Last:
         self.system = system
 
 
-def run(config: ConfigLike = None, out: str | Path | None = None, *, set: Mapping[str, Any] | None = None,
-        observers: Sequence[Observer] = (), overwrite: bool = False) -> Run:
+def run(
+    config: ConfigLike = None,
+    out: str | Path | None = None,
+    *,
+    set: Mapping[str, Any] | None = None,
+    observers: Sequence[Observer] = (),
+    overwrite: bool = False,
+) -> Run:
     """Run MFLD from the prior: the same steps, observables and frames as ``mfld run``.
 
     ``config``: None (the built-in default), a shipped configuration's name (``"grid-1d"``), a TOML

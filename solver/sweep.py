@@ -127,12 +127,18 @@ def _defining(config: dict[str, Any]) -> dict[str, Any]:
     out["particles"] = {k: v for k, v in config["particles"].items() if k != "memory_budget_mb"}
     out["eta"] = config["time"]["eta"]
     out["data"] = {k: v for k, v in config["data"].items() if k not in ("d", "n", "n_test")} | (
-        {} if config["data"]["source"] else {k: config["data"][k] for k in ("d", "n", "n_test")})
+        {} if config["data"]["source"] else {k: config["data"][k] for k in ("d", "n", "n_test")}
+    )
     return out
 
 
-def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | None = None,
-              workers: int | None = None, trust: bool = False) -> list[dict[str, Any]]:
+def run_sweep(
+    path: str | Path,
+    out: str | Path | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    trust: bool = False,
+) -> list[dict[str, Any]]:
     """Run every task of the sweep file on Dask and write ``summary.csv`` and ``summary.md``.
 
     ``trust`` (``--trust-plugins``) lets resumed runs import feature maps their files name by import path.
@@ -142,6 +148,7 @@ def run_sweep(path: str | Path, out: str | Path | None = None, scheduler: str | 
     if scheduler and workers is not None:
         raise ValueError("--workers sizes the local cluster; with --scheduler the cluster has its own workers")
     from dask.distributed import as_completed
+
     base, shared, grid, out_spec = read_sweep(path)
     # The file's own "out" is relative to the sweep file, like its "base"; --out is relative to the caller.
     folder = Path(out) if out else Path(path).parent / out_spec if out_spec else Path(path).with_suffix("")

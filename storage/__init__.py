@@ -54,5 +54,14 @@ from .reader import CheckpointReader, Snapshot, load
 from .sharded import ShardedCheckpointStore
 from .store import CheckpointStore
 
-__all__ = ["CheckpointError", "CheckpointReader", "CheckpointStore", "Frame", "ShardedCheckpointStore", "Snapshot",
-           "check_file", "frame_bytes", "load"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointReader",
+    "CheckpointStore",
+    "Frame",
+    "ShardedCheckpointStore",
+    "Snapshot",
+    "check_file",
+    "frame_bytes",
+    "load",
+]

@@ -38,8 +38,10 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
     out = []
     X, Y = data.get("X"), data.get("Y")
     if X is None or Y is None or X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-        out.append(f"/parameters/data must hold X (n x d) and Y (n x T) with as many rows, got "
-                   f"{getattr(X, 'shape', None)} and {getattr(Y, 'shape', None)}")
+        out.append(
+            f"/parameters/data must hold X (n x d) and Y (n x T) with as many rows, got "
+            f"{getattr(X, 'shape', None)} and {getattr(Y, 'shape', None)}"
+        )
     for name, arr in data.items():
         if not np.issubdtype(arr.dtype, np.floating):
             out.append(f"/parameters/data/{name} has dtype {arr.dtype}, not floating point")
@@ -53,8 +55,10 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
     if el is not None:
         rows_ = el["step"].shape[0]
         if el["time"].shape != (rows_,) or el["value"].shape[0] != rows_ or frames > rows_:
-            out.append(f"{el.name}: step, time and value hold {rows_}, {el['time'].shape[0]} and "
-                       f"{el['value'].shape[0]} rows, and /{COUNT} counts {frames} frames")
+            out.append(
+                f"{el.name}: step, time and value hold {rows_}, {el['time'].shape[0]} and "
+                f"{el['value'].shape[0]} rows, and /{COUNT} counts {frames} frames"
+            )
         value = el["value"]
         if density:
             cells = tuple(int(c) for c in f[FIELDS].attrs["cells"])
@@ -64,8 +68,9 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
             N = config["particles"]["N"]
             dim = int(f[f"{PARTICLES}/box"].attrs["dimension"])
             if value.ndim != 3 or value.shape[1:] != (N, dim):
-                out.append(f"{value.name} has shape {value.shape}, the configuration says N = {N} particles "
-                           f"in dimension {dim}")
+                out.append(
+                    f"{value.name} has shape {value.shape}, the configuration says N = {N} particles in dimension {dim}"
+                )
             rng = f.get(f"{PARTICLES}/rng_state/value")
             if rng is None or rng.shape[0] < frames:
                 out.append(f"{PARTICLES}/rng_state must hold one noise state per frame")
@@ -78,21 +83,27 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
         if not isinstance(obs, h5py.Group) or any(k not in obs for k in ("step", "time", "value")):
             out.append(f"/observables/{name} is not a {{step, time, value}} element")
         elif not obs["step"].shape == obs["time"].shape == obs["value"].shape or obs["step"].shape[0] < records:
-            out.append(f"/observables/{name}: step, time and value differ in length or hold fewer than "
-                       f"{records} records")
+            out.append(
+                f"/observables/{name}: step, time and value differ in length or hold fewer than {records} records"
+            )
     return out
 
 
-def _state_problems(f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str, np.ndarray],
-                    density: bool) -> list[str]:
+def _state_problems(
+    f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str, np.ndarray], density: bool
+) -> list[str]:
     """The state's arrays beside the main one, each against the axes its state type declares: ``particle`` and
     ``component`` as the positions have them, ``cell`` the density's p axes, ``sample`` the data's rows, and
     ``column`` any length."""
     state = state_type(kind)
     X = data.get("X")
-    sizes: dict[str, list[int | None]] = {"cell": list(main.shape[1:]), "particle": list(main.shape[1:2]),
-                                          "component": list(main.shape[2:3]),
-                                          "sample": [X.shape[0] if X is not None else None], "column": [None]}
+    sizes: dict[str, list[int | None]] = {
+        "cell": list(main.shape[1:]),
+        "particle": list(main.shape[1:2]),
+        "component": list(main.shape[2:3]),
+        "sample": [X.shape[0] if X is not None else None],
+        "column": [None],
+    }
     group = FIELDS if density else PARTICLES
     out = []
     for path in frame_elements(f):
@@ -105,8 +116,13 @@ def _state_problems(f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str,
             out.append(f"{other.name} is not an array of a {state.__name__}")
             continue
         want = [size for d in dims for size in sizes[d]]
-        if text != (dims == ()) or (not text and (len(other.shape) != 1 + len(want) or any(
-                w is not None and w != n for w, n in zip(want, other.shape[1:], strict=True)))):
+        if text != (dims == ()) or (
+            not text
+            and (
+                len(other.shape) != 1 + len(want)
+                or any(w is not None and w != n for w, n in zip(want, other.shape[1:], strict=True))
+            )
+        ):
             shown = "text" if dims == () else " x ".join("?" if w is None else str(w) for w in want)
             found = "text" if text else f"shape {other.shape[1:]}"
             axes = " x ".join(dims) or "text"
@@ -118,23 +134,29 @@ def refuse_beyond_memory(path: Path, what: str, nbytes: int) -> None:
     """A file may declare any size (and a compressed one expand a small chunk to it): refuse, before reading,
     what could not fit in half of the memory available."""
     if nbytes > available_memory() // 2:
-        raise CheckpointError(f"{str(path)!r}: {what} ({nbytes / 2**30:.3g} GiB), more than half of the memory "
-                              "available: mfld does not read it")
+        raise CheckpointError(
+            f"{str(path)!r}: {what} ({nbytes / 2**30:.3g} GiB), more than half of the memory "
+            "available: mfld does not read it"
+        )
 
 
 def read_bounded(path: Path, dataset: object) -> np.ndarray:
     """A stored array read whole, once its declared size is known to fit in memory."""
     if not isinstance(dataset, h5py.Dataset):
         raise CheckpointError(f"{str(path)!r}: {getattr(dataset, 'name', dataset)} is not a dataset")
-    refuse_beyond_memory(path, f"{dataset.name} declares {dataset.shape} {dataset.dtype}",
-                          dataset.size * dataset.dtype.itemsize)
+    refuse_beyond_memory(
+        path, f"{dataset.name} declares {dataset.shape} {dataset.dtype}", dataset.size * dataset.dtype.itemsize
+    )
     return dataset[()]
 
 
 def bounded_frame(path: Path, value: h5py.Dataset) -> None:
     """Refuse to read a frame of ``value`` whose declared size could not fit in memory."""
-    refuse_beyond_memory(path, f"{value.name} declares frames of {value.shape[1:]} {value.dtype}",
-                          math.prod(value.shape[1:]) * value.dtype.itemsize)
+    refuse_beyond_memory(
+        path,
+        f"{value.name} declares frames of {value.shape[1:]} {value.dtype}",
+        math.prod(value.shape[1:]) * value.dtype.itemsize,
+    )
 
 
 def kind_problems(kind: str, config: Config, density: bool) -> list[str]:
@@ -160,30 +182,39 @@ def clock_problems(f: h5py.File, kind: str, every: int) -> list[str]:
     el = frame_element(f)
     obs = [o for o in f["observables"].values() if isinstance(o, h5py.Group)]
     # What reading the counted steps, times and values would take.
-    refuse_beyond_memory(Path(f.filename), f"/{COUNT} counts {frames} frames and {records} records of "
-                          f"{len(obs)} observables", 8 * (2 * frames + (2 + len(obs)) * records))
+    refuse_beyond_memory(
+        Path(f.filename),
+        f"/{COUNT} counts {frames} frames and {records} records of {len(obs)} observables",
+        8 * (2 * frames + (2 + len(obs)) * records),
+    )
     out = []
     for what, group, count in (("frame", el, frames), ("record", obs[0] if obs else None, records)):
         if group is None or not count:
             continue
         steps, times = group["step"][:count], group["time"][:count]
         if steps.min() < 0 or np.any(np.diff(steps) < 0) or not np.isfinite(times).all():
-            out.append(f"/{COUNT} counts {count} {what}s, but {group.name} holds rows that were never written "
-                       f"(step -1 or time NaN) or out of order among them: the counter or the file is damaged")
+            out.append(
+                f"/{COUNT} counts {count} {what}s, but {group.name} holds rows that were never written "
+                f"(step -1 or time NaN) or out of order among them: the counter or the file is damaged"
+            )
     # A stationary file's records are iterations; a file of 0.2.0.dev0 killed in its first interval has frame 0
     # and no record (the record of step 0 was not committed with the frame then): it resumes without it.
     if not out and el is not None and frames and kind != STATIONARY:
         last = int(el["step"][frames - 1])
         got = int(obs[0]["step"][records - 1]) if obs and records else None
         if (got is None and last > 0) or (got is not None and not every * (last // every) <= got <= last):
-            out.append(f"/{COUNT} counts frames to step {last} but records to "
-                       f"{'none' if got is None else f'step {got}'}: frames and records were not committed together "
-                       f"(a record at step {every * (last // every)} is expected); the counter is damaged")
+            out.append(
+                f"/{COUNT} counts frames to step {last} but records to "
+                f"{'none' if got is None else f'step {got}'}: frames and records were not committed together "
+                f"(a record at step {every * (last // every)} is expected); the counter is damaged"
+            )
     if el is not None and frames == 0:
         written = int(np.count_nonzero(el["step"][: min(el["step"].shape[0], 4096)] >= 0))
         if written > 1:
-            out.append(f"/{COUNT} counts no frame, but {el.name} holds {written} saved steps: the counter is "
-                       "damaged (the frames are there: do not start the run again with --overwrite)")
+            out.append(
+                f"/{COUNT} counts no frame, but {el.name} holds {written} saved steps: the counter is "
+                "damaged (the frames are there: do not start the run again with --overwrite)"
+            )
     return out
 
 
@@ -213,12 +244,17 @@ def foreign_parts(path: Path, f: h5py.File) -> list[str]:
             found.append(f"/{name} keeps its data in external files {[e[0] for e in obj.external]}")
         if obj.is_virtual:
             prefix = f"{PARTICLES.lstrip('/')}/"
-            element = name[len(prefix):-len("/value")] if name.startswith(prefix) and name.endswith("/value") else ""
+            element = name[len(prefix) : -len("/value")] if name.startswith(prefix) and name.endswith("/value") else ""
             own = bool(element) and "/" not in element
             for vs in obj.virtual_sources():
                 m = SHARD_NAME.match(vs.file_name)
-                if not (own and m and m["stem"] == path.stem and "/" not in vs.file_name
-                        and vs.dset_name.lstrip("/") == shard_dataset(element)):
+                if not (
+                    own
+                    and m
+                    and m["stem"] == path.stem
+                    and "/" not in vs.file_name
+                    and vs.dset_name.lstrip("/") == shard_dataset(element)
+                ):
                     found.append(f"/{name} is a virtual dataset over {vs.file_name}:{vs.dset_name}")
 
     walk_links(f, "", visit, set())
@@ -272,8 +308,10 @@ def checked(path: str | Path) -> Iterator[h5py.File]:
         except OSError as e:
             raise CheckpointError(f"{str(path)!r} cannot be read as HDF5: {e}") from None
         if foreign:
-            raise CheckpointError(f"{str(path)!r} reaches outside itself, which mfld does not read: {foreign[0]}"
-                                  + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""))
+            raise CheckpointError(
+                f"{str(path)!r} reaches outside itself, which mfld does not read: {foreign[0]}"
+                + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
+            )
         yield f
 
 

@@ -73,11 +73,15 @@ def check_room(path: Path, size: int) -> None:
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
     if size > free:
-        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, the disk has "
-                              f"{free / 2**20:.1f} MiB free; {kept}")
+        raise CheckpointError(
+            f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, the disk has "
+            f"{free / 2**20:.1f} MiB free; {kept}"
+        )
     if limit != resource.RLIM_INFINITY and size > limit:
-        raise CheckpointError(f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, above the "
-                              f"file-size limit of {limit / 2**20:.1f} MiB (ulimit -f); {kept}")
+        raise CheckpointError(
+            f"no room to write {str(path)!r}: it needs about {size / 2**20:.1f} MiB, above the "
+            f"file-size limit of {limit / 2**20:.1f} MiB (ulimit -f); {kept}"
+        )
 
 
 def _failed(path: Path, e: OSError) -> CheckpointError:
@@ -133,8 +137,15 @@ def replace(path: Path, edit: Callable[[h5py.File], None], size: int, copy: bool
         pass
 
 
-def rows(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...], dtype: npt.DTypeLike,
-         checksum: bool = False, fill: object = None) -> h5py.Dataset:
+def rows(
+    group: h5py.Group,
+    name: str,
+    capacity: int,
+    row_shape: tuple[int, ...],
+    dtype: npt.DTypeLike,
+    checksum: bool = False,
+    fill: object = None,
+) -> h5py.Dataset:
     """A dataset of ``capacity`` rows of ``row_shape``, its storage allocated now, for :func:`commit_rows`.
 
     Rows of arrays are chunked one per row; rows of scalars in chunks of about 512 bytes (HDF5
@@ -147,8 +158,14 @@ def rows(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...]
     per_chunk = max(1, 512 // np.dtype(dtype).itemsize)
     chunks = (1, *row_shape) if row_shape else (min(max(capacity, 1), per_chunk),)
     return group.create_dataset(
-        name, shape=(capacity, *row_shape), dtype=dtype, chunks=chunks, fletcher32=checksum, dcpl=plist,
-        fillvalue=fill, fill_time="never" if fill is None else "alloc",
+        name,
+        shape=(capacity, *row_shape),
+        dtype=dtype,
+        chunks=chunks,
+        fletcher32=checksum,
+        dcpl=plist,
+        fillvalue=fill,
+        fill_time="never" if fill is None else "alloc",
     )
 
 

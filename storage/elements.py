@@ -57,7 +57,6 @@ def ordered(paths: Iterable[str]) -> list[str]:
     return sorted(set(paths), key=lambda p: (p not in MAIN, p))
 
 
-
 Record = tuple[int, float, dict[str, float]]
 
 
@@ -85,8 +84,15 @@ def has_checksums(f: h5py.File) -> bool:
     return bool(f["parameters"].attrs.get("checksum", False))
 
 
-def slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[int, ...],
-                  dtype: npt.DTypeLike, checksum: bool | None = None, clock: h5py.Group | None = None) -> h5py.Group:
+def slot_element(
+    group: h5py.Group,
+    name: str,
+    capacity: int,
+    row_shape: tuple[int, ...],
+    dtype: npt.DTypeLike,
+    checksum: bool | None = None,
+    clock: h5py.Group | None = None,
+) -> h5py.Group:
     """An H5MD element ``{step, time, value}`` of ``capacity`` preallocated rows (step -1, time NaN until written).
 
     With ``clock`` (an element sampled at the same steps), ``step`` and ``time`` are hard links to its
@@ -107,8 +113,9 @@ def slot_element(group: h5py.Group, name: str, capacity: int, row_shape: tuple[i
     return el
 
 
-def density_element(fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...],
-                     dtype: npt.DTypeLike) -> h5py.Group:
+def density_element(
+    fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...], dtype: npt.DTypeLike
+) -> h5py.Group:
     """A density element whose dimensions are self-described: time and the cell centres w_k, in its own group."""
     el = slot_element(fields, name, capacity, shape, dtype)
     el["time"].make_scale("time")

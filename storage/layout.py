@@ -32,10 +32,11 @@ def frame_of(state: State) -> Frame:
     """The rows one frame of ``state`` adds, by element: each of its arrays, under its group's path."""
     group = GROUPS.get(getattr(state, "group", ""))
     if group is None:
-        raise TypeError(f"checkpoint files hold states of the groups {', '.join(GROUPS)}, not a "
-                        f"{type(state).__name__}")
-    return {f"{group}/{name}": np.bytes_(value.encode()) if isinstance(value, str) else np.asarray(value)
-            for name, value in state.arrays().items()}
+        raise TypeError(f"checkpoint files hold states of the groups {', '.join(GROUPS)}, not a {type(state).__name__}")
+    return {
+        f"{group}/{name}": np.bytes_(value.encode()) if isinstance(value, str) else np.asarray(value)
+        for name, value in state.arrays().items()
+    }
 
 
 def frame_bytes(state: State) -> int:
@@ -70,8 +71,7 @@ def fits_in_place(f: h5py.File, frame: Frame, records: list[Record]) -> bool:
     return names <= set(obs) and all(el["value"].shape[0] >= r + len(records) for el in obs.values())
 
 
-def write_rows(f: h5py.File, frame: Frame, step: int, time: float,
-                records: list[Record]) -> tuple[int, int]:
+def write_rows(f: h5py.File, frame: Frame, step: int, time: float, records: list[Record]) -> tuple[int, int]:
     """Write the frame into row ``frames`` of every frame element, the records after the last; the new counts."""
     k, r = committed_counts(f)
     clocks: set[int] = set()  # step and time shared by several elements are written once
@@ -115,8 +115,15 @@ def copy_metadata(old: h5py.File, new: h5py.File) -> None:
         new.create_group(FIELDS).attrs.update(old[FIELDS].attrs)
 
 
-def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str],
-             need: tuple[int, int], want: tuple[int, int], trim: bool = False) -> None:
+def lay_out(
+    old: h5py.File | None,
+    new: h5py.File,
+    frame: Frame,
+    names: set[str],
+    need: tuple[int, int],
+    want: tuple[int, int],
+    trim: bool = False,
+) -> None:
     """Give ``new`` (its metadata in place) the time series of ``old`` (None: a new file) with room for ``need``
     (at least ``want``) frames and records, and elements for ``frame`` and the observables ``names``; the
     committed rows of ``old`` are copied. ``trim``: exactly ``need`` rows, no padding."""
@@ -152,8 +159,9 @@ def lay_out(old: h5py.File | None, new: h5py.File, frame: Frame, names: set[str]
         timed = src if src is not None else sources.get(next(m for m in MAIN if m.startswith(f"{group}/")))
         for i in range(k):  # one frame at a time: memory stays one frame
             if clock is None:  # its own step and time (the others' are the positions', hard links)
-                el["step"][i], el["time"][i] = (timed["step"][i], timed["time"][i]) if timed is not None \
-                    else (-1, np.nan)
+                el["step"][i], el["time"][i] = (
+                    (timed["step"][i], timed["time"][i]) if timed is not None else (-1, np.nan)
+                )
             el["value"][i] = src["value"][i] if src is not None else blank_row(el["value"])
     obs = new["observables"]
     old_obs = dict(old["observables"].items()) if old is not None else {}

@@ -41,10 +41,14 @@ def _open_lock(lock_path: Path) -> int:
         fd = os.open(lock_path, flags, 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise FileLockedError(f"the lock path {str(lock_path)!r} is a symbolic link, which mfld does not follow; "
-                                  "remove it (it is not mfld's) and run again") from None
-        raise FileLockedError(f"cannot take the lock {str(lock_path)!r}: {os.strerror(e.errno or 0) or e}; "
-                              "write the checkpoint to a folder you can write (--out)") from None
+            raise FileLockedError(
+                f"the lock path {str(lock_path)!r} is a symbolic link, which mfld does not follow; "
+                "remove it (it is not mfld's) and run again"
+            ) from None
+        raise FileLockedError(
+            f"cannot take the lock {str(lock_path)!r}: {os.strerror(e.errno or 0) or e}; "
+            "write the checkpoint to a folder you can write (--out)"
+        ) from None
     st = os.fstat(fd)
     problem = None
     if not stat.S_ISREG(st.st_mode):
@@ -55,8 +59,9 @@ def _open_lock(lock_path: Path) -> int:
         problem = f"belongs to user id {st.st_uid}, not to the user running mfld ({os.geteuid()})"
     if problem:
         os.close(fd)
-        raise FileLockedError(f"the lock path {str(lock_path)!r} {problem}; mfld leaves it untouched: remove it "
-                              "and run again")
+        raise FileLockedError(
+            f"the lock path {str(lock_path)!r} {problem}; mfld leaves it untouched: remove it and run again"
+        )
     return fd
 
 
@@ -111,14 +116,14 @@ class WriterLock:
             raise
         try:  # who holds it, for the message a second writer gets; the lock itself does not need it
             os.ftruncate(fd, 0)
-            os.write(fd, f"mfld pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                     .encode())
+            os.write(
+                fd, f"mfld pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
+            )
         except OSError:
             pass
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if self._fd is not None:
             # Unlink while still holding the lock: a process that opened the old file finds it locked or gone.
             self.lock_path.unlink(missing_ok=True)

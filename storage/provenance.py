@@ -25,12 +25,22 @@ def git_revision() -> str:
     here = Path(__file__).resolve().parent
     try:
         # Only a source file that the repository tracks counts: an installed copy inside a clone's .venv does not.
-        subprocess.run(["git", "-C", str(here), "ls-files", "--error-unmatch", Path(__file__).name],
-                       capture_output=True, timeout=5, check=True)
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        subprocess.run(
+            ["git", "-C", str(here), "ls-files", "--error-unmatch", Path(__file__).name],
+            capture_output=True,
+            timeout=5,
+            check=True,
+        )
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return rev + ("+dirty" if dirty else "")

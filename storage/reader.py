@@ -60,18 +60,47 @@ class Snapshot:
         return DensityState(self.density, self.step, self.time, self.history)
 
 
-def snapshot_of(state: ParticleState | DensityState, path: Path | None, config: Config, data: dict[str, np.ndarray],
-                kind: str, grid: Grid | None) -> Snapshot:
+def snapshot_of(
+    state: ParticleState | DensityState,
+    path: Path | None,
+    config: Config,
+    data: dict[str, np.ndarray],
+    kind: str,
+    grid: Grid | None,
+) -> Snapshot:
     """The :class:`Snapshot` of a state: particles with equal weights, or a density's cell centres and masses."""
     if isinstance(state, ParticleState):
         W = state.positions
         total = int(config["particles"]["N"])
-        return Snapshot(path, config, data, kind, state.step, state.time, W, np.full(W.shape[0], 1.0 / total),
-                        state.rng_state, history=state.history, solver=state.solver)
+        return Snapshot(
+            path,
+            config,
+            data,
+            kind,
+            state.step,
+            state.time,
+            W,
+            np.full(W.shape[0], 1.0 / total),
+            state.rng_state,
+            history=state.history,
+            solver=state.solver,
+        )
     if grid is None:
         raise CheckpointError("a density state needs its grid")
-    return Snapshot(path, config, data, kind, state.step, state.time, grid.centers(),
-                    state.density.ravel() * grid.cell_volume, None, state.density, grid, state.history)
+    return Snapshot(
+        path,
+        config,
+        data,
+        kind,
+        state.step,
+        state.time,
+        grid.centers(),
+        state.density.ravel() * grid.cell_volume,
+        None,
+        state.density,
+        grid,
+        state.history,
+    )
 
 
 class CheckpointReader:
@@ -85,8 +114,9 @@ class CheckpointReader:
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, OSError) as e:  # a part missing or of the wrong kind
-            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {type(e).__name__}: {e}"
-                                  ) from None
+            raise CheckpointError(
+                f"{str(self.path)!r} is a malformed mfld checkpoint: {type(e).__name__}: {e}"
+            ) from None
 
     def _read(self, f: h5py.File) -> None:
         # The kind first: a file of a discretisation that is not registered here fails on its name, not on its
@@ -95,10 +125,12 @@ class CheckpointReader:
         stored = f["parameters"].attrs.get("reference_objective")
         self.reference_objective = float(stored) if stored is not None else None  # Obj(mu*) of a grid run's gap
         if holds_density(self.kind) is None:
-            raise CheckpointError(f"{str(self.path)!r} names an unknown kind of run {self.kind!r} (the registered "
-                                  "discretisations are " + ", ".join(DISCRETIZATIONS) + "; a file of a discretisation "
-                                  "that a plug-in offers is read once its package is installed: entry points "
-                                  "`mfld.discretizations`)")
+            raise CheckpointError(
+                f"{str(self.path)!r} names an unknown kind of run {self.kind!r} (the registered "
+                "discretisations are " + ", ".join(DISCRETIZATIONS) + "; a file of a discretisation "
+                "that a plug-in offers is read once its package is installed: entry points "
+                "`mfld.discretizations`)"
+            )
         self.config_text = str(f["parameters"].attrs["config"])
         prov = f["parameters"].get("provenance")
         self.provenance = {k: str(v) for k, v in prov.attrs.items()} if prov is not None else {}
@@ -125,8 +157,10 @@ class CheckpointReader:
             self.steps = el["step"][: self.frames] if el is not None else np.zeros(0, dtype=np.int64)
             self.times = el["time"][: self.frames] if el is not None else np.zeros(0)
         if problems:
-            raise CheckpointError(f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
-                                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+            raise CheckpointError(
+                f"{str(self.path)!r} is a malformed mfld checkpoint: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[h5py.File]:
@@ -135,8 +169,10 @@ class CheckpointReader:
             with h5py.File(self.path, "r") as f:
                 yield f
         except OSError as e:
-            raise CheckpointError(f"{str(self.path)!r}: stored data cannot be read (a failed checksum: the file "
-                                  f"was damaged after it was written, or a truncated file): {e}") from None
+            raise CheckpointError(
+                f"{str(self.path)!r}: stored data cannot be read (a failed checksum: the file "
+                f"was damaged after it was written, or a truncated file): {e}"
+            ) from None
 
     def observables(self) -> dict[str, dict[str, np.ndarray]]:
         """``{name: {"step", "time", "value"}}`` for every recorded observable."""
@@ -152,8 +188,10 @@ class CheckpointReader:
         ``rows`` selects a block of particles (a process's share when resuming a sharded run).
         """
         if self.steps.size == 0:
-            raise CheckpointError(f"{str(self.path)!r} holds no saved frame: its run stopped before the first one; "
-                                  "start it again with `mfld run ... --overwrite`")
+            raise CheckpointError(
+                f"{str(self.path)!r} holds no saved frame: its run stopped before the first one; "
+                "start it again with `mfld run ... --overwrite`"
+            )
         if step is None:
             k = self.steps.size - 1
         else:
@@ -183,10 +221,12 @@ class CheckpointReader:
         try:
             state = kind.from_arrays(step_k, time_k, arrays)
         except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{str(self.path)!r}: the frame at step {step_k} is not a {kind.__name__}: "
-                                  f"{type(e).__name__}: {e}") from None
-        return snapshot_of(state, self.path, self.config, self.data, self.kind,
-                           self.grid() if group == FIELDS else None)
+            raise CheckpointError(
+                f"{str(self.path)!r}: the frame at step {step_k} is not a {kind.__name__}: {type(e).__name__}: {e}"
+            ) from None
+        return snapshot_of(
+            state, self.path, self.config, self.data, self.kind, self.grid() if group == FIELDS else None
+        )
 
     def grid(self) -> Grid:
         """The :class:`~mfld.discretizations.mesh.Grid` of a density file."""

@@ -42,8 +42,9 @@ class ShardedCheckpointStore(CheckpointStore):
     row it wrote is reused.
     """
 
-    def __init__(self, path: str | Path, comm: Communicator, start: int, stop: int, total: int,
-                 frames: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, comm: Communicator, start: int, stop: int, total: int, frames: int = 0
+    ) -> None:
         self.comm, self.start, self.stop, self.total = comm, start, stop, total
         self.path = Path(path)
         self.shard = self.path.with_name(f"{self.path.stem}.r{comm.rank}of{comm.size}{self.path.suffix}")
@@ -73,14 +74,16 @@ class ShardedCheckpointStore(CheckpointStore):
         block = {name: np.asarray(v) for name, v in state.arrays().items() if along_particles(state, name)}
         for name, v in block.items():
             if v.shape[0] != self.stop - self.start:
-                raise ValueError(f"{name} has {v.shape[0]} rows along the particles, not this process's "
-                                 f"{self.stop - self.start}")
+                raise ValueError(
+                    f"{name} has {v.shape[0]} rows along the particles, not this process's {self.stop - self.start}"
+                )
         row = self._commit_shard(block)
         sources = self.comm.allgather([self.shard.name, row, self.start, self.stop])
         if self.comm.rank == 0:
             rest = {path: v for path, v in frame.items() if path.rsplit("/", 1)[1] not in block}
-            self._write_master(rest, (state.step, state.time, sources),
-                               {name: (v.shape[1:], v.dtype) for name, v in block.items()})
+            self._write_master(
+                rest, (state.step, state.time, sources), {name: (v.shape[1:], v.dtype) for name, v in block.items()}
+            )
         self._pending = []
         self.comm.barrier()
 
@@ -128,8 +131,12 @@ class ShardedCheckpointStore(CheckpointStore):
         replace(self.shard, edit, size=cap * sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in layout.values()))
         return k
 
-    def _write_master(self, rest: Frame, sources: tuple[int, float, list[list[Any]]] | None,
-                      block: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    def _write_master(
+        self,
+        rest: Frame,
+        sources: tuple[int, float, list[list[Any]]] | None,
+        block: dict[str, tuple[tuple[int, ...], np.dtype]],
+    ) -> None:
         """Write the master anew: the old one's series and the buffered observables, and with ``sources`` (step,
         time, and where each process's rows are) a frame: ``rest``'s arrays in slots, and a virtual dataset over
         the shards for each array along the particles (``block``'s and the old master's)."""
@@ -148,8 +155,10 @@ class ShardedCheckpointStore(CheckpointStore):
                     rows(el, "step", need[0], (), np.int64, fill=-1)
                     rows(el, "time", need[0], (), np.float64, fill=np.nan)
                     if k:
-                        el["step"][:k], el["time"][:k] = old[f"{PARTICLES}/position/step"][:k], \
-                            old[f"{PARTICLES}/position/time"][:k]
+                        el["step"][:k], el["time"][:k] = (
+                            old[f"{PARTICLES}/position/step"][:k],
+                            old[f"{PARTICLES}/position/time"][:k],
+                        )
                     el.create_dataset("sources", data=[json.dumps(t) for t in table], dtype=TEXT)
                 lay_out(old, new, rest, names, need, need, trim=True)
             step, time = (sources[0], sources[1]) if sources else (0, 0.0)
@@ -174,8 +183,11 @@ def virtual_arrays(f: h5py.File) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     group = f.get(PARTICLES)
     if not isinstance(group, h5py.Group):
         return {}
-    return {name: (el["value"].shape[2:], el["value"].dtype) for name, el in group.items()
-            if isinstance(el, h5py.Group) and isinstance(el.get("value"), h5py.Dataset) and el["value"].is_virtual}
+    return {
+        name: (el["value"].shape[2:], el["value"].dtype)
+        for name, el in group.items()
+        if isinstance(el, h5py.Group) and isinstance(el.get("value"), h5py.Dataset) and el["value"].is_virtual
+    }
 
 
 def missing_shards(path: Path, f: h5py.File) -> list[str]:
@@ -191,8 +203,9 @@ def sharded(f: h5py.File) -> bool:
     return f"{PARTICLES}/position/sources" in f
 
 
-def rebuild_virtual(group: h5py.Group, name: str, table: list[list[Any]], total: int, shape: tuple[int, ...],
-                    dtype: npt.DTypeLike) -> None:
+def rebuild_virtual(
+    group: h5py.Group, name: str, table: list[list[Any]], total: int, shape: tuple[int, ...], dtype: npt.DTypeLike
+) -> None:
     """``group/name/value`` as a virtual dataset (frames x total x ``shape``) over the shard rows ``table`` lists.
 
     Shards are named relative to the master, which HDF5 resolves against the master's folder; a shard that does

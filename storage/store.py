@@ -57,9 +57,18 @@ class CheckpointStore:
 
     @classmethod
     def create(
-        cls, path: str | Path, config_text: str, data: dict[str, np.ndarray], kind: str, dim: int,
-        grid: Grid | None = None, author: str = "", checksum: bool = False, reference_objective: float | None = None,
-        frames: int = 0, records: int = 0,
+        cls,
+        path: str | Path,
+        config_text: str,
+        data: dict[str, np.ndarray],
+        kind: str,
+        dim: int,
+        grid: Grid | None = None,
+        author: str = "",
+        checksum: bool = False,
+        reference_objective: float | None = None,
+        frames: int = 0,
+        records: int = 0,
     ) -> CheckpointStore:
         """The store of a new file with metadata, configuration and data.
 

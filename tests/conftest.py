@@ -8,14 +8,36 @@ import pytest
 from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
 
-SMALL_RUN = ["data.d=4", "data.n=40", "data.n_test=50", "particles.N=64", "time.steps=40", "time.eta=0.1",
-             "output.checkpoint_every=10", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
-             "model.lam=0.05"]
+SMALL_RUN = [
+    "data.d=4",
+    "data.n=40",
+    "data.n_test=50",
+    "particles.N=64",
+    "time.steps=40",
+    "time.eta=0.1",
+    "output.checkpoint_every=10",
+    "output.metrics_every=5",
+    "output.plot=false",
+    'output.progress="off"',
+    "model.lam=0.05",
+]
 """``--set`` overrides of a particle run small enough for a test: 64 particles, 40 steps, a frame every 10."""
 
-SMALL_ANY = ['data.target="single-index"', "data.d=1", "data.n=20", "data.n_test=30", 'model.feature="tanh"',
-             "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "particles.N=40", "grid.cells=24",
-             "grid.half_width=5.0", "grid.gap=false", "time.eta=0.05"]
+SMALL_ANY = [
+    'data.target="single-index"',
+    "data.d=1",
+    "data.n=20",
+    "data.n_test=30",
+    'model.feature="tanh"',
+    "model.lam=0.05",
+    "model.lam_a=1.0",
+    "model.lam_w=1.0",
+    "particles.N=40",
+    "grid.cells=24",
+    "grid.half_width=5.0",
+    "grid.gap=false",
+    "time.eta=0.05",
+]
 """Overrides small enough for a test whatever the discretisation: p = 1 (so that grids apply), 40 particles or
 24 cells."""
 
@@ -24,8 +46,8 @@ def small_problem(feature: str = "tanh_bias", n: int = 30, d: int = 3, T: int = 
     ds = make_dataset("single-index", d=d, n=n, n_test=40, noise=0.1, seed=seed)
     Y = ds.Y
     if T > 1:
-        Y = np.concatenate([ds.Y, np.cos(ds.X[:, :T - 1])], axis=1)
-        Yt = np.concatenate([ds.Y_test, np.cos(ds.X_test[:, :T - 1])], axis=1)
+        Y = np.concatenate([ds.Y, np.cos(ds.X[:, : T - 1])], axis=1)
+        Yt = np.concatenate([ds.Y_test, np.cos(ds.X_test[:, : T - 1])], axis=1)
     else:
         Yt = ds.Y_test
     params = {"lam": 0.05, "lam_a": 2.0, "lam_w": 1.0} | kw

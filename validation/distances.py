@@ -25,8 +25,14 @@ def distance_names(p: int) -> tuple[str, str]:
     return ("W1", "W2") if p == 1 else ("SW1 (sliced)", "SW2 (sliced)")
 
 
-def wasserstein(Wa: np.ndarray, qa: np.ndarray | None, Wb: np.ndarray, qb: np.ndarray | None,
-                rng: np.random.Generator | None = None, projections: int = 200) -> tuple[float, float]:
+def wasserstein(
+    Wa: np.ndarray,
+    qa: np.ndarray | None,
+    Wb: np.ndarray,
+    qb: np.ndarray | None,
+    rng: np.random.Generator | None = None,
+    projections: int = 200,
+) -> tuple[float, float]:
     """``(W1, W2)`` between ``sum_i qa_i delta_{Wa_i}`` and ``sum_i qb_i delta_{Wb_i}`` (None: uniform weights).
 
     Exact in one dimension, sliced over ``projections`` directions drawn from ``rng`` otherwise.
@@ -55,7 +61,8 @@ def gram(feature: FeatureMap, X: np.ndarray, W: np.ndarray, q: np.ndarray, chunk
     return S
 
 
-def kernel_distance(feature: FeatureMap, X: np.ndarray, Wa: np.ndarray, qa: np.ndarray, Wb: np.ndarray,
-                    qb: np.ndarray) -> float:
+def kernel_distance(
+    feature: FeatureMap, X: np.ndarray, Wa: np.ndarray, qa: np.ndarray, Wb: np.ndarray, qb: np.ndarray
+) -> float:
     """``sup_{j,k} |k_a(x_j, x_k) - k_b(x_j, x_k)|`` on the inputs ``X``."""
     return float(np.max(np.abs(gram(feature, X, Wa, qa) - gram(feature, X, Wb, qb))))

@@ -103,8 +103,13 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
         # memory back after every step's temporaries, and a paper-figure-1 run took 4.1 s in a worker against
         # 1.4 s in a plain process (one thread each). The jobs set their BLAS threads themselves.
         with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         client = Client(cluster)
     try:
         yield client
@@ -153,8 +158,14 @@ class JobPool:
     that several pools use in turn, started once.
     """
 
-    def __init__(self, folder: str | Path, workers: int = 0, fresh: bool = False, scheduler: str | None = None,
-                 cluster: SharedCluster | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        workers: int = 0,
+        fresh: bool = False,
+        scheduler: str | None = None,
+        cluster: SharedCluster | None = None,
+    ) -> None:
         if workers < 0:
             raise ValueError(f"jobs must be >= 0 (0: one per core), got {workers}")
         self.folder = Path(folder)
@@ -183,8 +194,9 @@ class JobPool:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{job.key}.json"
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps({"spec": job.spec, "label": job.label, "seconds": seconds,
-                                       "result": result}, allow_nan=False))
+        partial.write_text(
+            json.dumps({"spec": job.spec, "label": job.label, "seconds": seconds, "result": result}, allow_nan=False)
+        )
         os.replace(partial, path)  # a reader sees the whole result or none
 
     def __call__(self, jobs: Sequence[Job]) -> list[Result]:
@@ -206,8 +218,10 @@ class JobPool:
             done += 1
             left = len(todo) - done
             rate = (time.perf_counter() - t0) / done
-            log.info(f"  [{done}/{len(todo)}] {jobs[k].label or jobs[k].name}: {seconds:.0f} s"
-                     + (f"; about {rate * left / 60:.0f} min left" if left else ""))
+            log.info(
+                f"  [{done}/{len(todo)}] {jobs[k].label or jobs[k].name}: {seconds:.0f} s"
+                + (f"; about {rate * left / 60:.0f} min left" if left else "")
+            )
 
         if workers == 1 and not self.scheduler:
             for k in todo:
@@ -217,8 +231,9 @@ class JobPool:
             self._run_pool(jobs, todo, workers, finished)
         return [r for r in results if r is not None]
 
-    def _run_pool(self, jobs: Sequence[Job], todo: list[int], workers: int,
-                  finished: Callable[[int, Result, float], None]) -> None:
+    def _run_pool(
+        self, jobs: Sequence[Job], todo: list[int], workers: int, finished: Callable[[int, Result, float], None]
+    ) -> None:
         """Submit the jobs to Dask and save each result as it arrives; on Ctrl-C or SIGTERM the rest are cancelled
         and the cluster closed, and what finished stays saved."""
         from dask.distributed import as_completed
@@ -234,17 +249,26 @@ class JobPool:
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         saved = 0
         try:
-            with self.cluster.client(self.scheduler, workers) if self.cluster else dask_client(self.scheduler,
-                                                                                              workers) as client:
-                futures = {client.submit(_execute, jobs[k].name, jobs[k].arguments, threads, key=f"mfld-{jobs[k].key}",
-                                         pure=False): k for k in todo}
+            with (
+                self.cluster.client(self.scheduler, workers)
+                if self.cluster
+                else dask_client(self.scheduler, workers) as client
+            ):
+                futures = {
+                    client.submit(
+                        _execute, jobs[k].name, jobs[k].arguments, threads, key=f"mfld-{jobs[k].key}", pure=False
+                    ): k
+                    for k in todo
+                }
                 try:
                     # Results are saved in the order they finish, not in the order given.
                     for future in as_completed(futures):
                         k = futures[future]
                         if future.status == "error":
-                            raise RuntimeError(f"job {jobs[k].label or jobs[k].name} failed: "
-                                               f"{type(future.exception()).__name__}: {future.exception()}")
+                            raise RuntimeError(
+                                f"job {jobs[k].label or jobs[k].name} failed: "
+                                f"{type(future.exception()).__name__}: {future.exception()}"
+                            )
                         result, seconds = future.result()
                         finished(k, result, float(seconds))
                         saved += 1
@@ -252,8 +276,11 @@ class JobPool:
                     client.cancel(list(futures))
         except KeyboardInterrupt:
             done = len(jobs) - len(todo) + saved
-            raise Interrupted(0, f"interrupted: {done} of {len(jobs)} job results are saved in {self.folder}; "
-                              "the same command continues from them") from None
+            raise Interrupted(
+                0,
+                f"interrupted: {done} of {len(jobs)} job results are saved in {self.folder}; "
+                "the same command continues from them",
+            ) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -15,8 +15,16 @@ from mfld.model.problem import Problem
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
 
-def low_dim_problem(p: int, lam: float = 0.05, lam_a: float = 1.0, lam_w: float = 1.0, noise: float = 0.0,
-                    n: int = 40, feature: str | None = None, seed: int = 3) -> Problem:
+def low_dim_problem(
+    p: int,
+    lam: float = 0.05,
+    lam_a: float = 1.0,
+    lam_w: float = 1.0,
+    noise: float = 0.0,
+    n: int = 40,
+    feature: str | None = None,
+    seed: int = 3,
+) -> Problem:
     """The validation problem in parameter dimension ``p`` (1, 2 or 3)."""
     if p not in (1, 2, 3):
         raise ValueError(f"the validation problems have p = 1, 2 or 3, got {p}")

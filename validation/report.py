@@ -78,8 +78,10 @@ class Report:
 
     def figure(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         # A bare Figure (no pyplot): the user's Matplotlib backend and open figures are left alone.
-        fig = Figure(figsize=kwargs.pop("figsize", None),
-                     layout="constrained" if kwargs.pop("constrained_layout", False) else None)
+        fig = Figure(
+            figsize=kwargs.pop("figsize", None),
+            layout="constrained" if kwargs.pop("constrained_layout", False) else None,
+        )
         axes = fig.subplots(*args, **kwargs)
         self.figures.append((name, fig))
         return fig, axes

@@ -43,8 +43,15 @@ def pooled(check: Check) -> bool:
 
 
 def run_checks(
-    names: list[str], out: str | Path, full: bool = False, seed: int = 0, registry: Registry[Check] = CHECKS,
-    backend: str = "numpy", jobs: int = 1, fresh: bool = False, overrides: dict[str, Any] | None = None,
+    names: list[str],
+    out: str | Path,
+    full: bool = False,
+    seed: int = 0,
+    registry: Registry[Check] = CHECKS,
+    backend: str = "numpy",
+    jobs: int = 1,
+    fresh: bool = False,
+    overrides: dict[str, Any] | None = None,
     scheduler: str | None = None,
 ) -> list[Report]:
     """Run the named checks (``"all"`` for every one), writing ``out/<check>.{json,md,png}`` and a summary.
@@ -81,10 +88,16 @@ def run_checks(
             except (KeyboardInterrupt, Interrupted):
                 # What was done stays written; the interrupted check is named in the summary.
                 _write_summary(out, reports, timings, full, seed, interrupted=name)
-                saved = (f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
-                         if pooled(registry[name]) else "")
-                raise Interrupted(len(reports), f"interrupted during {name}; the {len(reports)} finished report(s) "
-                                  f"and summary.md are in {out}{saved}") from None
+                saved = (
+                    f"; its finished runs are saved in {out / 'jobs' / name}: the same command continues from them"
+                    if pooled(registry[name])
+                    else ""
+                )
+                raise Interrupted(
+                    len(reports),
+                    f"interrupted during {name}; the {len(reports)} finished report(s) "
+                    f"and summary.md are in {out}{saved}",
+                ) from None
             timings[name] = time.perf_counter() - t0
             report.write(out)
             reports.append(report)
@@ -96,11 +109,18 @@ def run_checks(
     return reports
 
 
-def _write_summary(out: Path, reports: list[Report], timings: dict[str, float], full: bool, seed: int,
-                   interrupted: str | None = None) -> None:
+def _write_summary(
+    out: Path, reports: list[Report], timings: dict[str, float], full: bool, seed: int, interrupted: str | None = None
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    summary = ["# mfld validation report", "", f"mode: {'full' if full else 'quick'}, seed {seed}", "",
-               "| check | claims held | wall s |", "|---|---|---|"]
+    summary = [
+        "# mfld validation report",
+        "",
+        f"mode: {'full' if full else 'quick'}, seed {seed}",
+        "",
+        "| check | claims held | wall s |",
+        "|---|---|---|",
+    ]
     for r in reports:
         held = f"{sum(ok for _, ok in r.claims)} / {len(r.claims)}" if r.claims else "no claims tested"
         summary.append(f"| [{r.name}]({r.name}.md) | {held} | {timings[r.name]:.1f} |")
@@ -110,8 +130,22 @@ def _write_summary(out: Path, reports: list[Report], timings: dict[str, float], 
     for r in reports:
         summary += [f"- [{'x' if ok else ' '}] {r.name}: {text}" for text, ok in r.claims]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
-    (out / "summary.json").write_text(json.dumps(
-        {"mode": "full" if full else "quick", "seed": seed, "interrupted": interrupted,
-         "checks": {r.name: {"passed": r.passed, "status": r.status, "seconds": timings[r.name],
-                             "claims": [{"claim": t, "holds": ok} for t, ok in r.claims]} for r in reports}},
-        indent=1))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "mode": "full" if full else "quick",
+                "seed": seed,
+                "interrupted": interrupted,
+                "checks": {
+                    r.name: {
+                        "passed": r.passed,
+                        "status": r.status,
+                        "seconds": timings[r.name],
+                        "claims": [{"claim": t, "holds": ok} for t, ok in r.claims],
+                    }
+                    for r in reports
+                },
+            },
+            indent=1,
+        )
+    )

@@ -20,10 +20,49 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Values each key's check is asked about: numbers at the edges of every range in use, the names of the shipped
 # components, lists of every shape the list keys take, and values of the wrong type.
-PROBES = [-1, 0, 1, 2, 3, 0.5, 1e-4, 1e-3, 0.999, 1.5, 1e9, float("inf"), float("nan"), True, False, "", "x", "tanh",
-          "particles", "grid", "numpy", "float64", "auto", "pcg", "prior", "x1x2", "gaussian", "euler-maruyama",
-          "implicit-euler", "imex-euler", "direct", "two-timescale", "tanh_bias", "mod:attr", [], ["y"], [1.0, 2.0],
-          [3, 4], [2], [1, 2, 3, 4], [0.5, -1]]
+PROBES = [
+    -1,
+    0,
+    1,
+    2,
+    3,
+    0.5,
+    1e-4,
+    1e-3,
+    0.999,
+    1.5,
+    1e9,
+    float("inf"),
+    float("nan"),
+    True,
+    False,
+    "",
+    "x",
+    "tanh",
+    "particles",
+    "grid",
+    "numpy",
+    "float64",
+    "auto",
+    "pcg",
+    "prior",
+    "x1x2",
+    "gaussian",
+    "euler-maruyama",
+    "implicit-euler",
+    "imex-euler",
+    "direct",
+    "two-timescale",
+    "tanh_bias",
+    "mod:attr",
+    [],
+    ["y"],
+    [1.0, 2.0],
+    [3, 4],
+    [2],
+    [1, 2, 3, 4],
+    [0.5, -1],
+]
 
 
 def _refused_or_not(check, value) -> bool:
@@ -69,8 +108,9 @@ def test_the_shipped_default_and_the_readme_tables_are_generated_from_the_option
     assert shipped == cfg.generated_default_text(), "regenerate with `python -m mfld.config --write`"
     assert tomllib.loads(shipped) == cfg.defaults()
     readme = (ROOT / "README.md").read_text()
-    assert cfg.reference_table() in readme and cfg.observables_table() in readme, \
+    assert cfg.reference_table() in readme and cfg.observables_table() in readme, (
         "regenerate with `python -m mfld.config --write`"
+    )
 
 
 def test_every_key_has_a_meaning_a_default_that_passes_its_check_and_a_version():
@@ -114,6 +154,8 @@ def test_a_key_declared_twice_is_refused_by_name():
 
     from mfld.discretizations.particles import PARTICLE_SCHEMES
 
-    with PARTICLE_SCHEMES.registered("clash", PARTICLE_SCHEMES["euler-maruyama"], options=Clash), \
-            pytest.raises(ConfigError, match="'time.eta' is declared by both .*TimeOptions and .*Clash"):
+    with (
+        PARTICLE_SCHEMES.registered("clash", PARTICLE_SCHEMES["euler-maruyama"], options=Clash),
+        pytest.raises(ConfigError, match="'time.eta' is declared by both .*TimeOptions and .*Clash"),
+    ):
         cfg.schema()

@@ -17,9 +17,23 @@ from mfld.model.dual_solve import DualSolveOptions
 from mfld.model.options import keys_of, positive
 from mfld.solver import build
 
-SMALL_GRID = ['discretization="grid"', 'data.target="single-index"', "data.d=1", "data.n=40", "data.n_test=20",
-              'model.feature="tanh"', "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "grid.cells=32",
-              "grid.gap=false", "time.eta=0.05", "time.steps=3", "output.plot=false", 'output.progress="off"']
+SMALL_GRID = [
+    'discretization="grid"',
+    'data.target="single-index"',
+    "data.d=1",
+    "data.n=40",
+    "data.n_test=20",
+    'model.feature="tanh"',
+    "model.lam=0.05",
+    "model.lam_a=1.0",
+    "model.lam_w=1.0",
+    "grid.cells=32",
+    "grid.gap=false",
+    "time.eta=0.05",
+    "time.steps=3",
+    "output.plot=false",
+    'output.progress="off"',
+]
 
 
 def test_each_part_is_its_components_options_read_from_the_keys():

@@ -109,8 +109,7 @@ def test_long_time_grid_solution_is_the_stationary_solution(p, cells):
     grid = Grid.box(6.0, cells, p)
     star = solve_stationary(F, grid, tol=1e-14)
     assert star.converged and star.certificate < 1e-14
-    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p)), 0.5,
-                      reference_objective=star.objective)
+    fv = FiniteVolume(F, grid, gaussian_density(grid, np.zeros(p), np.eye(p)), 0.5, reference_objective=star.objective)
     t, gap, cert = [], [], []
     for k in range(300):
         fv.step()

@@ -54,8 +54,9 @@ def test_in_one_dimension_the_splitting_is_the_exact_solve():
 def _run(solver: str, scheme: str, steps: int, eta: float, cells: int = 48, tol: float = 1e-10) -> FiniteVolume:
     F = low_dim_functional(2)
     grid = Grid.box(6.0, cells, 2)
-    fv = FiniteVolume(F, grid, gaussian_density(grid, [0, 0], np.eye(2)), eta, scheme, linear_solver=solver,
-                      solver_tol=tol)
+    fv = FiniteVolume(
+        F, grid, gaussian_density(grid, [0, 0], np.eye(2)), eta, scheme, linear_solver=solver, solver_tol=tol
+    )
     loop.run(fv, steps)
     return fv
 

@@ -91,8 +91,17 @@ def test_the_blocked_step_equals_the_whole_array_step_and_the_formulas(N, T, met
 def test_a_pcg_run_in_blocks_follows_the_run_before_blocks(tmp_path, monkeypatch):
     """30 steps of a small pcg run with features in blocks of 13 particles against the same run the way it went
     before blocks: the pre-activations kept, ``h(Z)`` a second array, every pass over the whole array."""
-    config = load_config(None, ["data.d=4", f"data.n={N_ROWS}", "particles.N=300", "particles.solve=pcg",
-                                "output.plot=false", 'output.progress="off"'])
+    config = load_config(
+        None,
+        [
+            "data.d=4",
+            f"data.n={N_ROWS}",
+            "particles.N=300",
+            "particles.solve=pcg",
+            "output.plot=false",
+            'output.progress="off"',
+        ],
+    )
     _blocks_of(monkeypatch, 13)
     blocked = build.build_system(config, build.build_problem(config))
     loop.run(blocked, 30)

@@ -64,8 +64,18 @@ def test_a_stale_preconditioner_is_refreshed(rng):
     assert it._factor.get("n") is not old  # dropped (the next solve is exact) or already refactored
 
 
-SMALL = ["data.d=4", "data.n=100", "data.n_test=50", "particles.N=300", "time.eta=0.1", "model.lam=0.05",
-         "output.checkpoint_every=50", "output.metrics_every=25", "output.plot=false", 'output.progress="off"']
+SMALL = [
+    "data.d=4",
+    "data.n=100",
+    "data.n_test=50",
+    "particles.N=300",
+    "time.eta=0.1",
+    "model.lam=0.05",
+    "output.checkpoint_every=50",
+    "output.metrics_every=25",
+    "output.plot=false",
+    'output.progress="off"',
+]
 
 
 def _run(tmp_path, name, *extra):
@@ -106,11 +116,23 @@ def test_without_the_solver_state_in_the_file_a_resume_would_drift(tmp_path, mon
 def test_neither_the_checkpoint_steps_nor_the_measurements_change_a_pcg_trajectory(tmp_path):
     """The solver is not restarted at checkpoints, and the exact solves behind df and the alignment leave it be."""
     base = _run(tmp_path, "base", "time.steps=120", 'particles.solve="pcg"')
-    other = _run(tmp_path, "other", "time.steps=120", 'particles.solve="pcg"', "output.checkpoint_every=7",
-                 "output.metrics_every=3")
+    other = _run(
+        tmp_path,
+        "other",
+        "time.steps=120",
+        'particles.solve="pcg"',
+        "output.checkpoint_every=7",
+        "output.metrics_every=3",
+    )
     np.testing.assert_array_equal(load(other).points, load(base).points)
-    resumed = _run(tmp_path, "resumed", "time.steps=77", 'particles.solve="pcg"', "output.checkpoint_every=7",
-                   "output.metrics_every=3")
+    resumed = _run(
+        tmp_path,
+        "resumed",
+        "time.steps=77",
+        'particles.solve="pcg"',
+        "output.checkpoint_every=7",
+        "output.metrics_every=3",
+    )
     build.resume(resumed, steps=43)
     np.testing.assert_array_equal(load(resumed).points, load(base).points)
 
@@ -124,12 +146,15 @@ def test_a_frame_holds_the_solver_state_it_was_entered_with(tmp_path):
     assert load(_run(tmp_path, "chol", "time.steps=60", 'particles.solve="cholesky"')).solver == {}
 
 
-@pytest.mark.parametrize("state, match", [
-    ({"guess_n_1": np.zeros((7, 1))}, "not that of a solution"),
-    ({"source_n": np.zeros((5, 5))}, "weights"),
-    ({"source_n": np.zeros((5, 2)), "source_weight_n": np.zeros(5)}, r"points \(m x 5\)"),
-    ({"factor_n": np.zeros((3, 3))}, "is not part of the two-timescale functional's solver"),
-])
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        ({"guess_n_1": np.zeros((7, 1))}, "not that of a solution"),
+        ({"source_n": np.zeros((5, 5))}, "weights"),
+        ({"source_n": np.zeros((5, 2)), "source_weight_n": np.zeros(5)}, r"points \(m x 5\)"),
+        ({"factor_n": np.zeros((3, 3))}, "is not part of the two-timescale functional's solver"),
+    ],
+)
 def test_a_solver_state_of_another_shape_or_name_is_refused(state, match):
     F = TwoTimescaleFunctional(small_problem("tanh_bias", n=100, d=4), solve=DualSolve("pcg"))
     with pytest.raises(ValueError, match=match):
@@ -174,16 +199,27 @@ def test_an_explicit_budget_is_kept_and_zero_shares_the_memory_among_processes(m
     assert build.memory_budget(load_config()) == 64 * 2**20  # a floor, so that chunks are not single particles
 
 
-@pytest.mark.parametrize("alter, match", [
-    (lambda g: g.copy(g["solver_guess_n_1"], "intruder"), "intruder/value is not an array of a ParticleState"),
-    (lambda g: (g["solver_guess_n_1"].__delitem__("value"),
-                g["solver_guess_n_1"].create_dataset("value", data=np.zeros((3, 99, 1)))),
-     r"solver_guess_n_1/value has frames of shape \(99, 1\); a ParticleState's solver_guess_n_1, of axes "
-     r"sample x column, has 100 x \?"),
-    (lambda g: (g["solver_source_n"].__delitem__("value"),
-                g["solver_source_n"].create_dataset("value", data=np.zeros((3, 300, 4)))),
-     r"solver_source_n/value has frames of shape \(300, 4\); .* has 300 x 5"),
-])
+@pytest.mark.parametrize(
+    "alter, match",
+    [
+        (lambda g: g.copy(g["solver_guess_n_1"], "intruder"), "intruder/value is not an array of a ParticleState"),
+        (
+            lambda g: (
+                g["solver_guess_n_1"].__delitem__("value"),
+                g["solver_guess_n_1"].create_dataset("value", data=np.zeros((3, 99, 1))),
+            ),
+            r"solver_guess_n_1/value has frames of shape \(99, 1\); a ParticleState's solver_guess_n_1, of axes "
+            r"sample x column, has 100 x \?",
+        ),
+        (
+            lambda g: (
+                g["solver_source_n"].__delitem__("value"),
+                g["solver_source_n"].create_dataset("value", data=np.zeros((3, 300, 4))),
+            ),
+            r"solver_source_n/value has frames of shape \(300, 4\); .* has 300 x 5",
+        ),
+    ],
+)
 def test_a_file_whose_state_arrays_are_not_those_the_state_declares_is_refused(tmp_path, alter, match):
     """Each array of a frame is checked against the axes its state type declares before anything is read."""
     import h5py

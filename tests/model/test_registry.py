@@ -52,22 +52,34 @@ def test_a_scoped_registration_shadows_and_restores():
 
 
 def test_a_new_module_of_the_builtins_package_registers_itself_by_being_there(on_path):
-    _write(on_path, "pkg/__init__.py", """
+    _write(
+        on_path,
+        "pkg/__init__.py",
+        """
         from mfld.model.registry import Registry
         THINGS = Registry("pkg.thing", builtins="pkg")
-    """)
-    _write(on_path, "pkg/first.py", """
+    """,
+    )
+    _write(
+        on_path,
+        "pkg/first.py",
+        """
         from pkg import THINGS
 
         @THINGS.register("first", doc="in its own file")
         class First:
             pass
-    """)
-    _write(on_path, "pkg/second.py", """
+    """,
+    )
+    _write(
+        on_path,
+        "pkg/second.py",
+        """
         from pkg import THINGS
 
         THINGS.add("second", 2, "another file")
-    """)
+    """,
+    )
     import pkg
 
     assert sorted(pkg.THINGS) == ["first", "second"] and pkg.THINGS.doc("first") == "in its own file"
@@ -82,7 +94,10 @@ def _install(folder, name, group, entries):
 
 
 def test_an_installed_package_offers_entries_through_its_entry_point_group(on_path):
-    _write(on_path, "extra_things.py", '''
+    _write(
+        on_path,
+        "extra_things.py",
+        '''
         class Third:
             """A third thing, from a plug-in.
 
@@ -91,7 +106,8 @@ def test_an_installed_package_offers_entries_through_its_entry_point_group(on_pa
 
             class Options:
                 pass
-    ''')
+    ''',
+    )
     _write(on_path, "broken_things.py", "raise ImportError('no such library')\n")
     _install(on_path, "extra-things", "test.things", {"third": "extra_things:Third", "broken": "broken_things:X"})
     registry: Registry[object] = Registry("thing", group="test.things")
@@ -118,8 +134,17 @@ def test_every_configurable_registry_has_an_entry_point_group():
     from mfld.model.objectives import OBJECTIVES
     from mfld.model.observables import OBSERVABLES
 
-    registries = [OBJECTIVES, FEATURE_MAPS, OBSERVABLES, DISCRETIZATIONS, PARTICLE_SCHEMES, GRID_SCHEMES,
-                  SPECTRAL_SCHEMES, LINEAR_SOLVERS, GRID_DIAGNOSTICS]
+    registries = [
+        OBJECTIVES,
+        FEATURE_MAPS,
+        OBSERVABLES,
+        DISCRETIZATIONS,
+        PARTICLE_SCHEMES,
+        GRID_SCHEMES,
+        SPECTRAL_SCHEMES,
+        LINEAR_SOLVERS,
+        GRID_DIAGNOSTICS,
+    ]
     groups = [r.group for r in registries]
     assert all(g and g.startswith("mfld.") for g in groups) and len(set(groups)) == len(groups)
     assert all(len(r) > 0 for r in registries)

@@ -17,10 +17,26 @@ import mfld
 from mfld.config import ConfigError
 from mfld.solver.python_api import resolve_config
 
-SMALL = {"data.d": 4, "data.n": 40, "data.n_test": 50, "particles.N": 64, "time.steps": 20, "time.eta": 0.1,
-         "output.checkpoint_every": 10, "output.metrics_every": 5, "output.progress": "off"}
-GRID = {"grid.cells": 32, "data.n": 30, "data.n_test": 40, "time.steps": 12, "output.checkpoint_every": 5,
-        "output.metrics_every": 4, "output.progress": "off"}
+SMALL = {
+    "data.d": 4,
+    "data.n": 40,
+    "data.n_test": 50,
+    "particles.N": 64,
+    "time.steps": 20,
+    "time.eta": 0.1,
+    "output.checkpoint_every": 10,
+    "output.metrics_every": 5,
+    "output.progress": "off",
+}
+GRID = {
+    "grid.cells": 32,
+    "data.n": 30,
+    "data.n_test": 40,
+    "time.steps": 12,
+    "output.checkpoint_every": 5,
+    "output.metrics_every": 4,
+    "output.progress": "off",
+}
 
 
 def test_the_package_says_its_version_and_runs_as_a_module():

@@ -19,12 +19,38 @@ from mfld.validation.checks.crosscheck import distances
 from mfld.validation.problems import low_dim_functional
 
 # The crosscheck's p = 1 problem (validation/problems.py) as a configuration.
-PROBLEM = ['data.target="single-index"', "data.d=1", "data.n=40", "data.n_test=200", "seed=3", 'model.feature="tanh"',
-           "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "output.plot=false", 'output.progress="off"']
-GRID = [*PROBLEM, 'discretization="grid"', "grid.cells=1000", 'grid.scheme="bdf2"', "grid.gap=false",
-        "time.eta=0.02", "time.steps=250", "output.checkpoint_every=125", "output.metrics_every=125"]
-PARTICLES = [*PROBLEM, "particles.N=400", "time.eta=0.05", "time.steps=100", "output.checkpoint_every=50",
-             "output.metrics_every=50"]
+PROBLEM = [
+    'data.target="single-index"',
+    "data.d=1",
+    "data.n=40",
+    "data.n_test=200",
+    "seed=3",
+    'model.feature="tanh"',
+    "model.lam=0.05",
+    "model.lam_a=1.0",
+    "model.lam_w=1.0",
+    "output.plot=false",
+    'output.progress="off"',
+]
+GRID = [
+    *PROBLEM,
+    'discretization="grid"',
+    "grid.cells=1000",
+    'grid.scheme="bdf2"',
+    "grid.gap=false",
+    "time.eta=0.02",
+    "time.steps=250",
+    "output.checkpoint_every=125",
+    "output.metrics_every=125",
+]
+PARTICLES = [
+    *PROBLEM,
+    "particles.N=400",
+    "time.eta=0.05",
+    "time.steps=100",
+    "output.checkpoint_every=50",
+    "output.metrics_every=50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +120,17 @@ def test_plot_draws_the_measure_and_animates_it(files, capsys):
 
 
 def test_distances_in_more_than_one_dimension_are_labelled_sliced(tmp_path, capsys):
-    two = ["data.d=2", 'model.feature="tanh"', "particles.N=60", "time.eta=0.05", "time.steps=10",
-           "output.checkpoint_every=5", "output.metrics_every=5", "output.plot=false", 'output.progress="off"']
+    two = [
+        "data.d=2",
+        'model.feature="tanh"',
+        "particles.N=60",
+        "time.eta=0.05",
+        "time.steps=10",
+        "output.checkpoint_every=5",
+        "output.metrics_every=5",
+        "output.plot=false",
+        'output.progress="off"',
+    ]
     a = build.start(load_config(None, two), tmp_path / "a.h5")
     b = build.start(load_config(None, [*two, "particles.N=80"]), tmp_path / "b.h5")  # the same problem
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "ab.png")]) == 0

@@ -40,8 +40,16 @@ def test_mismatched_shapes_are_refused(rng):
     with pytest.raises(ValueError, match="X has 10 rows but Y has 9"):
         Problem(rng.standard_normal((10, 2)), rng.standard_normal(9), "tanh", 0.1, 1.0, 1.0)
     with pytest.raises(ValueError, match="X_test has 3 columns but X has 2"):
-        Problem(rng.standard_normal((10, 2)), rng.standard_normal(10), "tanh", 0.1, 1.0, 1.0,
-                rng.standard_normal((5, 3)), rng.standard_normal(5))
+        Problem(
+            rng.standard_normal((10, 2)),
+            rng.standard_normal(10),
+            "tanh",
+            0.1,
+            1.0,
+            1.0,
+            rng.standard_normal((5, 3)),
+            rng.standard_normal(5),
+        )
     pb = small_problem()
     with pytest.raises(ValueError, match=r"points must have shape \(N, p=4\)"):
         TwoTimescaleFunctional(pb).fit(rng.standard_normal((5, 3)), np.full(5, 0.2))
@@ -111,8 +119,20 @@ def test_readme_configuration_reference_is_generated_from_the_registries():
 
 def test_cli_run_info_plot_resume(tmp_path, capsys):
     out = tmp_path / "cli.h5"
-    common = ["--set", "data.n=30", "--set", "particles.N=40", "--set", "time.steps=12",
-              "--set", "output.checkpoint_every=6", "--set", "output.metrics_every=3", "--set", "data.d=3"]
+    common = [
+        "--set",
+        "data.n=30",
+        "--set",
+        "particles.N=40",
+        "--set",
+        "time.steps=12",
+        "--set",
+        "output.checkpoint_every=6",
+        "--set",
+        "output.metrics_every=3",
+        "--set",
+        "data.d=3",
+    ]
     assert main(["run", "--out", str(out), *common]) == 0
     assert out.exists() and out.with_suffix(".png").stat().st_size > 10_000
     assert main(["info", str(out)]) == 0
@@ -131,9 +151,27 @@ def test_cli_run_info_plot_resume(tmp_path, capsys):
 
 def test_classical_objective_runs_from_the_cli(tmp_path):
     out = tmp_path / "cl.h5"
-    args = ["run", "--out", str(out), "--set", "model.objective=classical", "--set", "data.n=30",
-            "--set", "particles.N=40", "--set", "time.steps=10", "--set", "output.plot=false", "--set", "data.d=3",
-            "--set", "time.eta=0.05", "--set", "model.lam=0.05"]
+    args = [
+        "run",
+        "--out",
+        str(out),
+        "--set",
+        "model.objective=classical",
+        "--set",
+        "data.n=30",
+        "--set",
+        "particles.N=40",
+        "--set",
+        "time.steps=10",
+        "--set",
+        "output.plot=false",
+        "--set",
+        "data.d=3",
+        "--set",
+        "time.eta=0.05",
+        "--set",
+        "model.lam=0.05",
+    ]
     assert main(args) == 0
     from mfld.storage import CheckpointReader, load
 

@@ -76,8 +76,12 @@ def test_ctrl_c_between_checks_keeps_what_was_done(tmp_path):
 def test_ctrl_c_in_mfld_experiment_ends_cleanly(tmp_path):
     """SIGINT while the second experiment runs: exit 130, one line on stderr, the first report and the summary kept."""
     out = tmp_path / "rep"
-    proc = subprocess.Popen([sys.executable, "-m", "mfld.solver.cli", "experiment", "alignment", "paper-figure-1",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mfld.solver.cli", "experiment", "alignment", "paper-figure-1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (out / "alignment.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -92,7 +96,22 @@ def test_ctrl_c_in_mfld_experiment_ends_cleanly(tmp_path):
 
 
 def test_quiet_keeps_results_and_drops_progress(capsys):
-    assert main(["-q", "run", "--out", "q.h5", "--set", "time.steps=2", "--set", "output.plot=false",
-                 "--set", "particles.N=20"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "run",
+                "--out",
+                "q.h5",
+                "--set",
+                "time.steps=2",
+                "--set",
+                "output.plot=false",
+                "--set",
+                "particles.N=20",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "checkpoint: q.h5" in captured.out and captured.err == ""

@@ -12,10 +12,22 @@ from mfld.solver.cli import main
 from mfld.storage import CheckpointReader, load
 
 GRID_1D = [
-    "discretization=grid", 'data.target="single-index"', "data.d=1", "data.n=30", "data.n_test=40",
-    'model.feature="tanh"', "model.lam=0.05", "model.lam_a=1.0", "model.lam_w=1.0", "grid.cells=96",
-    "time.eta=0.5", "time.steps=30", "output.checkpoint_every=10", "output.metrics_every=5",
-    "output.plot=false", 'output.progress="off"',
+    "discretization=grid",
+    'data.target="single-index"',
+    "data.d=1",
+    "data.n=30",
+    "data.n_test=40",
+    'model.feature="tanh"',
+    "model.lam=0.05",
+    "model.lam_a=1.0",
+    "model.lam_w=1.0",
+    "grid.cells=96",
+    "time.eta=0.5",
+    "time.steps=30",
+    "output.checkpoint_every=10",
+    "output.metrics_every=5",
+    "output.plot=false",
+    'output.progress="off"',
 ]
 
 
@@ -23,8 +35,14 @@ def config(*extra: str) -> dict:
     return load_config(None, GRID_1D + list(extra))
 
 
-@pytest.mark.parametrize("extra", ['grid.scheme="implicit-euler"', 'grid.scheme="bdf2"',
-                                   ["discretization=spectral", 'spectral.scheme="sbdf2"', "time.eta=0.05"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        'grid.scheme="implicit-euler"',
+        'grid.scheme="bdf2"',
+        ["discretization=spectral", 'spectral.scheme="sbdf2"', "time.eta=0.05"],
+    ],
+)
 def test_grid_resume_is_bit_identical(tmp_path, extra):
     extra = extra if isinstance(extra, list) else [extra]
     whole = build.start(config(*extra), tmp_path / "whole.h5")
@@ -79,8 +97,9 @@ def test_grid_file_layout_and_analysis(tmp_path):
 
 
 def test_two_dimensional_spectral_run(tmp_path):
-    cfg = config("discretization=spectral", 'model.feature="tanh_bias"', "grid.cells=32", "time.eta=0.05",
-                 "time.steps=20")
+    cfg = config(
+        "discretization=spectral", 'model.feature="tanh_bias"', "grid.cells=32", "time.eta=0.05", "time.steps=20"
+    )
     path = build.start(cfg, tmp_path / "s.h5")
     snap = load(path)
     assert snap.kind == "spectral" and snap.density.shape == (32, 32)

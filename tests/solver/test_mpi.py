@@ -21,8 +21,16 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'mfld[mpi]')")
 
 SETTINGS = [
-    "data.d=4", "data.n=30", "data.n_test=40", "particles.N=101", "time.eta=0.1", "model.lam=0.05",
-    "output.checkpoint_every=5", "output.metrics_every=5", "output.plot=false", 'output.progress="off"',
+    "data.d=4",
+    "data.n=30",
+    "data.n_test=40",
+    "particles.N=101",
+    "time.eta=0.1",
+    "model.lam=0.05",
+    "output.checkpoint_every=5",
+    "output.metrics_every=5",
+    "output.plot=false",
+    'output.progress="off"',
 ]
 
 
@@ -71,8 +79,9 @@ def test_two_rank_checkpoint_resumes_on_other_counts(tmp_path, ranks):
     np.testing.assert_allclose(part.points, whole.points, rtol=1e-12, atol=1e-12)
     reader = CheckpointReader(tmp_path / "part.h5")
     np.testing.assert_array_equal(reader.steps, [0, 5, 10, 15, 20])
-    np.testing.assert_allclose(load(tmp_path / "part.h5", step=5).points, load(tmp_path / "whole.h5", step=5).points,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        load(tmp_path / "part.h5", step=5).points, load(tmp_path / "whole.h5", step=5).points, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_keyed_noise_is_the_stream_of_its_blocks():
@@ -137,8 +146,13 @@ def test_a_signal_to_one_rank_stops_the_whole_job_with_a_final_frame(tmp_path):
         f"build.start(load_config(None, {SETTINGS + ['time.steps=400']!r}), {str(tmp_path / 'sig.h5')!r})\n"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(script)], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "2", sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pid1 = tmp_path / "pid1"
     deadline = time.monotonic() + 120
     while not (pid1.exists() and pid1.read_text() and (tmp_path / "stepped1").exists()):  # a condition, not a time
@@ -160,8 +174,13 @@ def test_a_serial_file_resumed_on_two_ranks_is_refused_by_both(tmp_path):
     mfld(1, "run", "--out", str(path), *sets("time.steps=5"))
     before = path.read_bytes()
     cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mfld.solver.cli", "resume", str(path), "--steps", "5"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"),
+    )
     assert proc.returncode != 0
     assert proc.stderr.count("was written by one process; resume it with one process") == 2, proc.stderr
     assert path.read_bytes() == before
@@ -179,8 +198,10 @@ def test_a_sharded_pcg_trajectory_does_not_depend_on_its_checkpoint_steps(tmp_pa
     a = load(tmp_path / "a.h5")
     for other in ("b.h5", "c.h5"):
         np.testing.assert_array_equal(load(tmp_path / other).points, a.points, err_msg=other)
-    np.testing.assert_array_equal(CheckpointReader(tmp_path / "c.h5").observables()["U"]["value"],
-                                  CheckpointReader(tmp_path / "a.h5").observables()["U"]["value"])
+    np.testing.assert_array_equal(
+        CheckpointReader(tmp_path / "c.h5").observables()["U"]["value"],
+        CheckpointReader(tmp_path / "a.h5").observables()["U"]["value"],
+    )
     with h5py.File(tmp_path / "a.h5", "r") as f:  # the measure along the particles over the shards, the guess here
         assert f["particles/mu/solver_source_n/value"].is_virtual
         assert f["particles/mu/solver_source_n/value"].shape == (3, 101, 5)

@@ -18,8 +18,15 @@ from mfld.solver.cli import main
 from mfld.storage import CheckpointReader, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "bump_feature.py"
-FAST = ["particles.N=60", "time.steps=6", "output.checkpoint_every=3", "output.metrics_every=3",
-        "output.plot=false", 'output.progress="off"', "model.lam=0.05"]
+FAST = [
+    "particles.N=60",
+    "time.steps=6",
+    "output.checkpoint_every=3",
+    "output.metrics_every=3",
+    "output.plot=false",
+    'output.progress="off"',
+    "model.lam=0.05",
+]
 
 
 def test_a_run_from_an_npz_file(tmp_path, rng):
@@ -118,8 +125,9 @@ def test_a_file_does_not_choose_code_to_import(plugin_path):
 
 
 def test_a_gaussian_initial_measure(tmp_path):
-    narrow = build.start(load_config(None, [*FAST, 'particles.init="gaussian"', "particles.init_sd=0.1"]),
-                         tmp_path / "narrow.h5")
+    narrow = build.start(
+        load_config(None, [*FAST, 'particles.init="gaussian"', "particles.init_sd=0.1"]), tmp_path / "narrow.h5"
+    )
     W0 = load(narrow, step=0).points
     assert abs(W0.std() - 0.1) < 0.02  # 60 x 11 draws of N(0, 0.1^2)
     prior = load(build.start(load_config(None, FAST), tmp_path / "prior.h5"), step=0).points

@@ -48,8 +48,9 @@ def test_a_changed_sweep_reruns_its_stale_results(tmp_path, capsys):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP.replace('"model.lam" = [0.05, -1.0]', '"model.lam" = [0.05]'))
     assert main(["sweep", str(spec)]) == 0
-    spec.write_text(SWEEP.replace('"model.lam" = [0.05, -1.0]', '"model.lam" = [0.05]').replace(
-        '"data.n" = 20', '"data.n" = 25'))
+    spec.write_text(
+        SWEEP.replace('"model.lam" = [0.05, -1.0]', '"model.lam" = [0.05]').replace('"data.n" = 20', '"data.n" = 25')
+    )
     assert main(["sweep", str(spec)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
     assert [r["status"] for r in rows] == ["rerun (settings changed)"] * 2
@@ -64,16 +65,18 @@ def test_grid_points_whose_readable_names_collide_get_their_own_files(tmp_path):
     for name in ("sub/y.csv", "sub_y.csv"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x0,x1,y\n" + "".join(f"{i % 3},{i % 5 - 2},{(i % 7) / 7}\n" for i in range(20)))
-    names = [t["name"] for t in tasks(None, {}, {"data.source": [str(tmp_path / "sub/y.csv"),
-                                                                  str(tmp_path / "sub_y.csv")]})]
+    names = [
+        t["name"] for t in tasks(None, {}, {"data.source": [str(tmp_path / "sub/y.csv"), str(tmp_path / "sub_y.csv")]})
+    ]
     assert len(set(names)) == 2
     spec = tmp_path / "sweep.toml"
     shared = SWEEP.split("[grid]")[0].replace('"data.d" = 3\n', "")  # d comes from the files
     spec.write_text(shared + f'[grid]\n"data.source" = ["{tmp_path / "sub/y.csv"}", "{tmp_path / "sub_y.csv"}"]\n')
     assert main(["sweep", str(spec)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
-    assert len({r["path"] for r in rows}) == 2 and all((tmp_path / "results" / Path(r["path"]).name).exists()
-                                                        for r in rows)
+    assert len({r["path"] for r in rows}) == 2 and all(
+        (tmp_path / "results" / Path(r["path"]).name).exists() for r in rows
+    )
 
 
 @pytest.mark.parametrize("workers", ["-1", "0"])
@@ -96,11 +99,18 @@ def test_a_sweep_resumes_its_own_unfinished_plugin_run(tmp_path, monkeypatch):
 
     shutil.copy(Path(__file__).resolve().parents[2] / "docs" / "examples" / "bump_feature.py", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    shared = {"data.d": 2, "data.n": 20, "data.n_test": 30, "particles.N": 30, "time.steps": 6,
-              "output.checkpoint_every": 3, "output.metrics_every": 3, "model.feature": "bump_feature:BUMP"}
+    shared = {
+        "data.d": 2,
+        "data.n": 20,
+        "data.n_test": 30,
+        "particles.N": 30,
+        "time.steps": 6,
+        "output.checkpoint_every": 3,
+        "output.metrics_every": 3,
+        "model.feature": "bump_feature:BUMP",
+    }
     (task,) = tasks(None, shared, {"seed": [0]})
-    unfinished = load_config(None, [*task["overrides"], "time.steps=3", 'output.progress="off"',
-                                    "output.plot=false"])
+    unfinished = load_config(None, [*task["overrides"], "time.steps=3", 'output.progress="off"', "output.plot=false"])
     build.start(unfinished, tmp_path / f"{task['name']}.h5")
     sys.modules.pop("bump_feature", None)
     features._PLUGINS.clear()  # as in a fresh worker process: nothing imported yet

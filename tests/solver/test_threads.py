@@ -10,17 +10,20 @@ from mfld.solver import build, threads
 from mfld.storage import CheckpointReader
 
 
-@pytest.mark.parametrize(("cores", "busy", "processes", "chosen"), [
-    (2, 0.0, 1, 2),   # nothing else running: every core (12.4 s against 15.8 s on one thread)
-    (2, 1.0, 1, 1),   # one CPU-bound process beside it: one thread (17.7 s against 30.3 s on two)
-    (2, 3.0, 1, 1),   # three beside it: still one thread, never none (35.7 s against 64.9 s)
-    (2, 0.6, 1, 1),   # most of a core taken: round to the nearest
-    (2, 0.4, 1, 2),
-    (16, 4.0, 1, 12),
-    (16, 0.0, 4, 4),  # MPI ranks share the cores
-    (16, 10.0, 4, 2),  # 6 idle among 4 ranks: 1.5 rounds up
-    (3, 0.0, 4, 1),   # more ranks than cores: one each
-])
+@pytest.mark.parametrize(
+    ("cores", "busy", "processes", "chosen"),
+    [
+        (2, 0.0, 1, 2),  # nothing else running: every core (12.4 s against 15.8 s on one thread)
+        (2, 1.0, 1, 1),  # one CPU-bound process beside it: one thread (17.7 s against 30.3 s on two)
+        (2, 3.0, 1, 1),  # three beside it: still one thread, never none (35.7 s against 64.9 s)
+        (2, 0.6, 1, 1),  # most of a core taken: round to the nearest
+        (2, 0.4, 1, 2),
+        (16, 4.0, 1, 12),
+        (16, 0.0, 4, 4),  # MPI ranks share the cores
+        (16, 10.0, 4, 2),  # 6 idle among 4 ranks: 1.5 rounds up
+        (3, 0.0, 4, 1),  # more ranks than cores: one each
+    ],
+)
 def test_the_policy_takes_the_idle_cores_shared_among_the_processes(cores, busy, processes, chosen):
     assert threads.choose_threads(cores, busy, processes) == chosen
 
@@ -52,8 +55,9 @@ def test_a_run_stores_the_count_it_chose_and_its_resume_keeps_it(tmp_path, monke
     monkeypatch.delenv("MFLD_THREADS")
     used: list[int] = []
     run = build._run
-    monkeypatch.setattr(build, "_run", lambda system, steps, observers, n: (used.append(n), run(system, steps,
-                                                                                               observers, n)))
+    monkeypatch.setattr(
+        build, "_run", lambda system, steps, observers, n: (used.append(n), run(system, steps, observers, n))
+    )
     monkeypatch.setattr(threads, "cores", lambda: 4)
     monkeypatch.setattr(threads, "busy_cores", lambda interval=0.1: 1.0)
     path = tmp_path / "run.h5"

@@ -35,8 +35,15 @@ def test_layout_is_h5md(tmp_path):
         np.testing.assert_array_equal(pos["step"][()], [0, 10, 20, 30, 40])
         np.testing.assert_allclose(pos["time"][()], 0.1 * pos["step"][()])
         assert f["particles/mu/box"].attrs["dimension"] == 5
-        for name in ("objective", "U", "second_moment", "kernel_alignment", "degrees_of_freedom",
-                     "train_loss", "test_loss"):
+        for name in (
+            "objective",
+            "U",
+            "second_moment",
+            "kernel_alignment",
+            "degrees_of_freedom",
+            "train_loss",
+            "test_loss",
+        ):
             el = f[f"observables/{name}"]
             np.testing.assert_array_equal(el["step"][()], np.arange(0, 41, 5))
             assert np.all(np.isfinite(el["value"][()]))
@@ -198,8 +205,9 @@ def test_a_gpu_runs_file_loads_where_cupy_is_absent(tmp_path):
     """Reading gives host arrays and the config; the problem is built on a backend the reader chooses."""
     path = build.start(small_config(), tmp_path / "r.h5")
     with h5py.File(path, "r+") as f:  # as if the run had been made with backend = "cupy"
-        f["parameters"].attrs["config"] = f["parameters"].attrs["config"].replace('backend = "numpy"',
-                                                                                 'backend = "cupy"')
+        f["parameters"].attrs["config"] = (
+            f["parameters"].attrs["config"].replace('backend = "numpy"', 'backend = "cupy"')
+        )
     snap = load(path)
     assert snap.config["backend"] == "cupy" and isinstance(snap.points, np.ndarray)
     problem = build.build_problem(snap.config, snap.data, backend="numpy")

@@ -41,8 +41,9 @@ def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:
 def _store(path, checksum: bool) -> CheckpointStore:
     config = load_config(None, [*SMALL_RUN, f"output.checksum={str(checksum).lower()}"])
     data = build.generate_data(config)
-    return CheckpointStore.create(path, to_toml(build.with_data_sizes(config, data)), data, "particles", 5,
-                                  checksum=checksum, frames=5, records=9)
+    return CheckpointStore.create(
+        path, to_toml(build.with_data_sizes(config, data)), data, "particles", 5, checksum=checksum, frames=5, records=9
+    )
 
 
 def _commit(store: CheckpointStore, k: int, rng: np.random.Generator) -> None:
@@ -98,8 +99,10 @@ def test_a_reader_holding_the_file_open_does_not_stop_commits(tmp_path):
     rng = np.random.default_rng(2)
     store = _store(tmp_path / "run.h5", False)
     _commit(store, 0, rng)
-    code = (f"import h5py, sys, time; f = h5py.File({str(store.path)!r}, 'r'); print(f['parameters/committed'][0], "
-            "flush=True); sys.stdin.readline(); print(f['parameters/committed'][0], flush=True)")
+    code = (
+        f"import h5py, sys, time; f = h5py.File({str(store.path)!r}, 'r'); print(f['parameters/committed'][0], "
+        "flush=True); sys.stdin.readline(); print(f['parameters/committed'][0], flush=True)"
+    )
     reader = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "1"
@@ -154,8 +157,16 @@ def test_a_particle_state_with_a_scheme_history_is_written_and_read_back(tmp_pat
     each its own element sharing the positions' clock, and a frame without them reads back without them."""
     rng = np.random.default_rng(1)
     store = _store(tmp_path / "run.h5", checksum=False)
-    states = [ParticleState(rng.normal(size=(64, 5)), 10 * k, 1.0 * k, f'{{"seed": {k}}}',
-                            (rng.normal(size=(64, 5)), rng.normal(size=(64, 5)))) for k in range(3)]
+    states = [
+        ParticleState(
+            rng.normal(size=(64, 5)),
+            10 * k,
+            1.0 * k,
+            f'{{"seed": {k}}}',
+            (rng.normal(size=(64, 5)), rng.normal(size=(64, 5))),
+        )
+        for k in range(3)
+    ]
     for state in states:
         store.add_observables(state.step, state.time, {"U": 0.0})
         store.commit(state)

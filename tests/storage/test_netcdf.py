@@ -28,8 +28,16 @@ from mfld.discretizations.loop import Interrupted
 from mfld.solver import build
 
 SMALL = [*SMALL_RUN, "time.steps=20"]
-GRID = ["grid.cells=32", "data.n=30", "data.n_test=40", "time.steps=12", "output.checkpoint_every=5",
-        "output.metrics_every=4", "output.plot=false", 'output.progress="off"']
+GRID = [
+    "grid.cells=32",
+    "data.n=30",
+    "data.n_test=40",
+    "time.steps=12",
+    "output.checkpoint_every=5",
+    "output.metrics_every=4",
+    "output.plot=false",
+    'output.progress="off"',
+]
 KINDS = ("particles", "interrupted", "grid", "spectral", "stationary")
 
 
@@ -107,8 +115,9 @@ def _child(code: str) -> subprocess.CompletedProcess:
 def test_the_command_line_dumps_read_every_file(files, kind, tool):
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed (Debian: {'netcdf-bin' if tool == 'ncdump' else 'hdf5-tools'})")
-    proc = subprocess.run([tool, "-h" if tool == "ncdump" else "-H", str(files[kind])], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [tool, "-h" if tool == "ncdump" else "-H", str(files[kind])], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-800:])
     assert "observables" in proc.stdout
 
@@ -130,8 +139,10 @@ def test_xarray_opens_every_group_of_every_file(files, kind, engine):
                 assert "observables" in nc.groups
         print("opened", len({groups!r}))
     """)
-    assert proc.returncode == 0 and proc.stdout.split() == ["opened", str(len(groups))], \
-        (proc.returncode, proc.stderr[-800:])
+    assert proc.returncode == 0 and proc.stdout.split() == ["opened", str(len(groups))], (
+        proc.returncode,
+        proc.stderr[-800:],
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -148,5 +159,7 @@ def test_pyh5md_reads_every_time_series(files, kind):
                 assert el.value.shape[0] == el.step.shape[0] == el.time.shape[0], name
         print("read", len({groups!r}))
     """)
-    assert proc.returncode == 0 and proc.stdout.split() == ["read", str(len(groups))], \
-        (proc.returncode, proc.stderr[-800:])
+    assert proc.returncode == 0 and proc.stdout.split() == ["read", str(len(groups))], (
+        proc.returncode,
+        proc.stderr[-800:],
+    )

@@ -15,8 +15,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # "mfld" itself (api/: run, load, python -m mfld) sits on top; it comes last, as every name starts with it.
-LAYERS = {"mfld.model": 0, "mfld.discretizations": 1, "mfld.config": 2, "mfld.storage": 3, "mfld.validation": 4,
-          "mfld.solver": 5, "mfld.data": 0, "mfld": 6}
+LAYERS = {
+    "mfld.model": 0,
+    "mfld.discretizations": 1,
+    "mfld.config": 2,
+    "mfld.storage": 3,
+    "mfld.validation": 4,
+    "mfld.solver": 5,
+    "mfld.data": 0,
+    "mfld": 6,
+}
 
 
 def modules() -> dict[str, Path]:
@@ -76,7 +84,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == 1:
-                found.append(stack[stack.index(v):] + [v])
+                found.append(stack[stack.index(v) :] + [v])
             elif v not in state:
                 visit(v, stack)
         stack.pop()

@@ -62,11 +62,14 @@ def test_every_combination_steps_and_observes(objective, kind, scheme, s):
     assert all(h.shape == measure.shape for h in state.history)
 
 
-@pytest.mark.parametrize("kind, scheme, levels", [("grid", "bdf2", 2), ("grid", "implicit-euler", 1),
-                                                  ("spectral", "sbdf2", 3), ("particles", "euler-maruyama", 1)])
+@pytest.mark.parametrize(
+    "kind, scheme, levels",
+    [("grid", "bdf2", 2), ("grid", "implicit-euler", 1), ("spectral", "sbdf2", 3), ("particles", "euler-maruyama", 1)],
+)
 def test_a_saved_history_of_the_wrong_length_is_refused_by_the_scheme(kind, scheme, levels):
-    config = load_config(None, [*SMALL, f'discretization="{kind}"', f'{DISCRETIZATIONS[kind].keys()["scheme"]}='
-                                f'"{scheme}"'])
+    config = load_config(
+        None, [*SMALL, f'discretization="{kind}"', f'{DISCRETIZATIONS[kind].keys()["scheme"]}="{scheme}"']
+    )
     problem = build.build_problem(config)
     state = build.build_system(config, problem).state()
     measure = state.density if isinstance(state, DensityState) else state.positions
@@ -94,8 +97,9 @@ def test_a_new_particle_scheme_is_one_registration():
         loop.run(system, 2)
         assert calls == [1, 2]
         # Noiseless Heun is second order: closer to a fine Euler reference than one Euler step of the same size.
-        fine = build.build_system(load_config(None, [*SMALL, "particles.langevin=false", "time.eta=0.00078125"]),
-                                  build.build_problem(config))
+        fine = build.build_system(
+            load_config(None, [*SMALL, "particles.langevin=false", "time.eta=0.00078125"]), build.build_problem(config)
+        )
         euler = build.build_system(load_config(None, [*SMALL, "particles.langevin=false"]), build.build_problem(config))
         loop.run(fine, 128)
         loop.run(euler, 2)
@@ -123,8 +127,10 @@ def test_the_step_size_check_is_the_schemes():
     def plain(W, q, drift, eta, lam, xi, step, fit=None):
         return euler_maruyama(W, q, drift, eta, lam, xi, step, fit)
 
-    with PARTICLE_SCHEMES.registered("cautious", Cautious, "a scheme with a limit"), \
-            PARTICLE_SCHEMES.registered("plain", plain, "Euler-Maruyama, renamed"):
+    with (
+        PARTICLE_SCHEMES.registered("cautious", Cautious, "a scheme with a limit"),
+        PARTICLE_SCHEMES.registered("plain", plain, "Euler-Maruyama, renamed"),
+    ):
         ok = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.05"])
         build.build_system(ok, build.build_problem(ok))
         too_large = load_config(None, [*SMALL, 'particles.scheme="cautious"', "time.eta=0.1"])

@@ -37,8 +37,12 @@ def test_the_readme_shows_the_measured_table():
 
 def test_no_running_time_is_stated_outside_the_table():
     durations = _durations_module()
-    files = [ROOT / "README.md", ROOT / "docs" / "theory.md", ROOT / "docs" / "experiments.md",
-             *sorted((ROOT / "data").glob("*/*.toml"))]
+    files = [
+        ROOT / "README.md",
+        ROOT / "docs" / "theory.md",
+        ROOT / "docs" / "experiments.md",
+        *sorted((ROOT / "data").glob("*/*.toml")),
+    ]
     found = []
     for path in files:
         text = path.read_text()
@@ -50,8 +54,14 @@ def test_no_running_time_is_stated_outside_the_table():
 
 
 def test_the_pattern_finds_the_statements_it_must():
-    for stated in ("about 15 s on two cores", "4 minutes on two cores", "under a minute", "(about 40 s)",
-                   "About 5 minutes on two cores", "takes about a minute"):
+    for stated in (
+        "about 15 s on two cores",
+        "4 minutes on two cores",
+        "under a minute",
+        "(about 40 s)",
+        "About 5 minutes on two cores",
+        "takes about a minute",
+    ):
         assert DURATION.search(stated), stated
     for not_stated in ("0.32 s direct", "runs longer than two seconds", "10,000 steps"):
         assert not DURATION.search(not_stated), not_stated

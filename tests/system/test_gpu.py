@@ -36,8 +36,15 @@ def test_particle_run_on_gpu(tmp_path):
     from mfld.solver import build
     from mfld.storage import load
 
-    settings = ["data.d=5", "data.n=100", "particles.N=500", "time.steps=20", "output.checkpoint_every=10",
-                "output.plot=false", 'output.progress="off"']
+    settings = [
+        "data.d=5",
+        "data.n=100",
+        "particles.N=500",
+        "time.steps=20",
+        "output.checkpoint_every=10",
+        "output.plot=false",
+        'output.progress="off"',
+    ]
     cpu = build.start(load_config(None, settings), tmp_path / "cpu.h5")
     gpu = build.start(load_config(None, [*settings, 'backend="cupy"']), tmp_path / "gpu.h5")
     a, b = load(cpu), load(gpu)
@@ -53,7 +60,7 @@ def test_grid_linear_solvers_on_gpu_match_cpu(solver):
 
     grid = Grid.box(3.0, [24, 20, 16], 3)
     rng = np.random.default_rng(0)
-    V = (0.5 * (grid.centers() ** 2).sum(axis=1) + 0.3 * np.sin(grid.centers() @ rng.normal(size=3)))
+    V = 0.5 * (grid.centers() ** 2).sum(axis=1) + 0.3 * np.sin(grid.centers() @ rng.normal(size=3))
     V = V.reshape(grid.shape)
     m = rng.random(grid.shape)
     cpu = LINEAR_SOLVERS[solver](grid, 0.05, 1e-12).solve(V, 0.5, m)

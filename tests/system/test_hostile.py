@@ -66,9 +66,16 @@ def test_a_second_writer_is_refused_and_the_first_file_is_untouched(tmp_path):
 
 def test_the_lock_is_released_when_its_holder_dies(tmp_path):
     path = tmp_path / "x.h5"
-    holder = subprocess.Popen([sys.executable, "-c", f"from mfld.storage.lock import WriterLock; import time\n"
-                               f"with WriterLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from mfld.storage.lock import WriterLock; import time\n"
+            f"with WriterLock({str(path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(FileLockedError), WriterLock(path):
         pass
@@ -90,10 +97,10 @@ def test_external_links_storage_and_virtual_datasets_are_refused(tmp_path):
         f["x"] = np.ones(3)
     cases = {
         "link": lambda f: f.__setitem__("parameters/extra", h5py.ExternalLink(str(other), "/x")),
-        "storage": lambda f: f["parameters"].create_dataset("extra", shape=(8,), dtype="f8",
-                                                            external=[(str(secret), 0, 64)]),
-        "virtual": lambda f: f["parameters"].create_virtual_dataset(
-            "extra", _layout(other)),
+        "storage": lambda f: f["parameters"].create_dataset(
+            "extra", shape=(8,), dtype="f8", external=[(str(secret), 0, 64)]
+        ),
+        "virtual": lambda f: f["parameters"].create_virtual_dataset("extra", _layout(other)),
     }
     for name, edit in cases.items():
         path = _particles_file(tmp_path, f"{name}.h5")
@@ -115,8 +122,7 @@ def _layout(source) -> h5py.VirtualLayout:
 def test_a_stored_noise_name_does_not_choose_code(tmp_path):
     path = _particles_file(tmp_path)
     with h5py.File(path, "r+") as f:
-        f["particles/mu/rng_state/value"][-1] = json.dumps({"stream": "sequential",
-                                                            "state": {"bit_generator": "test"}})
+        f["particles/mu/rng_state/value"][-1] = json.dumps({"stream": "sequential", "state": {"bit_generator": "test"}})
     with pytest.raises(ValueError, match="unknown noise generator 'test'"):
         build.resume(path, steps=2)
 
@@ -209,8 +215,7 @@ def test_the_last_frame_is_not_written_twice(tmp_path):
 
 
 def test_a_serial_run_does_not_initialise_mpi(tmp_path):
-    script = ("import sys; from mfld.model.distributed import world; world(); "
-              "print('mpi4py.MPI' in sys.modules)")
+    script = "import sys; from mfld.model.distributed import world; world(); print('mpi4py.MPI' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
@@ -224,8 +229,12 @@ def _run_limited(args: list[str], config: list[str], size: int) -> subprocess.Co
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
-    return subprocess.run([sys.executable, "-m", "mfld.solver.cli", *args, *[a for s in config for a in ("--set", s)]],
-                          capture_output=True, text=True, preexec_fn=limit)
+    return subprocess.run(
+        [sys.executable, "-m", "mfld.solver.cli", *args, *[a for s in config for a in ("--set", s)]],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+    )
 
 
 def test_a_disk_too_small_for_the_run_is_refused_before_any_work(tmp_path):
@@ -255,8 +264,9 @@ def test_a_full_disk_ends_a_run_that_grows_its_file_with_one_line_and_keeps_the_
     assert CheckpointReader(path).steps.tolist() == [0, 10, 20, 30, 40]
 
 
-@pytest.mark.parametrize("override, key", [("particles.N=1000000000000", "particles.N"),
-                                           ("data.n=10000000000", "data.n")])
+@pytest.mark.parametrize(
+    "override, key", [("particles.N=1000000000000", "particles.N"), ("data.n=10000000000", "data.n")]
+)
 def test_absurd_sizes_are_refused_before_any_allocation(override, key, capsys):
     assert main(["run", "--out", "absurd.h5", "--set", override]) == 2
     err = capsys.readouterr().err
@@ -265,8 +275,19 @@ def test_absurd_sizes_are_refused_before_any_allocation(override, key, capsys):
 
 
 def test_an_absurd_grid_is_refused(capsys):
-    args = ["run", "--out", "g.h5", "--set", "discretization=grid", "--set", "data.d=1",
-            "--set", "grid.cells=[100000, 100000]", "--set", 'model.feature="tanh_bias"']
+    args = [
+        "run",
+        "--out",
+        "g.h5",
+        "--set",
+        "discretization=grid",
+        "--set",
+        "data.d=1",
+        "--set",
+        "grid.cells=[100000, 100000]",
+        "--set",
+        'model.feature="tanh_bias"',
+    ]
     assert main(args) == 2
     assert "comes from grid.cells = [100000, 100000]" in capsys.readouterr().err
 

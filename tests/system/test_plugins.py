@@ -106,8 +106,23 @@ def installed(tmp_path_factory) -> Path:
     (source / "pyproject.toml").write_text(PYPROJECT)
     (source / "mfld_demo_plugin.py").write_text(MODULE)
     site = root / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                           "--no-build-isolation", "--target", str(site), str(source)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0 and "No module named pip" in proc.stderr:
         pytest.skip("pip is not installed in this environment")
     assert proc.returncode == 0, proc.stderr
@@ -117,8 +132,9 @@ def installed(tmp_path_factory) -> Path:
 
 def _mfld(site: Path, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "mfld", *args], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mfld", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_an_installed_plugin_kind_runs_resumes_shows_and_plots_from_the_command_line(installed, tmp_path):
@@ -127,7 +143,7 @@ def test_an_installed_plugin_kind_runs_resumes_shows_and_plots_from_the_command_
     assert run.returncode == 0, run.stderr
     with h5py.File(tmp_path / "demo.h5") as f:
         assert f["parameters"].attrs["mfld_kind"] == "demo-grid"
-        assert 'min_cells = 8' in f["parameters"].attrs["config"]  # its own key, stored with the run
+        assert "min_cells = 8" in f["parameters"].attrs["config"]  # its own key, stored with the run
     resumed = _mfld(installed, tmp_path, "resume", "demo.h5", "--steps", "2")
     assert resumed.returncode == 0, resumed.stderr
     info = _mfld(installed, tmp_path, "info", "demo.h5")
@@ -143,8 +159,13 @@ def test_without_the_plugin_its_file_is_refused_by_name(installed, tmp_path):
     (tmp_path / "demo.toml").write_text(CONFIG)
     assert _mfld(installed, tmp_path, "run", "demo.toml", "--out", "demo.h5").returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    info = subprocess.run([sys.executable, "-m", "mfld", "info", "demo.h5"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    info = subprocess.run(
+        [sys.executable, "-m", "mfld", "info", "demo.h5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert info.returncode != 0 and "unknown kind of run 'demo-grid'" in info.stderr
     assert "Traceback" not in info.stderr
-

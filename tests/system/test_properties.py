@@ -31,9 +31,13 @@ def _arrays(shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
 @st.composite
 def particle_states(draw: st.DrawFn, fewest: int = 1) -> ParticleState:
     N, p, levels = draw(st.integers(fewest, 12)), draw(st.integers(1, 4)), draw(st.integers(0, 2))
-    return ParticleState(draw(_arrays((N, p))), draw(st.integers(0, 10**9)), draw(finite.filter(lambda t: t >= 0)),
-                         KeyedNoise(draw(st.integers(0, 2**32 - 1))).state(),
-                         tuple(draw(_arrays((N, p))) for _ in range(levels)))
+    return ParticleState(
+        draw(_arrays((N, p))),
+        draw(st.integers(0, 10**9)),
+        draw(finite.filter(lambda t: t >= 0)),
+        KeyedNoise(draw(st.integers(0, 2**32 - 1))).state(),
+        tuple(draw(_arrays((N, p))) for _ in range(levels)),
+    )
 
 
 @given(particle_states())
@@ -47,9 +51,12 @@ def test_a_particle_state_comes_back_from_its_arrays(state):
         np.testing.assert_array_equal(a, b)
 
 
-@given(st.lists(st.integers(1, 5), min_size=1, max_size=3).flatmap(
-    lambda shape: st.tuples(_arrays(tuple(shape)), st.lists(_arrays(tuple(shape)), max_size=2))),
-    st.integers(0, 10**6))
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=3).flatmap(
+        lambda shape: st.tuples(_arrays(tuple(shape)), st.lists(_arrays(tuple(shape)), max_size=2))
+    ),
+    st.integers(0, 10**6),
+)
 @FEW
 def test_a_density_state_comes_back_from_its_arrays(arrays, step):
     density, history = arrays
@@ -86,12 +93,13 @@ def test_keyed_noise_comes_back_from_its_state_and_any_split_draws_the_same(seed
     assert isinstance(noise, KeyedNoise) and noise.seed == seed
     whole = noise.normal(step, start, start + rows, p)
     cut = start + rows // 2
-    np.testing.assert_array_equal(np.vstack([KeyedNoise(seed).normal(step, start, cut, p),
-                                             KeyedNoise(seed).normal(step, cut, start + rows, p)]), whole)
+    np.testing.assert_array_equal(
+        np.vstack([KeyedNoise(seed).normal(step, start, cut, p), KeyedNoise(seed).normal(step, cut, start + rows, p)]),
+        whole,
+    )
 
 
-@given(st.integers(0, 2**63), st.sampled_from(["PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937"]),
-       st.integers(0, 50))
+@given(st.integers(0, 2**63), st.sampled_from(["PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937"]), st.integers(0, 50))
 @FEW
 def test_sequential_noise_continues_from_its_state(seed, name, skip):
     rng = np.random.Generator(getattr(np.random, name)(seed))
@@ -103,9 +111,11 @@ def test_sequential_noise_continues_from_its_state(seed, name, skip):
     np.testing.assert_array_equal(again.normal(0, 0, 7, 1)[:, 0], ahead)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | finite | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                       max_size=3), max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | finite | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @given(st.text(max_size=40) | json_values.map(json.dumps))
@@ -159,4 +169,3 @@ def test_a_configuration_comes_back_from_its_stored_toml(values):
         section, _, leaf = key.rpartition(".")
         got = back[section][leaf] if section else back[leaf]
         assert type(got) is type(value) and (got == value or (isinstance(value, float) and math.isclose(got, value)))
-

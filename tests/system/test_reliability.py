@@ -69,10 +69,12 @@ def _start_script(path, at_step: int, action: str, settings: list[str] = SMALL_R
 
 def _slow(path, steps: int = 40) -> subprocess.Popen:
     """`build.start` in another process that says "started" on stdout after its first step, then waits for stdin."""
-    script = _start_script(path, 1, 'print("started", flush=True); sys.stdin.readline()',
-                           SMALL_RUN + [f"time.steps={steps}"])
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    script = _start_script(
+        path, 1, 'print("started", flush=True); sys.stdin.readline()', SMALL_RUN + [f"time.steps={steps}"]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "started", proc.communicate()
     return proc
 
@@ -187,8 +189,16 @@ def test_a_planned_run_writes_its_file_whole_once(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "replace", lambda path, *a, **k: (calls.append(path), original(path, *a, **k)))
     for kind in ("particles", "grid"):
         calls.clear()
-        extra = ["discretization=grid", "data.d=1", 'data.target="single-index"', "model.feature=tanh",
-                 "grid.cells=24", "grid.gap=false", "model.lam_w=1.0", "model.lam_a=1.0"]
+        extra = [
+            "discretization=grid",
+            "data.d=1",
+            'data.target="single-index"',
+            "model.feature=tanh",
+            "grid.cells=24",
+            "grid.gap=false",
+            "model.lam_w=1.0",
+            "model.lam_a=1.0",
+        ]
         path = build.start(small(*(extra if kind == "grid" else [])), tmp_path / f"{kind}.h5")
         assert calls == [path], kind  # frame 0 and its record together, then every commit in place
         assert CheckpointReader(path).steps.tolist() == [0, 10, 20, 30, 40]
@@ -200,6 +210,7 @@ def _csv(text: bytes | str):
         path = tmp_path / "d.csv"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["run", "--set", f'data.source="{path}"', "--set", "particles.N=20", "--set", "time.steps=1"], "d.csv"
+
     return make
 
 
@@ -208,6 +219,7 @@ def _npz(write):
         path = tmp_path / "d.npz"
         write(path)
         return ["run", "--set", f'data.source="{path}"', "--set", "particles.N=20", "--set", "time.steps=1"], "d.npz"
+
     return make
 
 
@@ -226,12 +238,14 @@ def _edited(edit, command="resume"):
         with h5py.File(path, "r+") as f:
             edit(f)
         return [command, str(path), *(["--steps", "5"] if command == "resume" else [])], "f.h5"
+
     return make
 
 
 def _noise(text):
     def edit(f):
         f["particles/mu/rng_state/value"][1] = text
+
     return _edited(edit)
 
 
@@ -243,8 +257,9 @@ def _nested(f):
 
 def _bomb(f):
     del f["parameters/data/X_test"]
-    f["parameters/data"].create_dataset("X_test", shape=(2**22, 2**13), dtype="f8", chunks=(1024, 1024),
-                                        compression="gzip")
+    f["parameters/data"].create_dataset(
+        "X_test", shape=(2**22, 2**13), dtype="f8", chunks=(1024, 1024), compression="gzip"
+    )
 
 
 def _records_bomb(f):
@@ -259,8 +274,10 @@ def _records_bomb(f):
 
 def _config(**values):
     def make(tmp_path):
-        return ["run", *[a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]], \
-            next(iter(values)).replace("__", ".")
+        return ["run", *[a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}")]], next(
+            iter(values)
+        ).replace("__", ".")
+
     return make
 
 
@@ -271,6 +288,7 @@ def _out(kind):
         if kind == "compare":
             return ["compare", str(path), str(path), "--out", out], "missing"
         return ["plot", str(path), "--out", out, *(["--animate"] if kind == "animate" else [])], "missing"
+
     return make
 
 

@@ -24,13 +24,17 @@ from mfld.solver.cli import main
 from mfld.storage import CheckpointError, CheckpointReader
 
 K = 4
-SMALL = [*SMALL_ANY, f"output.checkpoint_every={K}",
-         "output.metrics_every=2", "output.plot=false", 'output.progress="off"']
+SMALL = [
+    *SMALL_ANY,
+    f"output.checkpoint_every={K}",
+    "output.metrics_every=2",
+    "output.plot=false",
+    'output.progress="off"',
+]
 
 
 def _cases() -> list[tuple[str, str]]:
-    return [(kind, scheme) for kind, spec in DISCRETIZATIONS.items()
-            for scheme in spec.schemes]
+    return [(kind, scheme) for kind, spec in DISCRETIZATIONS.items() for scheme in spec.schemes]
 
 
 def _config(kind: str, scheme: str, steps: int) -> dict:
@@ -45,9 +49,11 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     frames, records = CheckpointReader(path).frames, CheckpointReader(path).records
     with h5py.File(path, "r") as f:
+
         def keep(name: str, obj: object) -> None:
             if isinstance(obj, h5py.Dataset) and name.rsplit("/", 1)[-1] in ("step", "time", "value"):
                 out[name] = obj[: records if name.startswith("observables/") else frames]
+
         f.visititems(keep)
     return out
 
@@ -80,16 +86,30 @@ class _CopyOfFiniteVolume(FiniteVolume):
 
 def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
-                           spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
+    entry = Discretization(
+        spec.options,
+        spec.section,
+        _CopyOfFiniteVolume.build,
+        _CopyOfFiniteVolume.check,
+        spec.schemes,
+        spec.state_type,
+        _CopyOfFiniteVolume.memory,
+    )
     with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
         _round_trip("grid-copy", "implicit-euler", tmp_path)
 
 
 def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
     spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(spec.options, spec.section, _CopyOfFiniteVolume.build, _CopyOfFiniteVolume.check,
-                           spec.schemes, spec.state_type, _CopyOfFiniteVolume.memory)
+    entry = Discretization(
+        spec.options,
+        spec.section,
+        _CopyOfFiniteVolume.build,
+        _CopyOfFiniteVolume.check,
+        spec.schemes,
+        spec.state_type,
+        _CopyOfFiniteVolume.memory,
+    )
     with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
     with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once its package is installed"):
@@ -118,8 +138,9 @@ def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_pat
             np.testing.assert_array_equal(b[name], a[name], err_msg=f"{kind}/{scheme}: {name} after resume")
             continue
         scale = float(np.nanmax(np.abs(a[name]), initial=0.0))
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-13 * scale,
-                                   err_msg=f"{kind}/{scheme}: {name} after resume")
+        np.testing.assert_allclose(
+            b[name], a[name], rtol=1e-12, atol=1e-13 * scale, err_msg=f"{kind}/{scheme}: {name} after resume"
+        )
 
 
 class _LeimkuhlerMatthews:

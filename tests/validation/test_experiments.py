@@ -60,8 +60,22 @@ def test_sample_complexity_table(reports):
     assert all(0 <= v for row in data["rows"] for v in row[2:])
 
 
-SMALL_FIGURE_2 = ["--set", "n=120", "--set", "N=200", "--set", "steps=300", "--set", "every=50", "--set", "seeds=2",
-                  "--set", "label_noise=[0.0, 0.5, 1.0, 2.0]", "--jobs", "2"]
+SMALL_FIGURE_2 = [
+    "--set",
+    "n=120",
+    "--set",
+    "N=200",
+    "--set",
+    "steps=300",
+    "--set",
+    "every=50",
+    "--set",
+    "seeds=2",
+    "--set",
+    "label_noise=[0.0, 0.5, 1.0, 2.0]",
+    "--jobs",
+    "2",
+]
 
 
 def _numbers(path):

@@ -62,8 +62,18 @@ def run(full: bool = False, seed: int = 0) -> Report:
         loop.run(s, until=T)
         wall = time.perf_counter() - t0
         q = s.measure()[1]
-        rows.append([name, cells, eta, int(round(T / eta)), abs(s.fit().U - U_star), w1(grid_cdf(grid, q), cdf_star),
-                     float(np.min(s.density)), wall])
+        rows.append(
+            [
+                name,
+                cells,
+                eta,
+                int(round(T / eta)),
+                abs(s.fit().U - U_star),
+                w1(grid_cdf(grid, q), cdf_star),
+                float(np.min(s.density)),
+                wall,
+            ]
+        )
         report.progress(f"{name}, {cells} cells: {wall:.1f} s")
 
     cells = (50, 100, 200, 400) if full else (50, 100, 200)
@@ -81,8 +91,18 @@ def run(full: bool = False, seed: int = 0) -> Report:
         loop.run(s, until=T, observers=[tail])
         wall = time.perf_counter() - t0
         U_mean = float(np.mean(tail.series()["U"]))
-        rows.append(["particles (eta 0.1)", N, 0.1, int(round(T / 0.1)), abs(U_mean - U_star),
-                     w1(particle_cdf(s.positions), cdf_star), float("nan"), wall])
+        rows.append(
+            [
+                "particles (eta 0.1)",
+                N,
+                0.1,
+                int(round(T / 0.1)),
+                abs(U_mean - U_star),
+                w1(particle_cdf(s.positions), cdf_star),
+                float("nan"),
+                wall,
+            ]
+        )
         report.progress(f"particles, N = {N}: {wall:.1f} s")
     report.table(
         f"Against mu* (stationary solver, 3200 cells) after running to T = {T:g} from the prior",

@@ -58,8 +58,9 @@ def _interior_max(v: np.ndarray) -> float:
     return float(v[1:-1].max())
 
 
-def measure_pairs(F: Functional, kind: str, pairs: int, rng: np.random.Generator,
-                  s: np.ndarray) -> tuple[float, float, list[np.ndarray]]:
+def measure_pairs(
+    F: Functional, kind: str, pairs: int, rng: np.random.Generator, s: np.ndarray
+) -> tuple[float, float, list[np.ndarray]]:
     """Worst relative violations of the chord and linearisation inequalities over random pairs."""
     p = F.problem.p
     if kind == "grid":
@@ -91,8 +92,9 @@ def measure_pairs(F: Functional, kind: str, pairs: int, rng: np.random.Generator
     return worst_chord, worst_lin, curves
 
 
-def position_pairs(F: Functional, pairs: int, rng: np.random.Generator,
-                   s: np.ndarray) -> tuple[float, list[np.ndarray]]:
+def position_pairs(
+    F: Functional, pairs: int, rng: np.random.Generator, s: np.ndarray
+) -> tuple[float, list[np.ndarray]]:
     """The finite-N loss along straight lines in position space: the worst chord violation."""
     p = F.problem.p
     worst, curves = -np.inf, []
@@ -134,12 +136,21 @@ def run(full: bool = False, seed: int = 0) -> Report:
         ["feature", "label noise", "pairs of", "p", "pairs", "chord", "linearisation"],
         rows,
     )
-    report.data = {"worst_measure_violation": worst_measure, "worst_position_violation": worst_position,
-                   "pairs_per_row": pairs, "rows": rows}
-    report.claim(f"G is convex in the measure: the largest relative excess over the chord or the linearisation "
-                 f"is {worst_measure:.2e} (a violation would be > 1e-10)", worst_measure < 1e-10)
-    report.claim(f"the finite-N loss is not convex in the positions: worst violation {worst_position:.2e} relative",
-                 worst_position > 1e-6)
+    report.data = {
+        "worst_measure_violation": worst_measure,
+        "worst_position_violation": worst_position,
+        "pairs_per_row": pairs,
+        "rows": rows,
+    }
+    report.claim(
+        f"G is convex in the measure: the largest relative excess over the chord or the linearisation "
+        f"is {worst_measure:.2e} (a violation would be > 1e-10)",
+        worst_measure < 1e-10,
+    )
+    report.claim(
+        f"the finite-N loss is not convex in the positions: worst violation {worst_position:.2e} relative",
+        worst_position > 1e-6,
+    )
     fig, axes = report.figure("segments", 1, 2, figsize=(11, 4), constrained_layout=True)
     for v in all_measure:
         axes[0].plot(s, v, color="C0", alpha=0.3, lw=0.8)

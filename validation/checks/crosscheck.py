@@ -55,8 +55,9 @@ def _sample_density(grid: Grid, q: np.ndarray, size: int, rng: np.random.Generat
     return grid.centers()[cells] + jitter
 
 
-def distances(W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None,
-              rng: np.random.Generator) -> tuple[float, float]:
+def distances(
+    W: np.ndarray, grid: Grid, q: np.ndarray, ref_sample: np.ndarray | None, rng: np.random.Generator
+) -> tuple[float, float]:
     """W1 and W2 of the particles to the grid density: exact against its cell atoms in 1-D, sliced (50
     directions) against a sample of it in 2-D and 3-D."""
     if grid.dim == 1:
@@ -104,9 +105,20 @@ def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cell
             w1s.append(w1)
             w2s.append(w2)
             last_W = W
-        rows.append([N, seeds, float(np.mean(cv)), _se(cv), float(np.mean(raw)), _se(raw),
-                     float(np.sqrt(np.mean(np.square(raw)))), float(np.mean(kerr)), float(np.mean(w1s)),
-                     float(np.mean(w2s))])
+        rows.append(
+            [
+                N,
+                seeds,
+                float(np.mean(cv)),
+                _se(cv),
+                float(np.mean(raw)),
+                _se(raw),
+                float(np.sqrt(np.mean(np.square(raw)))),
+                float(np.mean(kerr)),
+                float(np.mean(w1s)),
+                float(np.mean(w2s)),
+            ]
+        )
     return {"rows": rows, "U_T": U_T, "density": fv.density.tolist(), "last_W": last_W.tolist()}
 
 
@@ -125,8 +137,18 @@ def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: 
     name1, name2 = distance_names(p)
     report.table(
         f"p = {p}: particles (eta = {eta:g}) against the grid ({cells} cells per axis) at T = {T:g}",
-        ["N", "seeds", "U bias (control variate)", "s.e.", "U bias (raw)", "s.e.", "U rms error",
-         "kernel sup err^2", name1, name2],
+        [
+            "N",
+            "seeds",
+            "U bias (control variate)",
+            "s.e.",
+            "U bias (raw)",
+            "s.e.",
+            "U rms error",
+            "kernel sup err^2",
+            name1,
+            name2,
+        ],
         rows,
     )
     report.table(
@@ -134,12 +156,18 @@ def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: 
         ["U bias (cv)", "U rms", "kernel sup err^2", name1, name2],
         [[round(v, 3) for v in slopes.values()]],
     )
-    report.claim(f"p = {p}: U bias is O(1/N): slope {slopes['U_bias_cv']:.2f} in [-1.4, -0.6]",
-                 -1.4 <= slopes["U_bias_cv"] <= -0.6)
-    report.claim(f"p = {p}: kernel error sup|k_N - k|^2 is O(1/N): slope {slopes['kernel_sq']:.2f} in [-1.4, -0.6]",
-                 -1.4 <= slopes["kernel_sq"] <= -0.6)
-    report.claim(f"p = {p}: {name1} to the grid density is about O(N^-1/2): slope {slopes['W1']:.2f} in [-0.7, -0.3]",
-                 -0.7 <= slopes["W1"] <= -0.3)
+    report.claim(
+        f"p = {p}: U bias is O(1/N): slope {slopes['U_bias_cv']:.2f} in [-1.4, -0.6]",
+        -1.4 <= slopes["U_bias_cv"] <= -0.6,
+    )
+    report.claim(
+        f"p = {p}: kernel error sup|k_N - k|^2 is O(1/N): slope {slopes['kernel_sq']:.2f} in [-1.4, -0.6]",
+        -1.4 <= slopes["kernel_sq"] <= -0.6,
+    )
+    report.claim(
+        f"p = {p}: {name1} to the grid density is about O(N^-1/2): slope {slopes['W1']:.2f} in [-0.7, -0.3]",
+        -0.7 <= slopes["W1"] <= -0.3,
+    )
     _plot_against_N(report, p, arr, slopes)
     _plot_densities(report, p, grid, np.array(result["density"]), np.array(result["last_W"]), T)
     return {"rows": rows, "slopes": slopes, "U_T": result["U_T"]}
@@ -149,8 +177,12 @@ def _plot_against_N(report: Report, p: int, arr: np.ndarray, slopes: dict[str, f
     fig, ax = report.figure(f"p{p}-against-N", figsize=(7, 4.5), constrained_layout=True)
     N = arr[:, 0]
     name1, name2 = distance_names(p)
-    for col, name, key in ((2, "U bias (cv)", "U_bias_cv"), (7, "kernel sup err^2", "kernel_sq"),
-                           (8, name1, "W1"), (9, name2, "W2")):
+    for col, name, key in (
+        (2, "U bias (cv)", "U_bias_cv"),
+        (7, "kernel sup err^2", "kernel_sq"),
+        (8, name1, "W1"),
+        (9, name2, "W2"),
+    ):
         ax.loglog(N, np.abs(arr[:, col]), "o-", label=f"{name}, slope {slopes[key]:.2f}")
     ax.errorbar(N, np.abs(arr[:, 2]), yerr=arr[:, 3], fmt="none", color="C0", capsize=3)
     ax.loglog(N, arr[0, 2] * N[0] / N, "k:", lw=0.8, label="1/N")
@@ -209,8 +241,9 @@ def weak_run(etas: list[float], N: int, T: float, seed: int, index: int) -> Resu
     return {"second_moment": out}
 
 
-def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report,
-               results: list[Result]) -> dict[str, Any]:
+def weak_error(
+    etas: tuple[float, ...], N: int, seeds: int, T: float, report: Report, results: list[Result]
+) -> dict[str, Any]:
     """Differences of E||w||^2 at T between eta and eta/2 over the seeds' :func:`weak_run` results."""
     vals = {e: [r["second_moment"][k] for r in results] for k, e in enumerate(etas)}
     rows = []
@@ -226,8 +259,14 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
     )
     report.claim(f"Euler-Maruyama weak order {order:.2f} in [0.7, 1.3]", 0.7 <= order <= 1.3)
     fig, ax = report.figure("weak-error", figsize=(5, 4), constrained_layout=True)
-    ax.errorbar([r[0] for r in rows], [abs(r[1]) for r in rows], yerr=[r[2] for r in rows], marker="o", capsize=3,
-                label=f"|E m2(eta) - E m2(eta/2)|, order {order:.2f}")
+    ax.errorbar(
+        [r[0] for r in rows],
+        [abs(r[1]) for r in rows],
+        yerr=[r[2] for r in rows],
+        marker="o",
+        capsize=3,
+        label=f"|E m2(eta) - E m2(eta/2)|, order {order:.2f}",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("eta")
@@ -235,8 +274,9 @@ def weak_error(etas: tuple[float, ...], N: int, seeds: int, T: float, report: Re
     return {"rows": rows, "order": order}
 
 
-def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
-        overrides: dict[str, Any] | None = None) -> Report:
+def run(
+    full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
+) -> Report:
     """The check; its independent parts run as jobs: one per p (the grid and the particle runs against it) and one
     per seed of the weak error (``mfld validate crosscheck --jobs N``; a run stopped by Ctrl-C continues)."""
     if overrides:
@@ -253,13 +293,23 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
         weak = {"etas": [0.4, 0.2, 0.1, 0.05, 0.025], "N": 1000, "seeds": 8, "T": 4.0}
         cells = {1: 1000, 2: 80}
     ps = (1, 2, 3) if full else (1, 2)
-    jobs = [Job(against_N_run, {"p": p, **sizes, "cells": cells[p], "seed": seed}, f"p = {p}: grid and particles")
-            for p in ps]
-    jobs += [Job(weak_run, {"etas": weak["etas"], "N": weak["N"], "T": weak["T"], "seed": seed, "index": s},
-                 f"weak error, seed {s}") for s in range(weak["seeds"])]
+    jobs = [
+        Job(against_N_run, {"p": p, **sizes, "cells": cells[p], "seed": seed}, f"p = {p}: grid and particles")
+        for p in ps
+    ]
+    jobs += [
+        Job(
+            weak_run,
+            {"etas": weak["etas"], "N": weak["N"], "T": weak["T"], "seed": seed, "index": s},
+            f"weak error, seed {s}",
+        )
+        for s in range(weak["seeds"])
+    ]
     results = runner(jobs)
-    report.data = {f"p{p}": against_N(p, results[k], sizes["T"], sizes["eta"], cells[p], report)
-                   for k, p in enumerate(ps)}
-    report.data["weak_error"] = weak_error(tuple(weak["etas"]), weak["N"], weak["seeds"], weak["T"], report,
-                                           results[len(ps):])
+    report.data = {
+        f"p{p}": against_N(p, results[k], sizes["T"], sizes["eta"], cells[p], report) for k, p in enumerate(ps)
+    }
+    report.data["weak_error"] = weak_error(
+        tuple(weak["etas"]), weak["N"], weak["seeds"], weak["T"], report, results[len(ps) :]
+    )
     return report

@@ -34,8 +34,9 @@ from ..problems import low_dim_functional, low_dim_problem
 from ..report import Report
 
 
-def gap_history(F: Functional, grid: Grid, m0: np.ndarray, reference: float, eta: float, t_max: float,
-                every: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def gap_history(
+    F: Functional, grid: Grid, m0: np.ndarray, reference: float, eta: float, t_max: float, every: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """Times and gaps ``Obj(m_t) - reference`` of a BDF2 run until the gap reaches round-off."""
     fv = FiniteVolume(F, grid, m0, eta, "bdf2", reference_objective=reference)
     rec = loop.Recorder(lambda s: {"gap": s.diagnostics()["gap"]}, every, record_start=False, record_end=False)
@@ -71,8 +72,11 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) 
     rate, b, keep = fit_rate(t, gap)
     exact = 2 * pb.lam * pb.lam_w
     rows.append(["OU (U = 0)", pb.lam, rate, exact, rate / exact, int(keep.sum())])
-    report.claim(f"the rate fit recovers the exact Ornstein-Uhlenbeck rate 2 lam lam_w = {exact:g} "
-                 f"(measured {rate:.4g}, within 3%)", abs(rate / exact - 1) < 0.03)
+    report.claim(
+        f"the rate fit recovers the exact Ornstein-Uhlenbeck rate 2 lam lam_w = {exact:g} "
+        f"(measured {rate:.4g}, within 3%)",
+        abs(rate / exact - 1) < 0.03,
+    )
     ax.semilogy(t, np.maximum(gap, 1e-17), "k:", label="OU (U = 0)")
     vacuous: list[str] = []
     for i, lam in enumerate(lams):
@@ -84,12 +88,15 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) 
         rows.append(["two-timescale", lam, rate, bound, rate / (2 * lam * F.problem.lam_w), int(keep.sum())])
         report.progress(f"grid rate at lam = {lam:g}: {rate:.4g}")
         resid = float(np.max(np.abs(np.log(gap[keep]) - (b - rate * t[keep]))))
-        report.claim(f"lam = {lam:g}: linear convergence, log(gap) falls on a line of slope -{rate:.4g} "
-                     f"(largest deviation {resid:.2f} in log over {int(keep.sum())} points, must be < 0.5)",
-                     rate > 0 and resid < 0.5)
+        report.claim(
+            f"lam = {lam:g}: linear convergence, log(gap) falls on a line of slope -{rate:.4g} "
+            f"(largest deviation {resid:.2f} in log over {int(keep.sum())} points, must be < 0.5)",
+            rate > 0 and resid < 0.5,
+        )
         if bound > 1e-6 * rate:
-            report.claim(f"lam = {lam:g}: the rate {rate:.4g} is at least the bound 2 alpha lam = {bound:.3g}",
-                         rate >= bound)
+            report.claim(
+                f"lam = {lam:g}: the rate {rate:.4g} is at least the bound 2 alpha lam = {bound:.3g}", rate >= bound
+            )
         else:
             vacuous.append(f"{lam:g} ({bound:.3g})")
         ax.semilogy(t, np.maximum(gap, 1e-17), color=f"C{i}", label=f"lam = {lam:g}")
@@ -115,8 +122,9 @@ def grid_rates(lams: tuple[float, ...], report: Report, cells: int, eta: float) 
     return rows
 
 
-def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_burn: float, t_end: float,
-                   report: Report) -> list[list[Any]]:
+def particle_floor(
+    Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_burn: float, t_end: float, report: Report
+) -> list[list[Any]]:
     F = low_dim_functional(1)
     grid = Grid.box(6.0, 400, 1)
     star = solve_stationary(F, grid, tol=1e-14)
@@ -131,8 +139,9 @@ def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_b
             for seed in range(n_seeds):
                 rng = np.random.default_rng([seed, N])
                 system = Particles(F, rng.standard_normal((N, 1)), eta, rng)
-                tail = loop.Recorder(lambda s: {"G": F.energy(s.fit())["G"]}, record_start=False, after=t_burn,
-                                     record_end=False)
+                tail = loop.Recorder(
+                    lambda s: {"G": F.energy(s.fit())["G"]}, record_start=False, after=t_burn, record_end=False
+                )
                 loop.run(system, until=t_end, observers=[tail])
                 means.append(np.mean(tail.series()["G"]))
             floor = float(np.mean(means)) - G_star
@@ -148,8 +157,15 @@ def particle_floor(Ns: tuple[int, ...], etas: tuple[float, ...], seeds: int, t_b
     fig, ax = report.figure("particle-floor", figsize=(6, 4), constrained_layout=True)
     for i, eta in enumerate(etas):
         r = [row for row in rows if row[1] == eta]
-        ax.errorbar([x[0] for x in r], [abs(x[2]) for x in r], yerr=[x[3] for x in r], marker="o",
-                    color=f"C{i}", label=f"eta = {eta:g}", capsize=3)
+        ax.errorbar(
+            [x[0] for x in r],
+            [abs(x[2]) for x in r],
+            yerr=[x[3] for x in r],
+            marker="o",
+            color=f"C{i}",
+            label=f"eta = {eta:g}",
+            capsize=3,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N")

@@ -47,31 +47,44 @@ def particle_run(lam: float, N: int, eta: float, T: float, s: float, seed: int, 
     noise = as_noise(rng)
     drift = LabelNoiseDrift(F, s, noise.uniform) if s > 0 else None
     p = Particles(F, rng.standard_normal((N, 2)), eta, noise, drift=drift)
-    rec = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10,
-                        record_start=False, record_end=False)
+    rec = loop.Recorder(
+        lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10, record_start=False, record_end=False
+    )
     loop.run(p, until=T, observers=[rec])
     series = rec.series()
     tail = series["time"] > T / 2
-    return {"time": series["time"].tolist(), "df": series["df"].tolist(),
-            "df_tail": float(np.mean(series["df"][tail])), "U_tail": float(np.mean(series["U"][tail]))}
+    return {
+        "time": series["time"].tolist(),
+        "df": series["df"].tolist(),
+        "df_tail": float(np.mean(series["df"][tail])),
+        "U_tail": float(np.mean(series["U"][tail])),
+    }
 
 
-def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
-        overrides: dict[str, Any] | None = None) -> Report:
+def run(
+    full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
+) -> Report:
     c = experiment_config("label-noise", full, overrides)
     report = Report("label-noise", "Label-noise procedure (particles) against its expected dynamics (grid)")
     levels = c["label_noise"]
-    grid_jobs = [Job(grid_run, {"lam": c["lam"], "cells": c["cells"], "T": c["T"], "s": s}, f"grid, s = {s:g}")
-                 for s in levels]
-    particle_jobs = [Job(particle_run, {"lam": c["lam"], "N": c["N"], "eta": c["eta"], "T": c["T"], "s": s,
-                                        "seed": seed, "index": k}, f"particles, s = {s:g}, run {k}")
-                     for s in levels for k in range(c["seeds"])]
+    grid_jobs = [
+        Job(grid_run, {"lam": c["lam"], "cells": c["cells"], "T": c["T"], "s": s}, f"grid, s = {s:g}") for s in levels
+    ]
+    particle_jobs = [
+        Job(
+            particle_run,
+            {"lam": c["lam"], "N": c["N"], "eta": c["eta"], "T": c["T"], "s": s, "seed": seed, "index": k},
+            f"particles, s = {s:g}, run {k}",
+        )
+        for s in levels
+        for k in range(c["seeds"])
+    ]
     results = runner(grid_jobs + particle_jobs)
     rows: list[list[float]] = []
     curves: dict[float, dict[str, tuple[list[float], list[float]]]] = {}
     for i, s in enumerate(levels):
         g = results[i]
-        runs = results[len(levels) + i * c["seeds"]:len(levels) + (i + 1) * c["seeds"]]
+        runs = results[len(levels) + i * c["seeds"] : len(levels) + (i + 1) * c["seeds"]]
         dfs = [r["df_tail"] for r in runs]
         se = float(np.std(dfs, ddof=1) / math.sqrt(len(dfs)))
         rows.append([s, g["df"][-1], float(np.mean(dfs)), se, g["U"], float(np.mean([r["U_tail"] for r in runs]))])
@@ -84,13 +97,16 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
     )
     base_gap = abs(rows[0][2] - rows[0][1])
     tol = [3 * r[3] + 2 * base_gap for r in rows]
-    report.claim("the procedure lowers df on the grid (df decreases with s)",
-                 bool(np.all(np.diff([r[1] for r in rows]) < 0)))
-    report.claim("the procedure lowers df with particles (df decreases with s)",
-                 bool(np.all(np.diff([r[2] for r in rows]) < 0)))
+    report.claim(
+        "the procedure lowers df on the grid (df decreases with s)", bool(np.all(np.diff([r[1] for r in rows]) < 0))
+    )
+    report.claim(
+        "the procedure lowers df with particles (df decreases with s)", bool(np.all(np.diff([r[2] for r in rows]) < 0))
+    )
     report.claim(
         "particles and grid agree on df within 3 s.e. plus twice the s = 0 discrepancy ("
-        + ", ".join(f"|{r[2] - r[1]:.3f}| <= {t:.3f}" for r, t in zip(rows, tol, strict=True)) + ")",
+        + ", ".join(f"|{r[2] - r[1]:.3f}| <= {t:.3f}" for r, t in zip(rows, tol, strict=True))
+        + ")",
         all(abs(r[2] - r[1]) <= t for r, t in zip(rows, tol, strict=True)),
     )
     report.data = {"config": c, "rows": rows}

@@ -33,8 +33,9 @@ log = logging.getLogger("mfld.validation")
 _RUN_KEYS = ("d", "n", "N", "eta", "lam", "lam_a", "lam_w", "steps", "every", "solve")
 
 
-def train_run(setting: dict[str, Any], sigma: float, label_noise: float, seed: int, init_sd: float | None,
-              backend: str = "numpy") -> Result:
+def train_run(
+    setting: dict[str, Any], sigma: float, label_noise: float, seed: int, init_sd: float | None, backend: str = "numpy"
+) -> Result:
     """One run of the Section 6 setting: data noise ``sigma``, label-noise level ``label_noise``, ``seed``.
 
     Returns the curves of :data:`~mfld.validation.experiments.training.OBSERVED` as lists.
@@ -58,10 +59,22 @@ def _init_name(init_sd: float | None) -> str:
 def _jobs(c: dict[str, Any], levels: Sequence[tuple[float, float]], seed: int, init_sd: float | None) -> list[Job]:
     """Seed-major: an interrupted experiment has whole seeds for every level first."""
     setting = {k: c[k] for k in _RUN_KEYS}
-    return [Job(train_run, {"setting": setting, "sigma": sigma, "label_noise": s, "seed": seed + k,
-                            "init_sd": init_sd, "backend": current_backend()},
-                f"sigma = {sigma:g}, s = {s:g}, seed {seed + k}, from {_init_name(init_sd)}")
-            for k in range(c["seeds"]) for sigma, s in levels]
+    return [
+        Job(
+            train_run,
+            {
+                "setting": setting,
+                "sigma": sigma,
+                "label_noise": s,
+                "seed": seed + k,
+                "init_sd": init_sd,
+                "backend": current_backend(),
+            },
+            f"sigma = {sigma:g}, s = {s:g}, seed {seed + k}, from {_init_name(init_sd)}",
+        )
+        for k in range(c["seeds"])
+        for sigma, s in levels
+    ]
 
 
 class Curves:
@@ -89,10 +102,13 @@ class Curves:
         return float(mean), float(se)
 
     def data(self) -> dict[str, Any]:
-        return {"time": self.time.tolist(), "seeds": self.seeds,
-                "mean": {k: self.mean(k).tolist() for k in self.runs if k not in ("step", "time")},
-                "se": {k: self.se(k).tolist() for k in self.runs if k not in ("step", "time")},
-                "runs": {k: v.tolist() for k, v in self.runs.items() if k not in ("step", "time")}}
+        return {
+            "time": self.time.tolist(),
+            "seeds": self.seeds,
+            "mean": {k: self.mean(k).tolist() for k in self.runs if k not in ("step", "time")},
+            "se": {k: self.se(k).tolist() for k in self.runs if k not in ("step", "time")},
+            "runs": {k: v.tolist() for k, v in self.runs.items() if k not in ("step", "time")},
+        }
 
 
 def _group(results: Sequence[Result], count: int) -> list[Curves]:
@@ -117,32 +133,53 @@ def _pm(mean_se: tuple[float, float]) -> str:
 
 
 def _figure_1_table(curves: dict[float, Curves]) -> list[list[Any]]:
-    return [[s, _pm(cv.at("kernel_alignment", 0)), _pm(cv.at("kernel_alignment", -1)),
-             _pm(cv.at("degrees_of_freedom", 0)), _pm(cv.at("degrees_of_freedom", -1)),
-             _pm(cv.at("test_loss", -1))] for s, cv in curves.items()]
+    return [
+        [
+            s,
+            _pm(cv.at("kernel_alignment", 0)),
+            _pm(cv.at("kernel_alignment", -1)),
+            _pm(cv.at("degrees_of_freedom", 0)),
+            _pm(cv.at("degrees_of_freedom", -1)),
+            _pm(cv.at("test_loss", -1)),
+        ]
+        for s, cv in curves.items()
+    ]
 
 
-def figure_1(full: bool = False, seed: int = 0, runner: Runner = run_serial,
-             overrides: dict[str, Any] | None = None) -> Report:
+def figure_1(
+    full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
+) -> Report:
     c = experiment_config("paper-figure-1", full, overrides)
     report = Report("paper-figure-1", "Paper Figure 1: alignment and df during training, several data-noise levels")
     sigmas, prior_sigmas = c["sigmas"], [c["sigmas"][0], c["sigmas"][-1]]
-    narrow, prior = _jobs(c, [(s, 0.0) for s in sigmas], seed, _init_sd(c)), _jobs(c, [(s, 0.0) for s in prior_sigmas],
-                                                                                   seed, None)
+    narrow, prior = (
+        _jobs(c, [(s, 0.0) for s in sigmas], seed, _init_sd(c)),
+        _jobs(c, [(s, 0.0) for s in prior_sigmas], seed, None),
+    )
     results = runner(narrow + prior)
-    curves = dict(zip(sigmas, _group(results[:len(narrow)], len(sigmas)), strict=True))
-    from_prior = dict(zip(prior_sigmas, _group(results[len(narrow):], len(prior_sigmas)), strict=True))
+    curves = dict(zip(sigmas, _group(results[: len(narrow)], len(sigmas)), strict=True))
+    from_prior = dict(zip(prior_sigmas, _group(results[len(narrow) :], len(prior_sigmas)), strict=True))
     header = ["sigma", "A(mu_0)", "A(final)", "df(mu_0)", "df(final)", "test loss (final)"]
-    setting = (f"x1 x2, d = {c['d']}, n = {c['n']}, N = {c['N']}, eta = {c['eta']}, lam = {c['lam']}, "
-               f"{c['steps']} steps; mean ± standard error over {c['seeds']} seeds")
+    setting = (
+        f"x1 x2, d = {c['d']}, n = {c['n']}, N = {c['N']}, eta = {c['eta']}, lam = {c['lam']}, "
+        f"{c['steps']} steps; mean ± standard error over {c['seeds']} seeds"
+    )
     report.table(f"{setting}; initial measure {_init_name(_init_sd(c))}", header, _figure_1_table(curves))
-    report.table(f"{setting}; initial measure {_init_name(None)} of docs/theory.md §1", header,
-                 _figure_1_table(from_prior))
+    report.table(
+        f"{setting}; initial measure {_init_name(None)} of docs/theory.md §1", header, _figure_1_table(from_prior)
+    )
     base = curves[sigmas[0]]
-    paired = [[s, _pm(cv.paired(base, "degrees_of_freedom")), _pm(cv.paired(base, "kernel_alignment"))]
-              for s, cv in curves.items() if cv is not base]
-    report.table(f"Paired over the seeds (same inputs): final value at sigma minus at sigma = {sigmas[0]:g}, "
-                 f"initial measure {_init_name(_init_sd(c))}", ["sigma", "df difference", "A difference"], paired)
+    paired = [
+        [s, _pm(cv.paired(base, "degrees_of_freedom")), _pm(cv.paired(base, "kernel_alignment"))]
+        for s, cv in curves.items()
+        if cv is not base
+    ]
+    report.table(
+        f"Paired over the seeds (same inputs): final value at sigma minus at sigma = {sigmas[0]:g}, "
+        f"initial measure {_init_name(_init_sd(c))}",
+        ["sigma", "df difference", "A difference"],
+        paired,
+    )
     report.notes.append(
         "Where df starts decides its direction: from the prior nu (sd 1/sqrt(lam_w) = 2) the tanh features are "
         "saturated and the kernel already has high rank, so df starts high and drifts down while the alignment "
@@ -151,41 +188,69 @@ def figure_1(full: bool = False, seed: int = 0, runner: Runner = run_serial,
         f"Both are run here: the narrow start for every sigma, the prior for sigma = {prior_sigmas[0]:g} and "
         f"{prior_sigmas[-1]:g}."
     )
-    start_end = [(cv.at("kernel_alignment", 0)[0], cv.at("kernel_alignment", -1)[0],
-                  cv.at("degrees_of_freedom", 0)[0], cv.at("degrees_of_freedom", -1)[0]) for cv in curves.values()]
+    start_end = [
+        (
+            cv.at("kernel_alignment", 0)[0],
+            cv.at("kernel_alignment", -1)[0],
+            cv.at("degrees_of_freedom", 0)[0],
+            cv.at("degrees_of_freedom", -1)[0],
+        )
+        for cv in curves.values()
+    ]
     df_final = [v[3] for v in start_end]
     report.claim("alignment rises during training for every sigma", all(v[1] > v[0] for v in start_end))
     report.claim("df rises during training for every sigma", all(v[3] > v[2] for v in start_end))
-    report.claim(f"larger sigma gives larger final df: {', '.join(f'{v:.1f}' for v in df_final)}",
-                 bool(np.all(np.diff(df_final) > 0)))
-    report.data = {"config": c, "initial_sd": _init_sd(c),
-                   "rows": [[s, *v, cv.at("test_loss", -1)[0]] for (s, cv), v in zip(curves.items(), start_end,
-                                                                                      strict=True)],
-                   "curves": {str(k): v.data() for k, v in curves.items()},
-                   "curves_from_prior": {str(k): v.data() for k, v in from_prior.items()}}
+    report.claim(
+        f"larger sigma gives larger final df: {', '.join(f'{v:.1f}' for v in df_final)}",
+        bool(np.all(np.diff(df_final) > 0)),
+    )
+    report.data = {
+        "config": c,
+        "initial_sd": _init_sd(c),
+        "rows": [[s, *v, cv.at("test_loss", -1)[0]] for (s, cv), v in zip(curves.items(), start_end, strict=True)],
+        "curves": {str(k): v.data() for k, v in curves.items()},
+        "curves_from_prior": {str(k): v.data() for k, v in from_prior.items()},
+    }
     _plot(report, "curves", curves, "sigma", ("kernel_alignment", "degrees_of_freedom"))
     _plot(report, "curves-from-prior", from_prior, "sigma", ("kernel_alignment", "degrees_of_freedom"))
     return report
 
 
-def figure_2(full: bool = False, seed: int = 0, runner: Runner = run_serial,
-             overrides: dict[str, Any] | None = None) -> Report:
+def figure_2(
+    full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
+) -> Report:
     c = experiment_config("paper-figure-2", full, overrides)
     report = Report("paper-figure-2", "Paper Figure 2: the label-noise procedure lowers df")
     levels = c["label_noise"]
     results = runner(_jobs(c, [(c["sigma"], s) for s in levels], seed, _init_sd(c)))
     curves = dict(zip(levels, _group(results, len(levels)), strict=True))
     base = curves[levels[0]]
-    rows = [[s, _pm(cv.at("degrees_of_freedom", -1)), _pm(cv.at("test_loss", -1)), _pm(cv.at("kernel_alignment", -1)),
-             *((_pm(cv.paired(base, "degrees_of_freedom")), _pm(cv.paired(base, "test_loss"))) if cv is not base
-               else ("", ""))]
-            for s, cv in curves.items()]
+    rows = [
+        [
+            s,
+            _pm(cv.at("degrees_of_freedom", -1)),
+            _pm(cv.at("test_loss", -1)),
+            _pm(cv.at("kernel_alignment", -1)),
+            *(
+                (_pm(cv.paired(base, "degrees_of_freedom")), _pm(cv.paired(base, "test_loss")))
+                if cv is not base
+                else ("", "")
+            ),
+        ]
+        for s, cv in curves.items()
+    ]
     report.table(
         f"x1 x2, d = {c['d']}, n = {c['n']}, data noise sigma = {c['sigma']}, N = {c['N']}, {c['steps']} steps, "
         f"initial measure {_init_name(_init_sd(c))}; mean ± standard error over {c['seeds']} seeds, and paired "
         f"differences to s = {levels[0]:g} (same inputs)",
-        ["label noise s", "df(final)", "test loss(final)", "A(final)", "df - df(s = 0)",
-         "test loss - test loss(s = 0)"],
+        [
+            "label noise s",
+            "df(final)",
+            "test loss(final)",
+            "A(final)",
+            "df - df(s = 0)",
+            "test loss - test loss(s = 0)",
+        ],
         rows,
     )
     report.notes.append(
@@ -194,16 +259,23 @@ def figure_2(full: bool = False, seed: int = 0, runner: Runner = run_serial,
         "falls during training (see paper-figure-1)."
     )
     final = {s: (cv.at("degrees_of_freedom", -1)[0], cv.at("test_loss", -1)[0]) for s, cv in curves.items()}
-    report.claim("the label-noise procedure lowers df (every s > 0 below s = 0)",
-                 all(final[s][0] < final[levels[0]][0] for s in levels[1:]))
+    report.claim(
+        "the label-noise procedure lowers df (every s > 0 below s = 0)",
+        all(final[s][0] < final[levels[0]][0] for s in levels[1:]),
+    )
     better = [s for s in levels[1:] if final[s][1] < final[levels[0]][1]]
     report.notes.append(
         f"Test loss with the procedure: {'lower' if better else 'not lower'} than without for s in "
         f"{better if better else levels[1:]} (s = 0: {final[levels[0]][1]:.4g}; "
-        + ", ".join(f"s = {s:g}: {final[s][1]:.4g}" for s in levels[1:]) + ")."
+        + ", ".join(f"s = {s:g}: {final[s][1]:.4g}" for s in levels[1:])
+        + ")."
     )
-    report.data = {"config": c, "initial_sd": _init_sd(c), "test_loss_improves_for": better,
-                   "rows": [[s, *final[s], curves[s].at("kernel_alignment", -1)[0]] for s in levels],
-                   "curves": {str(k): v.data() for k, v in curves.items()}}
+    report.data = {
+        "config": c,
+        "initial_sd": _init_sd(c),
+        "test_loss_improves_for": better,
+        "rows": [[s, *final[s], curves[s].at("kernel_alignment", -1)[0]] for s in levels],
+        "curves": {str(k): v.data() for k, v in curves.items()},
+    }
     _plot(report, "curves", curves, "s", ("degrees_of_freedom", "test_loss"))
     return report

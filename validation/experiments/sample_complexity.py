@@ -24,8 +24,7 @@ from ..report import Report, mean_se, pm
 from .training import current_backend, experiment_config, train
 
 
-def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray,
-               ridges: np.ndarray) -> float:
+def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray, ridges: np.ndarray) -> float:
     """Kernel ridge regression, ridge chosen on the last fifth of the training data."""
     n = y.size
     cut = max(1, int(0.8 * n))
@@ -53,38 +52,55 @@ def errors_run(setting: dict[str, Any], d: int, n: int, seed: int, index: int, b
     ``seed + index``.
     """
     c = setting
-    ds = make_dataset("sparse-sin", d=d, n=n, n_test=c["n_test"], m=c["m"], frequency=c["frequency"],
-                      inputs="hypercube", seed=seed + 100 * index + d)
+    ds = make_dataset(
+        "sparse-sin",
+        d=d,
+        n=n,
+        n_test=c["n_test"],
+        m=c["m"],
+        frequency=c["frequency"],
+        inputs="hypercube",
+        seed=seed + 100 * index + d,
+    )
     assert ds.X_test is not None and ds.Y_test is not None  # generated data sets have test data
     y, y_te = ds.Y[:, 0], ds.Y_test[:, 0]
     pb = Problem.from_dataset(ds, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"])
-    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + index, c["steps"],
-               backend=backend)
+    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + index, c["steps"], backend=backend)
     ridges = np.logspace(-6, 0, 7)
     W0 = pb.sample_prior(4000, np.random.default_rng([seed, index, d]))
     H, Ht = pb.feature(ds.X, W0), pb.feature(ds.X_test, W0)
     return {
         "network": 2 * tr["test_loss"][-1] / float(np.mean(y_te**2)),
         "initial kernel": _krr_error(H @ H.T / W0.shape[0], Ht @ H.T / W0.shape[0], y, y_te, ridges),
-        "RBF": min(_krr_error(_rbf(ds.X, ds.X, w * np.sqrt(d)), _rbf(ds.X_test, ds.X, w * np.sqrt(d)), y, y_te, ridges)
-                   for w in (0.25, 0.5, 1.0, 2.0)),
+        "RBF": min(
+            _krr_error(_rbf(ds.X, ds.X, w * np.sqrt(d)), _rbf(ds.X_test, ds.X, w * np.sqrt(d)), y, y_te, ridges)
+            for w in (0.25, 0.5, 1.0, 2.0)
+        ),
     }
 
 
-def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
-        overrides: dict[str, Any] | None = None) -> Report:
+def run(
+    full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
+) -> Report:
     c = experiment_config("sample-complexity", full, overrides)
     report = Report("sample-complexity", f"Sample complexity on {c['m']}-sparse targets (hypercube)")
     setting = {k: c[k] for k in ("n_test", "m", "frequency", "N", "eta", "steps", "lam", "lam_a", "lam_w")}
     cells = [(d, n) for d in c["dims"] for n in c["ns"]]
-    jobs = [Job(errors_run, {"setting": setting, "d": d, "n": n, "seed": seed, "index": s,
-                             "backend": current_backend()}, f"d = {d}, n = {n}, seed {seed + s}")
-            for s in range(c["seeds"]) for d, n in cells]
+    jobs = [
+        Job(
+            errors_run,
+            {"setting": setting, "d": d, "n": n, "seed": seed, "index": s, "backend": current_backend()},
+            f"d = {d}, n = {n}, seed {seed + s}",
+        )
+        for s in range(c["seeds"])
+        for d, n in cells
+    ]
     results = runner(jobs)
     methods = ("network", "initial kernel", "RBF")
     # errors[s, i, k]: seed s, cell i (d, n), method k
-    errors = np.array([[[r[k] for k in methods] for r in results[s * len(cells):(s + 1) * len(cells)]]
-                       for s in range(c["seeds"])])
+    errors = np.array(
+        [[[r[k] for k in methods] for r in results[s * len(cells) : (s + 1) * len(cells)]] for s in range(c["seeds"])]
+    )
     mean, se = mean_se(errors)
     rows = [[d, n, *m.tolist()] for (d, n), m in zip(cells, mean, strict=True)]
     report.table(
@@ -98,13 +114,20 @@ def run(full: bool = False, seed: int = 0, runner: Runner = run_serial,
         r = [x for x in rows if x[0] == d]
         first = [next((x[1] for x in r if x[k] <= c["threshold"]), None) for k in (2, 3, 4)]
         need.append([d, *[v if v is not None else f"> {c['ns'][-1]}" for v in first]])
-    report.table(f"Smallest n with relative test error <= {c['threshold']}",
-                 ["d", "network", "KRR initial kernel", "KRR RBF"], need)
-    report.data = {"config": c, "methods": list(methods), "rows": rows, "se": [[d, n, *e.tolist()] for (d, n), e
-                                                                             in zip(cells, se, strict=True)],
-                   "runs": errors.tolist(), "n_needed": need}
-    fig, axes = report.figure("error-vs-n", 1, len(c["dims"]), figsize=(5 * len(c["dims"]), 4),
-                              constrained_layout=True)
+    report.table(
+        f"Smallest n with relative test error <= {c['threshold']}",
+        ["d", "network", "KRR initial kernel", "KRR RBF"],
+        need,
+    )
+    report.data = {
+        "config": c,
+        "methods": list(methods),
+        "rows": rows,
+        "se": [[d, n, *e.tolist()] for (d, n), e in zip(cells, se, strict=True)],
+        "runs": errors.tolist(),
+        "n_needed": need,
+    }
+    fig, axes = report.figure("error-vs-n", 1, len(c["dims"]), figsize=(5 * len(c["dims"]), 4), constrained_layout=True)
     for ax, d in zip(np.atleast_1d(axes), c["dims"], strict=True):
         at = [i for i, (dd, _) in enumerate(cells) if dd == d]
         ns = [cells[i][1] for i in at]

@@ -59,9 +59,17 @@ def experiment_config(name: str, full: bool, overrides: dict[str, Any] | None = 
     return config
 
 
-def train(functional: TwoTimescaleFunctional, N: int, eta: float, steps: int, seed: int, every: int,
-          label_noise: float = 0.0, init_sd: float | None = None, backend: str | None = None
-          ) -> dict[str, np.ndarray]:
+def train(
+    functional: TwoTimescaleFunctional,
+    N: int,
+    eta: float,
+    steps: int,
+    seed: int,
+    every: int,
+    label_noise: float = 0.0,
+    init_sd: float | None = None,
+    backend: str | None = None,
+) -> dict[str, np.ndarray]:
     """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
 
     They start from the prior ``nu`` (docs/theory.md §3), or from ``N(0, init_sd^2 I)`` when given;
