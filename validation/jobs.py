@@ -114,9 +114,29 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
     try:
         yield client
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with _quiet(*TEARDOWN_LOGGERS):
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+TEARDOWN_LOGGERS = ("tornado", "asyncio", "distributed")
+"""Where closing a cluster with tasks still running (after Ctrl-C, or a failed job) logs the connections it cuts,
+with tracebacks of Dask's own callbacks: nothing a user can act on, and the interruption is reported already."""
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The loggers ``names`` silenced inside the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class SharedCluster:
@@ -273,7 +293,8 @@ class JobPool:
                         finished(k, result, float(seconds))
                         saved += 1
                 finally:
-                    client.cancel(list(futures))
+                    with _quiet(*TEARDOWN_LOGGERS):
+                        client.cancel(list(futures))
         except KeyboardInterrupt:
             done = len(jobs) - len(todo) + saved
             raise Interrupted(
