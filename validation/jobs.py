@@ -108,7 +108,10 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Any]
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # The workers share this process's stderr: a worker that loses the scheduler while the cluster
+                # closes (after Ctrl-C) logs "Failed to communicate with scheduler during heartbeat" with a
+                # traceback. A job's own error comes back through its future, so the workers log nothing.
+                silence_logs=logging.CRITICAL + 1,
             )
         client = Client(cluster)
     try:
