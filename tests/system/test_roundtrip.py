@@ -133,11 +133,16 @@ def test_a_file_written_by_0_2_resumes_to_the_straight_run(kind, scheme, tmp_pat
     build.resume(old, steps=K)
     a, b = _frames(straight), _frames(old)
     assert had <= a.keys() and had <= b.keys()
+    density = float(np.nanmax(np.abs(a["fields/mu/value"]))) if "fields/mu/value" in a else 0.0
     for name in had:
         if a[name].dtype.kind != "f":  # steps, times as integers, names: equal
             np.testing.assert_array_equal(b[name], a[name], err_msg=f"{kind}/{scheme}: {name} after resume")
             continue
         scale = float(np.nanmax(np.abs(a[name]), initial=0.0))
+        if name.startswith("observables/min_density/"):
+            # A value of the density: its round-off is the density's, not 1e-13 of its own largest value (the
+            # spectral density's minimum crosses zero: 1e-13 x 9.9e-6 against a difference of 7.4e-17, issue 36).
+            scale = max(scale, density)
         np.testing.assert_allclose(
             b[name], a[name], rtol=1e-12, atol=1e-13 * scale, err_msg=f"{kind}/{scheme}: {name} after resume"
         )
