@@ -84,9 +84,10 @@ class _CopyOfFiniteVolume(FiniteVolume):
     kind = "grid-copy"
 
 
-def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, monkeypatch):
+def _copy_entry() -> Discretization:
+    """The finite volumes' registry entry with the renamed class: a user's discretisation."""
     spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(
+    return Discretization(
         spec.options,
         spec.section,
         _CopyOfFiniteVolume.build,
@@ -95,21 +96,16 @@ def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path, mo
         spec.state_type,
         _CopyOfFiniteVolume.memory,
     )
+
+
+def test_a_discretisation_registered_at_test_time_survives_its_file(tmp_path):
+    entry = _copy_entry()
     with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
         _round_trip("grid-copy", "implicit-euler", tmp_path)
 
 
-def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path, monkeypatch):
-    spec = DISCRETIZATIONS["grid"]
-    entry = Discretization(
-        spec.options,
-        spec.section,
-        _CopyOfFiniteVolume.build,
-        _CopyOfFiniteVolume.check,
-        spec.schemes,
-        spec.state_type,
-        _CopyOfFiniteVolume.memory,
-    )
+def test_a_file_of_a_kind_no_discretisation_has_is_refused_by_name(tmp_path):
+    entry = _copy_entry()
     with DISCRETIZATIONS.registered("grid-copy", entry, "finite volumes, renamed"):
         path = build.start(_config("grid-copy", "implicit-euler", K), tmp_path / "copy.h5")
     with pytest.raises(CheckpointError, match="unknown kind of run 'grid-copy'.*once its package is installed"):
