@@ -81,7 +81,7 @@ def option(
     docs: bool = True,
 ) -> Any:
     """A dataclass field that declares a configuration key (named ``<section>.<field>`` unless ``key`` says)."""
-    spec = Key(types or builtin_type(default), check or _anything, requirement, doc, default, since, options, docs)
+    spec = Key(types or _builtin_type(default), check or _anything, requirement, doc, default, since, options, docs)
     metadata: dict[str, Any] = {"option": spec}
     if key is not None:
         metadata["key"] = key
@@ -90,7 +90,8 @@ def option(
     return field(default=default, metadata=metadata)
 
 
-def builtin_type(value: object) -> type:
+def _builtin_type(value: object) -> type:
+    """The type a key takes when its declaration names none: its default's (a bool is not an int)."""
     return bool if isinstance(value, bool) else int if isinstance(value, int) else type(value)
 
 

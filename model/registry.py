@@ -25,6 +25,7 @@ import importlib
 import itertools
 import pkgutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,10 @@ class Entry(Generic[T]):
     options: type | None = None
     origin: str = ""
     order: int = 0
+
+
+class PluginWarning(UserWarning):
+    """An installed plug-in could not be loaded and is skipped."""
 
 
 _ORDER = itertools.count()
@@ -82,6 +87,7 @@ class Registry(Mapping[str, T]):
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = builtins is None
         self._offered: tuple[tuple[str, ...], list[Any]] | None = None  # (sys.path, entry points) last read
+        self._broken: set[str] = set()  # plug-ins that failed to load, warned of once
         for e in entries or []:
             self.add(e.name, e.value, e.doc, e.options, e.origin)
 
@@ -173,13 +179,19 @@ class Registry(Mapping[str, T]):
         for name in [n for n, e in self._entries.items() if e.origin.startswith(PLUGIN)]:
             del self._entries[name]
         self._offered = None
+        self._broken.clear()
         _GENERATION[0] += 1
 
     def load_plugins(self) -> None:
-        """Load every entry that installed packages offer."""
+        """Load every entry that installed packages offer. One that fails to load is skipped with a warning (once per
+        process): a broken package must not stop runs that do not name it; naming it raises its error."""
         for name in self.plugins():
-            if name not in self._entries:
-                self._discover(name)
+            if name not in self._entries and name not in self._broken:
+                try:
+                    self._discover(name)
+                except ValueError as e:
+                    self._broken.add(name)
+                    warnings.warn(f"{e}; it is skipped", PluginWarning, stacklevel=2)
 
     # -- reading ----------------------------------------------------------------------------------------------
     def entry(self, name: str) -> Entry[T]:
