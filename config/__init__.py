@@ -19,7 +19,6 @@ from mfld.model.options import FIRST_VERSION, Key
 
 from .loading import (
     PATH_KEYS,
-    default_text,
     from_toml,
     load_config,
     missing_keys,
@@ -56,7 +55,6 @@ __all__ = [
     "OutputOptions",
     "RunOptions",
     "TimeOptions",
-    "default_text",
     "defaults",
     "flatten",
     "from_toml",

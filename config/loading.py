@@ -16,11 +16,6 @@ from .schema import defaults, key_since, schema, version_order
 from .tree import Config, ConfigError, flatten, set_key
 
 
-def default_text() -> str:
-    """The shipped default configuration, as TOML text (``data/configs/default.toml``)."""
-    return resources.files("mfld.data").joinpath("configs/default.toml").read_text()
-
-
 def parse_value(text: str) -> Any:
     """A ``--set`` value in TOML syntax (``0.1``, ``true``, ``"x"``); bare words are strings."""
     try:

@@ -109,7 +109,6 @@ class GridDensity:
     kind = "grid"
     signed = False
     scheme: Any = None  # the time scheme, set by subclasses with :meth:`_use_scheme`
-    options_type: ClassVar[type[DensityOptions]] = DensityOptions
     max_dim: ClassVar[int] = 3
 
     def __init__(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -155,8 +155,6 @@ class FiniteVolume(GridDensity):
         self._use_scheme(GRID_SCHEMES, scheme, history)
         self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
 
-    options_type: ClassVar[type[DensityOptions]] = FiniteVolumeOptions
-
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
         return {
@@ -179,7 +177,6 @@ DISCRETIZATIONS.add(
     "grid",
     Discretization(
         FiniteVolumeOptions,
-        "grid",
         FiniteVolume.build,
         FiniteVolume.check,
         GRID_SCHEMES,

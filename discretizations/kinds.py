@@ -31,7 +31,6 @@ class Discretization:
     """One way of representing the measure (see the module doc)."""
 
     options: type
-    section: str
     build: Callable[..., System]
     check: Callable[[Any, Any], object]
     schemes: Registry[Any]

@@ -386,7 +386,6 @@ DISCRETIZATIONS.add(
     "particles",
     Discretization(
         ParticleOptions,
-        "particles",
         Particles.build,
         Particles.check,
         PARTICLE_SCHEMES,

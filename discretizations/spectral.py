@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -105,7 +105,6 @@ class FourierSpectral(GridDensity):
 
     kind = "spectral"
     signed = True
-    options_type: ClassVar[type[DensityOptions]] = SpectralOptions
 
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
@@ -163,7 +162,6 @@ DISCRETIZATIONS.add(
     "spectral",
     Discretization(
         SpectralOptions,
-        "grid",
         FourierSpectral.build,
         FourierSpectral.check,
         SPECTRAL_SCHEMES,

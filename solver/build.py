@@ -277,14 +277,14 @@ def _run(system: System, steps: int, observers: list[loop.Observer], threads: in
         loop.run(system, steps, observers)
 
 
-def _prepare(config: Config) -> tuple[RunConfig, Data, Problem, Functional]:
-    """The configuration (typed) with its data's sizes, the data, the problem and its functional (built once),
-    after the checks that cost nothing."""
+def _prepare(config: Config, comm: Communicator | None = None) -> tuple[RunConfig, Data, Problem, Functional]:
+    """The configuration (typed) with its data's sizes, the data, the problem and its functional (built once, this
+    process's share under ``comm``), after the checks that cost nothing."""
     check_memory(config)
     data = generate_data(config)
     rc = typed(with_data_sizes(config, data))
     problem = build_problem(rc, data)
-    return rc, data, problem, check_inputs(rc, problem)
+    return rc, data, problem, check_inputs(rc, problem, build_functional(rc, problem, comm))
 
 
 def start(
@@ -297,7 +297,7 @@ def start(
     path = Path(path if path is not None else typed(config).output.path)
     check_output(path)
     comm = world()
-    rc, data, problem, functional = _prepare(fix_threads(fix_memory_budget(config, comm), comm))
+    rc, data, problem, functional = _prepare(fix_threads(fix_memory_budget(config, comm), comm), comm)
     with writing(path, comm) as target:
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
@@ -305,7 +305,6 @@ def start(
                 f"{str(path)!r} exists; continue it with `mfld resume {path}`, choose another --out, or pass "
                 "--overwrite"
             )
-        functional = build_functional(rc, problem, comm) if comm.size > 1 else functional  # its share, under MPI
         system = build_system(rc, problem, comm=comm, functional=functional)
         create: NewFile = (
             to_toml(rc.tree),

@@ -66,7 +66,7 @@ class DemoEuler(GRID_SCHEMES["implicit-euler"]):
     """Implicit Euler, as a plug-in."""
 
 
-DEMO_GRID = Discretization(DemoOptions, "grid", DemoGrid.build, DemoGrid.check, GRID_SCHEMES, DensityState,
+DEMO_GRID = Discretization(DemoOptions, DemoGrid.build, DemoGrid.check, GRID_SCHEMES, DensityState,
                            DemoGrid.memory)
 '''
 

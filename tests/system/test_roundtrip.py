@@ -89,7 +89,6 @@ def _copy_entry() -> Discretization:
     spec = DISCRETIZATIONS["grid"]
     return Discretization(
         spec.options,
-        spec.section,
         _CopyOfFiniteVolume.build,
         _CopyOfFiniteVolume.check,
         spec.schemes,
