@@ -4,14 +4,16 @@ The measure ``P`` lives on ``theta = (a, w)`` with ``a in R^T`` (first T
 coordinates) and ``w in R^p``; with points ``Theta`` (N x (T+p)) and weights ``q``:
 
     f_P(x)    = sum_i q_i a_i h(x; w_i)
-    L(P)      = (1 / 2nT) sum_j ||f_P(x_j) - y_j||^2
+    L(P)      = (1 / nT) sum_j ell(f_P(x_j) - y_j),   ell(e) = ||e||^2 / 2
     G(P)      = L(P) + lam E_P[r(a, w)],   r = lam_a ||a||^2 / 2 + lam_w ||w||^2 / 2
-    dG/dP     = sum_j R_j . a h(x_j; w) + lam r(a, w),   R = (f_P(X) - Y) / (nT)
+    dG/dP     = sum_j R_j . a h(x_j; w) + lam r(a, w),   R = ell'(f_P(X) - Y) / (nT)
     grad_a    = h(X; w)^T R + lam lam_a a
     grad_w    = sum_j (R_j . a) grad_w h(x_j; w) + lam lam_w w
 
 Same MFLD, same solvers, ``T`` more dimensions. ``U`` below denotes the data
 term ``L(P)``; kernel metrics use the intrinsic kernel of the ``w``-marginal.
+Another convex loss ``ell`` is a subclass that overrides :meth:`ClassicalFunctional.loss`
+(its value and derivative); G stays convex in P since f_P is linear in P.
 """
 
 from __future__ import annotations
@@ -66,9 +68,14 @@ class ClassicalFunctional(KernelBacked):
         else:
             for sl in chunks(W.shape[0], self._kernel.chunk_size(pb.n)):
                 F += self._kernel.features(W[sl])[1] @ (q[sl, None] * A[sl])
-        R = (F - Y) / (pb.n * pb.T)
-        U = 0.5 * float(xp.sum((F - Y) ** 2)) / (pb.n * pb.T)
+        U, R = self.loss(F - Y)
         return Fit(Theta, q, R, F, U, "none", None, None, Z, H)
+
+    def loss(self, E: Array) -> tuple[float, Array]:
+        """The data term and its derivative at the residuals ``E = f_P(X) - Y`` (n x T):
+        ``L = (1/nT) sum_j ell(E_j)`` and ``R = ell'(E) / (nT)``, here ``ell(e) = ||e||^2 / 2``."""
+        scale = self.problem.n * self.problem.T
+        return 0.5 * float(namespace(E).sum(E * E)) / scale, E / scale
 
     def _regulariser(self, Theta: Array) -> Array:
         xp = namespace(Theta)

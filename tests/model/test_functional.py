@@ -9,7 +9,7 @@ from conftest import one_sided_derivative, small_problem
 from mfld.discretizations.particles import euler_maruyama
 from mfld.model.classical import ClassicalFunctional
 from mfld.model.features import FEATURE_MAPS, RidgeFeature
-from mfld.model.functional import GradientDrift
+from mfld.model.functional import OBJECTIVES, GradientDrift
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
 from mfld.model.two_timescale import TwoTimescaleFunctional
 
@@ -199,10 +199,19 @@ def test_noiseless_step_is_gradient_descent(rng):
     np.testing.assert_allclose(noisy, expected + np.sqrt(2 * eta * pb.lam) * xi)
 
 
+def _classical_losses() -> list[str]:
+    """The classical objective and every registered one that only changes its loss (docs/examples/extensions.patch
+    adds the pseudo-Huber loss)."""
+    return [
+        name for name, make in OBJECTIVES.items() if isinstance(make, type) and issubclass(make, ClassicalFunctional)
+    ]
+
+
+@pytest.mark.parametrize("objective", _classical_losses())
 @pytest.mark.parametrize("T", [1, 2])
-def test_classical_gradient_matches_finite_differences(T, rng):
+def test_classical_gradient_matches_finite_differences(T, objective, rng):
     pb = small_problem("tanh_bias", T=T)
-    F = ClassicalFunctional(pb)
+    F = OBJECTIVES[objective](pb)
     N = 40
     Theta = np.concatenate([rng.standard_normal((N, T)), pb.sample_prior(N, rng)], axis=1)
     fit = F.fit(Theta, uniform(N))
@@ -212,9 +221,10 @@ def test_classical_gradient_matches_finite_differences(T, rng):
         assert np.linalg.norm(G[i] - num) / np.linalg.norm(num) < 1e-6
 
 
-def test_classical_first_variation_is_directional_derivative(rng):
+@pytest.mark.parametrize("objective", _classical_losses())
+def test_classical_first_variation_is_directional_derivative(objective, rng):
     pb = small_problem("tanh_bias", T=1)
-    F = ClassicalFunctional(pb)
+    F = OBJECTIVES[objective](pb)
     N = 40
     Theta = np.concatenate([rng.standard_normal((N, 1)), pb.sample_prior(N, rng)], axis=1)
     q = uniform(N)
