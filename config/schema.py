@@ -34,6 +34,7 @@ from mfld.model.options import (
 )
 from mfld.model.registry import Registry, generation
 
+from .outputs import OUTPUTS
 from .tree import Config, ConfigError, set_key
 
 
@@ -79,6 +80,15 @@ class OutputOptions:
     author: str = text("", "the H5MD author of the file (empty: the login name)")
     checksum: bool = flag(
         False, "Fletcher-32 checksums on every stored array, verified on every read", since="0.2.0.dev1"
+    )
+    formats: list[str] = option(
+        [],
+        "also write the run in these formats at the end, each beside the checkpoint as `<path>.<format>` "
+        "(the checkpoint stays the file that resumes); `mfld export FILE --format NAME` converts a saved file",
+        list,
+        lambda v: all(isinstance(f, str) and f in OUTPUTS for f in v),
+        since="0.2.0.dev2",
+        options=OUTPUTS,
     )
     progress: str = choice("auto", "`auto` (terminal, runs > 2 s), `on` or `off`", ("auto", "on", "off"), docs=False)
 

@@ -51,7 +51,8 @@ class Key:
         """What a value must be, in words (a choice's names are listed as registered when asked)."""
         if self.need or self.options is None:
             return self.need
-        return "one of " + ", ".join(repr(o) for o in self.options)
+        names = ", ".join(repr(o) for o in self.options)
+        return f"a list whose items are each one of {names}" if isinstance(self.default, list) else f"one of {names}"
 
     @property
     def choices(self) -> dict[str, str] | None:

@@ -42,7 +42,7 @@ from mfld.storage import (
 from mfld.storage.commit import available_memory, check_room
 from mfld.storage.lock import WriterLock, writer_path
 
-from .files import Data, NewFile, check_output, open_store, planned_rows, writing
+from .files import Data, NewFile, check_output, open_store, planned_rows, write_outputs, writing
 from .observers import Checkpoints, Frames, Progress
 from .threads import blas_threads, fix_threads
 
@@ -325,6 +325,8 @@ def start(
         # before then leaves no file, one after it a file that resumes with the record of step 0.
         own = _observers(rc, store, steps, resuming=False, rank=comm.rank)
         _run(system, steps, [*own, *observers], blas_threads(rc.tree, comm.size))
+        if comm.rank == 0:
+            write_outputs(target, path, rc.output.formats)
     return path
 
 
@@ -369,6 +371,8 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
     comm = world()
     with writing(Path(path), comm) as target:
         _resume(target, steps, trust, comm)
+        if comm.rank == 0:
+            write_outputs(target, Path(path), typed(CheckpointReader(target).config).output.formats)
     return Path(path)
 
 

@@ -1,5 +1,5 @@
-"""The ``mfld`` command line (``python -m mfld`` too): run, stationary, validate, experiment, sweep, resume, configs,
-info, compare, plot; ``mfld COMMAND --help`` says what each takes."""
+"""The ``mfld`` command line (``python -m mfld`` too): run, stationary, validate, experiment, sweep, resume, export,
+configs, info, compare, plot; ``mfld COMMAND --help`` says what each takes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mfld.config import ConfigError, load_config
+from mfld.config.outputs import OUTPUTS, export, target_path
 from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import BACKENDS
 from mfld.storage import CheckpointError, CheckpointReader
@@ -24,7 +25,7 @@ from . import build
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set or [])
     path = build.start(config, args.out, overwrite=args.overwrite)
-    _finish(path, config["output"]["plot"])
+    _finish(path, config["output"]["plot"], config["output"]["formats"])
     return 0
 
 
@@ -93,18 +94,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     path = build.resume(args.file, args.steps, trust=args.trust_plugins)
-    _finish(path, CheckpointReader(path).config["output"]["plot"])
+    output = CheckpointReader(path).config["output"]
+    _finish(path, output["plot"], output["formats"])
     return 0
 
 
-def _finish(path: Path, plot: bool) -> None:
+def _finish(path: Path, plot: bool, formats: Sequence[str]) -> None:
     print(f"checkpoint: {path}")
+    for name in formats:  # written by the run (output.formats)
+        print(f"{name + ':':<11} {target_path(path, name)}")
     if plot:
         from .plotting import plot_measure, plot_run
 
         print(f"plot:       {plot_run(path)}")
         print(f"measure:    {plot_measure(path)}")
     _print_last(CheckpointReader(path))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format not in OUTPUTS:
+        raise ValueError(f"--format {args.format!r} is no output format; the formats are {', '.join(OUTPUTS)}")
+    print(export(args.file, args.format, args.out))
+    return 0
 
 
 def _print_last(reader: CheckpointReader) -> None:
@@ -292,6 +303,13 @@ def parser() -> argparse.ArgumentParser:
         help="import a feature map that the file names by module:attribute (only for files you trust)",
     )
     s.set_defaults(func=_cmd_resume)
+    ex = sub.add_parser("export", help="write a saved run in another format (`npz`, or a plug-in's)")
+    ex.add_argument("file")
+    ex.add_argument(
+        "--format", required=True, help="an output format: " + ", ".join(OUTPUTS) + " (or an installed plug-in's)"
+    )
+    ex.add_argument("--out", help="the file to write (default: FILE with the format as its suffix)")
+    ex.set_defaults(func=_cmd_export)
     c = sub.add_parser("configs", help="list the shipped configurations, usable by name")
     c.set_defaults(func=_cmd_configs)
     i = sub.add_parser("info", help="summarise a checkpoint file")

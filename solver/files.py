@@ -4,12 +4,13 @@ MPI), the writer lock held for the run's life, and the refusal of outputs that a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mfld.config import Config
+from mfld.config.outputs import export, target_path
 from mfld.config.typed import RunConfig, typed
 from mfld.discretizations.mesh import Grid
 from mfld.discretizations.particles import Particles
@@ -79,6 +80,15 @@ def writing(path: Path, comm: Communicator) -> Iterator[Path]:
     finally:
         if comm.rank == 0:
             lock.__exit__(None, None, None)
+
+
+def write_outputs(checkpoint: Path, named: Path, formats: Sequence[str]) -> list[Path]:
+    """Write the finished run in each of ``formats`` (``output.formats``), beside ``named`` (the checkpoint's path
+    as the user gave it; ``checkpoint`` is the file itself, links resolved)."""
+    written = []
+    for name in formats:
+        written.append(export(checkpoint, name, target_path(named, name)))
+    return written
 
 
 def check_output(path: Path) -> None:

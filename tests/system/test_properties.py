@@ -131,7 +131,8 @@ def _value_for(key: str) -> st.SearchStrategy[object]:
     """Values the key accepts: drawn by its type, filtered by its own check."""
     spec = schema()[key]
     if spec.options is not None and key != "model.feature":
-        return st.sampled_from(sorted(spec.options))
+        names = st.sampled_from(sorted(spec.options))
+        return st.lists(names, max_size=2, unique=True) if isinstance(spec.default, list) else names
     types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
     if bool in types:
         return st.booleans()
