@@ -7,8 +7,11 @@ The default of every key is declared with the component or section that reads it
 :class:`ConfigError` naming the dotted key. ``data/configs/default.toml`` and the README's
 tables are generated (:mod:`~mfld.config.tables`, ``python -m mfld.config --write``).
 
+:mod:`~mfld.config.assembly` makes a configuration into its pieces (data, problem, functional,
+discretisation): the one path that ``mfld run`` and the experiments both take.
+
 This package sits above the mathematics and the discretisations (whose registries it reads)
-and below storage and the run machinery (which read configurations through it).
+and below storage, validation and the run machinery (which read configurations through it).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ error function of the ``erf`` features (:mod:`mfld.model.features`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TypeAlias
@@ -112,3 +113,15 @@ def inverse_trace_from_cholesky(L: Array) -> float:
     xp = namespace(L)
     Linv = xp.linalg.inv(L)
     return float(xp.sum(Linv * Linv))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux's MemAvailable; total memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -1,8 +1,9 @@
-"""mfld.solver: the run assembly, on top of every layer below it.
+"""mfld.solver: the run machinery, on top of every layer below it.
 
-:mod:`~mfld.solver.build` turns a configuration (:mod:`mfld.config`) into a problem, its functional,
-a discretisation and the run's observers, and runs it into a checkpoint file (:mod:`mfld.storage`) or
-in memory; :mod:`~mfld.solver.observers` are the observers it adds (progress, checkpoints, frames),
+:mod:`~mfld.solver.build` takes a configuration's pieces (problem, functional, discretisation:
+:mod:`mfld.config.assembly`, which the experiments use too), adds the run's observers, and runs it into a
+checkpoint file (:mod:`mfld.storage`) or in memory; :mod:`~mfld.solver.observers` are the observers it adds
+(progress, checkpoints, frames), :mod:`~mfld.solver.files` the checkpoint file, its lock and the output formats,
 :mod:`~mfld.solver.threads` the BLAS thread policy, :mod:`~mfld.solver.python_api` the Python API
 (``mfld.run``, ``mfld.load``, ``Run``), :mod:`~mfld.solver.cli` the command line,
 :mod:`~mfld.solver.sweep` the sweeps, :mod:`~mfld.solver.compare` two runs side by side and

@@ -7,9 +7,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from mfld.config import Config
+from mfld.config.assembly import Data
 from mfld.config.outputs import export, target_path
 from mfld.config.typed import RunConfig, typed
 from mfld.discretizations.mesh import Grid
@@ -18,9 +17,6 @@ from mfld.discretizations.system import System
 from mfld.model.distributed import Communicator
 from mfld.storage import CheckpointStore, ShardedCheckpointStore
 from mfld.storage.lock import FileLockedError, WriterLock, writer_path
-
-Data = dict[str, np.ndarray]
-"""A run's data: ``{X, Y, X_test, Y_test, relevant}``."""
 
 
 def planned_rows(config: Config | RunConfig, first_step: int, steps: int, resuming: bool) -> tuple[int, int]:

@@ -13,8 +13,9 @@ import h5py
 import numpy as np
 
 from mfld.config import Config
+from mfld.model.backend import available_memory
 
-from .commit import CheckpointError, available_memory, counts
+from .commit import CheckpointError, counts
 from .elements import (
     COUNT,
     FIELDS,

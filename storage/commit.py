@@ -51,18 +51,6 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def available_memory() -> int:
-    """Bytes of memory available to this process now (Linux's MemAvailable; total memory elsewhere)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def check_room(path: Path, size: int) -> None:
     """Refuse, before HDF5 writes a byte, a write of ``size`` bytes that the disk or the file-size limit cannot hold.
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from conftest import SMALL_RUN
-from mfld.config import flatten, load_config
+from mfld.config import assembly, flatten, load_config
 from mfld.config.typed import RunConfig, typed
 from mfld.discretizations.grid import GRID_SCHEMES, ImplicitEuler
 from mfld.discretizations.particles import ParticleOptions
@@ -52,13 +52,13 @@ def test_each_part_is_its_components_options_read_from_the_keys():
 
 def test_a_run_builds_its_functional_once(monkeypatch):
     made = []
-    real = build.make_functional
+    real = assembly.make_functional
 
     def counting(*args, **kwargs):
         made.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "make_functional", counting)
+    monkeypatch.setattr(assembly, "make_functional", counting)
     build.run_in_memory(load_config(None, [*SMALL_RUN, "time.steps=2"]))
     assert made == ["two-timescale"]
 

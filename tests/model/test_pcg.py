@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import small_problem
-from mfld.config import load_config
+from mfld.config import assembly, load_config
 from mfld.discretizations import loop
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
@@ -176,7 +176,7 @@ def test_the_default_budget_is_chosen_at_start_stored_and_matches_a_chunked_run(
     """particles.memory_budget_mb = 0: half the available memory, chosen once and stored, so that the resume chunks
     as the run did; the trajectory is the chunked one's (1 MiB: chunks of 1310 of the 2000 particles, the tanh
     features being one n x N array) to round-off."""
-    monkeypatch.setattr(build, "available_memory", lambda: 2 * 700 * 2**20)  # the machine has 1400 MiB available
+    monkeypatch.setattr(assembly, "available_memory", lambda: 2 * 700 * 2**20)  # the machine has 1400 MiB available
     more = ("particles.N=2000", f'particles.solve="{solve}"')
     auto = _run(tmp_path, "auto", "time.steps=100", *more, "particles.memory_budget_mb=0")
     assert CheckpointReader(auto).config["particles"]["memory_budget_mb"] == 700
@@ -184,18 +184,18 @@ def test_the_default_budget_is_chosen_at_start_stored_and_matches_a_chunked_run(
     a, b = load(auto).points, load(chunked).points
     assert 0 < np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))  # different sums, the same trajectory
     half = _run(tmp_path, "half", "time.steps=50", *more, "particles.memory_budget_mb=0")
-    monkeypatch.setattr(build, "available_memory", lambda: 2 * 64 * 2**20)  # less memory when it resumes
+    monkeypatch.setattr(assembly, "available_memory", lambda: 2 * 64 * 2**20)  # less memory when it resumes
     build.resume(half, steps=50)
     assert CheckpointReader(half).config["particles"]["memory_budget_mb"] == 700  # the stored choice, not a new one
     np.testing.assert_array_equal(load(half).points, a)
 
 
 def test_an_explicit_budget_is_kept_and_zero_shares_the_memory_among_processes(monkeypatch):
-    monkeypatch.setattr(build, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.setattr(assembly, "available_memory", lambda: 8 * 2**30)
     assert build.memory_budget(load_config(None, ["particles.memory_budget_mb=300"])) == 300 * 2**20
     assert build.memory_budget(load_config()) == 4 * 2**30
     assert build.memory_budget(load_config(), processes=4) == 2**30
-    monkeypatch.setattr(build, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(assembly, "available_memory", lambda: 2**20)
     assert build.memory_budget(load_config()) == 64 * 2**20  # a floor, so that chunks are not single particles
 
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mfld.config import load_config
+from mfld.config import assembly, load_config
 from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.storage import CheckpointReader, load
@@ -64,7 +64,7 @@ def test_a_grid_resume_reads_obj_mu_star_from_its_file_instead_of_solving_again(
     def refuse(*args, **kwargs):
         raise AssertionError("a resume solved for mu* again")
 
-    monkeypatch.setattr(build, "stationary", refuse)
+    monkeypatch.setattr(assembly, "stationary", refuse)
     build.resume(half, steps=15)
     oa, ob = CheckpointReader(whole).observables(), CheckpointReader(half).observables()
     np.testing.assert_array_equal(oa["gap"]["value"], ob["gap"]["value"])

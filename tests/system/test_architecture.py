@@ -1,7 +1,8 @@
 """The layers import only downward and no module imports itself back (read from the source with ast).
 
-model < discretizations < config (the schema composed from their registries, loading) < storage (checkpoint
-files, which read their stored configuration through config) < validation < solver (the run assembly: build,
+model < discretizations < config (the schema composed from their registries, loading, the assembly of a
+configuration into its pieces) < storage (checkpoint
+files, which read their stored configuration through config) < validation < solver (the run machinery: build,
 observers, the Python API, CLI, sweeps, plotting) < mfld (the package's top: api/); mfld.data holds only files.
 ``python -c "import sys; sys.path.insert(0, 'tests/system'); import test_architecture as a; a.report()"``
 prints the graph.

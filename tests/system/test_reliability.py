@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_RUN
-from mfld.config import ConfigError, from_toml, load_config, to_toml
+from mfld.config import ConfigError, assembly, from_toml, load_config, to_toml
 from mfld.solver import build
 from mfld.solver.cli import main
 from mfld.storage import CheckpointError, CheckpointReader, load, store
@@ -364,7 +364,7 @@ def test_resume_of_a_file_declaring_too_many_particles_is_refused_before_reading
 
 
 def test_the_memory_estimate_counts_the_features_of_the_n_side(monkeypatch):
-    monkeypatch.setattr(build, "available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(assembly, "available_memory", lambda: 2 * 2**30)
     with pytest.raises(MemoryError, match=r"comes from data.n = 200000"):  # n x N features: 5 x 1.6 GB
         build.check_memory(small("data.n=200000", "particles.N=1000"))
     with pytest.raises(MemoryError, match=r"comes from data.n_test = 1000000000"):
