@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from mfld.model.datasets import make_dataset
-from mfld.model.problem import Problem
-from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
 from ..report import Report, fit_slope, mean_se, pm
-from .training import current_backend, experiment_config, train
+from .training import current_backend, experiment_config, run_settings, train
 
 
 def _scalings(c: dict[str, Any], d: int) -> tuple[int, float, float]:
@@ -33,8 +31,8 @@ def train_run(setting: dict[str, Any], d: int, seed: int, backend: str = "numpy"
     c = setting
     n, lam, lam_a = _scalings(c, d)
     ds = make_dataset("single-index", d=d, n=n, n_test=500, link=c["link"], seed=seed)
-    pb = Problem.from_dataset(ds, "tanh_bias", lam, lam_a, c["lam_w"])
-    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed, c["steps"], backend=backend)
+    settings = run_settings({**c, "lam": lam, "lam_a": lam_a}, seed)
+    tr = train(ds, settings, c["steps"], c["steps"], backend=backend)
     return {
         "row": [
             tr["kernel_alignment"][0],

@@ -17,11 +17,10 @@ import numpy as np
 
 from mfld.model.datasets import make_dataset
 from mfld.model.problem import Problem
-from mfld.model.two_timescale import TwoTimescaleFunctional
 
 from ..jobs import Job, Result, Runner, run_serial
 from ..report import Report, mean_se, pm
-from .training import current_backend, experiment_config, train
+from .training import current_backend, experiment_config, run_settings, train
 
 
 def _krr_error(K_tr: np.ndarray, K_te: np.ndarray, y: np.ndarray, y_te: np.ndarray, ridges: np.ndarray) -> float:
@@ -65,7 +64,7 @@ def errors_run(setting: dict[str, Any], d: int, n: int, seed: int, index: int, b
     assert ds.X_test is not None and ds.Y_test is not None  # generated data sets have test data
     y, y_te = ds.Y[:, 0], ds.Y_test[:, 0]
     pb = Problem.from_dataset(ds, "tanh_bias", c["lam"], c["lam_a"], c["lam_w"])
-    tr = train(TwoTimescaleFunctional(pb), c["N"], c["eta"], c["steps"], seed + index, c["steps"], backend=backend)
+    tr = train(ds, run_settings(c, seed + index), c["steps"], c["steps"], backend=backend)
     ridges = np.logspace(-6, 0, 7)
     W0 = pb.sample_prior(4000, np.random.default_rng([seed, index, d]))
     H, Ht = pb.feature(ds.X, W0), pb.feature(ds.X_test, W0)

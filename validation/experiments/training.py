@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
+from mfld.config import load_config
+from mfld.config.assembly import DATA_KEYS, build_problem, build_system, with_data_sizes
 from mfld.discretizations import loop
-from mfld.discretizations.noise import as_noise
-from mfld.discretizations.particles import Particles, initial_measure
 from mfld.model.backend import get_backend
-from mfld.model.label_noise import LabelNoiseDrift
+from mfld.model.datasets import Dataset
 from mfld.model.observables import Evaluation, evaluate
-from mfld.model.two_timescale import TwoTimescaleFunctional
 
 _BACKEND: ContextVar[str] = ContextVar("backend", default="numpy")
 
@@ -60,30 +59,48 @@ def experiment_config(name: str, full: bool, overrides: dict[str, Any] | None = 
 
 
 def train(
-    functional: TwoTimescaleFunctional,
-    N: int,
-    eta: float,
+    data: Dataset,
+    settings: Mapping[str, Any],
     steps: int,
-    seed: int,
     every: int,
-    label_noise: float = 0.0,
-    init_sd: float | None = None,
     backend: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run particles, recording :data:`OBSERVED` every ``every`` steps (and at the ends).
+    """Particles on ``data``, built as ``mfld run`` builds them (:mod:`mfld.config.assembly`) from ``settings``
+    (dotted configuration keys over the default: ``model.lam``, ``particles.N``, ``time.eta``, ``seed``,
+    ``model.label_noise``, ``particles.init``, ...), run ``steps`` steps recording :data:`OBSERVED` every
+    ``every`` steps (and at the ends).
 
-    They start from the prior ``nu`` (docs/theory.md §3), or from ``N(0, init_sd^2 I)`` when given;
-    ``label_noise = s > 0`` runs the label-noise procedure. The particles live on ``backend``, by default the
-    one chosen with :func:`backend` (NumPy unless chosen).
+    The particles start from the configured initial measure (the prior ``nu`` by default) drawn from the keyed
+    noise of ``seed``, as a run of the same configuration does; ``model.label_noise = s > 0`` runs the label-noise
+    procedure. They live on ``backend``, by default the one chosen with :func:`backend` (NumPy unless chosen).
     """
-    backend = backend or _BACKEND.get()
-    if backend != "numpy":
-        functional = TwoTimescaleFunctional(functional.problem.to(get_backend(backend)), solve=functional.solve)
-    rng = np.random.default_rng([seed, N, 11])
-    W0 = initial_measure(functional, rng.standard_normal((N, functional.dim)), init_sd)
-    noise = as_noise(rng)
-    drift = LabelNoiseDrift(functional, label_noise, noise.uniform) if label_noise > 0 else None
-    system = Particles(functional, W0, eta, noise, drift=drift)
-    recorder = loop.Recorder(lambda s: evaluate(Evaluation(functional, s.fit()), OBSERVED), every)
+    arrays = {k: getattr(data, k) for k in DATA_KEYS}
+    values = {**settings, "discretization": "particles", "time.steps": steps, "backend": backend or _BACKEND.get()}
+    config = with_data_sizes(load_config(None, values=values), arrays)
+    system = build_system(config, build_problem(config, arrays))
+    recorder = loop.Recorder(lambda s: evaluate(Evaluation(system.functional, s.fit()), OBSERVED), every)
     loop.run(system, steps, [recorder])
     return recorder.series()
+
+
+def run_settings(
+    c: Mapping[str, Any], seed: int, label_noise: float = 0.0, init_sd: float | None = None
+) -> dict[str, Any]:
+    """The configuration keys of an experiment's training run: tanh with bias, ``c``'s ``N``, ``eta``, ``lam``,
+    ``lam_a``, ``lam_w`` (and ``solve`` if it names one), ``seed``, the label-noise level, and the initial measure
+    (the prior, or ``N(0, init_sd^2 I)``)."""
+    out: dict[str, Any] = {
+        "model.feature": "tanh_bias",
+        "model.lam": c["lam"],
+        "model.lam_a": c["lam_a"],
+        "model.lam_w": c["lam_w"],
+        "model.label_noise": label_noise,
+        "particles.N": c["N"],
+        "time.eta": c["eta"],
+        "seed": seed,
+    }
+    if "solve" in c:
+        out["particles.solve"] = c["solve"]
+    if init_sd is not None:
+        out.update({"particles.init": "gaussian", "particles.init_sd": init_sd})
+    return out
