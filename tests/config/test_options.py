@@ -122,7 +122,7 @@ def test_every_key_has_a_meaning_a_default_that_passes_its_check_and_a_version()
 @dataclass(frozen=True, kw_only=True)
 class _HuberOptions:
     section: ClassVar[str] = "model"
-    huber_delta: float = positive(1.0, "Huber: the residual where the loss turns linear", since="9.0.0")
+    huber_width: float = positive(1.0, "Huber: the residual where the loss turns linear", since="9.0.0")
     lam: float = ref("model.lam")
 
 
@@ -131,19 +131,19 @@ def test_a_component_declares_its_key_in_its_own_file_and_the_configuration_take
     schema, the defaults and the README table, checked, and refused again once the objective is gone."""
     from mfld.model.objectives import OBJECTIVES
 
-    assert declared(_HuberOptions).keys() == {"model.huber_delta"}
-    assert keys_of(_HuberOptions) == {"huber_delta": "model.huber_delta", "lam": "model.lam"}
+    assert declared(_HuberOptions).keys() == {"model.huber_width"}
+    assert keys_of(_HuberOptions) == {"huber_width": "model.huber_width", "lam": "model.lam"}
     with OBJECTIVES.registered("huber", OBJECTIVES["two-timescale"], "pseudo-Huber", options=_HuberOptions):
-        config = load_config(None, ["model.huber_delta=0.5"])
-        assert config["model"]["huber_delta"] == 0.5 and cfg.defaults()["model"]["huber_delta"] == 1.0
-        assert "| `model.huber_delta` | `1.0` | Huber: the residual" in cfg.reference_table()
-        assert cfg.key_since()["model.huber_delta"] == "9.0.0"  # a file of an earlier mfld takes the default
-        opts = from_values(_HuberOptions, {"model.huber_delta": 0.5, "model.lam": 0.01})
-        assert (opts.huber_delta, opts.lam) == (0.5, 0.01)
-        with pytest.raises(ConfigError, match="'model.huber_delta' must be a finite number > 0, got -1"):
-            load_config(None, ["model.huber_delta=-1"])
-    with pytest.raises(ConfigError, match="unknown configuration key 'model.huber_delta'"):
-        load_config(None, ["model.huber_delta=0.5"])
+        config = load_config(None, ["model.huber_width=0.5"])
+        assert config["model"]["huber_width"] == 0.5 and cfg.defaults()["model"]["huber_width"] == 1.0
+        assert "| `model.huber_width` | `1.0` | Huber: the residual" in cfg.reference_table()
+        assert cfg.key_since()["model.huber_width"] == "9.0.0"  # a file of an earlier mfld takes the default
+        opts = from_values(_HuberOptions, {"model.huber_width": 0.5, "model.lam": 0.01})
+        assert (opts.huber_width, opts.lam) == (0.5, 0.01)
+        with pytest.raises(ConfigError, match="'model.huber_width' must be a finite number > 0, got -1"):
+            load_config(None, ["model.huber_width=-1"])
+    with pytest.raises(ConfigError, match="unknown configuration key 'model.huber_width'"):
+        load_config(None, ["model.huber_width=0.5"])
 
 
 def test_a_key_declared_twice_is_refused_by_name():
