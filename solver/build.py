@@ -9,7 +9,7 @@ assembly's functions are re-exported here (``build.build_problem``, ``build.buil
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,12 @@ __all__ = [
 
 
 def _observers(
-    config: Config | RunConfig, store: CheckpointStore | None, steps: int, resuming: bool, rank: int = 0
+    config: Config | RunConfig,
+    store: CheckpointStore | None,
+    steps: int,
+    resuming: bool,
+    rank: int = 0,
+    check: Callable[[], None] | None = None,
 ) -> list[loop.Observer]:
     """The run's observers: the observables' recorder, progress, and the checkpoint writer (``store``) or,
     without one, the frames kept in memory (:class:`Frames`)."""
@@ -88,7 +93,7 @@ def _observers(
     metrics = loop.Recorder(metrics_of, out.metrics_every, record_start=not resuming, sink=sink)
     shown = {"auto": None, "on": True, "off": False}[out.progress] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
-    keep = Checkpoints(store, out.checkpoint_every) if store is not None else Frames(out.checkpoint_every)
+    keep = Checkpoints(store, out.checkpoint_every, check) if store is not None else Frames(out.checkpoint_every)
     return [metrics, progress, keep]
 
 
@@ -120,7 +125,7 @@ def start(
     check_output(path)
     comm = world()
     rc, data, problem, functional = _prepare(fix_threads(fix_memory_budget(config, comm), comm), comm)
-    with writing(path, comm) as target:
+    with writing(path, comm) as (target, check):
         exists = comm.bcast(target.exists() if comm.rank == 0 else None)
         if exists and not overwrite:
             raise FileExistsError(
@@ -145,7 +150,7 @@ def start(
         store = open_store(target, comm, system, create, plan)
         # The file is written whole at the first commit, frame 0 with its record, before any step: a kill
         # before then leaves no file, one after it a file that resumes with the record of step 0.
-        own = _observers(rc, store, steps, resuming=False, rank=comm.rank)
+        own = _observers(rc, store, steps, resuming=False, rank=comm.rank, check=check)
         _run(system, steps, [*own, *observers], blas_threads(rc.tree, comm.size))
         if comm.rank == 0:
             write_outputs(target, path, rc.output.formats)
@@ -191,14 +196,14 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
     ``trust`` admits a feature map that the file names by import path (code the file would choose).
     """
     comm = world()
-    with writing(Path(path), comm) as target:
-        _resume(target, steps, trust, comm)
+    with writing(Path(path), comm) as (target, check):
+        _resume(target, steps, trust, comm, check)
         if comm.rank == 0:
             write_outputs(target, Path(path), typed(CheckpointReader(target).config).output.formats)
     return Path(path)
 
 
-def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> None:
+def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator, check: Callable[[], None]) -> None:
     reader = CheckpointReader(path)
     if reader.kind == "stationary":
         raise CheckpointError(
@@ -228,7 +233,7 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator) -> N
     except ValueError as e:  # what the file holds cannot be continued (its noise state, its data, its box)
         raise CheckpointError(f"{str(path)!r} cannot be resumed: {e}") from None
     store = open_store(path, comm, system, None, planned_rows(rc, snap.step, steps, resuming=True), reader.sharded)
-    observers = _observers(rc, store, steps, True, comm.rank)
+    observers = _observers(rc, store, steps, True, comm.rank, check)
     _run(system, steps, observers, blas_threads(rc.tree, comm.size))
 
 

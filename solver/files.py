@@ -4,7 +4,7 @@ MPI), the writer lock held for the run's life, and the refusal of outputs that a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mfld.config import Config
@@ -59,9 +59,11 @@ def open_store(
 
 
 @contextlib.contextmanager
-def writing(path: Path, comm: Communicator) -> Iterator[Path]:
+def writing(path: Path, comm: Communicator) -> Iterator[tuple[Path, Callable[[], None]]]:
     """Hold the file's writer lock (rank 0 takes it for the job) for the run's whole life; yields the file
-    to write: ``path`` with its symbolic links resolved, so that a link is written through, not replaced."""
+    to write (``path`` with its symbolic links resolved, so that a link is written through, not replaced) and
+    the check to make before each write: that the lock is still held (:meth:`WriterLock.verify`; a no-op on
+    the other ranks, whose shards rank 0's master names)."""
     lock, error = WriterLock(path), None
     if comm.rank == 0:
         try:
@@ -72,10 +74,14 @@ def writing(path: Path, comm: Communicator) -> Iterator[Path]:
     if error:
         raise FileLockedError(error)
     try:
-        yield writer_path(path)
+        yield writer_path(path), (lock.verify if comm.rank == 0 else _nothing)
     finally:
         if comm.rank == 0:
             lock.__exit__(None, None, None)
+
+
+def _nothing() -> None:
+    pass
 
 
 def write_outputs(checkpoint: Path, named: Path, formats: Sequence[str]) -> list[Path]:

@@ -14,6 +14,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Protocol
 
 from tqdm import TqdmWarning
@@ -99,11 +100,13 @@ class Store(Protocol):
 class Checkpoints:
     """Commit the system's state to ``store`` every ``every`` steps and at the end."""
 
-    def __init__(self, store: Store, every: int) -> None:
+    def __init__(self, store: Store, every: int, check: Callable[[], None] | None = None) -> None:
         self.store, self.every = store, int(every)
+        self.check = check if check is not None else (lambda: None)  # before each write: the lock still held
         self.last_step: int | None = None
 
     def _commit(self, system: System) -> None:
+        self.check()
         self.store.commit(system.state())
         self.last_step = system.step_count
 
@@ -121,7 +124,9 @@ class Checkpoints:
         if self.last_step != system.step_count:
             self._commit(system)
         elif self.store.pending():  # the last frame is saved: only the final observables remain
+            self.check()
             self.store.commit_observables()
+        self.check()
         self.store.finish()
 
 

@@ -2,7 +2,11 @@
 
 ``<file>.lock`` is locked with ``flock``; the kernel releases the lock when the process dies,
 however it dies, so there are no stale locks to clean up. The lock file records the holder's pid,
-host and start time for the message the second writer gets. Readers take no lock.
+host and start time for the message the second writer gets. Readers take no lock. ``flock`` locks
+the lock file's inode, not its name: a lock file deleted under its writer (``find -name '*.lock'
+-delete``) lets a second writer create and lock another, so the writer checks before every write
+that the file at ``<file>.lock`` is still the one it locked (:meth:`WriterLock.verify`) and stops
+at the first write after losing it; at its end it removes only a lock that is still its own.
 
 The lock belongs to the file, not to the name it was reached by: the checkpoint's path is resolved
 (symbolic links followed) before the lock's name is formed, so ``real.h5`` and a link ``alias.h5``
@@ -27,6 +31,10 @@ from types import TracebackType
 
 class FileLockedError(RuntimeError):
     """Another process is writing the checkpoint, or its lock cannot be taken safely."""
+
+
+class LockLostError(FileLockedError):
+    """The lock file this writer holds was deleted or replaced: another writer may hold the file now."""
 
 
 def writer_path(path: str | Path) -> Path:
@@ -123,9 +131,36 @@ class WriterLock:
             pass
         return self
 
+    def _held(self) -> bool:
+        """Whether ``FILE.lock`` is still the file this writer locked (not deleted, not replaced by another)."""
+        if self._fd is None:
+            return False
+        try:
+            there = os.lstat(self.lock_path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
+
+    def verify(self) -> None:
+        """Raise :class:`LockLostError` unless this writer still holds the lock at ``FILE.lock``.
+
+        flock locks an inode, not a name: after ``rm FILE.lock`` a second writer creates and locks a new file of
+        that name and writes the checkpoint too, and two writers destroy it. A writer calls this before each
+        write and stops at the first failure, leaving the file as its last commit left it.
+        """
+        if self._fd is not None and not self._held():
+            raise LockLostError(
+                f"the lock {str(self.lock_path)!r} was deleted or replaced while this run wrote {str(self.path)!r} "
+                "(another writer may hold the file now): this run stops without writing again, and the file is as "
+                "its last commit left it; do not delete a lock while mfld runs"
+            )
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if self._fd is not None:
-            # Unlink while still holding the lock: a process that opened the old file finds it locked or gone.
-            self.lock_path.unlink(missing_ok=True)
+            # Unlink while still holding the lock: a process that opened the old file finds it locked or gone. A lock
+            # taken away (deleted, or now another writer's) is not ours to remove.
+            if self._held():
+                self.lock_path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None

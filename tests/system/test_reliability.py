@@ -388,3 +388,39 @@ def test_a_lock_file_of_another_user_is_left_alone(tmp_path):
     with pytest.raises(FileLockedError, match="belongs to user id 65534"):
         build.start(small("time.steps=10"), path)
     assert lock.read_text() == "someone else's" and not path.exists()
+
+
+def test_a_writer_whose_lock_is_deleted_stops_and_the_next_writer_owns_the_file(tmp_path):
+    """`rm FILE.lock` under a running writer: a second writer takes a new lock and continues the file; the first
+    stops at its next write, with one line, and writes nothing more. The file reads back as the straight run."""
+    path = tmp_path / "L.h5"
+    first = _slow(path)  # frame 0 committed, paused after step 1 holding the lock
+    (tmp_path / "L.h5.lock").unlink()
+    build.resume(path, steps=15)  # the second writer: a new lock, steps 1-15 from frame 0
+    first.stdin.write("\n")
+    first.stdin.close()
+    assert first.wait(timeout=120) != 0
+    err = first.stderr.read()
+    assert "L.h5.lock' was deleted or replaced while this run wrote" in err and "stops without writing" in err, err
+    straight = build.start(small("time.steps=15"), tmp_path / "straight.h5")
+    got, want = CheckpointReader(path), CheckpointReader(straight)
+    assert got.steps.tolist() == want.steps.tolist() == [0, 10, 15]
+    for step in (0, 10, 15):
+        np.testing.assert_array_equal(load(path, step).points, load(straight, step).points)
+    assert not (tmp_path / "L.h5.lock").exists()  # the second writer removed its own lock; the first touched none
+
+
+def test_a_lock_replaced_under_its_holder_is_noticed_and_left_to_the_new_holder(tmp_path):
+    path = tmp_path / "f.h5"
+    first = WriterLock(path).__enter__()
+    first.verify()
+    first.lock_path.unlink()
+    with WriterLock(path) as second:
+        with pytest.raises(FileLockedError, match="was deleted or replaced while this run wrote"):
+            first.verify()
+        second.verify()
+        first.__exit__(None, None, None)  # the first writer ends: the second's lock stays, and still excludes
+        assert second.lock_path.exists()
+        with pytest.raises(FileLockedError, match="is being written by mfld pid"), WriterLock(path):
+            pass
+    assert not second.lock_path.exists()
