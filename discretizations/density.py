@@ -273,8 +273,8 @@ class GridDensity:
         """Take the time scheme ``name`` of ``schemes``, continuing from ``history`` (newest first; multi-level
         schemes); a scheme with options of its own is built with them (``entry(history, options)``)."""
         entry = schemes[name]
-        check_levels(schemes.key, name, entry.levels, history)
         arrays = tuple(self.xp.asarray(h, dtype=self.density.dtype).reshape(self.grid.shape) for h in history)
+        check_levels(schemes.key, name, entry.levels, arrays, self.step_count, "mu_previous")
         options = self._scheme_options
         self.scheme_name, self.scheme = name, entry(arrays) if options is None else entry(arrays, options)
 

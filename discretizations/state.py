@@ -153,10 +153,32 @@ class DensityState:
         return cls(np.asarray(density), step, time, _history(arrays, "mu_previous"))
 
 
-def check_levels(key: str, name: str, levels: int, history: Sequence[object]) -> None:
-    """Refuse a saved history whose length is not the ``levels`` the scheme ``name`` (of ``key``) keeps."""
+def check_levels(
+    key: str, name: str, levels: int, history: Sequence[Array], step: int | None = None, prefix: str = ""
+) -> None:
+    """Refuse a saved history whose length is not the ``levels`` the scheme ``name`` (of ``key``) keeps.
+
+    With the state's ``step``, also one that lacks a level the step count says exists (level k, newest first,
+    exists from step k + 1 on) or holds it with a NaN or infinite value: NaN marks a level that does not exist
+    yet, so a damaged one would otherwise restart the scheme silently. ``prefix`` names the stored arrays
+    (``mu_previous``, ``mu_previous_2``, ...) in the message.
+    """
     if history and len(history) != levels:
         raise ValueError(
             f"{key} = {name!r} continues from {levels} earlier level(s), but the saved state has "
             f"{len(history)}: the file was written by another scheme or altered"
         )
+    if step is None:
+        return
+    names = _levels(prefix or "history", levels)
+    for k in range(min(step, levels)):
+        problem = "is missing"
+        if history:
+            finite = bool(namespace(history[k]).isfinite(history[k]).all())
+            problem = "" if finite else "holds NaN or infinite values"
+        if problem:
+            raise ValueError(
+                f"{key} = {name!r} at step {step} continues from the state {k + 1} step(s) earlier, saved as "
+                f"{names[k]!r}, which {problem}: the file was damaged or altered; start the run again, or "
+                "resume a copy saved before"
+            )

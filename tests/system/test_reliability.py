@@ -424,3 +424,42 @@ def test_a_lock_replaced_under_its_holder_is_noticed_and_left_to_the_new_holder(
         with pytest.raises(FileLockedError, match="is being written by mfld pid"), WriterLock(path):
             pass
     assert not second.lock_path.exists()
+
+
+def _multilevel(tmp_path, kind: str, scheme: str, steps: int = 12):
+    from conftest import SMALL_ANY
+
+    key = "grid.scheme" if kind == "grid" else "spectral.scheme"
+    overrides = [*SMALL_ANY, f'discretization="{kind}"', f'{key}="{scheme}"', f"time.steps={steps}"]
+    overrides += ["output.checkpoint_every=5", "output.plot=false", 'output.progress="off"']
+    return build.start(load_config(None, overrides), tmp_path / f"{kind}.h5")
+
+
+@pytest.mark.parametrize("kind, scheme", [("grid", "bdf2"), ("spectral", "sbdf2")])
+@pytest.mark.parametrize("damage", ["delete", "nan", "inf-cell"])
+def test_a_damaged_history_of_a_multilevel_scheme_is_refused_naming_it(tmp_path, kind, scheme, damage):
+    """NaN marks a level that does not exist yet (step 0); at step 12 the previous density must exist and be
+    finite: a missing or damaged one is refused by name, not taken as a restart of the scheme."""
+    path = _multilevel(tmp_path, kind, scheme)
+    with h5py.File(path, "r+") as f:
+        if damage == "delete":
+            del f["fields/mu_previous"]
+        else:
+            value = f["fields/mu_previous/value"]
+            row = value[-1]
+            if damage == "nan":
+                row[...] = np.nan
+            else:
+                row.flat[3] = np.inf
+            value[-1] = row
+    words = "is missing" if damage == "delete" else "holds NaN or infinite values"
+    with pytest.raises(CheckpointError, match=f"at step 12 .* saved as 'mu_previous', which {words}"):
+        build.resume(path, steps=3)
+
+
+def test_a_multilevel_run_resumed_at_step_0_takes_its_nan_levels_as_not_yet_existing(tmp_path):
+    path = _multilevel(tmp_path, "grid", "bdf2", steps=0)
+    build.resume(path, steps=6)
+    (tmp_path / "straight").mkdir()
+    straight = _multilevel(tmp_path / "straight", "grid", "bdf2", steps=6)
+    np.testing.assert_array_equal(load(path).density, load(straight).density)
