@@ -11,6 +11,7 @@ interfaces.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 import numpy as np
@@ -143,13 +144,21 @@ def build_grid(config: Config | RunConfig, functional: Functional) -> Grid:
 
 
 def stationary(
-    config: Config | RunConfig, functional: Functional, grid: Grid, verbose: bool = False
+    config: Config | RunConfig, functional: Functional, grid: Grid, verbose: bool = True
 ) -> StationaryResult:
-    """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map)."""
+    """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map); each accepted iterate is
+    logged (``verbose``: at INFO, else DEBUG), and a solve that stops short of ``stationary.tol`` is refused with
+    what happened and every way out."""
     s = typed(config).stationary
+    level = logging.INFO if verbose else logging.DEBUG
+    started = time.perf_counter()
 
-    def report(it: int, cert: float, obj: float) -> None:
-        log.info(f"  iteration {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}")
+    def report(it: int, cert: float, obj: float, step: float) -> None:
+        log.log(
+            level,
+            f"  mu*: step {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}   damping {step:.3g}   "
+            f"{time.perf_counter() - started:.1f} s",
+        )
 
     with warnings.catch_warnings():  # refused below with the configuration's key names instead
         warnings.simplefilter("ignore", NotConvergedWarning)
@@ -160,13 +169,28 @@ def stationary(
             max_iter=s.max_iter,
             damping=s.damping,
             memory=s.memory,
-            callback=report if verbose else None,
+            callback=report,
         )
     if not result.converged:
-        raise RuntimeError(
-            f"the fixed-point iteration did not reach stationary.tol = {s.tol:g} in {result.iterations} "
-            f"iterations (certificate {result.certificate:.3e}); raise stationary.max_iter or lower stationary.damping"
+        certs = result.history["certificate"]
+        what = (
+            "it stalled: no step, down to a damping of 1e-10, lowers Obj any more (the certificate is at the "
+            "round-off floor of this grid, or the map is too stiff)"
+            if result.stalled
+            else f"it ran out of evaluations while still converging (certificate {certs[0]:.3e} -> {certs[-1]:.3e} "
+            f"in {result.iterations} accepted steps)"
         )
+        raise RuntimeError(
+            f"the fixed-point iteration for mu* did not reach stationary.tol = {s.tol:g} in {result.evaluations} "
+            f"evaluations (stationary.max_iter = {s.max_iter}; best certificate {result.certificate:.3e}): {what}. "
+            "Ways out: raise stationary.max_iter, loosen stationary.tol, lower stationary.damping (the largest "
+            "step), or set grid.gap = false to run the dynamics without the gap to mu*"
+        )
+    log.log(
+        level,
+        f"  mu*: certificate {result.certificate:.3e} after {result.iterations} steps "
+        f"({result.evaluations} evaluations, {time.perf_counter() - started:.1f} s)",
+    )
     return result
 
 

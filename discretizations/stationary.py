@@ -4,9 +4,15 @@
 
 On a grid the iteration runs on the log-density ``psi = log m`` (so positivity
 holds by construction): ``G(psi) = log p_{exp(psi)}``, normalised to unit mass,
-with residual ``f = G(psi) - psi``. Each iteration is a damped step
-``psi + beta f`` improved by Anderson mixing over the last ``memory`` residuals
-(type II: ``gamma = argmin ||f - dF gamma||``, ``psi <- psi + beta f - (dX + beta dF) gamma``).
+with residual ``f = G(psi) - psi``. A damped step ``psi + s f`` is the entropic
+mirror-descent step of step ``s / lam`` on ``Obj = F + lam Ent`` (whose first
+variation is ``V_mu + lam log mu = -lam f`` up to a constant), so for ``s`` small
+enough it lowers Obj (Obj is convex along it). The iteration is safeguarded by that:
+a step is accepted only when it lowers the merit Obj (or, within round-off of Obj,
+when it lowers the certificate); Anderson mixing over the last ``memory`` accepted
+steps (type II: ``gamma = argmin ||f - dF gamma||``, ``psi + s f - (dX + s dF) gamma``)
+is tried first, then the plain damped step, whose ``s`` is halved after a rejection
+and doubled (up to ``damping``) after an acceptance. The best iterate is never lost.
 
 Stopping uses the certificate of Nitanda, Wu and Suzuki (2022),
 
@@ -41,10 +47,12 @@ class StationaryOptions:
 
     section: ClassVar[str] = "stationary"
     tol: float = positive(1e-12, "the fixed-point solver stops when lam KL(mu || p_mu) < tol")
-    max_iter: int = positive_int(500, "iteration limit of the fixed-point solver")
+    max_iter: int = positive_int(
+        500, "limit on the fixed-point solver's evaluations of the map (rejected trials count)"
+    )
     damping: float = option(
         0.5,
-        "beta in psi <- psi + beta (G(psi) - psi), before Anderson mixing",
+        "the largest step s in psi <- psi + s (G(psi) - psi) (Anderson-mixed); halved while a step would raise Obj",
         (int, float),
         lambda v: 0 < v <= 1,
         "a number in (0, 1]",
@@ -54,7 +62,9 @@ class StationaryOptions:
 
 @dataclass
 class StationaryResult:
-    """The computed optimum and the history of the iteration."""
+    """The computed optimum and the history of the iteration (one entry per accepted iterate; ``evaluations``
+    counts every map evaluation, rejected trials included). ``stalled``: no step lowered the merit any more
+    (the round-off floor of Obj, or a map too stiff for the smallest step)."""
 
     density: Array
     objective: float
@@ -62,12 +72,27 @@ class StationaryResult:
     iterations: int
     converged: bool
     history: dict[str, list[float]] = field(default_factory=dict)
+    evaluations: int = 0
+    stalled: bool = False
 
 
 def _normalise(psi: Array, cell_volume: float) -> Array:
     xp = namespace(psi)
     top = float(xp.max(psi))
     return psi - (top + math.log(float(xp.sum(xp.exp(psi - top))) * cell_volume))
+
+
+MIN_STEP = 1e-10
+"""The smallest damping tried before the iteration is declared stalled."""
+
+
+def _better(new: tuple[float, float], old: tuple[float, float]) -> bool:
+    """Whether ``(Obj, certificate)`` ``new`` improves on ``old``: Obj lower, or equal to round-off with a lower
+    certificate (near mu*, Obj's changes fall below its round-off while the certificate still falls)."""
+    (obj, cert), (obj0, cert0) = new, old
+    if not (math.isfinite(obj) and math.isfinite(cert)):
+        return False
+    return obj < obj0 or (obj <= obj0 + 8 * 2.2e-16 * max(abs(obj0), 1.0) and cert < cert0)
 
 
 def solve_stationary(
@@ -78,13 +103,14 @@ def solve_stationary(
     max_iter: int = 500,
     damping: float = 0.5,
     memory: int = 5,
-    callback: Callable[[int, float, float], None] | None = None,
+    callback: Callable[[int, float, float, float], None] | None = None,
 ) -> StationaryResult:
     """Iterate the proximal Gibbs map from ``initial`` (default: the prior) until the certificate is below ``tol``.
 
-    The defaults are the ``[stationary]`` section's (``tol``, ``max_iter``, ``damping``, ``memory``). Not
-    reaching ``tol`` in ``max_iter`` iterations warns (:class:`NotConvergedWarning`) and returns the iterate of the
-    smallest certificate, with ``converged`` False.
+    The defaults are the ``[stationary]`` section's (``tol``, ``max_iter`` map evaluations, ``damping`` the
+    largest step, ``memory``). ``callback(iteration, certificate, objective, step)`` sees every accepted iterate.
+    Stopping short of ``tol`` (``max_iter`` evaluations, or stalled) warns (:class:`NotConvergedWarning`) and
+    returns the iterate of the smallest certificate, with ``converged`` False.
     """
     if not 0 < damping <= 1:
         raise ValueError(f"stationary.damping must lie in (0, 1], got {damping}")
@@ -100,8 +126,11 @@ def solve_stationary(
     else:
         psi = xp.log(xp.maximum(xp.asarray(initial, dtype=pb.X.dtype).ravel(), 1e-300))
     psi = _normalise(psi, vol)
+    evaluations = 0
 
     def evaluate(psi: Array) -> tuple[Array, float, float]:
+        nonlocal evaluations
+        evaluations += 1
         m = xp.exp(psi)
         fit = functional.fit(points, m * vol, features)
         g = _normalise(-functional.potential(fit) / lam, vol)
@@ -112,32 +141,43 @@ def solve_stationary(
 
     dX: list[Array] = []
     dF: list[Array] = []
-    history: dict[str, list[float]] = {"certificate": [], "objective": []}
-    best = (math.inf, psi)
+    history: dict[str, list[float]] = {"certificate": [], "objective": [], "step": []}
     f, cert, obj = evaluate(psi)
-    it = 0
-    for it in range(1, max_iter + 1):
+    best = (cert, psi, obj)
+    step, accepted, stalled = damping, 0, False
+
+    def record() -> None:
         history["certificate"].append(cert)
         history["objective"].append(obj)
+        history["step"].append(step)
         if callback is not None:
-            callback(it - 1, cert, obj)
-        if cert < best[0]:
-            best = (cert, psi)
-        if cert < tol:
-            break
-        step = damping * f
-        if dF:
+            callback(accepted, cert, obj, step)
+
+    record()
+    while cert >= tol and evaluations < max_iter:
+        trials = []
+        if dF:  # Anderson's extrapolation first, kept only if it lowers the merit
             Fm = xp.stack(dF, axis=1)
             gamma = xp.linalg.lstsq(Fm, f, rcond=None)[0]
-            step = step - (xp.stack(dX, axis=1) + damping * Fm) @ gamma
-        new_psi = _normalise(psi + step, vol)
-        new_f, new_cert, new_obj = evaluate(new_psi)
-        if not math.isfinite(new_cert) or new_cert > 10 * best[0] + 1e-14:
-            # Anderson overshot: restart the history from the best point with a plain damped step.
-            dX.clear()
-            dF.clear()
-            psi = _normalise(best[1] + damping * evaluate(best[1])[0], vol)
-            f, cert, obj = evaluate(psi)
+            trials.append(step * f - (xp.stack(dX, axis=1) + step * Fm) @ gamma)
+        trials.append(step * f)
+        for k, move in enumerate(trials):
+            new_psi = _normalise(psi + move, vol)
+            new_f, new_cert, new_obj = evaluate(new_psi)
+            if _better((new_obj, new_cert), (obj, cert)):
+                break
+            if k == 0 and dF:
+                dX.clear()
+                dF.clear()
+            if evaluations >= max_iter:
+                break
+        else:
+            new_psi = None
+        if new_psi is None or not _better((new_obj, new_cert), (obj, cert)):
+            step /= 2  # backtrack: a smaller damped step lowers Obj (mirror descent)
+            if step < MIN_STEP:
+                stalled = True
+                break
             continue
         if memory > 0:
             dX.append(new_psi - psi)
@@ -146,16 +186,25 @@ def solve_stationary(
                 dX.pop(0)
                 dF.pop(0)
         psi, f, cert, obj = new_psi, new_f, new_cert, new_obj
+        accepted += 1
+        step = min(damping, 2 * step)
+        if cert < best[0]:
+            best = (cert, psi, obj)
+        record()
     converged = cert < tol
     if not converged and best[0] < cert:
-        psi = best[1]
-        f, cert, obj = evaluate(psi)
+        cert, psi, obj = best
     if not converged:
+        why = (
+            "stalled: no step lowers Obj any more"
+            if stalled
+            else f"stopped at max_iter = {max_iter} evaluations while the certificate still fell"
+        )
         warnings.warn(
-            f"the fixed-point iteration did not reach tol = {tol:g} in max_iter = {max_iter} iterations "
-            f"(certificate {cert:.3e}); raise max_iter or lower damping",
+            f"the fixed-point iteration did not reach tol = {tol:g}: {why} (certificate {cert:.3e} after "
+            f"{accepted} accepted steps); raise max_iter, or lower tol to what the grid can resolve",
             NotConvergedWarning,
             stacklevel=2,
         )
     density = xp.exp(psi).reshape(grid.shape)
-    return StationaryResult(density, obj, cert, it, converged, history)
+    return StationaryResult(density, obj, cert, accepted, converged, history, evaluations, stalled)

@@ -77,6 +77,14 @@ def _one_of(requirement: str) -> str | frozenset[str]:
     return frozenset(re.findall(r"'([^']*)'", requirement)) if requirement.startswith("one of ") else requirement
 
 
+# Keys whose meaning changed on purpose after the switch, with the change that made it; everything else of theirs
+# (type, requirement, default, version, checks) is still compared.
+REDOCUMENTED = {
+    "stationary.max_iter": "the safeguarded mu* solver counts evaluations of the map, rejected trials included",
+    "stationary.damping": "the safeguarded mu* solver takes damping as its largest step and halves it on a rise of Obj",
+}
+
+
 def test_the_composed_schema_is_the_hand_written_one_it_replaced():
     """Every key of solver/config.py's SCHEMA at e6d68c8 (its type, requirement, doc, choices, default from
     default.toml, KEY_SINCE version, and its check's verdict on each probe, tests/data/schema-e6d68c8.json) is
@@ -95,7 +103,7 @@ def test_the_composed_schema_is_the_hand_written_one_it_replaced():
             doc, names = old["doc"].rsplit(": ", 1)
             assert spec.doc == doc and set(re.findall("`([^`]*)`", names)) <= set(spec.choices), key
         else:
-            assert spec.doc == old["doc"], key
+            assert spec.doc == old["doc"] or key in REDOCUMENTED, key
             assert (spec.choices is None) == (old["choices"] is None), key
             assert old["choices"] is None or old["choices"].items() <= spec.choices.items(), key
         assert spec.default == old["default"], key

@@ -374,7 +374,7 @@ def test_the_memory_estimate_counts_the_features_of_the_n_side(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::mfld.discretizations.mesh.BoxWarning")  # the mass leaving first: expected
 def test_an_unstable_spectral_step_names_the_step_size(capsys):
-    args = ["run", "spectral-1d", "--set", "time.eta=1e6", "--set", "time.steps=20", "--set", "output.plot=false"]
+    args = ["-q", "run", "spectral-1d", "--set", "time.eta=1e6", "--set", "time.steps=20", "--set", "output.plot=false"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "reduce time.eta" in err[0] and "1e+06" in err[0], err
