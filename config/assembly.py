@@ -46,7 +46,7 @@ def generate_data(config: Config | RunConfig) -> Data:
     rc = typed(config)
     c = rc.data
     if c.source:
-        ds = read_dataset(c.source, c.x_columns, c.y_columns, c.test_source or None)
+        ds = read_dataset(c.source, c.x_columns, c.y_columns, c.test_source or None, c.comment)
     else:
         ds = make_dataset(
             c.target,

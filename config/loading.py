@@ -81,20 +81,16 @@ def load_config(
 ) -> Config:
     """The default configuration, updated by the TOML file ``path``, ``key=value`` overrides, then ``values``.
 
-    ``path`` may also name a shipped configuration (``"grid-1d"``); a file of that name takes precedence.
+    ``path`` may also name a shipped configuration (``"grid-1d"``); a file of that name takes precedence. A
+    file's top-level ``base = "other.toml"`` (relative to the file, or a shipped name) is read first and the
+    file's keys over it, recursively.
     ``values`` maps dotted keys (``{"particles.N": 500}``) or nested tables (``{"particles": {"N": 500}}``)
     to values, as Python objects.
     """
     config = defaults()
     if path is not None:
-        text, where, folder = read_config_text(path)
-        try:
-            user = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{where} is not valid TOML: {e}") from None
-        for key, value in flatten(user).items():
-            _check_known(key)
-            set_key(config, key, _absolute(key, value, folder))
+        for key, value in _file_values(path, ()):
+            set_key(config, key, value)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
@@ -110,6 +106,36 @@ def load_config(
 
 
 PATH_KEYS = ("data.source", "data.test_source")
+
+
+def _file_values(path: str | Path, chain: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The dotted keys of a configuration file, those of the file its ``base`` names first (a path relative to the
+    file, or a shipped configuration's name), recursively; a file extending itself through its bases is refused."""
+    text, where, folder = read_config_text(path)
+    try:
+        user = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where} is not valid TOML: {e}") from None
+    me = str(Path(path).resolve()) if Path(path).exists() else where
+    if me in chain:
+        cycle = " -> ".join([*chain[chain.index(me) :], me])
+        raise ConfigError(f"configuration files extend each other in a cycle ({cycle}); remove one base")
+    out: list[tuple[str, Any]] = []
+    base = user.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{where}: base must name a configuration file (a path relative to it), got {base!r}")
+        target = folder / base
+        if not target.exists() and base not in shipped_configs():
+            raise ConfigError(
+                f"{where}: base = {base!r} is neither a file ({str(target)!r}) nor a shipped configuration "
+                f"({', '.join(shipped_configs())})"
+            )
+        out = _file_values(target if target.exists() else base, (*chain, me))
+    for key, value in flatten(user).items():
+        _check_known(key)
+        out.append((key, _absolute(key, value, folder)))
+    return out
 
 
 def _absolute(key: str, value: object, folder: Path) -> object:

@@ -13,6 +13,7 @@ labels carry noise ``eps ~ Unif[-sigma, sigma]``; test labels are the clean
 
 from __future__ import annotations
 
+import csv
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,12 @@ class DataOptions:
         lambda v: len(v) > 0 and all(isinstance(c, str) for c in v),
         "a non-empty list of column names",
         since="0.2.0.dev1",
+    )
+    comment: str = text(
+        "#",
+        "CSV: lines starting with this are comments (empty: none); quoted fields, a byte-order mark and pandas' "
+        "unnamed index column are read as R, pandas and spreadsheets write them",
+        since="0.2.0.dev2",
     )
     target: str = choice(
         "x1x2",
@@ -202,8 +209,19 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _csv(path: Path) -> tuple[list[str], np.ndarray]:
-    """Header and rows of a UTF-8 CSV file, each malformed file refused with one line naming it."""
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv(path: Path, comment: str = "#") -> tuple[list[str], np.ndarray]:
+    """Header and rows of a UTF-8 CSV file as R's ``write.csv``, pandas' ``to_csv`` and spreadsheets write it: fields
+    quoted or not, a byte-order mark, blank lines, and lines starting with ``comment`` (``data.comment``; empty:
+    none) skipped. The unnamed row-name column pandas (0 .. n-1) and R (1 .. n) write by default is dropped;
+    each malformed file is refused with one line naming it and the fix."""
     raw = path.read_bytes()
     if b"\0" in raw:
         raise ValueError(f"CSV file {str(path)!r} holds binary data (NUL bytes), not text")
@@ -211,41 +229,59 @@ def _csv(path: Path) -> tuple[list[str], np.ndarray]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"CSV file {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    numbered = [(k, line) for k, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    comments = [line for _, line in numbered if comment and line.lstrip().startswith(comment)]
+    numbered = [(k, line) for k, line in numbered if not (comment and line.lstrip().startswith(comment))]
+    if not numbered:
         raise ValueError(f"CSV file {str(path)!r} is empty; it needs a header row and data rows")
-    header = [h.strip() for h in lines[0].split(",")]
+    try:
+        parsed = list(csv.reader((line for _, line in numbered), skipinitialspace=True, strict=True))
+    except csv.Error as e:
+        raise ValueError(f"CSV file {str(path)!r} is not valid CSV: {e}") from None
+    header = [h.strip() for h in parsed[0]]
+    lines = [k for k, _ in numbered]
+    if all(_is_number(h) for h in header):
+        hint = ""
+        if comments:
+            hint = (
+                f"; its header seems to be the comment line {comments[-1].strip()!r} (numpy.savetxt writes its header "
+                "so: pass comments='' to it)"
+            )
+        raise ValueError(f"CSV file {str(path)!r} has no header row: its first row is numbers{hint}")
+    rows = [[f.strip() for f in fields] for fields in parsed[1:]]
+    for first in (0, 1):  # the row names pandas (0 .. n-1) and R's write.csv (1 .. n) write by default: not data
+        if header[0] in ("", "Unnamed: 0") and rows and all(r and r[0] == str(i + first) for i, r in enumerate(rows)):
+            header, rows = header[1:], [r[1:] for r in rows]
+            break
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise ValueError(
             f"CSV file {str(path)!r}: the header names {repeated} more than once; each column needs its own name"
         )
     if "" in header:
-        raise ValueError(f"CSV file {str(path)!r}: column {header.index('') + 1} of the header has no name")
-    if len(lines) == 1:
+        k = header.index("")
+        hint = (
+            " (pandas and R write their row names so: save with to_csv(..., index=False) or write.csv(..., "
+            "row.names = FALSE))"
+            if k == 0
+            else ""
+        )
+        raise ValueError(f"CSV file {str(path)!r}: column {k + 1} of the header has no name{hint}")
+    if not rows:
         raise ValueError(f"CSV file {str(path)!r} has a header and no data rows")
-    rows = [line.split(",") for line in lines[1:]]
-    for i, fields in enumerate(rows, start=2):
+    for line, fields in zip(lines[1:], rows, strict=True):
         if len(fields) != len(header):
-            raise ValueError(f"CSV file {str(path)!r}, line {i}: {len(fields)} fields, the header has {len(header)}")
-    try:
-        return header, np.array(rows, dtype=float)
-    except ValueError:  # find the field to name it
-        for i, fields in enumerate(rows, start=2):
-            for column, field in zip(header, fields, strict=True):
-                try:
-                    float(field)
-                except ValueError:
-                    raise ValueError(
-                        f"CSV file {str(path)!r}, line {i}, column {column!r}: {field.strip()!r} is not a number"
-                    ) from None
-        raise
+            raise ValueError(f"CSV file {str(path)!r}, line {line}: {len(fields)} fields, the header has {len(header)}")
+        for column, field in zip(header, fields, strict=True):
+            if not _is_number(field):
+                raise ValueError(f"CSV file {str(path)!r}, line {line}, column {column!r}: {field!r} is not a number")
+    return header, np.array(rows, dtype=float)
 
 
 Table = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
-def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> Table:
+def _read_table(path: Path, x_columns: list[str], y_columns: list[str], comment: str = "#") -> Table:
     """``(X, Y, X_test, Y_test)`` of an ``.npz`` file (arrays ``X``, ``Y``, optionally ``X_test``, ``Y_test``)
     or of a CSV file with a header row (no test set), each array's values checked and the file named."""
     if path.suffix == ".npz":
@@ -271,7 +307,7 @@ def _read_table(path: Path, x_columns: list[str], y_columns: list[str]) -> Table
         raise ValueError(
             f"columns {both} are in both data.x_columns and data.y_columns; a column is an input or a target"
         )
-    header, table = _csv(path)
+    header, table = _csv(path, comment)
     missing = [c for c in y_columns + x_columns if c not in header]
     if missing:
         raise ValueError(
@@ -302,22 +338,24 @@ def read_dataset(
     x_columns: list[str] | None = None,
     y_columns: list[str] | None = None,
     test_source: str | Path | None = None,
+    comment: str = "#",
 ) -> Dataset:
     """A data set from files: ``.npz`` with arrays ``X`` (n x d), ``Y`` (n or n x T) and optionally
     ``X_test``, ``Y_test``; or CSV with a header, inputs ``x_columns`` (default: every column not a
-    target) and targets ``y_columns`` (default ``["y"]``). ``test_source`` (same format) gives the
-    test set when the training file has none. Files are read without pickles; values are checked
-    as :class:`~mfld.model.problem.Problem` checks them, with the file named, and shapes by Problem."""
+    target) and targets ``y_columns`` (default ``["y"]``), lines starting with ``comment`` skipped.
+    ``test_source`` (same format) gives the test set when the training file has none. Files are read without
+    pickles; values are checked as :class:`~mfld.model.problem.Problem` checks them, with the file named, and
+    shapes by Problem."""
     y_columns = list(y_columns or ["y"])
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"data.source {str(path)!r} is not a file")
-    X, Y, X_test, Y_test = _read_table(path, list(x_columns or []), y_columns)
+    X, Y, X_test, Y_test = _read_table(path, list(x_columns or []), y_columns, comment)
     if test_source:
         tpath = Path(test_source)
         if not tpath.is_file():
             raise ValueError(f"data.test_source {str(tpath)!r} is not a file")
-        X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns)[:2]
+        X_test, Y_test = _read_table(tpath, list(x_columns or []), y_columns, comment)[:2]
 
     def column(a: np.ndarray) -> np.ndarray:
         return a[:, None] if a.ndim == 1 else a
