@@ -288,6 +288,15 @@ def _mass(g: GridDensity) -> float:
     return float(g.xp.sum(g.density)) * g.grid.cell_volume
 
 
+HOST_READS_PER_STEP = 6
+"""Scalar reads from the device a density step makes at most on a GPU backend: the fit's check of its measure and
+its dual objective U (two), that the new density is finite, the mass in the edge cells (until it warns once), and
+one of the scheme's or linear solver's: bdf2's minimum (its positivity refusal), krylov's sign test of the right
+side. No array goes to the host inside a step, except with ``grid.linear_solver = "direct"``, whose sparse LU CuPy
+makes on the CPU (``auto`` takes krylov on a GPU for that reason). tests/discretizations/test_fake_cupy.py holds
+the step to this."""
+
+
 GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry(
     "grid diagnostic", group="mfld.grid_diagnostics", builtins="mfld.discretizations"
 )

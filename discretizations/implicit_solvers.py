@@ -38,6 +38,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from mfld.model.backend import Array, namespace
 from mfld.model.registry import Registry
 
@@ -244,12 +246,16 @@ class Auto:
 
     A linear problem (V independent of m: Ornstein-Uhlenbeck, a frozen potential) then costs one
     LU and a triangular solve per step, as with ``direct``; a nonlinear one never repeats V.
-    Grids whose LU would not fit (over :data:`AUTO_FACTOR_CELLS`) stay with krylov.
+    Grids whose LU would not fit (over :data:`AUTO_FACTOR_CELLS`) stay with krylov. On a GPU a changing potential
+    is solved by krylov whatever the grid: CuPy factors a sparse matrix on the CPU (``factorized`` is SciPy's LU
+    on a host copy), which every step of a nonlinear problem would repeat (tests/discretizations/test_fake_cupy.py
+    counts the copy).
     """
 
     def __init__(self, grid: GridLike, lam: float, tol: float) -> None:
         self.name = choose("auto", grid.shape)
         self.first = LINEAR_SOLVERS[self.name](grid, lam, tol)
+        self._krylov = (grid, lam, tol)
         limit = AUTO_FACTOR_CELLS[min(len(grid.shape), 3) - 1]
         self.direct = Direct(grid, lam, tol) if self.name != "direct" and grid.size <= limit else None
         self._last: tuple[float, Array] | None = None
@@ -257,6 +263,9 @@ class Auto:
 
     def solve(self, V: Array, dt: float, r: Array) -> Array:
         xp = namespace(V)
+        if xp is not np and self.name == "direct":  # the LU would be made on the host at every new V
+            self.name, self.first = "krylov", Krylov(*self._krylov)
+            self.direct = Direct(*self._krylov)
         last, self._last = self._last, (dt, V)
         repeated = last is not None and last[0] == dt and bool(xp.array_equal(last[1], V))
         solver = self.direct if repeated and self.direct is not None else self.first
