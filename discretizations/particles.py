@@ -93,10 +93,11 @@ PARTICLE_SCHEMES: Registry[ParticleScheme | type] = Registry(
 PARTICLE_SCHEMES.add("euler-maruyama", euler_maruyama, "Euler-Maruyama, weak order 1")
 
 
-HOST_READS_PER_STEP = 3
-"""Scalar reads from the device a particle step makes on a GPU backend (``backend = "cupy"``): that the new
-positions are finite, the fit's check of its measure (points finite, weights valid: one read) and the dual
-objective U (one float). The label-noise procedure adds one (the U of its noisy fit). No array is copied to the
+HOST_READS_PER_STEP = 4
+"""Scalar reads from the device a particle step makes at most on a GPU backend (``backend = "cupy"``): that the new
+positions are finite, the fit's check of its measure (points finite, weights valid: one read), the dual objective
+U (one float), and, on a step that forms pcg's preconditioner anew, its precision probe. The label-noise procedure
+adds one (the U of its noisy fit). No array is copied to the
 host inside a step; the noise is drawn on the host and uploaded (one upload, three with label noise).
 tests/discretizations/test_fake_cupy.py holds the step to these numbers."""
 

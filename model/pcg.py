@@ -18,7 +18,65 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backend import Array, namespace
+from .backend import Array, cache_columns, chunks, namespace
+
+
+def gram_product(H: Array, q: Array, V: Array) -> Array:
+    """``H (q * (H^T V))``, block by block of :func:`~mfld.model.backend.cache_columns` columns: each block's
+    second product reads it from the cache, so that the n x N features are read from memory once, not twice."""
+    xp = namespace(H, V)
+    out = xp.zeros((H.shape[0], V.shape[1]), dtype=xp.result_type(H, V))
+    for sl in chunks(H.shape[1], cache_columns(xp, H.shape[0], H.shape[1], H.itemsize)):
+        block = H[:, sl]
+        out += block @ (q[sl, None] * (block.T @ V))
+    return out
+
+
+def gave_up(iterations: int, residual: float) -> str:
+    """What pcg says when it gives way to the exact solve for the rest of a run."""
+    return (
+        f"pcg: the preconditioner made one step earlier left a relative residual of {residual:.2g} after "
+        f"{iterations} iterations (K too ill-conditioned for it to survive a step); the dual system is solved "
+        "exactly (cholesky) for the rest of the run, as particles.solve = 'cholesky' would"
+    )
+
+
+PROBE_LIMIT = 0.01
+"""The largest relative error of the single-precision preconditioner on its probe (``||v - inv32(K) K v|| / ||v||``)
+before it is formed in double precision instead."""
+
+
+class PreconditionerWarning(RuntimeWarning):
+    """pcg changed course: its preconditioner is formed in double precision (its matrix is beyond single precision),
+    or pcg gave way to the exact solve (its preconditioner did not survive one step)."""
+
+
+def preconditioner(K: Array) -> tuple[Array, str]:
+    """``K^{-1}`` as pcg's preconditioner, in single precision, and "" (or, where K is beyond single precision, in
+    double precision, and the message saying so).
+
+    The explicit inverse costs one more n^3 and makes each application one matrix product, where two triangular
+    solves per CG iteration cost as much as the product with K itself. Single precision halves the bytes each
+    application reads: the preconditioner only approximates the current ``K^{-1}`` (it inverts an earlier step's
+    K), and what pcg's answer is accurate to is its residual, computed in double precision with the current K.
+    Past cond(K) ~ 1e7 a single-precision inverse is no longer an approximate inverse (measured:
+    ``||I - inv32(K) K|| = 0.19`` at cond 7e6, 0.57 at 8e7), so it is probed on a fixed vector v: where
+    ``||v - inv32(K) K v|| / ||v||`` exceeds :data:`PROBE_LIMIT` the inverse is formed in double precision. The
+    probe depends only on K, so a resumed run, which factors again at the saved measure, chooses as the run did.
+    """
+    xp = namespace(K)
+    n = K.shape[0]
+    single = xp.linalg.inv(K.astype(xp.float32))
+    v = xp.sin(xp.arange(1, n + 1, dtype=K.dtype) ** 2)  # a fixed vector with all frequencies, made on the device
+    error = float(xp.linalg.norm(v - single.astype(K.dtype) @ (K @ v)) / xp.linalg.norm(v))
+    if error <= PROBE_LIMIT:
+        return single, ""
+    message = (
+        f"pcg: K ({n} x {n}) is beyond single precision (||v - inv32(K) K v|| / ||v|| = {error:.2g} on a probe); "
+        "its preconditioner is formed in double precision from now on, which doubles the memory traffic of each "
+        "iteration (particles.solve = 'cholesky' avoids pcg)"
+    )
+    return xp.linalg.inv(K), message
 
 
 @dataclass

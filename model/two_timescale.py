@@ -23,6 +23,8 @@ Allreduce each, and the n x n system is solved by every process.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
 
@@ -30,8 +32,10 @@ from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunk
 from .distributed import Communicator, Serial
 from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions, solver_array
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
-from .pcg import pcg
+from .pcg import PreconditionerWarning, gave_up, gram_product, pcg, preconditioner
 from .problem import Problem
+
+log = logging.getLogger("mfld")
 
 __all__ = ["SOLVE_METHODS", "DualSolve", "DualSolveOptions", "TwoTimescaleFunctional"]
 
@@ -43,17 +47,6 @@ def feature_arrays(problem: Problem) -> int:
     xp = namespace(problem.Xa)
     cache, H = problem.feature.evaluate(problem.Xa, xp.zeros((1, problem.p), dtype=problem.Xa.dtype))
     return 1 if cache is H else 2
-
-
-def _gram_product(H: Array, q: Array, V: Array) -> Array:
-    """``H (q * (H^T V))``, block by block of :func:`~mfld.model.backend.cache_columns` columns: each block's
-    second product reads it from the cache, so that the n x N features are read from memory once, not twice."""
-    xp = namespace(H, V)
-    out = xp.zeros((H.shape[0], V.shape[1]), dtype=xp.result_type(H, V))
-    for sl in chunks(H.shape[1], cache_columns(xp, H.shape[0], H.shape[1], H.itemsize)):
-        block = H[:, sl]
-        out += block @ (q[sl, None] * (block.T @ V))
-    return out
 
 
 def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
@@ -87,6 +80,10 @@ class TwoTimescaleFunctional:
         # Iterative solves carry state from one measure to the next: the preconditioner of each side, the
         # measure it was factored at, and the last solution per (side, columns), the first guess of the next solve.
         self._factor: dict[str, Array] = {}  # the inverse of an earlier K, per side
+        self._warned_precision = False
+        self._fresh: set[str] = set()  # sides whose preconditioner has not been used yet
+        self._fresh_failures = 0  # consecutive failures of a preconditioner on the step after it was made
+        self.exact_only = False  # pcg gave up: its preconditioner failed on the step after it was made
         self._source: dict[str, tuple[Array, Array]] = {}  # the (W, q) each factor was formed from
         self._guess: dict[tuple[str, int], Array] = {}  # the last solution: the next first guess
         self.iterations: deque[int] = deque(maxlen=10_000)  # CG iterations of the latest iterative solves
@@ -196,6 +193,8 @@ class TwoTimescaleFunctional:
         self._guess = guesses
 
     def _iterative(self, size: int) -> bool:
+        if self.exact_only:
+            return False
         m = self.solve.method
         return m == "pcg" or (m == "auto" and size >= self.solve.crossover)
 
@@ -208,6 +207,7 @@ class TwoTimescaleFunctional:
         xp = namespace(fit.gram)
         self._source[side] = (xp.array(W, copy=True), xp.array(q, copy=True))
         self._factor[side] = self._inverse(fit)
+        self._fresh.add(side)
         if side == "n":
             solution = fit.coef
         else:
@@ -217,18 +217,16 @@ class TwoTimescaleFunctional:
         return fit
 
     def _inverse(self, fit: Fit) -> Array:
-        """``(S + r I)^{-1}`` of an exact fit, in single precision: the preconditioner.
-
-        The explicit inverse costs one more n^3 here and makes each application one matrix product,
-        where two triangular solves per CG iteration cost as much as the product with K itself. Single
-        precision halves the bytes each application reads: the preconditioner only approximates the
-        current ``K^{-1}`` (it inverts an earlier step's K), and what pcg's answer is accurate to is its
-        residual, computed in double precision with the current K.
-        """
+        """The preconditioner of an exact fit's system: ``(S + r I)^{-1}`` (:func:`~mfld.model.pcg.preconditioner`:
+        single precision unless K is beyond it, then double, with one :class:`PreconditionerWarning`)."""
         assert fit.gram is not None  # an exact fit has its Gram matrix
         xp = namespace(fit.gram)
-        K = fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype)
-        return xp.linalg.inv(K.astype(xp.float32))
+        inverse, message = preconditioner(fit.gram + self.ridge * xp.eye(fit.gram.shape[0], dtype=fit.gram.dtype))
+        if message and not self._warned_precision:
+            self._warned_precision = True
+            warnings.warn(message, PreconditionerWarning, stacklevel=2)
+            log.info(message)
+        return inverse
 
     def _fit_pcg(self, W: Array, q: Array, Y: Array, side: str) -> Fit:
         """Matrix-free solve of the dual system on ``side``, falling back to the exact solve to (re)precondition."""
@@ -253,12 +251,12 @@ class TwoTimescaleFunctional:
 
             def matvec(V: Array) -> Array:
                 if kept is not None:
-                    out = _gram_product(kept, q, V)
+                    out = gram_product(kept, q, V)
                 else:
                     out = xp.zeros_like(V)
                     for sl in chunks(W.shape[0], self.chunk_size(pb.n)):
                         Hc = self.features(W[sl])[1]
-                        out += _gram_product(Hc, q[sl], V)
+                        out += gram_product(Hc, q[sl], V)
                         del Hc  # before the next chunk's features: the budget counts one chunk's arrays
                 return self.comm.sum(out) + r * V
 
@@ -277,6 +275,12 @@ class TwoTimescaleFunctional:
 
         result = pcg(matvec, rhs, precondition, guess, self.solve.tol, max_iter=4 * self.solve.refresh)
         self.iterations.append(result.iterations)
+        fresh = side in self._fresh
+        self._fresh.discard(side)
+        self._fresh_failures = self._fresh_failures + 1 if fresh and not result.converged else 0
+        if self._fresh_failures >= 2:  # twice in a row useless one step after it was made: so at every step
+            self._give_up(result.iterations, result.residual)
+            return self._exact(W, q, Y, side, keep=False)
         if not result.converged:  # the preconditioner is too far off: solve exactly, which refreshes it
             return self._exact(W, q, Y, side)
         if result.iterations > self.solve.refresh:
@@ -286,6 +290,15 @@ class TwoTimescaleFunctional:
         pred = Y - r * C
         U = dual_objective(pb, Y, C)
         return Fit(W, q, C, pred, U, side, None, None, Z, H)
+
+    def _give_up(self, iterations: int, residual: float) -> None:
+        """Solve exactly from now on, with one warning: twice in a row the preconditioner made at the previous step
+        missed ``solve_tol`` within pcg's iteration cap, so each step would pay the cap and then the exact solve. (A
+        resumed run finds it again; a failed pcg solve is replaced by the exact one: the same trajectory.)"""
+        self.exact_only = True
+        self._forget_solver()
+        warnings.warn(message := gave_up(iterations, residual), PreconditionerWarning, stacklevel=3)
+        log.info(message)
 
     def _fit_n_side(
         self, W: Array, q: Array, features: tuple[Array, Array] | None, Y: Array, signed: bool = False

@@ -8,9 +8,11 @@ import pytest
 from conftest import small_problem
 from mfld.config import assembly, load_config
 from mfld.discretizations import loop
+from mfld.model.datasets import make_dataset
 from mfld.model.functional import DEFAULT_MEMORY_BUDGET
 from mfld.model.observables import degrees_of_freedom, kernel_alignment
-from mfld.model.pcg import pcg
+from mfld.model.pcg import PreconditionerWarning, pcg
+from mfld.model.problem import Problem
 from mfld.model.two_timescale import DualSolve, TwoTimescaleFunctional
 from mfld.solver import build
 from mfld.storage import CheckpointReader, load
@@ -232,3 +234,59 @@ def test_a_file_whose_state_arrays_are_not_those_the_state_declares_is_refused(t
         alter(f["particles/mu"])
     with pytest.raises(CheckpointError, match=match):
         CheckpointReader(path)
+
+
+def _ill_conditioned(lam_a: float = 1e-7):
+    """lam_a = 1e-7 and a narrow measure (tanh features almost linear, N = 300 < n = 1000): cond(K) ~ 7e6 on the N
+    side, where a single-precision inverse is no approximate inverse and an earlier step's does not survive a step."""
+    ds = make_dataset("x1x2", d=5, n=1000, n_test=50, seed=0)
+    return Problem.from_dataset(ds, "tanh_bias", 0.004, lam_a, 0.25)
+
+
+def _walk(F, steps: int, start: int = 0, W=None):
+    """Steps ``start`` .. ``start + steps - 1`` of a random walk of the measure from ``W`` (default: its start), each
+    fitted by ``F``; the walk's k-th move is the same whoever makes it."""
+    W = 0.05 * np.random.default_rng(7).standard_normal((300, 6)) if W is None else W
+    q = np.full(300, 1 / 300)
+    fit = None
+    for k in range(start, start + steps):
+        W = W + 0.001 * np.random.default_rng([7, k]).standard_normal(W.shape)
+        fit = F.fit(W, q)
+    return W, fit
+
+
+def test_a_preconditioner_beyond_single_precision_or_a_step_gives_way_with_a_warning_each():
+    pb = _ill_conditioned()
+    F, exact = TwoTimescaleFunctional(pb, solve=DualSolve("pcg")), TwoTimescaleFunctional(pb)
+    with pytest.warns(PreconditionerWarning) as caught:
+        W, fit = _walk(F, 12)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "beyond single precision" in messages[0] and "solved exactly (cholesky) for the rest" in messages[1]
+    assert F.exact_only and list(F.iterations) == [40, 40]  # two attempts at the cap, then none
+    np.testing.assert_array_equal(fit.coef, exact.fit(W, np.full(300, 1 / 300)).coef)
+
+
+def test_a_well_conditioned_system_keeps_the_single_precision_preconditioner(recwarn):
+    pb = _ill_conditioned(lam_a=0.25)
+    F = TwoTimescaleFunctional(pb, solve=DualSolve("pcg"))
+    _walk(F, 6)
+    assert not F.exact_only and F._factor["N"].dtype == np.float32
+    assert not [w for w in recwarn if issubclass(w.category, PreconditionerWarning)]
+
+
+def test_a_run_that_gave_up_resumes_to_the_same_numbers():
+    """A resumed functional starts with pcg again and gives up again; the solves it makes meanwhile fail and are
+    replaced by exact ones, so its fits are those of the run that went on."""
+    pb = _ill_conditioned()
+    straight = TwoTimescaleFunctional(pb, solve=DualSolve("pcg"))
+    with pytest.warns(PreconditionerWarning):
+        _, whole = _walk(straight, 12)
+    first = TwoTimescaleFunctional(pb, solve=DualSolve("pcg"))
+    with pytest.warns(PreconditionerWarning):
+        W, _ = _walk(first, 3)
+    second = TwoTimescaleFunctional(pb, solve=DualSolve("pcg"))
+    second.restore_solver(first.solver_state())
+    with pytest.warns(PreconditionerWarning):
+        _, resumed = _walk(second, 9, start=3, W=W)
+    np.testing.assert_array_equal(resumed.coef, whole.coef)
