@@ -41,3 +41,8 @@ def __getattr__(name: str) -> Any:
 
         return load_config
     raise AttributeError(f"module 'mfld' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The API (Jupyter's completion lists these), not the names the module imports for itself."""
+    return sorted(__all__)

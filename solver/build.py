@@ -35,6 +35,7 @@ from mfld.config.typed import RunConfig, typed
 from mfld.discretizations import loop
 from mfld.discretizations.state import DensityState
 from mfld.discretizations.system import System
+from mfld.model import backend
 from mfld.model.backend import to_host
 from mfld.model.distributed import Communicator, Serial, shard, world
 from mfld.model.functional import Functional
@@ -63,6 +64,7 @@ __all__ = [
     "build_problem",
     "build_system",
     "check_inputs",
+    "check_kept",
     "check_memory",
     "fix_memory_budget",
     "generate_data",
@@ -171,6 +173,26 @@ class InMemory:
     interrupted: bool
 
 
+RECORD_BYTES = 1024
+"""About what one record of observables kept in memory takes (a dict of some 15 floats)."""
+
+
+def check_kept(config: Config | RunConfig, frame: int) -> None:
+    """Refuse, before the first step, an in-memory run whose kept frames (``frame`` bytes each) and records of
+    observables would take more than half the memory available now, naming the keys that size them."""
+    rc = typed(config)
+    frames, records = planned_rows(rc, 0, rc.time.steps, resuming=False)
+    need, available = frames * frame + records * RECORD_BYTES, backend.available_memory()
+    if need > available // 2:
+        raise MemoryError(
+            f"this run kept in memory would hold {frames} frames ({frames * frame / 2**30:.3g} GiB; "
+            f"time.steps = {rc.time.steps}, output.checkpoint_every = {rc.output.checkpoint_every}) and {records} "
+            f"records of observables (output.metrics_every = {rc.output.metrics_every}), more than half the "
+            f"{available / 2**30:.3g} GiB available: raise output.checkpoint_every or output.metrics_every, lower "
+            "time.steps, or write the run to a file (out=..., mfld run)"
+        )
+
+
 def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> InMemory:
     """Run a configuration from the prior with nothing written: the same steps and observables as :func:`start`.
 
@@ -180,6 +202,7 @@ def run_in_memory(config: Config, observers: Sequence[loop.Observer] = ()) -> In
     rc, data, problem, functional = _prepare(fix_threads(fix_memory_budget(config), Serial()))
     system = build_system(rc, problem, functional=functional)
     steps = rc.time.steps
+    check_kept(rc, frame_bytes(system.state()))
     own = _observers(rc, None, steps, resuming=False)
     recorder, frames = own[-3], own[-1]  # after the solver restarts, if any
     assert isinstance(recorder, loop.Recorder) and isinstance(frames, Frames)

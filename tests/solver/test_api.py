@@ -145,3 +145,46 @@ def test_figures_say_what_they_show(tmp_path):
     image = mfld.run("grid-2d", set={**GRID, "grid.cells": 24}).measure_figure()
     frames = [ax for ax in image.axes if ax.get_title().startswith("t = ")]
     assert len(image.axes) == len(frames) + 1 and image.axes[-1].get_ylabel() == "density"  # one shared colour bar
+
+
+def test_the_package_lists_its_api_and_says_it_is_typed():
+    assert dir(mfld) == sorted(["Run", "__version__", "load", "load_config", "run"])
+    assert (Path(mfld.__file__).parent / "py.typed").exists()
+
+
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        ({"data.d": 3, "particles.N": 30}, ["u_1", "u_2", "u_3", "b"]),
+        ({"data.d": 2, "particles.N": 30, "model.objective": "classical"}, ["a_1", "u_1", "u_2", "b"]),
+        ({"data.d": 3, "particles.N": 30, "model.feature": "tanh"}, ["u_1", "u_2", "u_3"]),
+    ],
+)
+def test_a_particle_run_in_the_ecosystem_names_its_components(config, names):
+    pytest.importorskip("xarray")
+    run = mfld.run(set={"data.n": 30, "time.steps": 10, "output.checkpoint_every": 5, **config})
+    assert run.components() == names
+    da = run.to_xarray()
+    assert da.dims == ("time", "particle", "component") and list(da.component.values) == names
+    assert da.shape == (3, 30, len(names)) and da["step"].values.tolist() == [0, 5, 10]
+    np.testing.assert_array_equal(da.isel(time=-1).values, run.snapshot().points)
+    frame = run.to_dataframe()
+    assert frame.index.name == "time" and list(frame["step"]) == run.series["step"].tolist()
+    np.testing.assert_array_equal(frame["U"].to_numpy(), run.series["U"])
+
+
+def test_a_density_run_in_the_ecosystem_has_its_cell_centres(tmp_path):
+    pytest.importorskip("xarray")
+    run = mfld.run("grid-2d", out=tmp_path / "g.h5", set={"time.steps": 4, "output.checkpoint_every": 2})
+    da = run.to_xarray()
+    assert da.dims == ("time", "u_1", "b") and da.shape == (3, 96, 96)
+    np.testing.assert_array_equal(da["b"].values, run.snapshot().grid.axes()[1])
+    np.testing.assert_array_equal(da.isel(time=-1).values, run.snapshot().density)
+
+
+def test_an_in_memory_run_that_cannot_keep_its_frames_is_refused_before_its_first_step():
+    """Issue 37: 10^12 steps with a frame and a record every step started without a word and grew until memory ran
+    out; a file run of the same is refused at once (disk), and so is this one now (memory)."""
+    settings = {"data.n": 30, "time.steps": 10**12, "output.checkpoint_every": 1, "output.metrics_every": 1}
+    with pytest.raises(MemoryError, match=r"would hold 1000000000001 frames .*output.checkpoint_every = 1.*out=\.\.\."):
+        mfld.run(set=settings)
