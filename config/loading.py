@@ -4,6 +4,7 @@ and a configuration stored in a file, read back with the keys its version of mfl
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -29,8 +30,9 @@ def _check(flat: Mapping[str, object]) -> None:
     for key, value in flat.items():
         spec = keys.get(key)
         if spec is None:
-            close = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]  # the right name, another section
+            close = close or difflib.get_close_matches(key, list(keys), n=2, cutoff=0.75)  # a typing slip
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ConfigError(f"unknown configuration key {key!r}{hint}; see the README's configuration reference")
         if not spec.accepts(value):
             want = spec.requirement or getattr(spec.type, "__name__", str(spec.type))

@@ -86,9 +86,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     rows = run_sweep(args.file, args.out, args.scheduler, args.workers, trust=args.trust_plugins)
     failed = [r for r in rows if r["status"] == "failed"]
+    # Each run's line was logged as it finished; here the tally, and the failures again with their errors.
+    counts: dict[str, int] = {}
     for r in rows:
-        print(f"  {r['status']:<15} {r['name']}" + (f"   {r['error']}" if r["status"] == "failed" else ""))
-    print(f"summary: {rows[0]['path'].rsplit('/', 1)[0]}/summary.md" if rows else "no runs")
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) if rows else "no runs")
+    for r in failed:
+        print(f"  failed          {r['name']}   {r['error']}")
+    if rows:
+        print(f"summary: {rows[0]['path'].rsplit('/', 1)[0]}/summary.md")
     return 1 if failed else 0
 
 
@@ -148,7 +154,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     )
     X, Y = r.data["X"], r.data["Y"]
     source = f"source={c['data']['source']}" if c["data"]["source"] else f"target={c['data']['target']}"
-    print(f"data:            n={X.shape[0]} d={X.shape[1]} T={Y.shape[1]} {source}")
+    print(f"data:            n={X.shape[0]} samples, d={X.shape[1]} inputs, T={Y.shape[1]} target(s) {source}")
+    if r.kind == "particles":
+        pc = c["particles"]
+        print(f"particles:       N={pc['N']} ({pc['scheme']}, dual solve {pc['solve']})")
     if r.steps.size:
         room = f"; rows for {r.capacity}" if r.capacity > r.steps.size else ""
         print(
@@ -196,10 +205,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .plotting import animate, plot_measure, plot_run
 
     _check_folder(Path(args.out) if args.out else Path(args.file))
+    # With --out every picture goes beside it, named after it: nothing is written next to FILE (a read-only folder).
+    base = Path(args.out) if args.out else Path(args.file)
     print(plot_run(args.file, args.out))
-    print(plot_measure(args.file, steps=args.steps))
+    print(plot_measure(args.file, base.with_name(base.stem + "-measure.png"), steps=args.steps))
     if args.animate:
-        print(animate(args.file))
+        print(animate(args.file, base.with_suffix(".gif")))
     return 0
 
 
@@ -327,7 +338,9 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a checkpoint's observables to PNG")
     pl.add_argument("file")
     pl.add_argument(
-        "--out", help="PNG path of the observables (default: FILE with .png; the measure goes to FILE-measure.png)"
+        "--out",
+        help="PNG path of the observables (default: FILE with .png); the measure goes beside it as OUT-measure.png "
+        "(and the animation as OUT.gif)",
     )
     pl.add_argument("--steps", type=int, nargs="+", help="saved steps at which to draw the measure (default: four)")
     pl.add_argument("--animate", action="store_true", help="also every saved frame as FILE.gif")

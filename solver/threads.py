@@ -69,12 +69,12 @@ def choose_threads(available: int, busy: float, processes: int = 1) -> int:
 
 
 def _from_environment() -> int | None:
-    env = os.environ.get("MFLD_THREADS", "")
+    env = os.environ.get("MFLD_THREADS", "").strip()
     if not env:
         return None
-    if not env.isdigit() or int(env) < 1:
-        raise ValueError(f"MFLD_THREADS must be a positive integer, got {env!r}")
-    return int(env)
+    if not env.isdigit():
+        raise ValueError(f"MFLD_THREADS must be an integer >= 0 (0: no override, as if unset), got {env!r}")
+    return int(env) or None
 
 
 def blas_threads(config: Config, processes: int = 1) -> int:

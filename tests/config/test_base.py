@@ -56,3 +56,23 @@ def test_mfld_run_takes_a_file_with_a_base(tmp_path, capsys):
 
     stored = CheckpointReader(tmp_path / "r.h5").config
     assert (stored["particles"]["N"], stored["time"]["steps"]) == (40, 4)
+
+
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [
+        ("model.lamda", "'model.lam_a' or 'model.lam'"),  # issue 36: no suggestion before
+        ("output.checkpoint_evry", "'output.checkpoint_every'"),
+        ("lam", "'model.lam'"),  # the right name in another section
+    ],
+)
+def test_a_mistyped_key_gets_the_keys_it_was_probably_meant_to_be(key, suggestion):
+    with pytest.raises(ConfigError, match=f"unknown configuration key '{key}' \\(did you mean {suggestion}\\?\\)"):
+        load_config(None, [f"{key}=0.1"])
+
+
+def test_particle_times_are_steps_times_eta_exactly():
+    import mfld
+
+    run = mfld.run(set={"data.n": 30, "particles.N": 20, "time.steps": 400, "time.eta": 0.1})
+    assert run.series["time"][-1] == 40.0 and run.record.times.tolist() == [0.0, 25.0, 40.0]  # was 39.99999999999992

@@ -129,6 +129,18 @@ def test_plot_draws_the_measure_and_animates_it(files, capsys):
     assert "steps [7] are not saved" in capsys.readouterr().err
 
 
+def test_plot_with_out_writes_everything_beside_out_and_nothing_beside_the_file(files, tmp_path, capsys):
+    """Issue 36: `mfld plot X --out dir/y.png` wrote X-measure.png and X.gif next to X (failing in a read-only
+    folder)."""
+    grid, _ = files
+    before = set(grid.parent.iterdir())
+    out = tmp_path / "pictures" / "y.png"
+    out.parent.mkdir()
+    assert main(["plot", str(grid), "--animate", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["y-measure.png", "y.gif", "y.png"]
+    assert set(grid.parent.iterdir()) == before
+
+
 def test_distances_in_more_than_one_dimension_are_labelled_sliced(tmp_path, capsys):
     two = [
         "data.d=2",

@@ -138,6 +138,7 @@ def test_cli_run_info_plot_resume(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "frames:          3 (steps 0 .. 12" in text and "kernel_alignment" in text
+    assert "n=30 samples, d=3 inputs, T=1 target(s)" in text and "particles:       N=40 (euler-maruyama" in text
     assert main(["resume", str(out), "--steps", "6"]) == 0
     assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").exists()

@@ -31,6 +31,10 @@ def test_sweep_reports_failures_and_skips_finished_runs(tmp_path, capsys):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP)
     assert main(["sweep", str(spec)]) == 1  # one value of lam is invalid: those runs fail, the others finish
+    out = capsys.readouterr().out.splitlines()
+    # Each run's line is logged as it finishes; stdout has the tally and the failures once (issue 36: twice before).
+    assert out[0] == "2 failed, 2 done" or out[0] == "2 done, 2 failed", out
+    assert sum("failed " in line for line in out[1:]) == 2 and not any(" done " in line for line in out), out
     rows = list(csv.DictReader(open(tmp_path / "results" / "summary.csv")))
     assert len(rows) == 4
     failed = [r for r in rows if r["status"] == "failed"]

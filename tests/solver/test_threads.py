@@ -46,8 +46,10 @@ def test_the_environment_and_the_key_override_the_policy(monkeypatch):
     assert threads.blas_threads({**config, "threads": 3}) == 3
     monkeypatch.setenv("MFLD_THREADS", "5")
     assert threads.blas_threads({**config, "threads": 3}) == 5
+    monkeypatch.setenv("MFLD_THREADS", "0")  # no override, as if unset (issue 36: it was refused)
+    assert threads.blas_threads({**config, "threads": 3}) == 3 and threads.blas_threads(config) == 8
     monkeypatch.setenv("MFLD_THREADS", "two")
-    with pytest.raises(ValueError, match="MFLD_THREADS must be a positive integer, got 'two'"):
+    with pytest.raises(ValueError, match=r"MFLD_THREADS must be an integer >= 0 \(0: no override.*got 'two'"):
         threads.blas_threads(config)
 
 
