@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .backend import Array, cholesky_solve, chunks, namespace
+from .functional import Fit
 from .options import choice, option, positive_int
+from .problem import Problem
 
 SOLVE_METHODS = ("cholesky", "pcg", "auto")
 
@@ -95,3 +98,34 @@ def solver_axes(name: str) -> tuple[str, ...] | None:
     if what == "guess":
         return ("sample" if side == "n" else "particle", "column")
     return ("particle", "component") if what == "source" else ("particle",)
+
+
+def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
+    """``U = (lam_a_bar / 2T) tr(Y^T c)``: the loss at the optimal second layer from the dual coefficients ``c``
+    of ``K c = Y`` (docs/theory.md §2)."""
+    return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
+
+
+def fit_N_side_chunked(
+    problem: Problem, memory_budget: int, feature_arrays: int, ridge: float, W: Array, q: Array, Y: Array
+) -> Fit:
+    """The N-side solve (``(B^T B + r I) sol = B^T Y``, ``B = h(X; W) diag(sqrt q)``, ``c = (Y - B sol) / r``) with
+    the features formed by chunks of samples that fit ``memory_budget`` (``feature_arrays`` n x N arrays a
+    feature map keeps): B^T B and B^T Y summed over the chunks, c by a second pass. pcg is not used here (its
+    products would form every chunk at every iteration), and the fit keeps no features."""
+    pb, xp = problem, namespace(W)
+    N = W.shape[0]
+    sqrt_q = xp.sqrt(q)
+    rows = max(1, memory_budget // (feature_arrays * pb.X.dtype.itemsize * N))
+    Gm = xp.zeros((N, N), dtype=pb.X.dtype)
+    BtY = xp.zeros((N, Y.shape[1]), dtype=pb.X.dtype)
+    for sl in chunks(pb.n, rows):
+        B = pb.feature.evaluate(pb.Xa[sl], W)[1] * sqrt_q
+        Gm += B.T @ B
+        BtY += B.T @ Y[sl]
+        del B  # before the next chunk's features: one chunk alive at a time
+    sol, L = cholesky_solve(Gm + ridge * xp.eye(N, dtype=Gm.dtype), BtY)
+    C = xp.empty_like(Y)
+    for sl in chunks(pb.n, rows):
+        C[sl] = (Y[sl] - (pb.feature.evaluate(pb.Xa[sl], W)[1] * sqrt_q) @ sol) / ridge
+    return Fit(W, q, C, Y - ridge * C, dual_objective(pb, Y, C), "N", Gm, L, None, None)

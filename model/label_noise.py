@@ -34,10 +34,11 @@ import numpy as np
 
 from .backend import Array, namespace
 from .distributed import Communicator
+from .dual_solve import dual_objective
 from .functional import Fit
 from .observables import degrees_of_freedom
 from .problem import Problem
-from .two_timescale import TwoTimescaleFunctional, dual_objective
+from .two_timescale import TwoTimescaleFunctional
 
 
 def penalty_coefficient(problem: Problem, s: float) -> float:

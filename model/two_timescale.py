@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 
 from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
 from .distributed import Communicator, Serial
-from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions, solver_array
+from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions, dual_objective, fit_N_side_chunked, solver_array
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .pcg import PreconditionerWarning, gave_up, gram_product, pcg, preconditioner
 from .problem import Problem
@@ -47,12 +47,6 @@ def feature_arrays(problem: Problem) -> int:
     xp = namespace(problem.Xa)
     cache, H = problem.feature.evaluate(problem.Xa, xp.zeros((1, problem.p), dtype=problem.Xa.dtype))
     return 1 if cache is H else 2
-
-
-def dual_objective(problem: Problem, Y: Array, C: Array) -> float:
-    """``U = (lam_a_bar / 2T) tr(Y^T c)``: the loss at the optimal second layer from the dual coefficients ``c``
-    of ``K c = Y`` (docs/theory.md §2)."""
-    return 0.5 * problem.lam_a_bar * float(namespace(C).sum(Y * C)) / problem.T
 
 
 @OBJECTIVES.register(
@@ -132,7 +126,8 @@ class TwoTimescaleFunctional:
         Y = pb.Y if Y is None else Y
         N, n = W.shape[0], pb.n
         side = "n" if N >= n or features is not None or self.comm.size > 1 or signed else "N"
-        if features is None and not signed and self._iterative(n if side == "n" else N):
+        whole = side == "n" or self.chunk_size(n) >= N  # the N side's n x N features fit the memory budget
+        if features is None and not signed and whole and self._iterative(n if side == "n" else N):
             return self._fit_pcg(W, q, Y, side)
         if side == "n":
             return self._fit_n_side(W, q, features, Y, signed)
@@ -343,6 +338,8 @@ class TwoTimescaleFunctional:
         N = W.shape[0]
         sqrt_q = xp.sqrt(q)
         r = self.ridge
+        if self.chunk_size(pb.n) < N:  # the features would not fit the budget whole: by chunks of samples
+            return fit_N_side_chunked(self.problem, self.memory_budget, self.feature_arrays, self.ridge, W, q, Y)
         Z, H = self.features(W)
         B = H * sqrt_q
         Gm = B.T @ B

@@ -168,6 +168,35 @@ def test_chunked_evaluation_keeps_one_chunk_of_temporaries_alive(rng, method, mo
         assert (peak - outputs[what] - 2 * 8 * pb.n * pb.n) / one <= 1.4 + 0.01, f"{what}: {peak / one:.2f} chunks"
 
 
+@pytest.mark.parametrize("method", ["cholesky", "pcg"])
+def test_the_N_side_fit_keeps_to_the_memory_budget_and_its_numbers(rng, method):
+    """Issue 37: with fewer particles than samples the n x N features were formed whole whatever the budget (233 MiB
+    peak under 1 MiB). Now by chunks of samples: the fit's peak, less its N x N system and n x T outputs, is at
+    most one chunk of features (and a copy); its numbers are the whole-feature fit's to round-off."""
+    import tracemalloc
+
+    from mfld.model.two_timescale import DualSolve
+
+    pb = small_problem("tanh_bias", n=20000, d=6)
+    N = 60
+    budget = 8 * 2000 * N  # a chunk of 2000 of the 20000 samples
+    whole, chunked = TwoTimescaleFunctional(pb), TwoTimescaleFunctional(pb, budget, solve=DualSolve(method))
+    W, q = pb.sample_prior(N, rng), uniform(N)
+    chunked.fit(W - 1e-3, q)  # what a first call imports (SciPy's triangular solves) is not the fit's
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    fit = chunked.fit(W, q)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert fit.side == "N" and fit.H is None
+    outputs = 4 * 8 * pb.n * pb.T + 3 * 8 * N * N  # C, pred, Y slices; the N x N system and its factor
+    assert (peak - outputs) / budget <= 2.0 + 0.01, f"{peak / budget:.2f} chunks (the whole features: 10)"
+    reference = whole.fit(W, q)
+    np.testing.assert_allclose(fit.coef, reference.coef, rtol=1e-9, atol=1e-12 * np.abs(reference.coef).max())
+    assert fit.U == pytest.approx(reference.U, rel=1e-10)
+    np.testing.assert_allclose(chunked.grad_potential(fit), whole.grad_potential(reference), rtol=1e-8, atol=1e-12)
+
+
 def test_prediction_identities(rng):
     """f_mu(X) = S c = Y - n lam_a_bar c and predict() reproduces it at the training inputs."""
     pb = small_problem("tanh_bias", T=2)
