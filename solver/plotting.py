@@ -85,8 +85,11 @@ def observables_figure(source: Any) -> Figure:
     obs = record.observables()
     drawn: list[tuple[str, str, bool]] = []
     constant: list[tuple[str, str, bool]] = []
+    # Particles have no density: their entropy, and so the objective, is a nearest-neighbour estimate.
+    estimated = " (Ent: k-NN estimate from the particles)" if record.kind == "particles" else ""
     for name, title, log in PANELS:
         if name in obs and not (name == "certificate" and "gap" in obs):
+            title = title + estimated if name in ("objective", "entropy") else title
             (constant if _constant(obs[name]["value"]) else drawn).append((name, title, log))
     if not drawn:
         raise CheckpointError(f"{_name(record)} holds no recorded observables to draw")

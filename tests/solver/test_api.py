@@ -145,6 +145,10 @@ def test_figures_say_what_they_show(tmp_path):
     image = mfld.run("grid-2d", set={**GRID, "grid.cells": 24}).measure_figure()
     frames = [ax for ax in image.axes if ax.get_title().startswith("t = ")]
     assert len(image.axes) == len(frames) + 1 and image.axes[-1].get_ylabel() == "density"  # one shared colour bar
+    assert not any("estimate" in t for t in titles)  # a density's entropy is computed, not estimated
+    particles = mfld.run(set={"data.n": 30, "particles.N": 40, "time.steps": 20, "output.metrics_every": 5})
+    titles = [ax.get_title() for ax in particles.figure().axes if ax.get_visible()]
+    assert "objective  G + lam Ent (Ent: k-NN estimate from the particles)" in titles  # issue 36: unlabelled
 
 
 def test_the_package_lists_its_api_and_says_it_is_typed():
