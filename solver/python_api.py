@@ -27,7 +27,7 @@ from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState, State
 from mfld.discretizations.system import System
 from mfld.storage import CheckpointError, CheckpointReader, Snapshot
-from mfld.storage.reader import snapshot_of
+from mfld.storage.reader import components, measure_xarray, snapshot_of
 
 from . import build
 
@@ -129,13 +129,9 @@ class Run:
         return self.snapshot().state()
 
     def components(self) -> list[str]:
-        """Names of the measure's coordinates: ``u_1 .. u_d`` (and ``b`` for a feature map with bias), after
-        ``a_1 .. a_T`` for the classical objective's points ``theta = (a, w)``."""
-        p = self.snapshot().points.shape[1]
-        bias = str(self.config["model"]["feature"]).endswith("_bias")
-        T = p - int(self.config["data"]["d"]) - bias if self.config["model"]["objective"] == "classical" else 0
-        w = [f"u_{k + 1}" for k in range(p - T - bias)] + (["b"] if bias else [])
-        return [f"a_{k + 1}" for k in range(T)] + w
+        """Names of the measure's coordinates (:func:`mfld.storage.reader.components`): ``u_1 .. u_d``, ``b`` for a
+        feature map with bias, ``a_1 .. a_T`` first for the classical objective's ``theta = (a, w)``."""
+        return components(self.config, self.snapshot().points.shape[1])
 
     def to_dataframe(self) -> Any:  # a pandas.DataFrame (pandas is optional)
         """The observables as a ``pandas.DataFrame``, one row per recorded step, indexed by time."""
@@ -146,23 +142,9 @@ class Run:
         return pd.DataFrame(self.series).set_index("time")
 
     def to_xarray(self) -> Any:  # an xarray.DataArray (xarray is optional)
-        """Every saved frame of the measure as an ``xarray.DataArray``: particles ``(time, particle, component)``,
-        a density ``(time, <component>...)`` with the cell centres as coordinates; ``step`` beside ``time``."""
-        try:
-            import xarray as xr
-        except ImportError:
-            raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
-        names = self.components()
-        snaps = [self.snapshot(int(s)) for s in self.steps]
-        coords: dict[str, Any] = {"time": self.record.times, "step": ("time", self.steps)}
-        attrs = {"long_name": "mu_t", "kind": self.kind}
-        if snaps and snaps[-1].density is not None and snaps[-1].grid is not None:
-            coords.update({n: axis for n, axis in zip(names, snaps[-1].grid.axes(), strict=True)})
-            value = np.stack([s.density for s in snaps if s.density is not None])
-            return xr.DataArray(value, dims=["time", *names], coords=coords, name="density", attrs=attrs)
-        coords["component"] = names
-        value = np.stack([s.points for s in snaps])
-        return xr.DataArray(value, dims=["time", "particle", "component"], coords=coords, name="position", attrs=attrs)
+        """Every saved frame of the measure as an ``xarray.DataArray`` (:func:`mfld.storage.reader.measure_xarray`):
+        particles ``(time, particle, component)``, a density ``(time, <component>...)`` with the cell centres."""
+        return measure_xarray(self.record)
 
     def figure(self) -> Figure:
         """The observables against time (:func:`mfld.solver.plotting.observables_figure`)."""

@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mfld.config import FIRST_VERSION, Config, from_toml
+from mfld.config import FIRST_VERSION, Config, from_toml, to_toml
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
@@ -237,18 +237,40 @@ class CheckpointReader:
             return Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
 
     def to_xarray(self) -> Any:  # an xarray.DataArray (xarray is optional)
-        """All saved densities as an ``xarray.DataArray`` with dims ``(time, w_0, ..., w_{p-1})``."""
-        try:
-            import xarray as xr
-        except ImportError:
-            raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
-        grid = self.grid()
-        with self._open() as f:
-            value = f[f"{FIELDS}/mu/value"][: self.frames]
-        dims = ["time"] + [f"w_{k}" for k in range(grid.dim)]
-        coords = {"time": self.times, "step": ("time", self.steps)}
-        coords.update({f"w_{k}": axis for k, axis in enumerate(grid.axes())})
-        return xr.DataArray(value, dims=dims, coords=coords, name="mu", attrs={"config": self.config_text})
+        """Every saved frame of the measure as an ``xarray.DataArray`` (:func:`measure_xarray`)."""
+        return measure_xarray(self)
+
+
+def components(config: Config, p: int) -> list[str]:
+    """Names of a measure's ``p`` coordinates: ``u_1 .. u_d`` (and ``b`` for a feature map with bias), after
+    ``a_1 .. a_T`` for the classical objective's points ``theta = (a, w)``."""
+    bias = str(config["model"]["feature"]).endswith("_bias")
+    T = p - int(config["data"]["d"]) - bias if config["model"]["objective"] == "classical" else 0
+    return [f"a_{k + 1}" for k in range(T)] + [f"u_{k + 1}" for k in range(p - T - bias)] + (["b"] if bias else [])
+
+
+def measure_xarray(record: Any) -> Any:
+    """Every saved frame of a record (a :class:`CheckpointReader`, or a run kept in memory) as an
+    ``xarray.DataArray``: particles ``(time, particle, component)``, a density ``(time, <component>...)`` with the
+    cell centres as coordinates, the components named by :func:`components`; ``step`` beside ``time``."""
+    try:
+        import xarray as xr
+    except ImportError:
+        raise ImportError("to_xarray needs xarray: `pip install xarray`") from None
+    snaps = [record.snapshot(int(s)) for s in record.steps]
+    if not snaps:
+        raise CheckpointError("the run holds no saved frame to convert")
+    names = components(record.config, snaps[-1].points.shape[1])
+    coords: dict[str, Any] = {"time": np.asarray(record.times), "step": ("time", np.asarray(record.steps))}
+    attrs = {"long_name": "mu_t", "kind": record.kind, "config": to_toml(record.config)}
+    grid = snaps[-1].grid
+    if snaps[-1].density is not None and grid is not None:
+        coords.update(dict(zip(names, grid.axes(), strict=True)))
+        value = np.stack([s.density for s in snaps if s.density is not None])
+        return xr.DataArray(value, dims=["time", *names], coords=coords, name="density", attrs=attrs)
+    coords["component"] = names
+    value = np.stack([s.points for s in snaps])
+    return xr.DataArray(value, dims=["time", "particle", "component"], coords=coords, name="position", attrs=attrs)
 
 
 def load(path: str | Path, step: int | None = None) -> Snapshot:

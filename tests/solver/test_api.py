@@ -192,3 +192,17 @@ def test_an_in_memory_run_that_cannot_keep_its_frames_is_refused_before_its_firs
     settings = {"data.n": 30, "time.steps": 10**12, "output.checkpoint_every": 1, "output.metrics_every": 1}
     with pytest.raises(MemoryError, match=r"would hold 1000000000001 frames .*output.checkpoint_every = 1.*out=\.\.\."):
         mfld.run(set=settings)
+
+
+def test_a_particle_file_converts_to_xarray_in_the_storage_layer(tmp_path):
+    """Issue 36: CheckpointReader.to_xarray refused particle files; it now gives what Run.to_xarray gives."""
+    pytest.importorskip("xarray")
+    from mfld.storage import CheckpointReader
+
+    settings = {"data.n": 30, "data.d": 3, "particles.N": 30, "time.steps": 10, "output.checkpoint_every": 5}
+    run = mfld.run(set=settings, out=tmp_path / "p.h5")
+    da = CheckpointReader(tmp_path / "p.h5").to_xarray()
+    assert da.dims == ("time", "particle", "component") and list(da.component.values) == ["u_1", "u_2", "u_3", "b"]
+    for k, step in enumerate(run.steps):
+        np.testing.assert_array_equal(da.isel(time=k).values, run.snapshot(int(step)).points)
+    assert da.equals(run.to_xarray()) and "[particles]" in da.attrs["config"]

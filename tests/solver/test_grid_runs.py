@@ -92,7 +92,8 @@ def test_grid_file_layout_and_analysis(tmp_path):
     k = list(U["step"]).index(20)
     assert abs(F.fit(snap.points, snap.weights).U - U["value"][k]) < 1e-12 * abs(U["value"][k])
     da = CheckpointReader(path).to_xarray()
-    assert da.dims == ("time", "w_0") and da.shape == (4, 96)
+    assert da.dims == ("time", "u_1") and da.shape == (4, 96)  # tanh without bias, d = 1: the component u_1
+    np.testing.assert_array_equal(da["u_1"].values, snap.grid.axes()[0])
     np.testing.assert_array_equal(da.sel(time=snap.time).values, snap.density)
 
 
