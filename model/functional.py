@@ -112,12 +112,14 @@ def validate_measure(W: Array, q: Array, p: int, signed: bool = False) -> None:
     if q.shape != (W.shape[0],):
         raise ValueError(f"weights must have shape ({W.shape[0]},), got {q.shape}")
     finite = xp.all(xp.isfinite(W))
-    valid = xp.isfinite(xp.sum(q)) if signed else xp.isfinite(xp.sum(q)) & ~xp.any(q < 0)
+    total = xp.sum(q)
+    valid = xp.isfinite(total) & (total > 0)
+    valid = valid if signed else valid & ~xp.any(q < 0)
     if bool(finite & valid):  # one read from a GPU each fit, not three
         return
     if not bool(finite):
         raise ValueError("points contain NaN or infinite values (did the dynamics diverge? reduce time.eta)")
-    raise ValueError("weights must be finite and non-negative")
+    raise ValueError("weights must be finite and non-negative, with a positive sum (they are the measure's masses)")
 
 
 def second_moment(fit: Fit, W: Array) -> float:

@@ -205,6 +205,26 @@ class _Last:
         self.system = system
 
 
+def _check_arguments(values: Any, out: Any, observers: Any) -> None:
+    """Refuse, before any work, arguments of the wrong type, naming the argument and what it takes."""
+    if values is not None and not isinstance(values, Mapping):
+        raise TypeError(
+            f"set must be a mapping of dotted keys to values ({{'time.steps': 5}}), got {type(values).__name__} "
+            f"{values!r}"
+        )
+    if out is not None and not isinstance(out, str | Path):
+        raise TypeError(f"out must be a file name (str or Path) or None, got {type(out).__name__} {out!r}")
+    if isinstance(observers, str | bytes) or not isinstance(observers, Sequence):
+        raise TypeError(f"observers must be a list of observers, got {type(observers).__name__} {observers!r}")
+    for k, obs in enumerate(observers):
+        missing = [m for m in ("start", "observe", "finish") if not callable(getattr(obs, m, None))]
+        if missing:
+            raise TypeError(
+                f"observers[{k}] ({type(obs).__name__}) lacks {', '.join(missing)}: an observer has start(system), "
+                "observe(system) and finish(system, interrupted)"
+            )
+
+
 def run(
     config: ConfigLike = None,
     out: str | Path | None = None,
@@ -224,6 +244,7 @@ def run(
     Ctrl-C (SIGINT) or SIGTERM ends the run after the current step: the returned run holds what was
     recorded up to there, with ``interrupted`` True (and, with ``out``, its final frame in the file).
     """
+    _check_arguments(set, out, observers)
     cfg = resolve_config(config, set)
     if out is None:
         done = build.run_in_memory(cfg, observers)

@@ -206,3 +206,28 @@ def test_a_particle_file_converts_to_xarray_in_the_storage_layer(tmp_path):
     for k, step in enumerate(run.steps):
         np.testing.assert_array_equal(da.isel(time=k).values, run.snapshot(int(step)).points)
     assert da.equals(run.to_xarray()) and "[particles]" in da.attrs["config"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"set": "time.steps=5"}, r"set must be a mapping of dotted keys"),
+        ({"out": 5}, r"out must be a file name \(str or Path\) or None, got int 5"),
+        ({"observers": 5}, r"observers must be a list of observers, got int 5"),
+        ({"observers": [object()]}, r"observers\[0\] \(object\) lacks start, observe, finish"),
+    ],
+)
+def test_api_arguments_of_the_wrong_type_are_named_before_any_work(kwargs, match):
+    """Issue 37 (low): these failed after the run started, or with messages that named nothing."""
+    with pytest.raises(TypeError, match=match):
+        mfld.run(**kwargs)
+
+
+def test_a_measure_whose_weights_sum_to_zero_is_refused():
+    from conftest import small_problem
+    from mfld.model.two_timescale import TwoTimescaleFunctional
+
+    pb = small_problem()
+    W = pb.sample_prior(10, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="with a positive sum"):
+        TwoTimescaleFunctional(pb).fit(W, np.zeros(10))
