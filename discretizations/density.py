@@ -252,7 +252,7 @@ class GridDensity:
             )
         self.density, self._fit = new, None
         self.step_count += 1
-        self.time = self.step_count * self.eta  # exact: a sum of etas drifts (39.99999999999992 after 400 of 0.1)
+        self.time = self.step_count * self.eta  # exact: a sum of etas drifts (40.0000000000003 after 400 of 0.1)
         self._check_edges()
 
     def _check_edges(self) -> None:

@@ -255,7 +255,7 @@ class Auto:
     def __init__(self, grid: GridLike, lam: float, tol: float) -> None:
         self.name = choose("auto", grid.shape)
         self.first = LINEAR_SOLVERS[self.name](grid, lam, tol)
-        self._krylov = (grid, lam, tol)
+        self._args = (grid, lam, tol)
         limit = AUTO_FACTOR_CELLS[min(len(grid.shape), 3) - 1]
         self.direct = Direct(grid, lam, tol) if self.name != "direct" and grid.size <= limit else None
         self._last: tuple[float, Array] | None = None
@@ -264,8 +264,8 @@ class Auto:
     def solve(self, V: Array, dt: float, r: Array) -> Array:
         xp = namespace(V)
         if xp is not np and self.name == "direct":  # the LU would be made on the host at every new V
-            self.name, self.first = "krylov", Krylov(*self._krylov)
-            self.direct = Direct(*self._krylov)
+            self.name, self.first = "krylov", Krylov(*self._args)
+            self.direct = Direct(*self._args)
         last, self._last = self._last, (dt, V)
         repeated = last is not None and last[0] == dt and bool(xp.array_equal(last[1], V))
         solver = self.direct if repeated and self.direct is not None else self.first

@@ -161,19 +161,16 @@ def solve_stationary(
             gamma = xp.linalg.lstsq(Fm, f, rcond=None)[0]
             trials.append(step * f - (xp.stack(dX, axis=1) + step * Fm) @ gamma)
         trials.append(step * f)
-        for k, move in enumerate(trials):
+        kept = False
+        for move in trials:
             new_psi = _normalise(psi + move, vol)
             new_f, new_cert, new_obj = evaluate(new_psi)
-            if _better((new_obj, new_cert), (obj, cert)):
+            kept = _better((new_obj, new_cert), (obj, cert))
+            if kept or evaluations >= max_iter:
                 break
-            if k == 0 and dF:
-                dX.clear()
-                dF.clear()
-            if evaluations >= max_iter:
-                break
-        else:
-            new_psi = None
-        if new_psi is None or not _better((new_obj, new_cert), (obj, cert)):
+            dX.clear()  # a rejected Anderson step: its history is of no use (a no-op after the plain step)
+            dF.clear()
+        if not kept:
             step /= 2  # backtrack: a smaller damped step lowers Obj (mirror descent)
             if step < MIN_STEP:
                 stalled = True
