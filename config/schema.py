@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from mfld.discretizations.adaptive import TOL_MAX
 from mfld.discretizations.density import GRID_DIAGNOSTICS
 from mfld.discretizations.grid import GRID_SCHEMES
 from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
@@ -62,8 +63,26 @@ class TimeOptions:
     """The ``[time]`` keys: the step and how many to take."""
 
     section: ClassVar[str] = "time"
-    eta: float = positive(0.4, "step size (particles: refused when eta lam lam_w >= 1; grids: the implicit step)")
+    eta: float = positive(
+        0.4,
+        "step size (particles: refused when eta lam lam_w >= 1; grids: the implicit step; adaptive: the first step)",
+    )
     steps: int = nonneg_int(1000, "number of steps")
+    adaptive: bool = flag(
+        False,
+        "grids: error-controlled steps (implicit or IMEX Euler doubled and extrapolated to order 2, each step's size "
+        "chosen from `time.tol`; the steps taken are recorded as `step_size`)",
+        since="0.2.0.dev2",
+    )
+    tol: float = option(
+        0.01,
+        "adaptive steps: a step's estimated error (L1) at most this fraction of the change it makes",
+        (int, float),
+        lambda v: 0 < v <= TOL_MAX,
+        f"a number in (0, {TOL_MAX}]",
+        since="0.2.0.dev2",
+    )
+    eta_max: float = positive(10.0, "adaptive steps: the largest step", since="0.2.0.dev2")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from mfld.model.functional import Fit, Functional
 from mfld.model.options import flag, internal, option, positive, ref
 from mfld.model.registry import Registry
 
+from .adaptive import Controller, StepControl, advance
 from .mesh import BoxWarning, Grid, check_box, gaussian_density
 from .state import DensityState, check_levels, existing
 
@@ -75,6 +76,9 @@ class DensityOptions:
     edge_mass_warning: float = positive(1e-4, "warn once when this fraction of mass reaches the outermost cells")
     gap: bool = flag(True, "solve for mu* first and record `gap` = Obj(m_t) - Obj(mu*)")
     eta: float = ref("time.eta")
+    adaptive: bool = ref("time.adaptive")
+    tol: float = ref("time.tol")
+    eta_max: float = ref("time.eta_max")
     scheme_options: Any = internal()
 
 
@@ -99,16 +103,19 @@ def grid_for(functional: Functional, half_width: float | list[float], cells: int
 
 
 class GridDensity:
-    """A density on a fixed grid of cell centres: the measure, its fit, its observables.
+    """A density on a fixed grid of cell centres: the measure, its fit, its observables, its steps.
 
-    Subclasses provide ``step()``. The feature matrix of the centres is computed
-    once; ``signed`` lets the functional accept the small negative undershoots a
-    spectral density can have.
+    Subclasses provide :meth:`scheme_step` (a step of size ``eta`` by their time scheme) and :meth:`euler_step`
+    (their first-order step of any size, from any density: what ``control``, the adaptive steps of
+    :mod:`~mfld.discretizations.adaptive`, doubles and extrapolates). The feature matrix of the centres is
+    computed once; ``signed`` lets the functional accept the small negative undershoots a spectral density can
+    have.
     """
 
     kind = "grid"
     signed = False
     scheme: Any = None  # the time scheme, set by subclasses with :meth:`_use_scheme`
+    schemes: ClassVar[Registry[Any]]  # the registry of the subclass's time schemes
     max_dim: ClassVar[int] = 3
 
     def __init__(
@@ -122,6 +129,8 @@ class GridDensity:
         edge_mass_warning: float = 1e-4,
         reference_objective: float | None = None,
         scheme_options: Any = None,
+        control: StepControl | None = None,
+        controller: Controller | None = None,
     ) -> None:
         self._scheme_options = scheme_options  # the time scheme's own options, for _use_scheme
         if not (math.isfinite(eta) and eta > 0):
@@ -140,6 +149,9 @@ class GridDensity:
         self._edge = xp.asarray(grid.edge_mask())
         self._warned = False
         self._fit: Fit | None = None
+        self.control = control
+        self.controller = (controller or Controller(self.eta)) if control is not None else None
+        self.horizon = math.inf  # adaptive steps end on it (the time loop's ``until``)
 
     @classmethod
     def build(
@@ -162,11 +174,19 @@ class GridDensity:
                 raise ValueError("grid.gap needs Obj(mu*): pass optimum, or set grid.gap = false")
             reference = optimum(grid)
         history: tuple[np.ndarray, ...] = ()
+        control = StepControl(options.tol, options.eta_max) if options.adaptive else None
+        controller = None
         if state is None:
             density = gaussian_density(grid, np.zeros(grid.dim), np.diag(np.square(prior_sd(functional))))
             step, time = 0, 0.0
         elif isinstance(state, DensityState):
             density, step, time, history = state.density, state.step, state.time, state.history
+            if (state.control is not None) != options.adaptive:
+                raise ValueError(
+                    f"the saved state was written with time.adaptive = {state.control is not None}; "
+                    "continue it with the same setting"
+                )
+            controller = None if state.control is None else Controller.from_array(state.control)
         else:
             raise TypeError(f"a density run continues from a density, not a {type(state).__name__}")
         return cls(
@@ -179,12 +199,24 @@ class GridDensity:
             reference_objective=reference,
             edge_mass_warning=options.edge_mass_warning,
             scheme_options=options.scheme_options,
+            control=control,
+            controller=controller,
             **cls.scheme_options(options, history),
         )
 
     @classmethod
     def check(cls, options: DensityOptions, functional: Functional) -> Grid:
-        """The run's grid, refused before any work when the dimension is too high or the box too small."""
+        """The run's grid, refused before any work when the dimension is too high or the box too small, or when
+        adaptive steps are asked of a multi-level time scheme."""
+        scheme = getattr(options, "scheme", None)
+        if options.adaptive and scheme is not None and cls.schemes[scheme].levels > 0:
+            one_step = [name for name in cls.schemes if cls.schemes[name].levels == 0]
+            raise ValueError(
+                f"time.adaptive extrapolates a one-step scheme to second order; {cls.schemes.key} = {scheme!r} "
+                f"keeps earlier steps: use {cls.schemes.key} = {one_step[0]!r}, or time.adaptive = false"
+            )
+        if options.adaptive:
+            StepControl(options.tol, options.eta_max)
         return grid_for(functional, options.half_width, options.cells, cls.max_dim)
 
     @classmethod
@@ -238,12 +270,41 @@ class GridDensity:
         return self.functional.energy(self.fit())["G"] + self.functional.problem.lam * self.entropy()
 
     def diagnostics(self) -> dict[str, float]:
-        """The :data:`GRID_DIAGNOSTICS` of the current density (``gap`` only when the optimum is known)."""
+        """The :data:`GRID_DIAGNOSTICS` of the current density (``gap`` only when the optimum is known, the
+        :data:`ADAPTIVE` ones only with adaptive steps)."""
         return {
             name: f(self)
             for name, f in GRID_DIAGNOSTICS.items()
-            if name != "gap" or self.reference_objective is not None
+            if (name != "gap" or self.reference_objective is not None)
+            and (name not in ADAPTIVE or self.controller is not None)
         }
+
+    def scheme_step(self) -> Array:
+        """The density one step of size ``eta`` later, by the time scheme."""
+        raise NotImplementedError
+
+    def euler_step(self, m: Array, h: float) -> Array:
+        """The density a first-order step of size ``h`` takes ``m`` to (pure: nothing of this system changes)."""
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """One step: of size ``eta`` by the scheme, or with ``control`` of the size the controller accepts."""
+        if self.control is None or self.controller is None:
+            self._advance(self.scheme_step())
+            return
+        where = f"t = {self.time:g} (step {self.step_count + 1})"
+        new, controller = advance(
+            self.euler_step,
+            self.density,
+            self.controller,
+            self.control,
+            self.grid.cell_volume,
+            not self.signed,
+            where,
+            self.horizon - self.time if self.horizon > self.time else math.inf,
+        )
+        self.controller = controller
+        self._advance(new)
 
     def _advance(self, new: Array) -> None:
         if not bool(self.xp.all(self.xp.isfinite(new))):
@@ -252,7 +313,10 @@ class GridDensity:
             )
         self.density, self._fit = new, None
         self.step_count += 1
-        self.time = self.step_count * self.eta  # exact: a sum of etas drifts (40.0000000000003 after 400 of 0.1)
+        if self.controller is not None:
+            self.time += self.controller.last
+        else:
+            self.time = self.step_count * self.eta  # exact: a sum of etas drifts (40.0000000000003 after 400 of 0.1)
         self._check_edges()
 
     def _check_edges(self) -> None:
@@ -281,7 +345,8 @@ class GridDensity:
     def state(self) -> DensityState:
         density = to_host(self.density).copy()
         history = () if self.scheme is None else self.scheme.history(density)
-        return DensityState(density, self.step_count, self.time, history)
+        control = None if self.controller is None else self.controller.array()
+        return DensityState(density, self.step_count, self.time, history, control)
 
 
 def _mass(g: GridDensity) -> float:
@@ -320,6 +385,21 @@ GRID_DIAGNOSTICS.add("gap", _gap, "Obj(m) - Obj(mu*), when mu* was computed")
 GRID_DIAGNOSTICS.add("mass", _mass, "total mass, 1 to round-off")
 
 GRID_DIAGNOSTICS.add("min_density", lambda g: float(g.xp.min(g.density)), "the smallest density value")
+
+ADAPTIVE = ("step_size", "rejected_steps")
+"""The diagnostics of adaptive steps: the last step taken and the attempts rejected so far."""
+
+GRID_DIAGNOSTICS.add(
+    "step_size",
+    lambda g: g.controller.last if g.controller is not None else g.eta,
+    "adaptive steps: the size of the last step",
+)
+
+GRID_DIAGNOSTICS.add(
+    "rejected_steps",
+    lambda g: float(g.controller.rejected) if g.controller is not None else 0.0,
+    "adaptive steps: attempts rejected so far (error above time.tol, or not finite)",
+)
 
 GRID_DIAGNOSTICS.add(
     "edge_mass", lambda g: float(g.xp.sum(g.density[g._edge])) * g.grid.cell_volume, "mass in the outermost cells"

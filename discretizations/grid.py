@@ -134,10 +134,15 @@ class FiniteVolumeOptions(DensityOptions):
 class FiniteVolume(GridDensity):
     """The density advanced by linearly implicit Scharfetter-Gummel steps (see the module doc).
 
+    With adaptive steps (``time.adaptive``) implicit Euler is doubled and extrapolated
+    (:mod:`~mfld.discretizations.adaptive`); the extrapolation's negative tail values are set to zero, mass kept.
+
     ``linear_solver`` names how each step's system is solved
     (:data:`~mfld.discretizations.implicit_solvers.LINEAR_SOLVERS`, or ``"auto"``); ``solver_tol`` is the Krylov
     solver's relative residual.
     """
+
+    schemes = GRID_SCHEMES
 
     def __init__(
         self,
@@ -168,9 +173,14 @@ class FiniteVolume(GridDensity):
         """``(I - dt A(V))^{-1} rhs`` by the configured linear solver."""
         return self.solver.solve(V, dt, rhs)
 
-    def step(self) -> None:
-        """One linearly implicit step of size ``eta``."""
-        self._advance(self.scheme.advance(self, self.potential()))
+    def scheme_step(self) -> Array:
+        """One linearly implicit step of size ``eta`` by the scheme."""
+        return self.scheme.advance(self, self.potential())
+
+    def euler_step(self, m: Array, h: float) -> Array:
+        """``(I - h A(V_m))^{-1} m``: linearly implicit Euler from ``m``."""
+        V = self.potential() if m is self.density else self.functional.potential(self.fit_of(m)).reshape(m.shape)
+        return self.solve(V, h, m)
 
 
 DISCRETIZATIONS.add(

@@ -61,7 +61,8 @@ def run(
 
     At least one of ``steps`` and ``until`` bounds the run. ``until`` stops at
     the first step whose time reaches it (to a relative 1e-9, so that ``T / eta``
-    steps reach ``T`` despite rounding).
+    steps reach ``T`` despite rounding); a system that chooses its own steps and
+    has a ``horizon`` (adaptive grids) is told ``until`` there, and lands on it.
     """
     if steps is None and until is None:
         raise ValueError("give the loop a number of steps or an end time")
@@ -79,6 +80,8 @@ def run(
         # A signal may reach one process of an MPI job only: all stop together, or the others would wait forever.
         return comm.sum(float(interrupt.is_set())) > 0 if comm.size > 1 else interrupt.is_set()
 
+    if until is not None and hasattr(system, "horizon"):
+        system.horizon = until
     try:
         for obs in observers:
             obs.start(system)
@@ -98,6 +101,8 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if until is not None and hasattr(system, "horizon"):
+            system.horizon = math.inf
     if interrupted:
         raise Interrupted(system.step_count)
     return system

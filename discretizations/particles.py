@@ -183,6 +183,7 @@ class ParticleOptions:
         "that pcg keeps the features whenever they fit)",
     )
     eta: float = ref("time.eta")
+    adaptive: bool = ref("time.adaptive")
     seed: int = ref("seed")
     label_noise: float = ref("model.label_noise")
     scheme_options: Any = internal()
@@ -310,7 +311,12 @@ class Particles:
 
     @staticmethod
     def check(options: ParticleOptions, functional: Functional) -> None:
-        """Refuse, before any work, a step size the scheme cannot take (:func:`step_check`)."""
+        """Refuse, before any work, a step size the scheme cannot take (:func:`step_check`), and adaptive steps."""
+        if options.adaptive:
+            raise ValueError(
+                "time.adaptive = true: error-controlled steps are for the density discretisations ('grid', "
+                "'spectral'); particles take the fixed step time.eta (set time.adaptive = false)"
+            )
         step_check(options.scheme)(functional.problem, options.eta)
 
     def fit(self) -> Fit:

@@ -101,10 +101,12 @@ class SpectralOptions(DensityOptions):
 
 
 class FourierSpectral(GridDensity):
-    """Fourier pseudo-spectral density advanced by an IMEX scheme of :data:`SPECTRAL_SCHEMES`."""
+    """Fourier pseudo-spectral density advanced by an IMEX scheme of :data:`SPECTRAL_SCHEMES`, or with adaptive
+    steps (``time.adaptive``) by IMEX Euler doubled and extrapolated (:mod:`~mfld.discretizations.adaptive`)."""
 
     kind = "spectral"
     signed = True
+    schemes = SPECTRAL_SCHEMES
 
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
@@ -152,10 +154,15 @@ class FourierSpectral(GridDensity):
             out = out + self._ik[k] * xp.fft.rfftn(m * grad[:, k].reshape(g.shape))
         return out
 
-    def step(self) -> None:
+    def scheme_step(self) -> Array:
         """One step of the configured IMEX scheme, of size ``eta``."""
         new_hat = self.scheme.advance(self, self.xp.fft.rfftn(self.density), self.drift_hat(self.density))
-        self._advance(self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim))))
+        return self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim)))
+
+    def euler_step(self, m: Array, h: float) -> Array:
+        """``(1 + h lam |xi|^2) m^_new = m^ + h N(m)``: IMEX Euler from ``m``."""
+        new_hat = (self.xp.fft.rfftn(m) + h * self.drift_hat(m)) / (1.0 + h * self.functional.problem.lam * self.xi2)
+        return self.xp.fft.irfftn(new_hat, s=self.grid.shape, axes=tuple(range(self.grid.dim)))
 
 
 DISCRETIZATIONS.add(

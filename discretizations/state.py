@@ -125,32 +125,39 @@ class ParticleState:
 
 @dataclass(frozen=True)
 class DensityState:
-    """A density on a grid (cells_1 x ... x cells_p), its step and time, and the scheme's history of densities."""
+    """A density on a grid (cells_1 x ... x cells_p), its step and time, the scheme's history of densities and,
+    with adaptive steps, the step controller's state (:class:`~mfld.discretizations.adaptive.Controller`)."""
 
     density: np.ndarray
     step: int
     time: float
     history: tuple[np.ndarray, ...] = ()
+    control: np.ndarray | None = None
 
     group: ClassVar[str] = "fields"
 
     def arrays(self) -> dict[str, Stored]:
-        """``mu`` and the earlier densities ``mu_previous``, ``mu_previous_2``, ..."""
-        return {"mu": self.density, **dict(zip(_levels("mu_previous", len(self.history)), self.history, strict=True))}
+        """``mu``, the earlier densities ``mu_previous``, ``mu_previous_2``, ... and ``step_control`` (adaptive
+        steps: the next step, the last one, the rejections so far)."""
+        levels = dict(zip(_levels("mu_previous", len(self.history)), self.history, strict=True))
+        control = {} if self.control is None else {"step_control": self.control}
+        return {"mu": self.density, **levels, **control}
 
     @staticmethod
     def dimensions(name: str) -> tuple[str, ...] | None:
-        """``(cell,)``: every array is a density on the grid (its p axes, ``w_0`` ... ``w_{p-1}``)."""
+        """``(cell,)`` for the densities (the grid's p axes, ``w_0`` ... ``w_{p-1}``), ``(column,)`` for the step
+        control."""
         if name == "mu" or name == "mu_previous" or (name.startswith("mu_previous_") and name[12:].isdigit()):
             return ("cell",)
-        return None
+        return ("column",) if name == "step_control" else None
 
     @classmethod
     def from_arrays(cls, step: int, time: float, arrays: Mapping[str, Stored]) -> DensityState:
-        density = arrays["mu"]
-        if isinstance(density, str):
-            raise ValueError("a density state stores its density as an array")
-        return cls(np.asarray(density), step, time, _history(arrays, "mu_previous"))
+        density, control = arrays["mu"], arrays.get("step_control")
+        if isinstance(density, str) or isinstance(control, str):
+            raise ValueError("a density state stores its density and its step control as arrays")
+        kept = None if control is None else np.asarray(control)
+        return cls(np.asarray(density), step, time, _history(arrays, "mu_previous"), kept)
 
 
 def check_levels(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from mfld.discretizations.state import State
+from mfld.discretizations.state import DensityState, State
 
 from .commit import counter, counts
 from .elements import (
@@ -150,10 +150,11 @@ def lay_out(
             dtype = np.dtype(f"S{2 * max(dtype.itemsize, longest, 32)}")
         group, name = path.rsplit("/", 1)
         clock = None
-        if group == FIELDS:
+        if group == FIELDS and DensityState.dimensions(name) == ("cell",):
             el = density_element(new[group], name, cap_frames, template.shape, dtype)
-        else:  # the noise state and the history are sampled with the positions: their step and time (H5MD allows it)
-            clock = new.get(f"{PARTICLES}/position") if f"{group}/{name}" not in MAIN else None
+        else:  # the noise state, the history, the step control are sampled with the main element: its step and time
+            main = f"{PARTICLES}/position" if group == PARTICLES else f"{FIELDS}/mu"
+            clock = new.get(main) if f"{group}/{name}" not in MAIN else None
             el = slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
         # An element the old file lacks is blank in its frames, at their steps and times (the main element's).
         timed = src if src is not None else sources.get(next(m for m in MAIN if m.startswith(f"{group}/")))

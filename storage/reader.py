@@ -52,12 +52,13 @@ class Snapshot:
     grid: Grid | None = None
     history: tuple[np.ndarray, ...] = ()
     solver: Mapping[str, np.ndarray] = field(default_factory=dict)
+    control: np.ndarray | None = None
 
     def state(self) -> ParticleState | DensityState:
         """What a system needs to continue from this frame."""
         if self.density is None:
             return ParticleState(self.points, self.step, self.time, str(self.rng_state), self.history, self.solver)
-        return DensityState(self.density, self.step, self.time, self.history)
+        return DensityState(self.density, self.step, self.time, self.history, self.control)
 
 
 def snapshot_of(
@@ -100,6 +101,7 @@ def snapshot_of(
         state.density,
         grid,
         state.history,
+        control=state.control,
     )
 
 

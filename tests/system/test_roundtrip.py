@@ -37,8 +37,8 @@ def _cases() -> list[tuple[str, str]]:
     return [(kind, scheme) for kind, spec in DISCRETIZATIONS.items() for scheme in spec.schemes]
 
 
-def _config(kind: str, scheme: str, steps: int) -> dict:
-    overrides = [*SMALL, f'discretization="{kind}"', f"time.steps={steps}"]
+def _config(kind: str, scheme: str, steps: int, extra: tuple[str, ...] = ()) -> dict:
+    overrides = [*SMALL, f'discretization="{kind}"', f"time.steps={steps}", *extra]
     spec = DISCRETIZATIONS[kind]
     overrides.append(f'{spec.keys()["scheme"]}="{scheme}"')
     return load_config(None, overrides)
@@ -58,9 +58,9 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _round_trip(kind: str, scheme: str, folder: Path) -> None:
-    straight = build.start(_config(kind, scheme, 2 * K), folder / "straight.h5")
-    half = build.start(_config(kind, scheme, K), folder / "half.h5")
+def _round_trip(kind: str, scheme: str, folder: Path, extra: tuple[str, ...] = ()) -> None:
+    straight = build.start(_config(kind, scheme, 2 * K, extra), folder / "straight.h5")
+    half = build.start(_config(kind, scheme, K, extra), folder / "half.h5")
     build.resume(half, steps=K)
     a, b = _frames(straight), _frames(half)
     assert a.keys() == b.keys()
@@ -76,6 +76,17 @@ def _round_trip(kind: str, scheme: str, folder: Path) -> None:
 @pytest.mark.parametrize("kind, scheme", _cases())
 def test_write_read_resume_equals_a_straight_run(kind, scheme, tmp_path):
     _round_trip(kind, scheme, tmp_path)
+
+
+@pytest.mark.parametrize("kind, scheme", [("grid", "implicit-euler"), ("spectral", "imex-euler")])
+def test_adaptive_steps_resume_the_same_sequence(kind, scheme, tmp_path):
+    # A first step far too large: the controller rejects, shrinks and grows again, and all of it must survive.
+    _round_trip(kind, scheme, tmp_path, ("time.adaptive=true", "time.eta=5.0", "time.tol=0.005"))
+    recorded = CheckpointReader(tmp_path / "half.h5").observables()
+    sizes, rejected = recorded["step_size"]["value"], recorded["rejected_steps"]["value"]
+    assert rejected[-1] > 0 and len(set(sizes[1:].tolist())) > 1  # it rejected, and the steps varied
+    times = CheckpointReader(tmp_path / "half.h5").times
+    assert times[-1] < 2 * K * 5.0  # the time is the sum of the steps taken, not steps x time.eta
 
 
 class _CopyOfFiniteVolume(FiniteVolume):
