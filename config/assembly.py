@@ -11,6 +11,7 @@ interfaces.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 
@@ -31,6 +32,7 @@ from mfld.model.objectives import OBJECTIVES, make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
 
+from .progress import SETTINGS, bar
 from .tree import Config, get
 from .typed import RunConfig, typed
 
@@ -149,9 +151,14 @@ def stationary(
     """The optimum mu* on the configured grid (fixed point of the proximal Gibbs map); each accepted iterate is
     logged (``verbose``: at INFO, else DEBUG), and a solve that stops short of ``stationary.tol`` is refused with
     what happened and every way out."""
-    s = typed(config).stationary
-    level = logging.INFO if verbose else logging.DEBUG
+    rc = typed(config)
+    s = rc.stationary
+    # On a terminal the bar carries the iterations (its ETA from the decades of the certificate left); the log
+    # lines then go to DEBUG, and stay at INFO in a batch job's log.
+    shown = bar(SETTINGS[rc.output.progress] if verbose else False, desc="mu*", unit="decade", total=1.0)
+    level = logging.INFO if verbose and shown.disable else logging.DEBUG
     started = time.perf_counter()
+    first: list[float] = []
 
     def report(it: int, cert: float, obj: float, step: float) -> None:
         log.log(
@@ -159,8 +166,14 @@ def stationary(
             f"  mu*: step {it:4d}   lam KL(mu || p_mu) = {cert:.3e}   Obj = {obj:.12g}   damping {step:.3g}   "
             f"{time.perf_counter() - started:.1f} s",
         )
+        if not first:
+            first.append(cert)
+            shown.total = round(max(math.log10(max(cert, s.tol) / s.tol), 0.01), 2)
+        shown.n = round(min(shown.total, max(0.0, math.log10(first[0] / max(cert, 1e-300)))), 2)
+        shown.set_postfix(certificate=f"{cert:.2e}", damping=f"{step:.2g}", refresh=False)
+        shown.refresh()
 
-    with warnings.catch_warnings():  # refused below with the configuration's key names instead
+    with warnings.catch_warnings(), shown:  # refused below with the configuration's key names instead
         warnings.simplefilter("ignore", NotConvergedWarning)
         result = solve_stationary(
             functional,

@@ -31,6 +31,7 @@ from mfld.config.assembly import (
     stationary,
     with_data_sizes,
 )
+from mfld.config.progress import SETTINGS
 from mfld.config.typed import RunConfig, typed
 from mfld.discretizations import loop
 from mfld.discretizations.state import DensityState
@@ -93,7 +94,7 @@ def _observers(
     out = typed(config).output
     sink = store.add_observables if store is not None else None
     metrics = loop.Recorder(metrics_of, out.metrics_every, record_start=not resuming, sink=sink)
-    shown = {"auto": None, "on": True, "off": False}[out.progress] if rank == 0 else False
+    shown = SETTINGS[out.progress] if rank == 0 else False
     progress = Progress(steps, shown, metrics=metrics)
     keep = Checkpoints(store, out.checkpoint_every, check) if store is not None else Frames(out.checkpoint_every)
     return [metrics, progress, keep]

@@ -13,16 +13,10 @@ import logging
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import Protocol
 
-from tqdm import TqdmWarning
-
-with warnings.catch_warnings():  # a notebook without ipywidgets gets the text bar; tqdm would say so on import
-    warnings.simplefilter("ignore", TqdmWarning)
-    from tqdm.auto import tqdm
-
+from mfld.config.progress import tqdm
 from mfld.discretizations.loop import Recorder
 from mfld.discretizations.state import State
 from mfld.discretizations.system import System

@@ -35,11 +35,14 @@ Result = dict[str, Any]
 
 @dataclass(frozen=True)
 class Job:
-    """``function(**arguments)``: one run of an experiment; ``label`` names it in progress messages."""
+    """``function(**arguments)``: one run of an experiment; ``label`` names it in progress messages, ``cost`` is
+    an estimate of its work relative to the others' (any unit; not part of what defines its result), by which the
+    time left is weighed."""
 
     function: Callable[..., Result]
     arguments: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    cost: float = 1.0
 
     @property
     def name(self) -> str:
@@ -169,6 +172,14 @@ class SharedCluster:
         self._client, self._key = None, None
 
 
+def time_left(elapsed: float, cost_done: float, cost_left: float) -> str:
+    """The time left at the pace so far, the jobs weighed by their cost (:attr:`Job.cost`), in words."""
+    if cost_done <= 0:
+        return "an unknown time"
+    seconds = elapsed / cost_done * max(cost_left, 0.0)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -233,17 +244,20 @@ class JobPool:
         workers = min(self.workers, len(todo))
         t0 = time.perf_counter()
         done = 0
+        cost_left = sum(jobs[k].cost for k in todo)
+        cost_done = 0.0
 
         def finished(k: int, result: Result, seconds: float) -> None:
-            nonlocal done
+            nonlocal done, cost_left, cost_done
             self._save(jobs[k], result, seconds)
             results[k] = result
             done += 1
-            left = len(todo) - done
-            rate = (time.perf_counter() - t0) / done
+            cost_done += jobs[k].cost
+            cost_left -= jobs[k].cost
+            left = time_left(time.perf_counter() - t0, cost_done, cost_left)
             log.info(
                 f"  [{done}/{len(todo)}] {jobs[k].label or jobs[k].name}: {seconds:.0f} s"
-                + (f"; about {rate * left / 60:.0f} min left" if left else "")
+                + (f"; about {left} left" if done < len(todo) else "")
             )
 
         if workers == 1 and not self.scheduler:

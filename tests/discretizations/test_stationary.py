@@ -133,3 +133,17 @@ def test_the_solve_logs_each_step_with_its_certificate_and_damping(caplog):
     assert len(steps) == result.iterations + 1 and all("damping" in s and "lam KL" in s for s in steps)
     assert f"after {result.iterations} steps ({result.evaluations} evaluations" in lines[-1]
     assert math.isfinite(result.objective)
+
+
+def test_on_a_terminal_a_bar_carries_the_iterations_and_their_time_left(caplog, capsys):
+    config = _config('output.progress="on"')
+    with caplog.at_level("INFO", logger="mfld"):
+        result = stationary(config, *_pieces(config))
+    err = capsys.readouterr().err
+    # the bar: decades of the certificate from the first to stationary.tol, the last certificate and damping
+    assert "mu*" in err and "decade" in err and f"certificate={result.certificate:.2e}" in err
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert not any("mu*: step" in line for line in info)  # at DEBUG: the bar shows them
+    quiet = _config('output.progress="off"')
+    stationary(quiet, *_pieces(quiet))
+    assert "decade" not in capsys.readouterr().err

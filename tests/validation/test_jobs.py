@@ -9,8 +9,9 @@ import os
 import pytest
 
 from mfld.solver.cli import main
+from mfld.validation import jobs as jobs_module
 from mfld.validation.experiments.training import experiment_config
-from mfld.validation.jobs import Job, JobPool, run_serial
+from mfld.validation.jobs import Job, JobPool, run_serial, time_left
 
 
 def power(x: float, p: int = 2) -> dict[str, float]:
@@ -107,3 +108,18 @@ def test_jobs_go_to_an_existing_scheduler(tmp_path):
         results = pool(_jobs(3))
     assert [r["value"] for r in results] == [0.0, 1.0, 4.0] and os.getpid() not in {r["pid"] for r in results}
     assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_the_time_left_weighs_the_jobs_by_their_cost(tmp_path, caplog, monkeypatch):
+    # Ten seconds for a tenth of the work: 90 s left, whatever the count of jobs says.
+    assert time_left(10.0, 1.0, 9.0) == "90 s"
+    assert time_left(60.0, 1.0, 9.0) == "9 min"
+    assert time_left(5.0, 0.0, 3.0) == "an unknown time"
+    ticks = iter(range(1, 100))
+    monkeypatch.setattr(jobs_module.time, "perf_counter", lambda: float(next(ticks)))  # one second per reading
+    jobs = [Job(power, {"x": 1.0}, "small", cost=1.0), Job(power, {"x": 2.0}, "large", cost=99.0)]
+    with caplog.at_level(logging.INFO, logger="mfld.validation"):
+        JobPool(tmp_path, workers=1)(jobs)
+    # 3 s for the small job (pool start to its end): 99 times that is left, not once that as a count would say.
+    assert any("[1/2] small" in r.getMessage() and "about 5 min left" in r.getMessage() for r in caplog.records)
+    assert Job(power, {"x": 1.0}, cost=5.0).key == Job(power, {"x": 1.0}).key  # the cost defines no result

@@ -40,6 +40,9 @@ from ..jobs import Job, Result, Runner, run_serial
 from ..problems import low_dim_functional
 from ..report import Report, fit_slope
 
+GRID_ETA = 0.02
+"""The step of the grid reference (BDF2)."""
+
 
 def grid_reference(F: Functional, p: int, T: float, cells: int, eta: float) -> tuple[Grid, FiniteVolume]:
     grid = Grid.box(6.0, cells, p)
@@ -77,7 +80,7 @@ def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cell
     """One job: the grid's mu_T for dimension ``p`` and, for each N, the particle runs' errors against it (the rows
     of :func:`against_N`'s table), the grid density and the last run's particles (for the plots)."""
     F = low_dim_functional(p)
-    grid, fv = grid_reference(F, p, T, cells, 0.02)
+    grid, fv = grid_reference(F, p, T, cells, GRID_ETA)
     pts, qg = fv.points, fv.density.ravel() * grid.cell_volume
     fit_g = F.fit(pts, qg, fv.features)
     U_T = fit_g.U
@@ -295,8 +298,16 @@ def run(
         weak = {"etas": [0.4, 0.2, 0.1, 0.05, 0.025], "N": 1000, "seeds": 8, "T": 4.0}
         cells = {1: 1000, 2: 80}
     ps = (1, 2, 3) if full else (1, 2)
+    # Costs in point-steps (a grid cell or a particle, for one step: each costs n feature evaluations), an
+    # estimate for the time left: the p = 3 job is far longer than a weak-error seed.
     jobs = [
-        Job(against_N_run, {"p": p, **sizes, "cells": cells[p], "seed": seed}, f"p = {p}: grid and particles")
+        Job(
+            against_N_run,
+            {"p": p, **sizes, "cells": cells[p], "seed": seed},
+            f"p = {p}: grid and particles",
+            cells[p] ** p * sizes["T"] / GRID_ETA
+            + sum(max(32, sizes["budget"] // N) * N for N in sizes["Ns"]) * sizes["T"] / sizes["eta"],
+        )
         for p in ps
     ]
     jobs += [
@@ -304,6 +315,7 @@ def run(
             weak_run,
             {"etas": weak["etas"], "N": weak["N"], "T": weak["T"], "seed": seed, "index": s},
             f"weak error, seed {s}",
+            weak["N"] * sum(weak["T"] / e for e in weak["etas"]),
         )
         for s in range(weak["seeds"])
     ]
