@@ -36,6 +36,10 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     logging.getLogger("mfld").info("solving mu* = p_{mu*} on the grid:")
     path = build.write_stationary(config, args.out, overwrite=args.overwrite)
     print(f"mu*: {path}")
+    if config["output"]["plot"]:
+        from .plotting import plot_run
+
+        print(f"plot: {plot_run(path)}")
     return 0
 
 

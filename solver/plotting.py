@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from mfld.discretizations.mesh import Grid
 from mfld.storage import CheckpointError, CheckpointReader, Snapshot
-from mfld.storage.elements import holds_density
+from mfld.storage.elements import components, holds_density
 
 PANELS = (
     ("objective", "objective  G + lam Ent", False),
@@ -40,6 +40,7 @@ PANELS = (
     ("entropy", "entropy Ent(mu)", False),
     ("second_moment", "second moment E ||w||^2", False),
     ("mass", "mass of the density", False),
+    ("step_size", "step size (adaptive steps)", True),
 )
 DPI = 110
 
@@ -180,8 +181,14 @@ def _image(snap: Snapshot, pair: tuple[int, int]) -> np.ndarray:
     return density.sum(axis=other) * grid.spacing[other]
 
 
-def _density_label(grid: Grid, pair: tuple[int, int]) -> str:
-    return "density" if grid.dim == 2 else f"marginal density of (w_{pair[0]}, w_{pair[1]})"
+def _names(snap: Snapshot) -> list[str]:
+    """The measure's coordinates by name (``u_1 .. u_d``, ``b``; ``a_k`` first for the classical objective)."""
+    return components(snap.config, snap.points.shape[1])
+
+
+def _density_label(snap: Snapshot, pair: tuple[int, int]) -> str:
+    names = _names(snap)
+    return "density" if len(names) == 2 else f"marginal density of ({names[pair[0]]}, {names[pair[1]]})"
 
 
 def _density_image(
@@ -193,9 +200,9 @@ def _density_image(
         grid.axes()[a], grid.axes()[b], _image(snap, pair).T, shading="auto", cmap="viridis", vmin=0, vmax=vmax
     )
     if colorbar:
-        fig.colorbar(mesh, ax=ax, label=_density_label(grid, pair))
-    ax.set_xlabel(f"w_{a}")
-    ax.set_ylabel(f"w_{b}")
+        fig.colorbar(mesh, ax=ax, label=_density_label(snap, pair))
+    ax.set_xlabel(_names(snap)[a])
+    ax.set_ylabel(_names(snap)[b])
 
 
 def _directions(snap: Snapshot, last: Snapshot) -> tuple[np.ndarray, tuple[str, str]]:
@@ -222,6 +229,14 @@ def _directions(snap: Snapshot, last: Snapshot) -> tuple[np.ndarray, tuple[str, 
     return u @ vt[:2].T, ("u . v_1 (principal)", "u . v_2 (principal)")
 
 
+def _scatter(snap: Snapshot, last: Snapshot | None) -> tuple[np.ndarray, tuple[str, str]]:
+    """The two coordinates of each particle drawn, and their names."""
+    if snap.points.shape[1] == 2:
+        a, b = _names(snap)
+        return snap.points, (a, b)
+    return _directions(snap, last or snap)
+
+
 def _pair(snap: Snapshot) -> tuple[int, int]:
     return _marginal_axes(snap) if _field(snap)[1].dim == 3 else (0, 1)
 
@@ -240,7 +255,7 @@ def _draw_measure(
         density, grid = _field(snap)
         if grid.dim == 1:
             ax.plot(grid.axes()[0], density, label=label)
-            ax.set_xlabel("w")
+            ax.set_xlabel(_names(snap)[0])
             ax.set_ylabel("density")
         else:
             _density_image(fig, ax, snap, _pair(last or snap), vmax, colorbar)
@@ -248,12 +263,9 @@ def _draw_measure(
         return
     if snap.points.shape[1] == 1:
         ax.hist(snap.points[:, 0], bins=60, density=True, histtype="step", label=label)
-        ax.set_xlabel("w")
+        ax.set_xlabel(_names(snap)[0])
         return
-    if snap.points.shape[1] == 2:
-        xy, names = snap.points, ("w_0", "w_1")
-    else:
-        xy, names = _directions(snap, last or snap)
+    xy, names = _scatter(snap, last)
     ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.4, linewidths=0)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
@@ -284,9 +296,33 @@ def measure_figure(source: Any, steps: list[int] | None = None) -> Figure:
     for ax, s in zip(axes, snaps, strict=True):
         _draw_measure(fig, ax, s, f"t = {s.time:g} (step {s.step})", last, vmax, colorbar=False)
     if vmax is not None:  # one colour bar: the frames share the scale
-        fig.colorbar(axes[-1].collections[0], ax=axes, label=_density_label(_field(last)[1], _pair(last)))
+        fig.colorbar(axes[-1].collections[0], ax=axes, label=_density_label(last, _pair(last)))
     fig.suptitle(f"{_name(record)}: {what}")
     return fig
+
+
+def _limits(snaps: list[Snapshot], last: Snapshot) -> dict[str, Any]:
+    """Axis limits (and the colour scale of a density image) that hold every frame: an animation's axes stay
+    still while the measure moves."""
+
+    def span(values: np.ndarray, floor: float | None = None) -> tuple[float, float]:
+        lo, hi = float(np.min(values)), float(np.max(values))
+        pad = 0.05 * (hi - lo or 1.0)
+        return (floor if floor is not None else lo - pad), hi + pad
+
+    first = snaps[0]
+    if first.density is not None:
+        grid = _field(first)[1]
+        if grid.dim == 1:
+            return {"x": span(grid.axes()[0]), "y": span(np.concatenate([s.density for s in snaps]), floor=0.0)}
+        a, b = _pair(last)
+        vmax = max(float(np.max(_image(s, (a, b)))) for s in snaps)
+        return {"x": span(grid.axes()[a]), "y": span(grid.axes()[b]), "vmax": vmax}
+    if first.points.shape[1] == 1:  # the histograms' heights, 60 bins each as drawn
+        heights = np.concatenate([np.histogram(s.points[:, 0], bins=60, density=True)[0] for s in snaps])
+        return {"x": span(np.concatenate([s.points[:, 0] for s in snaps])), "y": span(heights, floor=0.0)}
+    xy = np.concatenate([_scatter(s, last)[0] for s in snaps])
+    return {"x": span(xy[:, 0]), "y": span(xy[:, 1])}
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
@@ -314,11 +350,16 @@ def animate(path: str | Path, out: str | Path | None = None, fps: int = 4) -> Pa
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     last = record.snapshot()
+    snaps = [record.snapshot(int(s)) for s in record.steps]
+    limits = _limits(snaps, last)
 
     def frame(k: int) -> list[Any]:
         ax.clear()
-        snap = record.snapshot(int(record.steps[k]))
-        _draw_measure(fig, ax, snap, f"{_name(record)}: t = {snap.time:g}", last, colorbar=False)
+        snap = snaps[k]
+        _draw_measure(fig, ax, snap, f"{_name(record)}: t = {snap.time:g}", last, limits.get("vmax"), colorbar=False)
+        ax.set_xlim(limits["x"])
+        if "y" in limits:
+            ax.set_ylim(limits["y"])
         return []
 
     FuncAnimation(fig, frame, frames=len(record.steps)).save(out, writer=PillowWriter(fps=fps))

@@ -27,7 +27,8 @@ from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState, State
 from mfld.discretizations.system import System
 from mfld.storage import CheckpointError, CheckpointReader, Snapshot
-from mfld.storage.reader import components, measure_xarray, snapshot_of
+from mfld.storage.elements import components
+from mfld.storage.reader import measure_xarray, snapshot_of
 
 from . import build
 
@@ -129,7 +130,7 @@ class Run:
         return self.snapshot().state()
 
     def components(self) -> list[str]:
-        """Names of the measure's coordinates (:func:`mfld.storage.reader.components`): ``u_1 .. u_d``, ``b`` for a
+        """Names of the measure's coordinates (:func:`mfld.storage.elements.components`): ``u_1 .. u_d``, ``b`` for a
         feature map with bias, ``a_1 .. a_T`` first for the classical objective's ``theta = (a, w)``."""
         return components(self.config, self.snapshot().points.shape[1])
 

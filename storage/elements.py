@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from mfld.config import Config, from_toml
 from mfld.discretizations.kinds import DISCRETIZATIONS
 from mfld.discretizations.mesh import Grid
 from mfld.discretizations.state import DensityState, ParticleState
@@ -113,26 +114,69 @@ def slot_element(
     return el
 
 
-def density_element(
-    fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...], dtype: npt.DTypeLike
-) -> h5py.Group:
-    """A density element whose dimensions are self-described: time and the cell centres w_k, in its own group."""
-    el = slot_element(fields, name, capacity, shape, dtype)
+def components(config: Config, p: int) -> list[str]:
+    """Names of a measure's ``p`` coordinates: ``u_1 .. u_d`` (and ``b`` for a feature map with bias), after
+    ``a_1 .. a_T`` for the classical objective's points ``theta = (a, w)``."""
+    bias = str(config["model"]["feature"]).endswith("_bias")
+    T = p - int(config["data"]["d"]) - bias if config["model"]["objective"] == "classical" else 0
+    return [f"a_{k + 1}" for k in range(T)] + [f"u_{k + 1}" for k in range(p - T - bias)] + (["b"] if bias else [])
+
+
+def file_components(f: h5py.File, p: int) -> list[str]:
+    """:func:`components` of the run a file holds (its stored configuration); ``w_0 .. w_{p-1}`` where that
+    configuration does not say (a file being laid out from another's metadata only)."""
+    try:
+        return components(from_toml(str(f["parameters"].attrs["config"])), p)
+    except (KeyError, ValueError, TypeError):
+        return [f"w_{k}" for k in range(p)]
+
+
+def _timed(el: h5py.Group) -> None:
+    """The element's ``time`` as the dimension scale of its rows (CF: units and long_name)."""
     el["time"].make_scale("time")
     el["time"].attrs["units"] = el["time"].attrs["unit"] = "1"
     el["time"].attrs["long_name"] = "time t of the dynamics (dimensionless)"
     el["value"].dims[0].attach_scale(el["time"])
     el["step"].dims[0].attach_scale(el["time"])
+
+
+def density_element(
+    fields: h5py.Group, name: str, capacity: int, shape: tuple[int, ...], dtype: npt.DTypeLike
+) -> h5py.Group:
+    """A density element whose dimensions are self-described: time and the cell centres along each coordinate,
+    named as the coordinates are (``u_1``, ``b``, ...: :func:`file_components`), in its own group."""
+    el = slot_element(fields, name, capacity, shape, dtype)
+    _timed(el)
     el["value"].attrs["long_name"] = f"density of {name} on the grid"
     el["value"].attrs["units"] = el["value"].attrs["unit"] = "1"
     a = fields.attrs
     grid = Grid(tuple(a["lower"].tolist()), tuple(a["upper"].tolist()), tuple(int(c) for c in a["cells"]))
-    for k, axis in enumerate(grid.axes()):
-        w = el.create_dataset(f"w_{k}", data=axis)
-        w.make_scale(f"w_{k}")
+    for k, (axis, label) in enumerate(zip(grid.axes(), file_components(fields.file, grid.dim), strict=True)):
+        w = el.create_dataset(label, data=axis)
+        w.make_scale(label)
         w.attrs["units"] = w.attrs["unit"] = "1"
-        w.attrs["long_name"] = f"cell centres of parameter axis {k}"
+        w.attrs["long_name"] = f"cell centres along {label} (parameter axis {k})"
         el["value"].dims[k + 1].attach_scale(w)
+    return el
+
+
+def particle_element(
+    group: h5py.Group, name: str, capacity: int, shape: tuple[int, ...], dtype: npt.DTypeLike
+) -> h5py.Group:
+    """The positions' element with named dimensions (frames x N x p): ``time``, ``particle`` (an index) and
+    ``component`` (the coordinates' names, :func:`file_components`), so that netCDF readers name the axes."""
+    el = slot_element(group, name, capacity, shape, dtype)
+    _timed(el)
+    el["value"].attrs["long_name"] = "particle positions"
+    particle = el.create_dataset("particle", data=np.arange(shape[0], dtype=np.int64))
+    particle.make_scale("particle")
+    particle.attrs["long_name"] = "particle index"
+    el["value"].dims[1].attach_scale(particle)
+    names = file_components(group.file, shape[1])
+    component = el.create_dataset("component", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+    component.make_scale("component")
+    component.attrs["long_name"] = "coordinate of the parameter theta = (a, w) or w = (u, b)"
+    el["value"].dims[2].attach_scale(component)
     return el
 
 

@@ -21,6 +21,7 @@ from .elements import (
     frame_elements,
     has_checksums,
     ordered,
+    particle_element,
     slot_element,
 )
 
@@ -100,7 +101,9 @@ def capacity(want: int, need: int, old: int) -> int:
 
 
 def copy_metadata(old: h5py.File, new: h5py.File) -> None:
-    """Everything of ``old`` but its time series: H5MD metadata, parameters and data, the box or the grid."""
+    """Everything of ``old`` but its time series: its attributes, H5MD metadata, parameters and data, the box or the
+    grid."""
+    new.attrs.update(old.attrs)
     old.copy(old["h5md"], new)
     params = new.create_group("parameters")
     params.attrs.update(old["parameters"].attrs)
@@ -155,7 +158,10 @@ def lay_out(
         else:  # the noise state, the history, the step control are sampled with the main element: its step and time
             main = f"{PARTICLES}/position" if group == PARTICLES else f"{FIELDS}/mu"
             clock = new.get(main) if f"{group}/{name}" not in MAIN else None
-            el = slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
+            if path == f"{PARTICLES}/position" and len(template.shape) == 2:
+                el = particle_element(new.require_group(group), name, cap_frames, template.shape, dtype)
+            else:
+                el = slot_element(new.require_group(group), name, cap_frames, template.shape, dtype, clock=clock)
         # An element the old file lacks is blank in its frames, at their steps and times (the main element's).
         timed = src if src is not None else sources.get(next(m for m in MAIN if m.startswith(f"{group}/")))
         for i in range(k):  # one frame at a time: memory stays one frame

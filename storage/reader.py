@@ -23,6 +23,7 @@ from .elements import (
     FIELDS,
     GROUPS,
     committed_counts,
+    components,
     frame_element,
     frame_elements,
     holds_density,
@@ -241,14 +242,6 @@ class CheckpointReader:
     def to_xarray(self) -> Any:  # an xarray.DataArray (xarray is optional)
         """Every saved frame of the measure as an ``xarray.DataArray`` (:func:`measure_xarray`)."""
         return measure_xarray(self)
-
-
-def components(config: Config, p: int) -> list[str]:
-    """Names of a measure's ``p`` coordinates: ``u_1 .. u_d`` (and ``b`` for a feature map with bias), after
-    ``a_1 .. a_T`` for the classical objective's points ``theta = (a, w)``."""
-    bias = str(config["model"]["feature"]).endswith("_bias")
-    T = p - int(config["data"]["d"]) - bias if config["model"]["objective"] == "classical" else 0
-    return [f"a_{k + 1}" for k in range(T)] + [f"u_{k + 1}" for k in range(p - T - bias)] + (["b"] if bias else [])
 
 
 def measure_xarray(record: Any) -> Any:

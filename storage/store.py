@@ -83,6 +83,9 @@ class CheckpointStore:
         path = Path(path)
 
         def edit(f: h5py.File) -> None:
+            # The groups a netCDF reader opens (fields/mu, particles/mu/position) have coordinate variables with
+            # units and long_name: CF's conventions, which tools look for here.
+            f.attrs["Conventions"] = "CF-1.8"
             h5md = f.create_group("h5md")
             h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
             # H5MD asks for fixed-length strings in its metadata.

@@ -163,3 +163,54 @@ def test_the_one_dimensional_distances_are_exact_and_labelled_so(files):
     grid, particles = files
     rows = compare(particles, grid, [100])
     assert not rows[0]["sliced"]
+
+
+def test_an_animation_holds_every_frame_in_one_set_of_axes(files, tmp_path):
+    """Issue 36: GIF frames changed their axis limits as the measure moved."""
+    from mfld.solver.plotting import _limits, _scatter
+    from mfld.storage import CheckpointReader
+
+    for path in files:
+        record = CheckpointReader(path)
+        snaps = [record.snapshot(int(s)) for s in record.steps]
+        limits = _limits(snaps, snaps[-1])
+        for snap in snaps:
+            if snap.density is not None:
+                assert limits["y"][0] == 0.0 and snap.density.max() <= limits["y"][1]
+                x = snap.grid.axes()[0]
+            else:
+                x = snap.points[:, 0]
+                heights = np.histogram(x, bins=60, density=True)[0]
+                assert heights.max() <= limits["y"][1]
+            assert limits["x"][0] <= x.min() and x.max() <= limits["x"][1]
+    two = build.start(
+        load_config(None, [*PARTICLES, "data.d=2", "particles.N=50", "time.steps=20", "output.checkpoint_every=5"]),
+        tmp_path / "two.h5",
+    )
+    record = CheckpointReader(two)
+    snaps = [record.snapshot(int(s)) for s in record.steps]
+    limits = _limits(snaps, snaps[-1])
+    for snap in snaps:
+        xy = _scatter(snap, snaps[-1])[0]
+        assert limits["x"][0] <= xy[:, 0].min() and xy[:, 0].max() <= limits["x"][1]
+        assert limits["y"][0] <= xy[:, 1].min() and xy[:, 1].max() <= limits["y"][1]
+
+
+def test_figures_name_the_coordinates_u_and_b(tmp_path):
+    """Issue 36: axes were named w_0, w_1 instead of the network's u, b."""
+    from mfld.solver.plotting import measure_figure
+
+    config = load_config(
+        None,
+        [
+            *PROBLEM,
+            'discretization="grid"',
+            'model.feature="tanh_bias"',
+            "grid.cells=24",
+            "grid.gap=false",
+            "time.steps=2",
+            "output.checkpoint_every=1",
+        ],
+    )
+    fig = measure_figure(build.start(config, tmp_path / "two.h5"))
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("u_1", "b")

@@ -76,7 +76,7 @@ def test_grid_file_layout_and_analysis(tmp_path):
     with h5py.File(path, "r") as f:
         value = f["fields/mu/value"]
         assert value.shape == (4, 96)
-        assert value.dims[1][0].name == "/fields/mu/w_0"
+        assert value.dims[1][0].name == "/fields/mu/u_1"  # named as the coordinate is (issue 36)
         np.testing.assert_allclose(value.dims[1][0][()], np.linspace(-6, 6, 97)[:-1] + 6 / 96)
         for name in ("certificate", "gap", "mass", "min_density", "objective", "kernel_alignment"):
             assert f"observables/{name}" in f
@@ -114,6 +114,9 @@ def test_stationary_command_writes_the_optimum(tmp_path, capsys):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "lam KL(mu || p_mu)" in captured.err and f"mu*: {out}" in captured.out  # progress on stderr, result out
+    assert not out.with_suffix(".png").exists()  # output.plot = false
+    assert main([*args, "--overwrite", "--set", "output.plot=true"]) == 0
+    assert f"plot: {out.with_suffix('.png')}" in capsys.readouterr().out and out.with_suffix(".png").stat().st_size
     snap = load(out)
     assert snap.kind == "stationary" and snap.density.shape == (96,)
     cert = CheckpointReader(out).observables()["certificate"]["value"]
@@ -157,16 +160,16 @@ def test_grid_files_open_in_netcdf_tools(tmp_path):
 
     path = build.start(config(), tmp_path / "g.h5")
     with xr.open_dataset(path, engine="h5netcdf", group="fields/mu") as ds:
-        assert ds["value"].dims == ("time", "w_0") and ds["w_0"].size == 96
+        assert ds["value"].dims == ("time", "u_1") and ds["u_1"].size == 96
         np.testing.assert_array_equal(ds["value"].values[-1], load(path).density)
         np.testing.assert_array_equal(ds["time"].values, CheckpointReader(path).times)
-        assert ds["w_0"].attrs["units"] == "1"
+        assert ds["u_1"].attrs["units"] == "1"
     with netCDF4.Dataset(path) as nc:
         mu = nc["fields/mu"]
-        assert set(mu.dimensions) == {"time", "w_0"} and mu["value"].dimensions == ("time", "w_0")
+        assert set(mu.dimensions) == {"time", "u_1"} and mu["value"].dimensions == ("time", "u_1")
     if shutil.which("ncdump"):
         out = subprocess.run(["ncdump", "-h", str(path)], capture_output=True, text=True)
-        assert out.returncode == 0 and "double w_0(w_0)" in out.stdout, out.stderr
+        assert out.returncode == 0 and "double u_1(u_1)" in out.stdout, out.stderr
 
 
 def test_resume_of_a_stationary_file_is_refused(tmp_path, capsys):

@@ -27,7 +27,8 @@ def _regions(f: h5py.File, frame: int, records: slice) -> list[tuple[int, int]]:
         out.append((info.byte_offset, info.byte_offset + info.size))
 
     def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset) and name.startswith(("particles", "observables")):
+        series = name.rsplit("/", 1)[-1] in ("step", "time", "value")  # not the fixed coordinates (particle, ...)
+        if isinstance(obj, h5py.Dataset) and series and name.startswith(("particles", "observables")):
             rows = range(records.start, records.stop) if name.startswith("observables") else [frame]
             for row in rows:
                 chunk_of(obj, row)

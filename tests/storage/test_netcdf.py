@@ -163,3 +163,21 @@ def test_pyh5md_reads_every_time_series(files, kind):
         proc.returncode,
         proc.stderr[-800:],
     )
+
+
+def test_particle_positions_open_with_named_axes(files):
+    """Issue 36: xarray read particle positions with phony_dim_* names and a warning."""
+    pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    proc = _child(f"""
+        import warnings, xarray as xr
+        warnings.simplefilter("error")
+        with xr.open_dataset({str(files["particles"])!r}, engine="h5netcdf", group="particles/mu/position") as ds:
+            print(*ds["value"].dims, *ds["component"].values.tolist(), ds["particle"].size)
+    """)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    dims_and_names = proc.stdout.split()
+    with h5py.File(files["particles"], "r") as f:
+        assert f.attrs["Conventions"] == "CF-1.8"
+    assert dims_and_names[:3] == ["time", "particle", "component"]
+    assert dims_and_names[3:-1] and all(n.startswith(("u_", "b")) for n in dims_and_names[3:-1])
