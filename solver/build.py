@@ -12,6 +12,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from mfld.config import Config, get, to_toml
 from mfld.config.assembly import (
@@ -228,28 +231,7 @@ def resume(path: str | Path, steps: int | None = None, trust: bool = False) -> P
 
 
 def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator, check: Callable[[], None]) -> None:
-    reader = CheckpointReader(path)
-    if reader.kind == "stationary":
-        raise CheckpointError(
-            f"{str(path)!r} holds mu* from `mfld stationary`, not a run: there is nothing to resume; "
-            "start the dynamics with `mfld run CONFIG`"
-        )
-    rc = typed(reader.config)
-    check_memory(rc)  # the sizes the file declares, before reading its frame
-    if comm.size > 1 and not reader.sharded:  # every rank reads this and stops alike: no rank waits in a collective
-        raise CheckpointError(
-            f"{str(path)!r} was written by one process; resume it with one process (`mfld resume {path}` without "
-            "mpiexec), or start the run again under mpiexec to have it sharded"
-        )
-    N = get(rc.tree, "particles.N")
-    rows = slice(*shard(N, comm.rank, comm.size)) if comm.size > 1 else slice(None)
-    snap = reader.snapshot(rows=rows)
-    if steps is None:
-        steps = rc.time.steps - snap.step
-        if steps <= 0:
-            raise ValueError(
-                f"{str(path)!r} already reached time.steps = {rc.time.steps}; pass --steps K to go further"
-            )
+    reader, rc, snap, steps = agreed(comm, lambda: _continuation(path, steps, trust, comm))
     try:
         system = build_system(
             rc, build_problem(rc, snap.data, trust=trust), snap.state(), comm, reader.reference_objective
@@ -259,6 +241,61 @@ def _resume(path: Path, steps: int | None, trust: bool, comm: Communicator, chec
     store = open_store(path, comm, system, None, planned_rows(rc, snap.step, steps, resuming=True), reader.sharded)
     observers = _observers(rc, store, steps, True, comm.rank, check)
     _run(system, steps, observers, blas_threads(rc.tree, comm.size))
+
+
+def agreed(comm: Communicator, action: Callable[[], Any]) -> Any:
+    """``action()`` on every process, which then agree: when any process fails (its rows of a damaged shard), every
+    process raises that failure, named by its rank, instead of the others waiting for it in a collective."""
+    try:
+        result, error = action(), None
+    except Exception as e:  # every failure must reach the other processes, whatever its type
+        result, error = None, e
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return result
+    reports = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, text) for rank, text in enumerate(reports) if text is not None]
+    if failed:
+        rank, text = failed[0]
+        raise CheckpointError(f"process {rank} of {comm.size} could not continue the run: {text}")
+    return result
+
+
+def _continuation(path: Path, steps: int | None, trust: bool, comm: Communicator) -> tuple[Any, ...]:
+    """What a resume continues from, read by this process alone (no collective: a failure here reaches the other
+    processes through :func:`agreed`): the reader, configuration, snapshot (this process's rows, checked finite)
+    and steps."""
+    reader = CheckpointReader(path)
+    if reader.kind == "stationary":
+        raise CheckpointError(
+            f"{str(path)!r} holds mu* from `mfld stationary`, not a run: there is nothing to resume; "
+            "start the dynamics with `mfld run CONFIG`"
+        )
+    rc = typed(reader.config)
+    check_memory(rc)  # the sizes the file declares, before reading its frame
+    if comm.size > 1 and not reader.sharded:
+        raise CheckpointError(
+            f"{str(path)!r} was written by one process; resume it with one process (`mfld resume {path}` without "
+            "mpiexec), or start the run again under mpiexec to have it sharded"
+        )
+    N = get(rc.tree, "particles.N")
+    rows = slice(*shard(N, comm.rank, comm.size)) if comm.size > 1 else slice(None)
+    snap = reader.snapshot(rows=rows)
+    if not np.isfinite(snap.points).all():
+        raise CheckpointError(
+            f"{str(path)!r}: particles {rows.start or 0}:{rows.stop or N} of the frame at step {snap.step} hold NaN "
+            "or infinite values (a damaged file or shard); resume a copy saved before"
+        )
+    if steps is None:
+        steps = rc.time.steps - snap.step
+        if steps <= 0:
+            raise ValueError(
+                f"{str(path)!r} already reached time.steps = {rc.time.steps}; pass --steps K to go further"
+            )
+    return reader, rc, snap, steps
 
 
 def write_stationary(config: Config, path: str | Path | None = None, overwrite: bool = False) -> Path:

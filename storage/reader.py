@@ -29,7 +29,7 @@ from .elements import (
     holds_density,
     state_type,
 )
-from .sharded import missing_shards, sharded
+from .sharded import missing_shards, shard_problems, sharded
 
 
 @dataclass
@@ -149,6 +149,13 @@ class CheckpointReader:
             raise CheckpointError(
                 f"{str(self.path)!r} is the master of a sharded run whose shard files are missing: "
                 f"{', '.join(missing)}; keep them in the same folder as the master (move them together)"
+            )
+        wrong = shard_problems(self.path, f) if self.sharded else []
+        if wrong:
+            raise CheckpointError(
+                f"{str(self.path)!r} is the master of a sharded run whose shards do not match it: {wrong[0]}"
+                + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+                + "; restore the run's own shard files beside it"
             )
         problems = kind_problems(self.kind, self.config, self.has_density)
         problems = problems or layout_problems(f, self.kind, self.config, self.data, self.has_density)

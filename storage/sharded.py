@@ -53,6 +53,8 @@ class ShardedCheckpointStore(CheckpointStore):
         self._new = None
         if comm.rank == 0:
             check_file(self.path)
+        # The master's identity, which every shard of the run carries (a master without one: written before it).
+        self.run_id = comm.bcast(run_id(self.path) if comm.rank == 0 else None)
 
     def has_frames(self) -> bool:
         return bool(self.comm.bcast(master_has_frames(self.path) if self.comm.rank == 0 else None))
@@ -121,6 +123,8 @@ class ShardedCheckpointStore(CheckpointStore):
             for name, (shape, dtype) in layout.items():
                 rows(new, name, cap, shape, dtype)
             new.attrs["start"], new.attrs["stop"] = self.start, self.stop
+            if self.run_id:
+                new.attrs["run_id"] = self.run_id
             counter(new, "committed", (k,))
             with h5py.File(self.shard, "r") if old else contextlib.nullcontext() as f:
                 for name in layout:  # one row at a time: memory stays one row
@@ -188,6 +192,55 @@ def virtual_arrays(f: h5py.File) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         for name, el in group.items()
         if isinstance(el, h5py.Group) and isinstance(el.get("value"), h5py.Dataset) and el["value"].is_virtual
     }
+
+
+def run_id(path: Path) -> str:
+    """The run identity a file's ``/parameters`` holds ("" for a file written before mfld wrote one)."""
+    with h5py.File(path, "r") as f:
+        return str(f["parameters"].attrs.get("run_id", ""))
+
+
+def shard_problems(path: Path, f: h5py.File) -> list[str]:
+    """What is wrong with the shards a master's table of sources names: a shard of another run (its ``run_id``),
+    one whose rows are not those the table gives it (``start``, ``stop``: two shards' names exchanged), one with
+    fewer committed rows than the table reads, or a file that is no shard of mfld's at all."""
+    sources = f.get(f"{PARTICLES}/position/sources")
+    table = source_table(f, sources.shape[0]) if sources is not None else []
+    identity = str(f["parameters"].attrs.get("run_id", ""))
+    expected: dict[str, tuple[int, int, int]] = {}
+    for frame in table:
+        for name, row, start, stop in frame:
+            seen = expected.get(name)
+            if seen is not None and seen[1:] != (start, stop):
+                return [f"the table of sources gives shard {name} rows {seen[1]}:{seen[2]} and {start}:{stop}"]
+            expected[name] = (max(row, seen[0] if seen else row), start, stop)
+    problems = []
+    for name, (row, start, stop) in sorted(expected.items()):
+        shard = path.parent / name
+        if not shard.is_file():
+            continue  # missing_shards says so
+        try:
+            with h5py.File(shard, "r") as g:
+                a = g.attrs
+                if "start" not in a or "stop" not in a or not isinstance(g.get("committed"), h5py.Dataset):
+                    problems.append(f"{name} is not a shard of an mfld run (no start, stop and committed count)")
+                    continue
+                if identity and str(a.get("run_id", "")) != identity:
+                    other = str(a.get("run_id", "")) or "none"
+                    problems.append(f"{name} belongs to another run (its run id {other}, the master's {identity})")
+                    continue
+                if (int(a["start"]), int(a["stop"])) != (start, stop):
+                    problems.append(
+                        f"{name} holds particles {int(a['start'])}:{int(a['stop'])}, but the master reads "
+                        f"{start}:{stop} from it (shard files renamed or exchanged?)"
+                    )
+                    continue
+                c = counts(g["committed"], 1)
+                if c is None or c[0] <= row:
+                    problems.append(f"{name} has {c[0] if c else 'no'} committed rows; the master reads row {row}")
+        except OSError as e:
+            problems.append(f"{name} cannot be read as HDF5: {e}")
+    return problems
 
 
 def missing_shards(path: Path, f: h5py.File) -> list[str]:

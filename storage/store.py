@@ -3,6 +3,7 @@ observables committed in place, padding dropped when the run ends."""
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,7 @@ class CheckpointStore:
             params.attrs["config"] = config_text
             params.attrs["mfld_kind"] = kind
             params.attrs["checksum"] = bool(checksum)
+            params.attrs["run_id"] = uuid.uuid4().hex  # what the shards of a sharded run carry, to be told apart
             if reference_objective is not None:  # Obj(mu*) of a grid run's gap: a resume does not solve for it again
                 params.attrs["reference_objective"] = float(reference_objective)
             for key, value in prov.items():  # how this file was made

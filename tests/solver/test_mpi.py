@@ -262,3 +262,54 @@ def test_a_master_whose_virtual_arrays_reach_past_their_own_shard_data_is_refuse
         with pytest.raises(CheckpointError, match=f"reaches outside itself.*over {shard}:/?{dataset}"):
             load(path)
     load(tmp_path / "two.h5")
+
+
+def _copy_run(source: Path, folder: Path, stem: str = "two") -> Path:
+    folder.mkdir()
+    for name in (f"{stem}.h5", f"{stem}.r0of2.h5", f"{stem}.r1of2.h5"):
+        shutil.copy(source / name, folder / name)
+    return folder / f"{stem}.h5"
+
+
+def test_shards_exchanged_or_of_another_run_or_foreign_are_refused_by_name(tmp_path):
+    """Issue 37: exchanged shard names, a shard of another run of the same shape, a foreign HDF5 file in a shard's
+    place were all read back (frames off by up to 8.7, half the particles NaN)."""
+    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=5"))
+    other = tmp_path / "other"
+    other.mkdir()
+    mfld(2, "run", "--out", str(other / "two.h5"), *sets("time.steps=5", "seed=9"))
+    exchanged = _copy_run(tmp_path, tmp_path / "exchanged")
+    a, b = exchanged.with_name("two.r0of2.h5"), exchanged.with_name("two.r1of2.h5")
+    a.rename(a.with_suffix(".tmp"))
+    b.rename(a)
+    a.with_suffix(".tmp").rename(b)
+    with pytest.raises(CheckpointError, match=r"two\.r0of2\.h5 holds particles 51:101, but the master reads 0:51"):
+        load(exchanged)
+    stranger = _copy_run(tmp_path, tmp_path / "stranger")
+    shutil.copy(other / "two.r1of2.h5", stranger.with_name("two.r1of2.h5"))
+    with pytest.raises(CheckpointError, match=r"two\.r1of2\.h5 belongs to another run"):
+        load(stranger)
+    foreign = _copy_run(tmp_path, tmp_path / "foreign")
+    with h5py.File(foreign.with_name("two.r1of2.h5"), "w") as f:
+        f["value"] = np.zeros((2, 50, 5))
+    with pytest.raises(CheckpointError, match=r"two\.r1of2\.h5 is not a shard of an mfld run"):
+        load(foreign)
+    for path in (exchanged, stranger, foreign):  # the command line says the same and exits 2
+        proc = subprocess.run(
+            [sys.executable, "-m", "mfld.solver.cli", "plot", str(path)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2 and "shards do not match it" in proc.stderr, proc.stderr
+    load(tmp_path / "two.h5")
+
+
+def test_a_rank_that_cannot_read_its_rows_stops_every_rank_with_its_message(tmp_path):
+    """Issue 37: one rank failing on its shard left the other waiting in a collective forever."""
+    mfld(2, "run", "--out", str(tmp_path / "two.h5"), *sets("time.steps=5"))
+    with h5py.File(tmp_path / "two.r1of2.h5", "r+") as f:
+        f["value"][1] = np.nan  # rank 1's rows of the last frame
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mfld.solver.cli", "resume", str(tmp_path / "two.h5")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([*cmd, "--steps", "5"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "process 1 of 2 could not continue the run" in proc.stderr, proc.stderr
+    assert "NaN" in proc.stderr or "not finite" in proc.stderr, proc.stderr
