@@ -1,7 +1,5 @@
 """``python -m mfld``: the ``mfld`` command line."""
 
-import sys
+from mfld.solver.cli import run_main
 
-from mfld.solver.cli import main
-
-sys.exit(main())
+run_main()

@@ -16,7 +16,7 @@ from mfld.config import ConfigError, load_config
 from mfld.config.outputs import OUTPUTS, export, target_path
 from mfld.discretizations.loop import Interrupted
 from mfld.model.backend import BACKENDS
-from mfld.storage import CheckpointError, CheckpointReader
+from mfld.storage import CheckpointError, CheckpointReader, commit
 from mfld.storage.provenance import mfld_version
 
 from . import build
@@ -409,5 +409,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run_main() -> None:
+    """The ``mfld`` command: :func:`main`'s status as the exit code. After HDF5 failed a write while releasing an
+    object (a full disk at a commit), the message is out and the file as its last commit left it; the process
+    ends at once, as closing that file again at interpreter exit can crash it."""
+    code = main()
+    if commit.RELEASE_FAILED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main()

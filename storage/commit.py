@@ -21,11 +21,16 @@ one call, so it lies within one disk sector, which a drive writes whole or not a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import resource
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -72,6 +77,52 @@ def check_room(path: Path, size: int) -> None:
         )
 
 
+RELEASE_FAILED = False
+"""Set when HDF5 failed a write while h5py released an object (:func:`surfaced`): the library's state for that
+file is then suspect, and closing it again at interpreter exit can crash the process; the command line ends at
+once after its message (:func:`mfld.solver.cli.main`)."""
+
+
+@contextlib.contextmanager
+def surfaced() -> Iterator[None]:
+    """Raise, as an OSError, a write error that HDF5 met while h5py released an object (a dataset closed at
+    the end of a statement flushes what it holds): h5py can only print those ("Exception ignored in
+    ObjectID.__dealloc__", with a traceback printed before it), and the process would carry on with a write
+    lost. The printed traceback is withheld; whatever else was printed meanwhile is passed on. Errors of other
+    objects go to the hook as before."""
+    global RELEASE_FAILED
+    caught: list[BaseException] = []
+    previous, stderr = sys.unraisablehook, sys.stderr
+    held = io.StringIO()
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError | OSError) and "h5py" in repr(unraisable.object):
+            caught.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook, sys.stderr = hook, held
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.stderr = previous, stderr
+        if not caught and held.getvalue():
+            stderr.write(held.getvalue())
+    if caught:
+        RELEASE_FAILED = True
+        raise write_error(caught[0])
+
+
+def write_error(e: BaseException) -> OSError:
+    """An HDF5 write failure as an OSError with its errno (h5py raises some as RuntimeError or ValueError, the
+    errno in the text: "file write failed: ..., errno = 28, ...")."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e)
+    errno = next((int(m) for m in re.findall(r"errno = (\d+)", text)), 0)
+    return OSError(errno, os.strerror(errno) if errno else text.splitlines()[0])
+
+
 def _failed(path: Path, e: OSError) -> CheckpointError:
     reason = os.strerror(e.errno) if e.errno else str(e).splitlines()[0]
     kept = "the file keeps the frames saved before" if path.exists() else "no file was written"
@@ -93,7 +144,7 @@ def _reserve(path: Path) -> None:
 
 def open_new(path: Path) -> h5py.File:
     """A new HDF5 file for :func:`replace`, with large objects aligned so that :func:`counter` blocks are."""
-    return h5py.File(path, "w", alignment_threshold=ALIGN, alignment_interval=ALIGN)
+    return h5py.File(path, "w", alignment_threshold=ALIGN, alignment_interval=ALIGN, rdcc_nbytes=0)
 
 
 def replace(path: Path, edit: Callable[[h5py.File], None], size: int, copy: bool = False) -> None:
@@ -111,14 +162,17 @@ def replace(path: Path, edit: Callable[[h5py.File], None], size: int, copy: bool
         tmp.unlink(missing_ok=True)
         if copy:
             shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") if copy else open_new(tmp) as f:
+        with surfaced(), h5py.File(tmp, "a", rdcc_nbytes=0) if copy else open_new(tmp) as f:
             edit(f)
+            f.flush()
         _reserve(tmp)
         fsync(tmp)
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:  # h5py raises a failed write as OSError, RuntimeError or ValueError
+        if not isinstance(e, OSError) and "write failed" not in str(e):
+            raise
         tmp.unlink(missing_ok=True)
-        raise _failed(path, e) from None
+        raise _failed(path, write_error(e)) from None
     try:
         fsync(path.parent)
     except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
@@ -183,12 +237,14 @@ def commit_rows(path: Path, write: Callable[[h5py.File], tuple[int, ...]], count
         # HDF5's own file lock would make any reader that holds the file open (a notebook, h5dump)
         # fail the run's commit; the writer is unique by mfld's lock, and a reader only ever
         # trusts the rows below the count, which a commit does not touch.
-        with h5py.File(path, "r+", locking=False) as f:
+        with surfaced(), h5py.File(path, "r+", locking=False, rdcc_nbytes=0) as f:
             new = write(f)
             f.flush()
             fsync(path)
             f[count][: len(new)] = new  # one write of len(new) words inside one sector: the commit
             f.flush()
         fsync(path)
-    except OSError as e:
-        raise _failed(path, e) from None
+    except Exception as e:  # h5py raises a failed write as OSError, RuntimeError or ValueError
+        if not isinstance(e, OSError) and "write failed" not in str(e):
+            raise
+        raise _failed(path, write_error(e)) from None
