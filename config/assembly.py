@@ -260,10 +260,14 @@ def check_memory(config: Config | RunConfig) -> None:
     total, available = sum(estimate.values()), available_memory()
     if total > available:
         key = max(estimate, key=estimate.__getitem__)
-        value = get(typed(config).tree, key)
+        tree = typed(config).tree
+        value = get(tree, key)
+        # The data's arrays are a count of samples times their dimension: name both.
+        also = f" with data.d = {get(tree, 'data.d')}" if key in ("data.n", "data.n_test") else ""
         raise MemoryError(
             f"this run needs about {total / 2**30:.3g} GiB, more than the {available / 2**30:.3g} GiB available; "
-            f"most of it ({estimate[key] / 2**30:.3g} GiB) comes from {key} = {value}: reduce it"
+            f"most of it ({estimate[key] / 2**30:.3g} GiB) comes from {key} = {value}{also}: reduce "
+            + ("either" if also else "it")
         )
 
 

@@ -52,6 +52,10 @@ def shipped_configs() -> dict[str, str]:
     return out
 
 
+MAX_CONFIG_BYTES = 16 * 2**20
+"""The largest configuration file read (a TOML file of keys is a few KiB)."""
+
+
 def read_config_text(path: str | Path) -> tuple[str, str, Path]:
     """``(text, where, folder)`` of a configuration: a file, or else a shipped configuration by name (``grid-1d``).
 
@@ -67,8 +71,17 @@ def read_config_text(path: str | Path) -> tuple[str, str, Path]:
             f"configuration {str(path)!r} is a directory; give a TOML file or a shipped name "
             f"({', '.join(shipped_configs())})"
         )
+    if p.exists() and not p.is_file():  # /dev/zero, a FIFO: reading would never end
+        raise ConfigError(f"configuration {str(path)!r} is not a regular file; give a TOML file")
     try:
-        return p.read_text(encoding="utf-8"), f"configuration file {str(path)!r}", p.resolve().parent
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"configuration file {str(path)!r} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a "
+                "configuration (data goes in data.source)"
+            )
+        return raw.decode("utf-8"), f"configuration file {str(path)!r}", p.resolve().parent
     except FileNotFoundError:
         raise ConfigError(
             f"configuration file {str(path)!r} does not exist, nor is it a shipped configuration "

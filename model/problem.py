@@ -58,6 +58,19 @@ def check_values(name: str, a: Array) -> None:
 
 
 def _finite_matrix(name: str, a: Array, ndim_ok: tuple[int, ...]) -> Array:
+    if not (hasattr(a, "ndim") and hasattr(a, "dtype")):
+        raise TypeError(
+            f"{name} must be an array (NumPy or CuPy) of floating point numbers, got a {type(a).__name__}: "
+            f"pass numpy.asarray({name}, dtype=float)"
+        )
+    if a.dtype.kind != "f":
+        what = {"U": "text", "S": "text", "O": "Python objects (None, text, mixed)", "b": "booleans"}.get(
+            a.dtype.kind, f"{a.dtype} numbers"
+        )
+        raise TypeError(
+            f"{name} holds {what} (dtype {a.dtype}), not floating point numbers: convert it with "
+            f"numpy.asarray({name}, dtype=float) (which fails on what is not a number)"
+        )
     if a.ndim not in ndim_ok:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndim_ok))} dimensions, got shape {a.shape}")
     check_values(name, a)

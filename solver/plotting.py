@@ -88,16 +88,17 @@ def observables_figure(source: Any) -> Figure:
     constant: list[tuple[str, str, bool]] = []
     # Particles have no density: their entropy, and so the objective, is a nearest-neighbour estimate.
     estimated = " (Ent: k-NN estimate from the particles)" if record.kind == "particles" else ""
+    single = all(el["value"].size == 1 for el in obs.values())  # a run of 0 steps: its start, drawn as points
     for name, title, log in PANELS:
         if name in obs and not (name == "certificate" and "gap" in obs):
             title = title + estimated if name in ("objective", "entropy") else title
-            (constant if _constant(obs[name]["value"]) else drawn).append((name, title, log))
+            (constant if _constant(obs[name]["value"]) and not single else drawn).append((name, title, log))
     if not drawn:
         raise CheckpointError(f"{_name(record)} holds no recorded observables to draw")
     fig = Figure(figsize=(13, 3.4 * -(-len(drawn) // 3)), layout="constrained")
     for ax, (name, title, log) in zip(_grid_of(fig, len(drawn)), drawn, strict=True):
         el = obs[name]
-        ax.plot(el["time"], el["value"], label=name.replace("_", " "))
+        ax.plot(el["time"], el["value"], "o" if single else "-", label=name.replace("_", " "))
         if name == "gap" and "certificate" in obs:
             ax.plot(obs["certificate"]["time"], obs["certificate"]["value"], "--", label="certificate lam KL(m || p_m)")
         if name == "train_loss" and "test_loss" in obs and np.isfinite(obs["test_loss"]["value"]).any():

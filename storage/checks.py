@@ -46,6 +46,11 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
     for name, arr in data.items():
         if not np.issubdtype(arr.dtype, np.floating):
             out.append(f"/parameters/data/{name} has dtype {arr.dtype}, not floating point")
+    d = config["data"]["d"]
+    for name in ("X", "X_test"):
+        inputs = data.get(name)
+        if inputs is not None and inputs.ndim == 2 and inputs.shape[1] != d:
+            out.append(f"/parameters/data/{name} has {inputs.shape[1]} columns, the configuration's data.d is {d}")
     count = f.get(COUNT)
     if count is not None and (not isinstance(count, h5py.Dataset) or counts(count, 2) is None):
         return [*out, f"/{COUNT} is not mfld's commit counter (int64[{4096 // 8}])"]
@@ -53,6 +58,10 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
     if frames < 0 or records < 0:
         out.append(f"/{COUNT} holds negative counts {frames, records}")
     el = frame_element(f)
+    for series in [el, *(o for o in f["observables"].values() if isinstance(o, h5py.Group))]:
+        step = series.get("step") if series is not None else None
+        if isinstance(step, h5py.Dataset) and not np.issubdtype(step.dtype, np.integer):
+            return [*out, f"{step.name} has dtype {step.dtype}, not integers (steps)"]
     if el is not None:
         rows_ = el["step"].shape[0]
         if el["time"].shape != (rows_,) or el["value"].shape[0] != rows_ or frames > rows_:

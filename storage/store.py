@@ -186,6 +186,11 @@ class CheckpointStore:
             return write_rows(f, frame, step, time, records)
 
         if self._new is None:
+            if not self.path.exists():  # deleted or moved under the run: nothing to append to, and no crash-safe way on
+                raise CheckpointError(
+                    f"{str(self.path)!r} was deleted or moved while this run was writing it; the run stops here "
+                    "(start it again, or resume a copy of the file)"
+                )
             with h5py.File(self.path, "r") as f:
                 fits = fits_in_place(f, frame, records)
                 k, r = committed_counts(f)

@@ -180,3 +180,91 @@ def test_classical_objective_runs_from_the_cli(tmp_path):
     assert snap.points.shape == (40, 1 + 4)  # (a, w) with w = (u, b) in R^4
     U = CheckpointReader(out).observables()["U"]["value"]
     assert U[-1] < U[0]
+
+
+def test_a_file_deleted_under_its_writer_stops_the_run_by_name(tmp_path):
+    """Issue 37 (low): `rm FILE.h5` under a running writer ended with HDF5's "unable to open file" text."""
+    from conftest import SMALL_RUN
+    from mfld.solver import build
+    from mfld.storage import CheckpointError
+
+    path = tmp_path / "gone.h5"
+
+    class Remove:
+        def start(self, system) -> None:
+            pass
+
+        def observe(self, system) -> None:
+            if system.step_count == 7:
+                path.unlink()
+
+        def finish(self, system, interrupted: bool) -> None:
+            pass
+
+    config = load_config(None, [*SMALL_RUN, "time.steps=20", "output.checkpoint_every=5"])
+    with pytest.raises(CheckpointError, match="was deleted or moved while this run was writing it"):
+        build.start(config, path, observers=[Remove()])
+    assert not path.exists()
+
+
+def test_a_configuration_that_is_not_a_regular_file_is_refused(capsys):
+    """Issue 37 (low): `mfld run /dev/zero` read forever (reported as an empty error)."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    assert main(["run", "/dev/zero"]) == 2
+    assert "'/dev/zero' is not a regular file" in capsys.readouterr().err
+
+
+def test_damaged_steps_and_data_of_the_wrong_width_are_named(tmp_path, capsys):
+    """Issue 37 (low): a step dataset of text gave numpy's UFuncTypeError; X with d - 1 columns failed in plot with
+    numpy's matmul error; a run of 0 steps could not be plotted."""
+    import h5py
+
+    from conftest import SMALL_RUN
+    from mfld.solver import build
+
+    path = build.start(load_config(None, [*SMALL_RUN, "time.steps=4", "output.checkpoint_every=2"]), tmp_path / "a.h5")
+    steps = tmp_path / "steps.h5"
+    steps.write_bytes(path.read_bytes())
+    with h5py.File(steps, "r+") as f:
+        el = f["particles/mu/position"]
+        rows = el["step"].shape[0]
+        del el["step"]
+        el["step"] = np.array(["a"] * rows, dtype="S3")
+    assert main(["info", str(steps)]) == 2
+    assert "/particles/mu/position/step has dtype |S3, not integers" in capsys.readouterr().err
+    narrow = tmp_path / "narrow.h5"
+    narrow.write_bytes(path.read_bytes())
+    with h5py.File(narrow, "r+") as f:
+        X = f["parameters/data/X"][()]
+        del f["parameters/data/X"]
+        f["parameters/data/X"] = X[:, :-1]
+    assert main(["plot", str(narrow)]) == 2
+    assert f"/parameters/data/X has {X.shape[1] - 1} columns, the configuration's data.d is {X.shape[1]}" in (
+        capsys.readouterr().err
+    )
+    empty = build.start(load_config(None, [*SMALL_RUN, "time.steps=0"]), tmp_path / "zero.h5")
+    assert main(["plot", str(empty)]) == 0 and empty.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_memory_refusal_names_the_dimension_with_the_count():
+    """Issue 37 (low): data.d = 10^8 was blamed on a count of samples alone (earlier on particles.N)."""
+    from mfld.config.assembly import check_memory
+
+    with pytest.raises(MemoryError, match=r"from data.n(_test)? = \d+ with data.d = 100000000: reduce either"):
+        check_memory(load_config(None, ["data.d=100000000", "data.n=30", "particles.N=20"]))
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.array([["a", "b"]] * 5), r"X holds text \(dtype <U1\)"),
+        (np.array([[1.0, None]] * 5, dtype=object), r"X holds Python objects"),
+        ([[1.0, 2.0]] * 5, r"X must be an array .* got a list: pass numpy.asarray\(X, dtype=float\)"),
+        (np.ones((5, 2), dtype=int), r"X holds int64 numbers"),
+    ],
+)
+def test_data_that_are_not_arrays_of_floats_are_named(X, message):
+    """Issue 37 (low): text, None and plain lists reached numpy's own errors, naming nothing."""
+    with pytest.raises(TypeError, match=message):
+        Problem(X, np.zeros(5), "tanh", 0.1, 1.0, 1.0)
