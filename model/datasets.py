@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .backend import available_memory
 from .options import choice, option, positive, positive_int, text
 from .problem import DATA_LIMIT, check_values
 
@@ -183,6 +184,14 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
     out = {}
     with z:
         for name in z.files:
+            # A compressed member can inflate a small file to gigabytes: its declared size is known before reading.
+            members = z.zip
+            size = members.getinfo(f"{name}.npy").file_size if members and f"{name}.npy" in members.namelist() else 0
+            if size > available_memory() // 2:
+                raise ValueError(
+                    f"data file {str(path)!r}: array {name!r} inflates to {size / 2**30:.3g} GiB, more than half "
+                    f"of the {available_memory() / 2**30:.3g} GiB of memory available; mfld does not read it"
+                )
             try:
                 a = z[name]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -35,19 +36,37 @@ log = logging.getLogger("mfld")
 SUMMARY = ("objective", "U", "train_loss", "test_loss", "kernel_alignment", "degrees_of_freedom")
 
 
+MAX_POINTS = 100_000
+"""The most runs one sweep makes (each is a file and a row of results: a grid of 10^6 would spend minutes only
+listing them)."""
+
+
 def read_sweep(path: str | Path) -> tuple[str | None, dict[str, Any], dict[str, list[Any]], str | None]:
     """``(base config path, shared overrides, grid, out folder)`` of a sweep file."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"sweep file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"sweep file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 TOML"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"sweep file {str(path)!r} is not valid TOML: {e}") from None
     unknown = set(spec) - {"base", "out", "set", "grid"}
     if unknown:
         raise ValueError(f"unknown sweep keys {sorted(unknown)}; use base, out, [set] and [grid]")
     grid = spec.get("grid", {})
     if not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ValueError("the sweep needs a [grid] table of non-empty lists, e.g. seed = [0, 1]")
+    points = math.prod(len(v) for v in grid.values())
+    if points > MAX_POINTS:
+        sizes = " x ".join(f"{k} ({len(v)})" for k, v in grid.items())
+        raise ValueError(
+            f"sweep file {str(path)!r}: its [grid] has {points:,} points ({sizes}), more than the {MAX_POINTS:,} "
+            "one sweep runs; split it into several sweep files, or shorten its lists"
+        )
     base = spec.get("base")
     if base is not None:
         base = str((path.parent / base).resolve())

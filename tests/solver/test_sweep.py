@@ -121,3 +121,27 @@ def test_a_sweep_resumes_its_own_unfinished_plugin_run(tmp_path, monkeypatch):
     row = run_task(task, str(tmp_path))
     assert row["status"] == "resumed", row
     assert load(tmp_path / f"{task['name']}.h5").step == 6
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe\x00binary", r"bad.toml' is not UTF-8 text \(byte 0"),
+        (b"caf\xe9 = 1\n", r"bad.toml' is not UTF-8 text \(byte 3"),
+        (b"[grid\nseed = [0]\n", r"bad.toml' is not valid TOML"),
+        (
+            b"[grid]\nseed = [" + b",".join(b"%d" % k for k in range(1000)) + b"]\n"
+            b'"model.lam" = [' + b",".join(b"%d" % k for k in range(1, 1001)) + b"]\n",
+            r"has 1,000,000 points \(seed \(1000\) x model.lam \(1000\)\), more than the 100,000",
+        ),
+    ],
+)
+def test_a_sweep_file_that_cannot_be_run_is_refused_by_name_at_once(tmp_path, content, message):
+    """Issue 37 (low): binary and Latin-1 sweep files got the codec's error without the file's name; a grid of 10^6
+    points spent minutes before any output."""
+    from mfld.solver.sweep import read_sweep
+
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_sweep(path)
