@@ -249,7 +249,14 @@ ENTRY_POINTS = "mfld.feature_maps"
 def _adopt(name: str, obj: object) -> FeatureMap:
     """A plug-in's feature map (or a callable without arguments returning one), once it passes its check."""
     if callable(obj) and not hasattr(obj, "evaluate"):
-        obj = obj()
+        try:
+            obj = obj()
+        except TypeError as e:
+            raise ValueError(
+                f"feature map {name!r} is a callable that needs arguments ({e}); give an object with dim, augment, "
+                "evaluate, contract_grad and pullback (see mfld.model.features.FeatureMap), or a factory without "
+                "arguments returning one"
+            ) from None
     check_feature_map(obj, name)  # type: ignore[arg-type]
     return obj  # type: ignore[return-value]
 
@@ -331,20 +338,29 @@ def check_feature_map(fm: FeatureMap, name: str = "feature map", d: int = 3) -> 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((5, d))
     try:
-        p = int(fm.dim(d))
+        p = fm.dim(d)
+        if not isinstance(p, int | np.integer) or isinstance(p, bool) or p < 1:
+            raise fail(f"dim({d}) must return an integer >= 1, got {p!r}")
+        p = int(p)
         W = 0.7 * rng.standard_normal((4, p))
         Xa = fm.augment(X)
-        cache, H = fm.evaluate(Xa, W)
-        H = np.asarray(H)
+        out = fm.evaluate(Xa, W)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise fail(f"evaluate must return a pair (cache, H), got {type(out).__name__}")
+        cache, H = out
+        if not isinstance(H, np.ndarray):
+            raise fail(f"evaluate must return H as an array of the inputs' backend, got {type(H).__name__}")
         if H.shape != (5, 4) or not np.all(np.isfinite(H)):
             raise fail(f"evaluate must give finite h of shape (n, N) = (5, 4), got {H.shape}")
         C, A = rng.standard_normal((5, 2)), rng.standard_normal((4, 2))
         G = np.asarray(fm.contract_grad(Xa, W, cache, H, C, A))
         M = np.asarray(fm.pullback(Xa, W, cache, H, C @ A.T))
-    except ValueError:
-        raise
+    except ValueError as e:
+        if str(e).startswith(f"feature map {name!r} fails"):
+            raise
+        raise fail(f"ValueError: {e}") from None
     except Exception as e:  # any failure of foreign code is reported as a failed check
-        raise fail(f"{type(e).__name__}: {e}") from None
+        raise fail(f"{type(e).__name__}: {str(e) or '(no message)'}") from None
     if G.shape != (4, p) or not np.all(np.isfinite(G)):
         raise fail(f"contract_grad must give a finite (N, p) = (4, {p}) array, got {G.shape}")
     step = 1e-6

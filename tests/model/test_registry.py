@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from mfld.model.registry import PluginWarning, Registry
@@ -151,3 +152,39 @@ def test_every_configurable_registry_has_an_entry_point_group():
     groups = [r.group for r in registries]
     assert all(g and g.startswith("mfld.") for g in groups) and len(set(groups)) == len(groups)
     assert all(len(r) > 0 for r in registries)
+
+
+class _Wrapped:
+    """The shipped tanh map with one method replaced: a plug-in with one mistake."""
+
+    name = "wrapped"
+
+    def __getattr__(self, attr: str):
+        from mfld.model.features import FEATURE_MAPS
+
+        return getattr(FEATURE_MAPS["tanh"], attr)
+
+
+def _plugin(**methods):
+    return type("Plugin", (_Wrapped,), methods)()
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        (_plugin(dim=lambda self, d: -1), r"dim\(3\) must return an integer >= 1, got -1"),
+        (_plugin(dim=lambda self, d: "3"), r"dim\(3\) must return an integer >= 1, got '3'"),
+        (_plugin(evaluate=lambda self, Xa, W: [None, np.zeros((5, 4)).tolist()]), r"a pair \(cache, H\), got list"),
+        (_plugin(evaluate=lambda self, Xa, W: np.zeros((5, 4))), r"a pair \(cache, H\), got ndarray"),
+        (_plugin(evaluate=lambda self, Xa, W: (None, np.zeros((5, 4)).tolist())), r"H as an array .* got list"),
+        (_plugin(dim=lambda self, d: (_ for _ in ()).throw(MemoryError())), r"MemoryError: \(no message\)"),
+        (lambda X, W: X @ W.T, r"is a callable that needs arguments"),
+    ],
+)
+def test_a_plugin_feature_map_that_breaks_its_contract_is_named(obj, message):
+    """Issue 37 (low): dim() of -1 or a string, evaluate returning a list or one array, a function instead of a
+    feature map, a MemoryError without a message reached numpy or Python errors that did not name the plug-in."""
+    from mfld.model.features import _adopt
+
+    with pytest.raises(ValueError, match="'mine:fm'.*" + message):
+        _adopt("mine:fm", obj)
