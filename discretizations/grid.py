@@ -49,6 +49,7 @@ from .density import DensityOptions, GridDensity, OneStep, TwoStep
 from .implicit_solvers import LINEAR_SOLVERS
 from .kinds import DISCRETIZATIONS, Discretization
 from .mesh import Grid
+from .scharfetter_gummel import GridLike, Mobile
 from .state import DensityState
 
 
@@ -158,7 +159,9 @@ class FiniteVolume(GridDensity):
     ) -> None:
         super().__init__(functional, grid, density, eta, **kwargs)
         self._use_scheme(GRID_SCHEMES, scheme, history)
-        self.solver = LINEAR_SOLVERS[linear_solver](grid, functional.problem.lam, solver_tol)
+        mobility = getattr(functional, "mobility", None)  # the classical objective's second-layer rate
+        seen: GridLike = grid if mobility is None else Mobile(grid, tuple(float(d) for d in mobility))
+        self.solver = LINEAR_SOLVERS[linear_solver](seen, functional.problem.lam, solver_tol)
 
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:

@@ -130,6 +130,31 @@ def check_step_size(problem: Problem, eta: float) -> None:
         )
 
 
+def check_mobility(functional: Functional, eta: float) -> None:
+    """Refuse a step at which the second layer's confinement, sped up by the classical objective's rate r
+    (``model.second_layer_rate``), is unstable: ``eta r lam lam_a < 1`` as ``eta lam lam_w < 1`` for w."""
+    mobility = getattr(functional, "mobility", None)
+    if mobility is None:
+        return
+    rate, lam_a_bar = float(max(mobility)), functional.problem.lam_a_bar
+    if eta * rate * lam_a_bar >= 1.0:
+        raise ValueError(
+            f"time.eta = {eta} with model.second_layer_rate = {rate:g} is unstable for the second layer: "
+            f"eta * r * lam * lam_a = {eta * rate * lam_a_bar:.3g} >= 1; use time.eta < {1.0 / (rate * lam_a_bar):.3g}"
+        )
+
+
+class MobileDrift:
+    """``D b``: a drift ``b`` times a constant mobility per coordinate (the classical objective's ``diag(r I_T,
+    I_p)``, THEORY.md §7)."""
+
+    def __init__(self, drift: Drift, mobility: Array) -> None:
+        self.drift, self.mobility = drift, mobility
+
+    def __call__(self, W: Array, q: Array, step: int, fit: Fit | None = None) -> Array:
+        return self.mobility * self.drift(W, q, step, fit)
+
+
 def step_check(name: str) -> Callable[[Problem, float], None]:
     """The step-size check of the particle scheme registered as ``name``: its own ``check_step(problem, eta)``
     where it declares one, else :func:`check_step_size`, the limit every explicit step shares (the prior's
@@ -220,6 +245,7 @@ class Particles:
         scheme_options: Any = None,
     ) -> None:
         step_check(scheme)(functional.problem, eta)
+        check_mobility(functional, eta)
         self.functional = functional
         self.drift: Drift = GradientDrift(functional) if drift is None else drift
         self.eta = float(eta)
@@ -227,6 +253,11 @@ class Particles:
         self.noise = as_noise(noise)
         xp = namespace(functional.problem.X)
         self.xp = xp
+        # A mobility D (the classical objective's second-layer rate): drift D b and noise sqrt(D) xi per coordinate.
+        mobility = getattr(functional, "mobility", None)
+        self._mobility = None if mobility is None else xp.asarray(mobility, dtype=functional.problem.X.dtype)
+        if self._mobility is not None:
+            self.drift = MobileDrift(self.drift, self._mobility)
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
         self.scheme = build_scheme(
             scheme, tuple(xp.asarray(h, dtype=self.positions.dtype) for h in history), scheme_options
@@ -318,6 +349,7 @@ class Particles:
                 "'spectral'); particles take the fixed step time.eta (set time.adaptive = false)"
             )
         step_check(options.scheme)(functional.problem, options.eta)
+        check_mobility(functional, options.eta)
 
     def fit(self) -> Fit:
         """The functional's fit of the current measure (cached until the next step)."""
@@ -336,6 +368,8 @@ class Particles:
         if self.langevin:
             local, p = self.positions.shape
             xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
+            if self._mobility is not None:
+                xi = xi * self.xp.sqrt(self._mobility)
         W_new = self.scheme(
             self.positions, self.weights, self.drift, self.eta, self.functional.problem.lam, xi, k, self._fit
         )

@@ -10,6 +10,8 @@ steps are solved by :mod:`mfld.discretizations.implicit_solvers`.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -29,6 +31,32 @@ class GridLike(Protocol):
 
     @property
     def spacing(self) -> tuple[float, ...]: ...
+
+
+@dataclass(frozen=True)
+class Mobile:
+    """A grid with a constant mobility ``D_k`` per axis, as the operator sees it.
+
+    A mobility multiplies every rate along axis k by ``D_k`` (``d_t m = div(D (lam grad m + m grad V))``,
+    THEORY.md §7); the rates depend on the spacing only through ``lam / h_k^2``, so the operator with mobility
+    is the plain operator of the spacing ``h_k / sqrt(D_k)``. Positivity, mass and the Gibbs equilibrium
+    ``exp(-V / lam)`` of every ``A_k`` are kept: ``D_k > 0`` scales each axis's M-matrix.
+    """
+
+    grid: GridLike
+    mobility: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.grid.shape)
+
+    @property
+    def size(self) -> int:
+        return self.grid.size
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(h / math.sqrt(d) for h, d in zip(self.grid.spacing, self.mobility, strict=True))
 
 
 def bernoulli(x: Array) -> Array:

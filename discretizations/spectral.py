@@ -122,6 +122,11 @@ class FourierSpectral(GridDensity):
         history: Sequence[npt.ArrayLike] = (),
         **kwargs: Any,
     ) -> None:
+        if getattr(functional, "mobility", None) is not None:
+            raise ValueError(
+                "model.second_layer_rate != 1 needs a mobility per axis, which the spectral solver does not have; "
+                "use discretization = 'grid' or 'particles'"
+            )
         super().__init__(functional, grid, density, eta, **kwargs)
         xp = self.xp
         self._use_scheme(SPECTRAL_SCHEMES, scheme, history)

@@ -18,16 +18,59 @@ Another convex loss ``ell`` is a subclass that overrides :meth:`ClassicalFunctio
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
 from .backend import Array, chunks, namespace
-from .functional import OBJECTIVES, Fit, second_moment, validate_measure
+from .distributed import Communicator
+from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .kernel_backed import KernelBacked
+from .options import option
+from .problem import Problem
 
 
-@OBJECTIVES.register("classical", doc="the measure on (a, w), docs/theory.md §6")
+@dataclass(frozen=True, kw_only=True)
+class ClassicalOptions:
+    """The classical objective's key: the second layer's speed r (THEORY.md §7)."""
+
+    section: ClassVar[str] = "model"
+    second_layer_rate: float = option(
+        1.0,
+        "classical objective: the second layer moves r times faster, d theta = -D grad dt + sqrt(2 lam D) dB with "
+        "D = diag(r I_T, I_p) (r = 1: the classical dynamics; the stationary measure does not depend on r)",
+        (int, float),
+        lambda v: 1 <= v < math.inf,
+        "a finite number >= 1",
+        since="0.2.0.dev2",
+    )
+
+
+@OBJECTIVES.register("classical", doc="the measure on (a, w), docs/theory.md §6", options=ClassicalOptions)
 class ClassicalFunctional(KernelBacked):
-    """Mean-field objective with the second layer as part of the measure."""
+    """Mean-field objective with the second layer as part of the measure; ``options.second_layer_rate`` (r) is
+    the mobility of its ``a`` coordinates (:attr:`mobility`), which the discretisations apply."""
 
     name = "classical"
+
+    def __init__(
+        self,
+        problem: Problem,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        comm: Communicator | None = None,
+        options: ClassicalOptions | None = None,
+    ) -> None:
+        super().__init__(problem, memory_budget, comm)
+        self.rate = float(options.second_layer_rate) if options is not None else 1.0
+
+    @property
+    def mobility(self) -> np.ndarray | None:
+        """``diag D``: r on the T coordinates of ``a``, 1 on those of ``w``; None at r = 1 (nothing to apply)."""
+        if self.rate == 1.0:
+            return None
+        return np.array([self.rate] * self.problem.T + [1.0] * self.problem.p)
 
     @property
     def dim(self) -> int:

@@ -47,3 +47,72 @@ def test_the_classical_optimum_is_the_two_timescale_one_with_a_gaussian_second_l
     # E_mu |mean - a_mu*| <= (largest |a| in the box) x the L1 distance of the two solutions
     assert weights @ np.abs(mean - a_star) <= 10.0 * bound
     np.testing.assert_allclose(var, 1.0 / pb.lam_a, rtol=1e-12)
+
+
+def _classical(rate: float) -> ClassicalFunctional:
+    from mfld.model.classical import ClassicalOptions
+
+    return ClassicalFunctional(low_dim_problem(1, lam=0.05), options=ClassicalOptions(second_layer_rate=rate))
+
+
+def test_a_mobility_scales_each_axis_rates_and_keeps_the_gibbs_density():
+    """``d_t m = div(D (lam grad m + m grad V))`` on the finite volumes: the rates along axis k times ``D_k``, the
+    Gibbs density of a frozen V still in the kernel, columns still summing to 0."""
+    from mfld.discretizations.scharfetter_gummel import Mobile, fokker_planck_matrix, rates
+
+    rng = np.random.default_rng(0)
+    grid = Grid((-2.0, -1.0), (2.0, 1.0), (7, 5))
+    V, lam = rng.standard_normal(grid.size), 0.3
+    A = fokker_planck_matrix(Mobile(grid, (4.0, 1.0)), V, lam).toarray()
+    plain = fokker_planck_matrix(grid, V, lam).toarray()
+    a0, _ = rates(grid, V, lam, 0)
+    a0_mobile, _ = rates(Mobile(grid, (4.0, 1.0)), V, lam, 0)
+    np.testing.assert_allclose(a0_mobile, 4.0 * a0, rtol=1e-14)
+    np.testing.assert_allclose(A.sum(axis=0), 0.0, atol=1e-12 * np.abs(A).max())
+    gibbs = np.exp(-(V - V.min()) / lam)
+    assert np.abs(A @ gibbs).max() <= 1e-12 * np.abs(A).max() * gibbs.max()
+    assert not np.allclose(A, plain)
+
+
+def test_the_second_layer_rate_speeds_the_a_coordinates_of_a_particle_step():
+    """One Euler-Maruyama step: ``Delta a = r eta b_a + sqrt(r) sqrt(2 eta lam) xi_a``, ``Delta w`` unchanged."""
+    from mfld.discretizations.particles import Particles
+
+    W0 = np.random.default_rng(1).standard_normal((40, 2))
+    steps = {}
+    for rate, langevin in ((1.0, False), (1.0, True), (4.0, True)):
+        system = Particles(_classical(rate), W0.copy(), 0.05, 7, langevin=langevin)
+        system.step()
+        steps[rate, langevin] = system.positions - W0
+    drift = steps[1.0, False]
+    noise = steps[1.0, True] - drift
+    np.testing.assert_allclose(steps[4.0, True][:, 0], 4.0 * drift[:, 0] + 2.0 * noise[:, 0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(steps[4.0, True][:, 1], steps[1.0, True][:, 1], rtol=1e-12, atol=1e-14)
+
+
+def test_an_unstable_second_layer_step_is_refused_by_its_keys():
+    from mfld.discretizations.particles import Particles
+
+    with pytest.raises(ValueError, match=r"model.second_layer_rate = 1000 is unstable .* use time.eta < "):
+        Particles(_classical(1000.0), np.zeros((4, 2)), 0.5, 0)
+
+
+def test_the_stationary_measure_does_not_depend_on_the_rate():
+    """THEORY.md §7: P* = p_{P*} for every r. The finite-volume dynamics at r = 1 and r = 8, run with adaptive
+    steps to a certificate of 1e-11, end at the same density (within the certificates' Pinsker bound)."""
+    from mfld.discretizations import loop
+    from mfld.discretizations.adaptive import StepControl
+    from mfld.discretizations.grid import FiniteVolume
+    from mfld.discretizations.mesh import gaussian_density
+
+    grid = Grid((-10.0, -6.0), (10.0, 6.0), (40, 24))
+    ends = []
+    for rate in (1.0, 8.0):
+        F = _classical(rate)
+        fv = FiniteVolume(F, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.01, control=StepControl(0.02, 50))
+        rec = loop.Recorder(lambda s: {"certificate": s.diagnostics()["certificate"]}, 1, record_start=False)
+        loop.run(fv, until=1e4, observers=[rec], stop=loop.below(rec, "certificate", 1e-11))
+        ends.append((fv.density, rec.latest["certificate"]))
+    (m1, c1), (m8, c8) = ends
+    bound = math.sqrt(2 * c1 / 0.05) + math.sqrt(2 * c8 / 0.05)
+    assert np.abs(m1 - m8).sum() * grid.cell_volume <= bound
