@@ -5,8 +5,9 @@ implicit Euler doubled and extrapolated, second order) on a ladder of tolerances
 (``direct`` in p <= 2 only: its fill-in in 3-D), so adaptive + ``splitting`` is the second-order path at the
 splitting's per-solve cost. Problems:
 
-* ``ou``: Ornstein-Uhlenbeck in p = 2 (U = 0), whose solution is Gaussian at every T: the error is the L1
-  distance to the exact density at the cell centres (space and time), and the grid's own floor is printed;
+* ``ou``: Ornstein-Uhlenbeck in p = 2 (U = 0; benchmarks/grid_vs_peers.py's problem), whose solution is
+  Gaussian at every T: the error is the L1 distance to the exact density at the cell centres (space and time),
+  and the grid's own floor is printed;
 * ``p2``, ``p3``: the cross-check problems (``mfld.validation.problems``, T = 5). Errors: ``L1``, the L1 distance
   of the density to the same grid's reference (BDF2, ``direct`` or ``krylov`` at solver_tol 1e-12, a step 40
   times below the ladder's smallest: the time error alone), and ``|dU|``, the distance of U at T to the finest
@@ -22,7 +23,6 @@ has every run. One process; run it with nothing else on the machine (the load is
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from grid_vs_peers import COV0, LAM, LAM_W, MEAN0, exact  # the OU problem and its solution (this folder)
 
 from mfld.discretizations import loop
 from mfld.discretizations.adaptive import StepControl
@@ -39,19 +40,6 @@ from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.model.prior import PriorOnlyFunctional
 from mfld.model.problem import Problem
 from mfld.validation.problems import low_dim_functional
-
-LAM, LAM_W = 0.1, 10.0  # the OU problem of tests/discretizations/test_grid.py: kappa = 1
-MEAN0, COV0 = np.array([0.5, -0.3]), np.array([[0.05, 0.02], [0.02, 0.08]])
-
-
-def ou_exact(grid: Grid, t: float) -> np.ndarray:
-    """N(mean0 e^{-kt}, e^{-2kt} cov0 + (1 - e^{-2kt}) I / lam_w) at the cell centres."""
-    k = LAM * LAM_W
-    mean = MEAN0 * math.exp(-k * t)
-    cov = COV0 * math.exp(-2 * k * t) + np.eye(2) * (1 - math.exp(-2 * k * t)) / LAM_W
-    X = grid.centers() - mean
-    quad = np.einsum("ij,jk,ik->i", X, np.linalg.inv(cov), X)
-    return (np.exp(-0.5 * quad) / (2 * math.pi * math.sqrt(np.linalg.det(cov)))).reshape(grid.shape)
 
 
 def run(
@@ -74,7 +62,11 @@ def problem(name: str) -> tuple[Any, list[tuple[Grid, np.ndarray]], float, Calla
     if name == "ou":
         F = PriorOnlyFunctional(Problem(np.zeros((2, 2)), np.zeros(2), "tanh", LAM, 1.0, LAM_W))
         grids = [Grid.box(2.5, n, 2) for n in (48, 96)]
-        return F, [(g, gaussian_density(g, MEAN0, COV0)) for g in grids], 0.5, lambda g: ou_exact(g, 0.5)
+
+        def exact_at_T(g: Grid) -> np.ndarray:
+            return exact(g.centers(), 2, 0.5).reshape(g.shape)
+
+        return F, [(g, gaussian_density(g, MEAN0, COV0)) for g in grids], 0.5, exact_at_T
     p = int(name[1])
     F = low_dim_functional(p)
     cells = (48, 80) if p == 2 else (20, 28)

@@ -256,6 +256,7 @@ class Particles:
         # A mobility D (the classical objective's second-layer rate): drift D b and noise sqrt(D) xi per coordinate.
         mobility = getattr(functional, "mobility", None)
         self._mobility = None if mobility is None else xp.asarray(mobility, dtype=functional.problem.X.dtype)
+        self._noise_scale = None if self._mobility is None else xp.sqrt(self._mobility)  # once, not every step
         if self._mobility is not None:
             self.drift = MobileDrift(self.drift, self._mobility)
         self.positions = xp.asarray(positions, dtype=functional.problem.X.dtype)
@@ -368,8 +369,8 @@ class Particles:
         if self.langevin:
             local, p = self.positions.shape
             xi = self.xp.asarray(self.noise.normal(k, self.offset, self.offset + local, p), dtype=self.positions.dtype)
-            if self._mobility is not None:
-                xi = xi * self.xp.sqrt(self._mobility)
+            if self._noise_scale is not None:
+                xi = xi * self._noise_scale
         W_new = self.scheme(
             self.positions, self.weights, self.drift, self.eta, self.functional.problem.lam, xi, k, self._fit
         )
