@@ -60,11 +60,12 @@ class Mobile:
 
 
 def bernoulli(x: Array) -> Array:
-    """``B(x) = x / (e^x - 1)``, with ``B(0) = 1`` and no cancellation near 0."""
+    """``B(x) = x / (e^x - 1)``, with ``B(0) = 1``, no cancellation near 0, and 0 past ``x = 700`` (where ``B``
+    is below 1e-301 and ``e^x`` would overflow)."""
     xp = namespace(x)
     small = xp.abs(x) < 1e-8
-    safe = xp.where(small, 1.0, x)
-    return xp.where(small, 1.0 - 0.5 * x, safe / xp.expm1(safe))
+    safe = xp.where(small, 1.0, xp.minimum(x, 700.0))
+    return xp.where(small, 1.0 - 0.5 * x, xp.where(x > 700.0, 0.0, safe / xp.expm1(safe)))
 
 
 def sparse_modules(xp: ModuleType) -> tuple[ModuleType, ModuleType]:

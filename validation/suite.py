@@ -15,7 +15,7 @@ from mfld.model.backend import get_backend
 from mfld.model.registry import Registry
 
 from .checks import accuracy_cost, convexity, crosscheck, rates
-from .experiments import alignment, label_noise, paper, sample_complexity, training
+from .experiments import alignment, label_noise, paper, sample_complexity, timescales_report, training
 from .jobs import JobPool, SharedCluster
 from .report import Report
 
@@ -34,6 +34,7 @@ EXPERIMENTS.add("paper-figure-1", paper.figure_1, "alignment and df during train
 EXPERIMENTS.add("label-noise", label_noise.run, "the label-noise procedure against its expected dynamics")
 EXPERIMENTS.add("paper-figure-2", paper.figure_2, "df and test loss with the label-noise procedure")
 EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the network against kernel ridge")
+EXPERIMENTS.add("timescales", timescales_report.run, "a finite second-layer speed r against the two-timescale limit")
 
 
 def pooled(check: Check) -> bool:

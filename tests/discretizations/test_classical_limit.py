@@ -116,3 +116,42 @@ def test_the_stationary_measure_does_not_depend_on_the_rate():
     (m1, c1), (m8, c8) = ends
     bound = math.sqrt(2 * c1 / 0.05) + math.sqrt(2 * c8 / 0.05)
     assert np.abs(m1 - m8).sum() * grid.cell_volume <= bound
+
+
+def test_rate_one_is_the_classical_dynamics_bit_for_bit():
+    """``second_layer_rate = 1`` applies no mobility: finite-volume and particle steps equal those of the classical
+    objective built without the option, bit for bit."""
+    from mfld.discretizations.grid import FiniteVolume
+    from mfld.discretizations.mesh import gaussian_density
+    from mfld.discretizations.particles import Particles
+
+    plain = ClassicalFunctional(low_dim_problem(1, lam=0.05))
+    grid = Grid((-10.0, -6.0), (10.0, 6.0), (20, 12))
+    m0 = gaussian_density(grid, [0.0, 0.0], np.eye(2))
+    W0 = np.random.default_rng(2).standard_normal((30, 2))
+    ends = []
+    for F in (plain, _classical(1.0)):
+        fv, p = FiniteVolume(F, grid, m0, 0.1), Particles(F, W0.copy(), 0.05, 3)
+        for _ in range(3):
+            fv.step()
+            p.step()
+        ends.append((fv.density, p.positions))
+    assert np.array_equal(ends[0][0], ends[1][0]) and np.array_equal(ends[0][1], ends[1][1])
+
+
+# A step of 1e3 lands near the Gibbs density of the frozen initial potential, whose second layer sits at the box's
+# edge (a_mu / (lam lam_a) is large): the box warning is right, and the scheme must still keep mass and sign.
+@pytest.mark.filterwarnings("ignore::mfld.discretizations.mesh.BoxWarning")
+@pytest.mark.parametrize("eta", [1e-3, 1.0, 1e3])
+def test_a_fast_second_layer_keeps_mass_and_positivity_at_any_step(eta):
+    """The rate-r finite volumes are the plain operator of rescaled spacings (an M-matrix step): mass to 1e-12 and
+    no negative density, from a step far below the second layer's time scale 1 / (r lam lam_a) to far above."""
+    from mfld.discretizations.grid import FiniteVolume
+    from mfld.discretizations.mesh import gaussian_density
+
+    grid = Grid((-10.0, -6.0), (10.0, 6.0), (24, 16))
+    fv = FiniteVolume(_classical(256.0), grid, gaussian_density(grid, [1.0, 0.5], np.eye(2)), eta)
+    for _ in range(5):
+        fv.step()
+        assert abs(fv.density.sum() * grid.cell_volume - 1.0) <= 1e-12
+        assert fv.density.min() >= 0.0
