@@ -15,7 +15,15 @@ from mfld.model.backend import get_backend
 from mfld.model.registry import Registry
 
 from .checks import accuracy_cost, convexity, crosscheck, rates
-from .experiments import alignment, label_noise, paper, sample_complexity, timescales_report, training
+from .experiments import (
+    alignment,
+    label_noise,
+    label_noise_sweep,
+    paper,
+    sample_complexity,
+    timescales_report,
+    training,
+)
 from .jobs import JobPool, SharedCluster
 from .report import Report
 
@@ -32,6 +40,7 @@ EXPERIMENTS: Registry[Check] = Registry("experiment")
 EXPERIMENTS.add("alignment", alignment.run, "kernel and parameter alignment against d")
 EXPERIMENTS.add("paper-figure-1", paper.figure_1, "alignment and df during training, several noise levels")
 EXPERIMENTS.add("label-noise", label_noise.run, "the label-noise procedure against its expected dynamics")
+EXPERIMENTS.add("label-noise-sweep", label_noise_sweep.run, "the label-noise procedure across feature maps and widths")
 EXPERIMENTS.add("paper-figure-2", paper.figure_2, "df and test loss with the label-noise procedure")
 EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the network against kernel ridge")
 EXPERIMENTS.add("timescales", timescales_report.run, "a finite second-layer speed r against the two-timescale limit")

@@ -64,6 +64,15 @@ def test_label_noise_procedure_lowers_df(reports):
     assert grid_vs_particles["passed"], grid_vs_particles["claims"]
 
 
+def test_the_timescales_and_label_noise_sweep_claims_hold(reports):
+    """Their claims are the theory's tests on the data (the order in 1/r, paired differences against the grid)."""
+    for name in ("timescales", "label-noise-sweep"):
+        report = _load(reports, name)
+        assert report["passed"], report["claims"]
+    orders = _load(reports, "timescales")["data"]["orders"]
+    assert 0.5 < orders["prior"]["q"] < 1.5
+
+
 def test_sample_complexity_table(reports):
     data = _load(reports, "sample-complexity")["data"]
     assert len(data["rows"]) == len(data["config"]["dims"]) * len(data["config"]["ns"])

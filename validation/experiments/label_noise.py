@@ -21,7 +21,7 @@ from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.noise import as_noise
 from mfld.discretizations.particles import Particles
 from mfld.model.label_noise import ExpectedLabelNoiseFunctional, LabelNoiseDrift
-from mfld.model.observables import degrees_of_freedom
+from mfld.model.observables import Evaluation, degrees_of_freedom, evaluate
 
 from ..jobs import Job, Result, Runner, run_serial
 from ..problems import low_dim_functional
@@ -29,26 +29,34 @@ from ..report import Report
 from .training import experiment_config
 
 
-def grid_run(lam: float, cells: int, T: float, s: float) -> Result:
-    """The expected dynamics, MFLD of ``Obj + (s^2 / 6n) df`` on the grid, to time ``T``: df along the way, U at T."""
-    F = low_dim_functional(2, lam=lam)
+def grid_run(lam: float, cells: int, T: float, s: float, feature: str = "tanh_bias") -> Result:
+    """The expected dynamics, MFLD of ``Obj + (s^2 / 6n) df`` on the grid, to time ``T``: df along the way, U and
+    the test loss at T; ``feature`` a registered feature map with bias (p = 2)."""
+    F = low_dim_functional(2, lam=lam, feature=feature)
     grid = Grid.box(6.0, cells, 2)
     G = ExpectedLabelNoiseFunctional(F, s) if s > 0 else F
     fv = FiniteVolume(G, grid, gaussian_density(grid, [0.0, 0.0], np.eye(2)), 0.25)
     g = loop.Recorder(lambda sys: {"df": degrees_of_freedom(F, sys.fit())}, record_start=False, record_end=False)
     loop.run(fv, until=T, observers=[g])
-    return {"time": g.series()["time"].tolist(), "df": g.series()["df"].tolist(), "U": fv.fit().U}
+    end = evaluate(Evaluation(F, fv.fit()), ["U", "test_loss"])
+    return {"time": g.series()["time"].tolist(), "df": g.series()["df"].tolist(), **end}
 
 
-def particle_run(lam: float, N: int, eta: float, T: float, s: float, seed: int, index: int) -> Result:
-    """The label-noise procedure on ``N`` particles to time ``T``: df along the way, df and U averaged over t > T/2."""
-    F = low_dim_functional(2, lam=lam)
+def particle_run(
+    lam: float, N: int, eta: float, T: float, s: float, seed: int, index: int, feature: str = "tanh_bias"
+) -> Result:
+    """The label-noise procedure on ``N`` particles to time ``T``: df along the way, df, U and the test loss averaged
+    over t > T/2. The initial particles depend on ``seed`` and ``index`` only (runs at several ``s`` are paired)."""
+    F = low_dim_functional(2, lam=lam, feature=feature)
     rng = np.random.default_rng([seed, index, 5])
     noise = as_noise(rng)
     drift = LabelNoiseDrift(F, s, noise.uniform) if s > 0 else None
     p = Particles(F, rng.standard_normal((N, 2)), eta, noise, drift=drift)
     rec = loop.Recorder(
-        lambda sys: {"df": degrees_of_freedom(F, sys.fit()), "U": sys.fit().U}, 10, record_start=False, record_end=False
+        lambda sys: {"df": degrees_of_freedom(F, sys.fit()), **evaluate(Evaluation(F, sys.fit()), ["U", "test_loss"])},
+        10,
+        record_start=False,
+        record_end=False,
     )
     loop.run(p, until=T, observers=[rec])
     series = rec.series()
@@ -58,6 +66,7 @@ def particle_run(lam: float, N: int, eta: float, T: float, s: float, seed: int, 
         "df": series["df"].tolist(),
         "df_tail": float(np.mean(series["df"][tail])),
         "U_tail": float(np.mean(series["U"][tail])),
+        "test_tail": float(np.mean(series["test_loss"][tail])),
     }
 
 
