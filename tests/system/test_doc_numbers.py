@@ -29,3 +29,51 @@ def test_the_rate_scaling_in_the_theory_is_the_rate_reports():
     ]
     missing = [q for q in quoted if q not in text]
     assert not missing, f"docs/theory.md §4 quotes other numbers than docs/validation/rate.json: {missing}"
+
+
+def _report(name: str) -> dict:
+    return json.loads((DOCS / "experiments" / "full" / f"{name}.json").read_text())
+
+
+def _table(report: dict, starts: str) -> list[list]:
+    return next(t["rows"] for t in report["tables"] if t["title"].startswith(starts))
+
+
+def timescales_quotes(report: dict) -> dict[str, str]:
+    """The numbers docs/experiments.md quotes from the full timescales report, formatted as it quotes them."""
+    data = report["data"]
+    stat = data["stationary"]
+    quotes = {
+        "TS_STAT_L1": f"{min(r['l1'] for r in stat):.2g} to {max(r['l1'] for r in stat):.2g}",
+        "TS_STAT_VAR": f"{max(r['var_error'] for r in stat):.1g}",
+    }
+    for case, key in (("prior", "PRIOR"), ("optimum", "OPT")):
+        gaps = [r["sup_W1_extrapolated"] for r in data["averaging"][case]]
+        rates = data["config"]["rates"]
+        local = [np.log(a / b) / np.log(s / r) for a, b, r, s in zip(gaps, gaps[1:], rates, rates[1:], strict=False)]
+        quotes[f"TS_{key}_GAPS"] = ", ".join(f"{g:.2g}" for g in gaps)
+        quotes[f"TS_{key}_LOCAL"] = ", ".join(f"{q:.2f}" for q in local)
+        quotes[f"TS_{key}_Q"] = f"{data['orders'][case]['q']:.3f}"
+        quotes[f"TS_{key}_U"] = f"{data['orders'][case]['u']:.2g}"
+        quotes[f"TS_{key}_POWER"] = f"{data['orders'][case]['q_power_law']:.2f}"
+    cost = _table(report, "Cost")
+    quotes["TS_LATE_RATES"] = ", ".join(f"{row[3]:.2f}" for row in cost[:-1])
+    quotes["TS_LATE_LIMIT"] = f"{cost[-1][3]:.2f}"
+    by_rate = {row[0]: row for row in cost}
+    quotes["TS_GAP_R1"] = f"{by_rate[1.0][2] / by_rate['limit'][2]:.1f} times the limit's"
+    quotes["TS_GAP_R4"] = f"{by_rate[4.0][2]:.2g}"
+    quotes["TS_GAP_LIMIT"] = f"{by_rate['limit'][2]:.2g}"
+    particles = {row[0]: row for row in _table(report, "Particles")}
+    quotes["TS_P_R1"] = particles[1.0][-1].split(" ")[0] + " ± " + particles[1.0][-1].split(" ")[2]
+    quotes["TS_P_LIMIT"] = particles["limit"][-1].strip()
+    return quotes
+
+
+def test_the_timescales_section_quotes_the_full_report():
+    quotes = timescales_quotes(_report("timescales"))
+    text = " ".join((DOCS / "experiments.md").read_text().split())
+    missing = {k: v for k, v in quotes.items() if v not in text}
+    assert not missing, f"docs/experiments.md quotes other numbers than experiments/full/timescales.json: {missing}"
+    theory = " ".join((DOCS / "theory.md").read_text().split())
+    used = ("TS_PRIOR_LOCAL", "TS_PRIOR_Q", "TS_PRIOR_U", "TS_OPT_Q", "TS_OPT_U")
+    assert all(quotes[k] in theory for k in used), "docs/theory.md §7 quotes other numbers than timescales.json"

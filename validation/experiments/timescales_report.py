@@ -247,12 +247,26 @@ def _cost_section(
         p = [particles[r, c["Ns"][-1], i] for i in range(c["seeds"])] if r is None or r in c["particle_rates"] else []
         per_step = float(np.mean([q["wall"] / q["steps"] for q in p])) if p else math.nan
         p_steps = math.ceil(t_hit * (r or 1.0) / c["eta"]) if math.isfinite(t_hit) else math.nan
-        rows.append([r or "limit", t_hit, res["steps"], res["wall"], p_steps, p_steps * per_step])
+        late = t >= 0.75 * c["T"]
+        decay = -float(np.polyfit(t[late], np.log(gap[late]), 1)[0])
+        rows.append(
+            [r or "limit", t_hit, float(gap[-1]), decay, res["steps"], res["wall"], p_steps, p_steps * per_step]
+        )
     report.table(
-        f"Cost: time at which Obj - Obj* <= {target:g} (finer grid, a from its prior); the grid's adaptive steps and "
+        f"Cost: time at which Obj - Obj* <= {target:g} (finer grid, a from its prior) and the gap's decay rate "
+        f"fitted on [{0.75 * c['T']:g}, {c['T']:g}]; the grid's adaptive steps and "
         f"wall time to T = {c['T']:g}; the particle steps to that time at eta / r and their wall time at N = "
         f"{c['Ns'][-1]} (the measured time per step times the steps)",
-        ["r", "t (gap <= target)", "grid steps", "grid wall (s)", "particle steps", "particle wall (s)"],
+        [
+            "r",
+            "t (gap <= target)",
+            "gap at T",
+            "late decay rate",
+            "grid steps",
+            "grid wall (s)",
+            "particle steps",
+            "particle wall (s)",
+        ],
         rows,
     )
 
