@@ -31,6 +31,7 @@ from mfld.model.functional import Functional
 from mfld.model.objectives import OBJECTIVES, make_functional
 from mfld.model.observables import Evaluation, evaluate
 from mfld.model.problem import Problem
+from mfld.model.standard_data import is_standard, load_standard, standard_set
 
 from .progress import SETTINGS, bar
 from .tree import Config, get
@@ -47,7 +48,9 @@ def generate_data(config: Config | RunConfig) -> Data:
     """The configuration's data as ``{X, Y, X_test, Y_test, relevant}``: read from ``data.source``, or generated."""
     rc = typed(config)
     c = rc.data
-    if c.source:
+    if is_standard(c.source):
+        ds = load_standard(c.source, seed=rc.run.seed)
+    elif c.source:
         ds = read_dataset(c.source, c.x_columns, c.y_columns, c.test_source or None, c.comment)
     else:
         ds = make_dataset(
@@ -241,7 +244,7 @@ def memory_estimate(config: Config | RunConfig) -> dict[str, int]:
     m = rc.model
     # The feature map says the dimension of w (one named by import path is not imported before it is trusted:
     # d + 1 then); an objective whose points carry more (the classical (a, w)) says so.
-    tasks = len(c.y_columns) if c.source else 1
+    tasks = standard_set(c.source).tasks if is_standard(c.source) else len(c.y_columns) if c.source else 1
     try:
         p = get_feature_map(m.feature, allow_import=False).dim(d)
     except ValueError:

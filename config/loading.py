@@ -13,6 +13,8 @@ from typing import Any
 
 import tomli_w
 
+from mfld.model.standard_data import is_standard
+
 from .schema import defaults, key_since, schema, version_order
 from .tree import Config, ConfigError, flatten, set_key
 
@@ -155,7 +157,13 @@ def _file_values(path: str | Path, chain: tuple[str, ...]) -> list[tuple[str, An
 
 def _absolute(key: str, value: object, folder: Path) -> object:
     """A relative file path of the configuration made absolute against ``folder``: stored configs stay unambiguous."""
-    if key in PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute():
+    if (
+        key in PATH_KEYS
+        and isinstance(value, str)
+        and value
+        and not Path(value).is_absolute()
+        and not is_standard(value)
+    ):
         return str((folder / value).resolve())
     return value
 

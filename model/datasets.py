@@ -45,7 +45,8 @@ class DataOptions:
         "",
         "a data file instead of a generated set: `.npz` (arrays X, Y, optionally X_test, Y_test) "
         "or CSV with a header; relative to the configuration file (or, with `--set`, to the working "
-        "directory); empty: the generator below",
+        "directory); or a scikit-learn set, `sklearn:digits`, `sklearn:digits-binary`, `sklearn:breast-cancer`, "
+        "`sklearn:diabetes` (split and standardised, the split drawn by `seed`); empty: the generator below",
         since="0.2.0.dev1",
     )
     test_source: str = text("", "a test set in the same format (when the data file holds none)", since="0.2.0.dev1")

@@ -20,6 +20,7 @@ from .experiments import (
     label_noise,
     label_noise_sweep,
     paper,
+    real_data,
     sample_complexity,
     timescales_report,
     training,
@@ -43,6 +44,7 @@ EXPERIMENTS.add("label-noise", label_noise.run, "the label-noise procedure again
 EXPERIMENTS.add("label-noise-sweep", label_noise_sweep.run, "the label-noise procedure across feature maps and widths")
 EXPERIMENTS.add("paper-figure-2", paper.figure_2, "df and test loss with the label-noise procedure")
 EXPERIMENTS.add("sample-complexity", sample_complexity.run, "sparse targets: the network against kernel ridge")
+EXPERIMENTS.add("real-data", real_data.run, "alignment and sample efficiency on scikit-learn's data sets")
 EXPERIMENTS.add("timescales", timescales_report.run, "a finite second-layer speed r against the two-timescale limit")
 
 

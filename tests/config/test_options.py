@@ -83,6 +83,7 @@ REDOCUMENTED = {
     "stationary.max_iter": "the safeguarded mu* solver counts evaluations of the map, rejected trials included",
     "stationary.damping": "the safeguarded mu* solver takes damping as its largest step and halves it on a rise of Obj",
     "time.eta": "with time.adaptive it is the first step",
+    "data.source": "it also names scikit-learn's data sets, sklearn:<name>",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from importlib import resources
 from typing import Any
@@ -14,8 +14,10 @@ import numpy as np
 from mfld.config import load_config
 from mfld.config.assembly import DATA_KEYS, build_problem, build_system, with_data_sizes
 from mfld.discretizations import loop
+from mfld.discretizations.system import System
 from mfld.model.backend import get_backend
 from mfld.model.datasets import Dataset
+from mfld.model.functional import Fit, Functional
 from mfld.model.observables import Evaluation, evaluate
 
 _BACKEND: ContextVar[str] = ContextVar("backend", default="numpy")
@@ -64,23 +66,46 @@ def train(
     steps: int,
     every: int,
     backend: str | None = None,
+    observed: Iterable[str] = OBSERVED,
 ) -> dict[str, np.ndarray]:
     """Particles on ``data``, built as ``mfld run`` builds them (:mod:`mfld.config.assembly`) from ``settings``
     (dotted configuration keys over the default: ``model.lam``, ``particles.N``, ``time.eta``, ``seed``,
-    ``model.label_noise``, ``particles.init``, ...), run ``steps`` steps recording :data:`OBSERVED` every
-    ``every`` steps (and at the ends).
+    ``model.label_noise``, ``particles.init``, ...), run ``steps`` steps recording the observables ``observed``
+    (default :data:`OBSERVED`) every ``every`` steps (and at the ends).
 
     The particles start from the configured initial measure (the prior ``nu`` by default) drawn from the keyed
     noise of ``seed``, as a run of the same configuration does; ``model.label_noise = s > 0`` runs the label-noise
     procedure. They live on ``backend``, by default the one chosen with :func:`backend` (NumPy unless chosen).
     """
+    return trained(data, settings, steps, every, backend, observed)[0]
+
+
+def trained(
+    data: Dataset,
+    settings: Mapping[str, Any],
+    steps: int,
+    every: int,
+    backend: str | None = None,
+    observed: Iterable[str] = OBSERVED,
+    extra: Mapping[str, Callable[[Functional, Fit], float]] | None = None,
+) -> tuple[dict[str, np.ndarray], System]:
+    """:func:`train`'s series, with ``extra`` measures of the functional and fit recorded beside the observables,
+    and the trained system (to predict with it, say)."""
+    names = tuple(observed)
+    more = dict(extra or {})
+
+    def record(s: System) -> dict[str, float]:
+        fit = s.fit()
+        out = evaluate(Evaluation(system.functional, fit), names)
+        return {**out, **{k: float(f(system.functional, fit)) for k, f in more.items()}}
+
     arrays = {k: getattr(data, k) for k in DATA_KEYS}
     values = {**settings, "discretization": "particles", "time.steps": steps, "backend": backend or _BACKEND.get()}
     config = with_data_sizes(load_config(None, values=values), arrays)
     system = build_system(config, build_problem(config, arrays))
-    recorder = loop.Recorder(lambda s: evaluate(Evaluation(system.functional, s.fit()), OBSERVED), every)
+    recorder = loop.Recorder(record, every)
     loop.run(system, steps, [recorder])
-    return recorder.series()
+    return recorder.series(), system
 
 
 def run_settings(
