@@ -77,3 +77,57 @@ def test_the_timescales_section_quotes_the_full_report():
     theory = " ".join((DOCS / "theory.md").read_text().split())
     used = ("TS_PRIOR_LOCAL", "TS_PRIOR_Q", "TS_PRIOR_U", "TS_OPT_Q", "TS_OPT_U")
     assert all(quotes[k] in theory for k in used), "docs/theory.md §7 quotes other numbers than timescales.json"
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _z(mean: float, se: float) -> float:
+    return abs(mean) / se
+
+
+def experiment_quotes() -> dict[str, str]:
+    """The tables and numbers docs/experiments.md quotes from the full alignment, paper-figure-2 and
+    sample-complexity reports: the reports' own strings for table cells, prose numbers computed from unrounded
+    values (issue 36: numbers rounded twice, and standard errors counted from rounded ones)."""
+    quotes: dict[str, str] = {}
+    alignment = _report("alignment")
+    for row in alignment["tables"][0]["rows"]:
+        quotes[f"alignment d = {row[0]}"] = _row([row[0], row[1], *row[4:]])
+    data = alignment["data"]
+    by_d = {r[0]: (r, se) for r, se in zip(data["rows"], data["se"], strict=True)}
+    p = data["columns"].index("P") + 4
+    (r20, s20), (r80, s80) = by_d[20], by_d[80]
+    quotes["alignment P apart"] = f"{_z(r20[p] - r80[p], float(np.hypot(s20[p - 4], s80[p - 4]))):.0f} standard errors apart"
+    quotes["alignment slopes"] = (
+        f"d^({data['slope_A0']:.2f} ± {data['slope_A0_se']:.2f})",
+        f"d^({data['slope_P0']:.3f} ± {data['slope_P0_se']:.3f})",
+    )
+    figure_2 = _report("paper-figure-2")
+    for row in figure_2["tables"][0]["rows"]:
+        quotes[f"figure 2 s = {row[0]}"] = _row([f"{row[0]:g}", *row[1:]])
+    curves = figure_2["data"]["curves"]
+    for name, key in (("degrees_of_freedom", "df"), ("test_loss", "test loss")):
+        base = np.array(curves["0.0"]["runs"][name])[:, -1]
+        zs = []
+        for s in ("0.5", "1.0", "2.0"):
+            diff = np.array(curves[s]["runs"][name])[:, -1] - base
+            zs.append(_z(diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)))
+        quotes[f"figure 2 {key} z"] = f"{zs[0]:.1f}, {zs[1]:.1f} and {zs[2]:.1f} standard errors from 0"
+    sample = _report("sample-complexity")
+    for row in sample["tables"][0]["rows"]:
+        if (row[0], row[1]) in {(8, 100), (8, 3200), (16, 100), (16, 3200), (32, 200), (32, 3200)}:
+            quotes[f"sample d = {row[0]}, n = {row[1]}"] = _row(row)
+    return quotes
+
+
+def test_the_experiment_tables_are_the_reports_strings():
+    text = (DOCS / "experiments.md").read_text()
+    flat = " ".join(text.split())
+    missing = {}
+    for key, quote in experiment_quotes().items():
+        for q in quote if isinstance(quote, tuple) else (quote,):
+            if q not in text and q not in flat:
+                missing[key] = q
+    assert not missing, f"docs/experiments.md quotes other numbers than the full reports: {missing}"
