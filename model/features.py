@@ -258,7 +258,9 @@ def _adopt(name: str, obj: object) -> FeatureMap:
                 "arguments returning one"
             ) from None
     check_feature_map(obj, name)  # type: ignore[arg-type]
-    return obj  # type: ignore[return-value]
+    from .plugin_guard import Guarded
+
+    return Guarded(obj, name)  # type: ignore[arg-type]
 
 
 FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature", group=ENTRY_POINTS, builtins="mfld.model", adopt=_adopt)
@@ -369,8 +371,11 @@ def check_feature_map(fm: FeatureMap, name: str = "feature map", d: int = 3) -> 
         for k in range(p):
             shift = np.zeros(p)
             shift[k] = step
-            up, down = fm.evaluate(Xa, (W[i] + shift)[None])[1], fm.evaluate(Xa, (W[i] - shift)[None])[1]
-            num[k] = float(C @ A[i] @ (np.asarray(up) - np.asarray(down))[:, 0]) / (2 * step)
+            try:
+                up, down = fm.evaluate(Xa, (W[i] + shift)[None])[1], fm.evaluate(Xa, (W[i] - shift)[None])[1]
+                num[k] = float(C @ A[i] @ (np.asarray(up) - np.asarray(down))[:, 0]) / (2 * step)
+            except Exception as e:  # foreign code again, at points near the first ones
+                raise fail(f"evaluate near w = {W[i]}: {type(e).__name__}: {str(e) or '(no message)'}") from None
         if np.linalg.norm(G[i] - num) > 1e-5 * max(1.0, float(np.linalg.norm(num))):
             raise fail(f"contract_grad disagrees with central differences of h at a point: {G[i]} against {num}")
     if not np.allclose(M, G, rtol=1e-8, atol=1e-12):

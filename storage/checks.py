@@ -86,7 +86,7 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
                 out.append(f"{PARTICLES}/rng_state must hold one noise state per frame")
         if not np.issubdtype(value.dtype, np.floating):
             out.append(f"{value.name} has dtype {value.dtype}, not floating point")
-        out += _state_problems(f, kind, value, data, density)
+        out += _state_problems(f, kind, value, data, density, frames)
     elif frames:
         out.append(f"/{COUNT} counts {frames} frames in a file that has none")
     for name, obs in f["observables"].items():
@@ -100,11 +100,11 @@ def layout_problems(f: h5py.File, kind: str, config: Config, data: dict[str, np.
 
 
 def _state_problems(
-    f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str, np.ndarray], density: bool
+    f: h5py.File, kind: str, main: h5py.Dataset, data: dict[str, np.ndarray], density: bool, frames: int
 ) -> list[str]:
     """The state's arrays beside the main one, each against the axes its state type declares: ``particle`` and
     ``component`` as the positions have them, ``cell`` the density's p axes, ``sample`` the data's rows, and
-    ``column`` any length."""
+    ``column`` any length; and each with a row for every one of the ``frames`` committed frames."""
     state = state_type(kind)
     X = data.get("X")
     sizes: dict[str, list[int | None]] = {
@@ -124,6 +124,10 @@ def _state_problems(
         text = other.dtype.kind in "SO"
         if dims is None:
             out.append(f"{other.name} is not an array of a {state.__name__}")
+            continue
+        rows = other.shape[0] if other.ndim else 0
+        if rows < frames:
+            out.append(f"{other.name} holds {rows} rows, fewer than the {frames} committed frames (one row each)")
             continue
         want = [size for d in dims for size in sizes[d]]
         if text != (dims == ()) or (

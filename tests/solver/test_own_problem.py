@@ -93,6 +93,17 @@ def test_a_plugin_feature_map_runs(plugin_path, name):
 
 
 def test_a_broken_plugin_is_refused_with_the_reason(plugin_path):
+    (plugin_path / "raising_feature.py").write_text(
+        "import bump_feature\n"
+        "class Raising(bump_feature.Bump):\n"
+        "    def evaluate(self, X, W):\n"
+        "        if W.shape[0] == 1:\n"
+        "            raise RuntimeError('one row')\n"
+        "        return super().evaluate(X, W)\n"
+        "RAISING = Raising()\n"
+    )
+    with pytest.raises(ValueError, match=r"fails its conformance check: evaluate near w = .*: RuntimeError: one row"):
+        get_feature_map("raising_feature:RAISING")
     (plugin_path / "broken_feature.py").write_text(
         "import bump_feature\n"
         "class Wrong(bump_feature.Bump):\n"
@@ -109,6 +120,59 @@ def test_a_broken_plugin_is_refused_with_the_reason(plugin_path):
     with pytest.raises(ConfigError, match="'model.feature' must be a registered feature map"):
         load_config(None, ['model.feature="not a name"'])
     check_feature_map(get_feature_map("tanh_bias"), "tanh_bias")  # the shipped maps pass the same check
+
+
+LATE_FAULTS = {
+    # +inf far from the origin: the load-time check draws |w| ~ 1, a run's prior reaches |w| ~ 3
+    "inf_far": (
+        "    def evaluate(self, X, W):\n"
+        "        cache, H = super().evaluate(X, W)\n"
+        "        return cache, np.where((W * W).sum(axis=1) > 4.0, np.inf, H)\n",
+        r"failed in evaluate: it returned NaN or infinite values for N = \d+ parameters w \(largest \|w\| ",
+    ),
+    "nan_later": (
+        "    calls = 0\n"
+        "    def evaluate(self, X, W):\n"
+        "        type(self).calls += 1\n"
+        "        cache, H = super().evaluate(X, W)\n"
+        "        return cache, H * np.nan if type(self).calls > 5 else H\n",
+        r"failed in evaluate: it returned NaN or infinite values",
+    ),
+    "shape_later": (
+        "    calls = 0\n"
+        "    def contract_grad(self, X, W, cache, H, C, A):\n"
+        "        type(self).calls += 1\n"
+        "        G = super().contract_grad(X, W, cache, H, C, A)\n"
+        "        return G[:-1] if type(self).calls > 5 else G\n",
+        r"failed in contract_grad: it returned shape \(59, 2\), not \(60, 2\)",
+    ),
+    "raises_later": (
+        "    calls = 0\n"
+        "    def evaluate(self, X, W):\n"
+        "        type(self).calls += W.shape[0] > 4  # the check's blocks have 4 rows at most, the run's 60\n"
+        "        if type(self).calls > 5:\n"
+        "            raise RuntimeError('the plug-in gave up')\n"
+        "        return super().evaluate(X, W)\n",
+        r"failed in evaluate: RuntimeError: the plug-in gave up",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(LATE_FAULTS))
+def test_a_plugin_that_fails_during_the_run_is_named(plugin_path, fault):
+    """Issue 37 (low): faults the load-time check cannot see (it tries small |w|, a few calls, one block size) are
+    reported as the plug-in's, naming it and the method, not as a diverged run or a NumPy error inside mfld."""
+    body, message = LATE_FAULTS[fault]
+    module = f"late_{fault}"
+    (plugin_path / f"{module}.py").write_text(
+        f"import numpy as np\nimport bump_feature\nclass Late(bump_feature.Bump):\n{body}LATE = Late()\n"
+    )
+    config = load_config(None, [*FAST, f'model.feature="{module}:LATE"', "data.d=2", "model.lam_w=0.25"])
+    try:
+        with pytest.raises(ValueError, match=f"feature map '{module}:LATE' {message}"):
+            build.start(config, plugin_path / f"{fault}.h5")
+    finally:
+        sys.modules.pop(module, None)
 
 
 def test_a_file_does_not_choose_code_to_import(plugin_path):

@@ -99,7 +99,9 @@ def experiment_quotes() -> dict[str, str]:
     by_d = {r[0]: (r, se) for r, se in zip(data["rows"], data["se"], strict=True)}
     p = data["columns"].index("P") + 4
     (r20, s20), (r80, s80) = by_d[20], by_d[80]
-    quotes["alignment P apart"] = f"{_z(r20[p] - r80[p], float(np.hypot(s20[p - 4], s80[p - 4]))):.0f} standard errors apart"
+    quotes["alignment P apart"] = (
+        f"{_z(r20[p] - r80[p], float(np.hypot(s20[p - 4], s80[p - 4]))):.0f} standard errors apart"
+    )
     quotes["alignment slopes"] = (
         f"d^({data['slope_A0']:.2f} ± {data['slope_A0_se']:.2f})",
         f"d^({data['slope_P0']:.3f} ± {data['slope_P0_se']:.3f})",

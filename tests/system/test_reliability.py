@@ -457,6 +457,24 @@ def test_a_damaged_history_of_a_multilevel_scheme_is_refused_naming_it(tmp_path,
         build.resume(path, steps=3)
 
 
+@pytest.mark.parametrize("kind, scheme", [("grid", "bdf2"), ("spectral", "sbdf2")])
+def test_a_state_array_with_fewer_rows_than_frames_is_refused_by_name(tmp_path, kind, scheme):
+    """Issue 37 (low): a history cut to fewer rows than the committed frames gave an IndexError traceback from
+    h5py; every reader (load, info, resume) now names the array and the counts."""
+    from mfld import load
+
+    path = _multilevel(tmp_path, kind, scheme)
+    with h5py.File(path, "r+") as f:
+        rows = f["fields/mu_previous/value"][:1]
+        del f["fields/mu_previous/value"]
+        f["fields/mu_previous/value"] = rows
+    message = r"/fields/mu_previous/value holds 1 rows, fewer than the \d+ committed frames"
+    with pytest.raises(CheckpointError, match=message):
+        build.resume(path, steps=3)
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+
+
 def test_a_multilevel_run_resumed_at_step_0_takes_its_nan_levels_as_not_yet_existing(tmp_path):
     path = _multilevel(tmp_path, "grid", "bdf2", steps=0)
     build.resume(path, steps=6)
