@@ -16,7 +16,7 @@ from mfld.model.two_timescale import TwoTimescaleFunctional
 from mfld.validation.problems import low_dim_problem
 
 
-@pytest.mark.parametrize("cells", [32, 64])
+@pytest.mark.parametrize("cells", [16, 32, 64])  # three resolutions: the distance does not depend on h
 def test_the_classical_optimum_is_the_two_timescale_one_with_a_gaussian_second_layer(cells):
     """On the grids the identity is exact, not O(h^2): the a-quadrature of a Gaussian on cells finer than its
     standard deviation is exact to round-off, and the two solves share the w cells. What is left is the solvers'
