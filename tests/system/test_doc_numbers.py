@@ -133,3 +133,27 @@ def test_the_experiment_tables_are_the_reports_strings():
             if q not in text and q not in flat:
                 missing[key] = q
     assert not missing, f"docs/experiments.md quotes other numbers than the full reports: {missing}"
+
+
+def sweep_quotes(report: dict) -> dict[str, str]:
+    """docs/experiments.md's label-noise-sweep numbers: per map, at the largest N and s, the paired df and test-loss
+    changes (the report's cells) and the grid's expected df change."""
+    c = report["data"]["config"]
+    N, s = c["Ns"][-1], c["label_noise"][-1]
+    rows = {(r[0], r[1], r[2]): r for r in _table(report, "At stationarity")}
+    quotes = {"sweep runs": f"{len(c['features']) * len(c['Ns']) * len(c['label_noise']) * c['seeds']} particle runs"}
+    for f in c["features"]:
+        r = rows[f, N, s]
+        grid = report["data"]["grid"][f]["df"]
+        quotes[f"{f} df"] = f"{f}: {r[5]} (grid {grid[-1] - grid[0]:.4f})"
+        quotes[f"{f} test"] = f"{f}: {r[7]} (z = {r[8]})"
+        if abs(float(r[8])) > 3:
+            base = float(rows[f, N, 0.0][6].split(" ± ")[0])
+            quotes[f"{f} relative"] = f"{f.split('_')[0]} ({100 * float(r[7].split(' ± ')[0]) / base:+.1f} %)"
+    return quotes
+
+
+def test_the_label_noise_sweep_section_quotes_the_full_report():
+    text = " ".join((DOCS / "experiments.md").read_text().split())
+    missing = {k: v for k, v in sweep_quotes(_report("label-noise-sweep")).items() if v not in text}
+    assert not missing, f"docs/experiments.md quotes other numbers than label-noise-sweep.json: {missing}"

@@ -77,7 +77,7 @@ def run(
                 "se_test": se_test.tolist(),
             }
             for i, s in enumerate(levels):
-                z = d_test[i] / se_test[i] if se_test[i] > 0 else float("nan")
+                z = f"{d_test[i] / se_test[i]:.1f}" if se_test[i] > 0 else "-"
                 rows.append(
                     [
                         f,
