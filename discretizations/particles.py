@@ -130,17 +130,19 @@ def check_step_size(problem: Problem, eta: float) -> None:
         )
 
 
-def check_mobility(functional: Functional, eta: float) -> None:
+def check_mobility(functional: Functional, eta: float, scheme: str = "euler-maruyama") -> None:
     """Refuse a step at which the second layer's confinement, sped up by the classical objective's rate r
-    (``model.second_layer_rate``), is unstable: ``eta r lam lam_a < 1`` as ``eta lam lam_w < 1`` for w."""
+    (``model.second_layer_rate``), is unstable: ``eta r lam lam_a < 1`` as ``eta lam lam_w < 1`` for w (unless the
+    scheme moves the second layer exactly, ``exact-second-layer``)."""
     mobility = getattr(functional, "mobility", None)
-    if mobility is None:
+    if mobility is None or getattr(PARTICLE_SCHEMES[scheme], "second_layer_exact", False):
         return
     rate, lam_a_bar = float(max(mobility)), functional.problem.lam_a_bar
     if eta * rate * lam_a_bar >= 1.0:
         raise ValueError(
             f"time.eta = {eta} with model.second_layer_rate = {rate:g} is unstable for the second layer: "
-            f"eta * r * lam * lam_a = {eta * rate * lam_a_bar:.3g} >= 1; use time.eta < {1.0 / (rate * lam_a_bar):.3g}"
+            f"eta * r * lam * lam_a = {eta * rate * lam_a_bar:.3g} >= 1; use time.eta < {1.0 / (rate * lam_a_bar):.3g} "
+            "or particles.scheme = 'exact-second-layer'"
         )
 
 
@@ -245,7 +247,7 @@ class Particles:
         scheme_options: Any = None,
     ) -> None:
         step_check(scheme)(functional.problem, eta)
-        check_mobility(functional, eta)
+        check_mobility(functional, eta, scheme)
         self.functional = functional
         self.drift: Drift = GradientDrift(functional) if drift is None else drift
         self.eta = float(eta)
@@ -350,7 +352,7 @@ class Particles:
                 "'spectral'); particles take the fixed step time.eta (set time.adaptive = false)"
             )
         step_check(options.scheme)(functional.problem, options.eta)
-        check_mobility(functional, options.eta)
+        check_mobility(functional, options.eta, options.scheme)
 
     def fit(self) -> Fit:
         """The functional's fit of the current measure (cached until the next step)."""

@@ -169,8 +169,11 @@ def run(
         )
         for n in sizes:
             a = np.array([net[name, n, s]["test_loss"][-1] for s in seeds])
+            a0 = np.array([net[name, n, s]["test_loss"][0] for s in seeds])
             b = np.array([rbf[name, n, s]["test_loss"] for s in seeds])
-            efficiency.append([name, n or "all", pm(*mean_se(a)), pm(*mean_se(b)), pm(*mean_se(a - b))])
+            efficiency.append(
+                [name, n or "all", pm(*mean_se(a0)), pm(*mean_se(a)), pm(*mean_se(b)), pm(*mean_se(a - b))]
+            )
     report.table(
         f"All training rows, {c['seeds']} seeds (each its own split and particles), N = {c['N']}, {c['steps']} steps: "
         "start and end of training; test loss of the initial kernel (the network at step 0), of the trained network "
@@ -196,7 +199,7 @@ def run(
     )
     report.table(
         "Sample efficiency: test loss against the training rows n",
-        ["set", "n", "network", "RBF kernel ridge", "network - RBF (paired)"],
+        ["set", "n", "initial kernel", "network", "RBF kernel ridge", "network - RBF (paired)"],
         efficiency,
     )
     report.data = {**data, "efficiency": efficiency}

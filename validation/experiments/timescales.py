@@ -153,11 +153,21 @@ def stationary_run(lam: float, cells: int) -> Result:
 
 
 def particle_run(
-    lam: float, rate: float | None, N: int, eta: float, T: float, count: int, cells: int, seed: int, index: int
+    lam: float,
+    rate: float | None,
+    N: int,
+    eta: float,
+    T: float,
+    count: int,
+    cells: int,
+    seed: int,
+    index: int,
+    scheme: str = "euler-maruyama",
 ) -> Result:
     """``N`` particles, ``w ~ N(0, 1)``, ``a`` from its prior, at ``rate`` (None: the two-timescale particles)
-    with step ``eta / rate``: W1 of the w-marginal to the two-timescale grid density at ``count + 1`` equal times,
-    the steps and the wall time."""
+    with step ``eta / rate`` (Euler-Maruyama, at its stability limit) or ``eta`` (``scheme =
+    "exact-second-layer"``, :mod:`mfld.discretizations.second_layer`): W1 of the w-marginal to the two-timescale
+    grid density at ``count + 1`` equal times, the steps and the wall time."""
     times = np.linspace(0.0, T, count + 1)
     w_grid, _ = grids(cells)
     reference = FiniteVolume(
@@ -174,11 +184,11 @@ def particle_run(
         positions = w0
     else:
         positions = np.hstack([rng.standard_normal((N, 1)) / math.sqrt(F.problem.lam_a), w0])
-    step = eta / (rate or 1.0)
+    step = eta / (rate or 1.0) if scheme == "euler-maruyama" else eta
     every = round(T / count / step)
     if not math.isclose(every * step * count, T, rel_tol=1e-9):
         raise ValueError(f"timescales: T / count = {T / count:g} is not a whole number of steps eta / r = {step:g}")
-    system = Particles(F, positions, step, as_noise(rng))
+    system = Particles(F, positions, step, as_noise(rng), scheme=scheme)
 
     def observe(_: object) -> dict[str, float]:
         k = min(round(system.step_count / every), count)
