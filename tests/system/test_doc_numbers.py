@@ -66,6 +66,8 @@ def timescales_quotes(report: dict) -> dict[str, str]:
     particles = {row[0]: row for row in _table(report, "Particles")}
     quotes["TS_P_R1"] = particles[1.0][-1].split(" ")[0] + " ± " + particles[1.0][-1].split(" ")[2]
     quotes["TS_P_LIMIT"] = particles["limit"][-1].strip()
+    exact = _table(report, "The second layer moved exactly")
+    quotes["TS_EXACT_16000"] = ", ".join(row[-3] for row in exact)
     return quotes
 
 
@@ -157,3 +159,20 @@ def test_the_label_noise_sweep_section_quotes_the_full_report():
     text = " ".join((DOCS / "experiments.md").read_text().split())
     missing = {k: v for k, v in sweep_quotes(_report("label-noise-sweep")).items() if v not in text}
     assert not missing, f"docs/experiments.md quotes other numbers than label-noise-sweep.json: {missing}"
+
+
+def real_data_quotes(report: dict) -> dict[str, str]:
+    """docs/experiments.md's real-data numbers: per set, the report's cells for the alignment at start and end, the
+    test losses of the initial kernel, the network and the RBF kernel, and the z of the paired differences."""
+    quotes = {}
+    for row in _table(report, "All training rows"):
+        name = row[0]
+        quotes[f"{name} alignment"] = f"{name}: A {row[1]} -> {row[2]}"
+        quotes[f"{name} test"] = f"{name}: {row[7]} -> {row[8]} (z = {row[10]}), RBF {row[9]} (z = {row[11]})"
+    return quotes
+
+
+def test_the_real_data_section_quotes_the_full_report():
+    text = " ".join((DOCS / "experiments.md").read_text().split())
+    missing = {k: v for k, v in real_data_quotes(_report("real-data")).items() if v not in text}
+    assert not missing, f"docs/experiments.md quotes other numbers than real-data.json: {missing}"
