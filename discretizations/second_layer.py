@@ -27,12 +27,14 @@ from mfld.model.backend import Array, namespace
 from mfld.model.classical import ClassicalFunctional
 from mfld.model.functional import Drift, Fit, GradientDrift
 
-from .particles import PARTICLE_SCHEMES, MobileDrift
+from .particles import PARTICLE_SCHEMES, MobileDrift, euler_maruyama
 
 
 class ExactSecondLayer:
     """The scheme of the module doc, for the classical objective at any second-layer rate (its gradient drift,
-    with the rate's :class:`~mfld.discretizations.particles.MobileDrift` when r > 1)."""
+    with the rate's :class:`~mfld.discretizations.particles.MobileDrift` when r > 1). Any other drift (a measure on
+    w alone: the two-timescale objective, the label-noise procedure) has no second layer in the measure, and the
+    step is Euler-Maruyama's."""
 
     levels = 0
     second_layer_exact = True
@@ -42,17 +44,15 @@ class ExactSecondLayer:
         del history  # no levels
 
     @staticmethod
-    def _parts(drift: Drift) -> tuple[ClassicalFunctional, float]:
+    def _classical(drift: Drift) -> ClassicalFunctional | None:
+        """The classical objective whose gradient drift (times its mobility) ``drift`` is, or None."""
         gradient = drift.drift if isinstance(drift, MobileDrift) else drift
         functional = getattr(gradient, "functional", None) if isinstance(gradient, GradientDrift) else None
         if not isinstance(functional, ClassicalFunctional):
-            raise ValueError(
-                "particles.scheme = 'exact-second-layer' moves the classical objective's second layer: set "
-                "model.objective = 'classical' (any model.second_layer_rate; no label noise)"
-            )
+            return None
         if functional.comm.size > 1:
             raise ValueError("particles.scheme = 'exact-second-layer' needs every particle in one process (no MPI)")
-        return functional, float(functional.rate)
+        return functional
 
     def __call__(
         self,
@@ -65,7 +65,10 @@ class ExactSecondLayer:
         step: int,
         fit: Fit | None = None,
     ) -> Array:
-        functional, rate = self._parts(drift)
+        functional = self._classical(drift)
+        if functional is None:  # a measure on w alone has no second layer to move: Euler-Maruyama
+            return euler_maruyama(W, q, drift, eta, lam, xi, step, fit)
+        rate = float(functional.rate)
         pb = functional.problem
         xp = namespace(W)
         T = pb.T

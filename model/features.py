@@ -260,7 +260,7 @@ def _adopt(name: str, obj: object) -> FeatureMap:
     check_feature_map(obj, name)  # type: ignore[arg-type]
     from .plugin_guard import Guarded
 
-    return Guarded(obj, name)  # type: ignore[arg-type]
+    return Guarded(obj, name)
 
 
 FEATURE_MAPS: Registry[FeatureMap] = Registry("model.feature", group=ENTRY_POINTS, builtins="mfld.model", adopt=_adopt)

@@ -11,12 +11,9 @@ are mfld's own code, tested, and their results are not checked twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .backend import Array, namespace
-
-if TYPE_CHECKING:
-    from .features import FeatureMap
 
 
 class PluginError(ValueError):
@@ -26,7 +23,7 @@ class PluginError(ValueError):
 class Guarded:
     """``fm`` with each result checked (see the module doc); other attributes are ``fm``'s."""
 
-    def __init__(self, fm: FeatureMap, name: str) -> None:
+    def __init__(self, fm: Any, name: str) -> None:  # any object with the FeatureMap methods (checked when loaded)
         self._fm = fm
         self.name = name
 

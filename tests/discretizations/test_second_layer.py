@@ -88,8 +88,11 @@ def test_at_rate_one_the_scheme_runs_the_classical_dynamics():
     assert np.all(np.isfinite(system.positions))
 
 
-def test_the_exact_scheme_refuses_other_objectives():
-    with pytest.raises(ValueError, match="moves the classical objective's second layer"):
-        Particles(
-            TwoTimescaleFunctional(low_dim_problem(1)), _start()[:, 1:], 0.05, 0, scheme="exact-second-layer"
-        ).step()
+def test_on_a_measure_without_a_second_layer_the_scheme_is_euler_maruyama():
+    F = TwoTimescaleFunctional(low_dim_problem(1))
+    ends = []
+    for scheme in ("exact-second-layer", "euler-maruyama"):
+        system = Particles(F, _start()[:, 1:], 0.05, 3, scheme=scheme)
+        system.step()
+        ends.append(system.positions)
+    assert np.array_equal(*ends)
