@@ -176,3 +176,26 @@ def test_the_real_data_section_quotes_the_full_report():
     text = " ".join((DOCS / "experiments.md").read_text().split())
     missing = {k: v for k, v in real_data_quotes(_report("real-data")).items() if v not in text}
     assert not missing, f"docs/experiments.md quotes other numbers than real-data.json: {missing}"
+
+
+def _quick(name: str) -> dict:
+    return json.loads((DOCS / "experiments" / f"{name}.json").read_text())
+
+
+def test_the_quick_label_noise_numbers_are_the_quick_reports():
+    """The label-noise section's quick-mode numbers (docs/experiments/, `mfld experiment all`)."""
+    rows = _quick("label-noise")["data"]["rows"]
+    grid = ", ".join(f"{r[1]:.2f}" for r in rows)
+    particles = ", ".join(f"{r[2]:.2f}" for r in rows)
+    levels = ", ".join(f"{r[0]:g}" for r in rows)
+    worst = max(abs(r[1] - r[2]) for r in rows)
+    f2 = _quick("paper-figure-2")["data"]["rows"]
+    text = " ".join((DOCS / "experiments.md").read_text().split())
+    quoted = [
+        f"agree on df to {worst:.1g}",
+        f"({grid} for s = {levels}, against {particles} for particles)",
+        f"lowers df from {f2[0][1]:.1f} to {f2[1][1]:.1f} (s = {f2[1][0]:g}) and {f2[2][1]:.1f} (s = {f2[2][0]:g})",
+        f"from {f2[0][2]:.3f} to {f2[1][2]:.3f} and {f2[2][2]:.3f}",
+    ]
+    missing = [q for q in quoted if q not in text]
+    assert not missing, f"docs/experiments.md quotes other numbers than the quick reports: {missing}"
