@@ -163,8 +163,10 @@ def particle_run(
     seed: int,
     index: int,
     scheme: str = "euler-maruyama",
+    case: str = "prior",
 ) -> Result:
-    """``N`` particles, ``w ~ N(0, 1)``, ``a`` from its prior, at ``rate`` (None: the two-timescale particles)
+    """``N`` particles, ``w ~ N(0, 1)``, ``a`` from its prior (``case``; or from its conditional optimum
+    ``N(a_mu0(w), 1 / lam_a)`` for the particles' own w, "optimum"), at ``rate`` (None: the two-timescale particles)
     with step ``eta / rate`` (Euler-Maruyama, at its stability limit) or ``eta`` (``scheme =
     "exact-second-layer"``, :mod:`mfld.discretizations.second_layer`): W1 of the w-marginal to the two-timescale
     grid density at ``count + 1`` equal times, the steps and the wall time."""
@@ -183,7 +185,10 @@ def particle_run(
     if rate is None:
         positions = w0
     else:
-        positions = np.hstack([rng.standard_normal((N, 1)) / math.sqrt(F.problem.lam_a), w0])
+        a0 = rng.standard_normal((N, 1)) / math.sqrt(F.problem.lam_a)
+        if case == "optimum":
+            a0 += initial_second_layer(lam, w0, np.full(N, 1.0 / N))[:, None]
+        positions = np.hstack([a0, w0])
     step = eta / (rate or 1.0) if scheme == "euler-maruyama" else eta
     every = round(T / count / step)
     if not math.isclose(every * step * count, T, rel_tol=1e-9):

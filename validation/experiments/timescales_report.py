@@ -84,6 +84,29 @@ def run(
         )
         for r, N, i in p_keys
     ]
+    o_keys: list[tuple[float | None, int, int]] = []
+    if "optimum" in c["particle_cases"]:  # the limit has no a: its runs are the prior case's
+        o_keys = [(float(r), N, i) for r in c["particle_rates"] for N in c["Ns"] for i in range(c["seeds"])]
+    jobs += [
+        Job(
+            particle_run,
+            {
+                "lam": lam,
+                "rate": r,
+                "N": N,
+                "eta": c["eta"],
+                "T": c["particle_T"],
+                "count": c["particle_count"],
+                "cells": cells[-1],
+                "seed": seed,
+                "index": i,
+                "case": "optimum",
+            },
+            f"particles, a from its optimum, r = {_name(r)}, N = {N}, run {i}",
+            cost=N * (r or 1.0),
+        )
+        for r, N, i in o_keys
+    ]
     e_keys = [(float(r), N, i) for r in c["exact_rates"] for N in c["Ns"] for i in range(c["seeds"])]
     jobs += [
         Job(
@@ -106,10 +129,11 @@ def run(
         for r, N, i in e_keys
     ]
     results = runner(jobs)
-    n_stat, n_p = len(c["stationary_cells"]), len(keys) + len(p_keys)
+    n_stat, n_p, n_o = len(c["stationary_cells"]), len(keys) + len(p_keys), len(o_keys)
     stationary, grid_results = results[:n_stat], dict(zip(keys, results[n_stat : n_stat + len(keys)], strict=True))
     particles = dict(zip(p_keys, results[n_stat + len(keys) : n_stat + n_p], strict=True))
-    exact = dict(zip(e_keys, results[n_stat + n_p :], strict=True))
+    from_optimum = dict(zip(o_keys, results[n_stat + n_p : n_stat + n_p + n_o], strict=True))
+    exact = dict(zip(e_keys, results[n_stat + n_p + n_o :], strict=True))
     _stationary_section(report, stationary)
     by_case = {
         case: [
@@ -120,6 +144,10 @@ def run(
     }
     orders = {case: _order_section(report, case, rates, by_case[case]) for case in c["cases"]}
     particle_table = _particle_section(report, c, particles, by_case["prior"], rates)
+    optimum_table = None
+    if from_optimum and "optimum" in by_case:
+        limit = {k: v for k, v in particles.items() if k[0] is None}
+        optimum_table = _particle_section(report, c, {**from_optimum, **limit}, by_case["optimum"], rates, "optimum")
     _cost_section(report, c, grid_results, stationary, particles)
     exact_table = _exact_section(report, c, particles, exact)
     report.data = {
@@ -128,6 +156,7 @@ def run(
         "averaging": by_case,
         "orders": orders,
         "particles": particle_table,
+        "particles_optimum": optimum_table,
         "exact": exact_table,
     }
     _figures(report, c, grid_results, stationary, by_case, particle_table)
@@ -205,10 +234,11 @@ def _particle_section(
     runs: dict[tuple[float | None, int, int], Result],
     grid: list[dict[str, Any]],
     rates: list[float],
+    case: str = "prior",
 ) -> dict[str, Any]:
     """sup_t W1 of the particles' w-marginal to the two-timescale grid density, per r and N, mean and standard
     error over seeds; a cell is marked r where it exceeds the r = limit cell of its N by more than 2 s.e. of the
-    difference (finite r dominates), N otherwise (finite N does)."""
+    difference (finite r dominates), N otherwise (finite N does). ``case``: where the particles' a started."""
     p_rates: list[float | None] = [float(r) for r in c["particle_rates"]]
     table: dict[str, Any] = {"Ns": c["Ns"], "rates": p_rates, "mean": [], "se": []}
     for r in [*p_rates, None]:
@@ -228,7 +258,7 @@ def _particle_section(
         gap = grid[rates.index(r)]["sup_W1_extrapolated"] if r in rates else 0.0
         rows.append([r or "limit", gap, *(f"{pm(a, b)} {k}" for a, b, k in zip(m, s, mark, strict=True))])
     report.table(
-        f"Particles (eta / r, {c['seeds']} seeds, a from its prior, T = {c['particle_T']:g}): sup_t W1 of the "
+        f"Particles (eta / r, {c['seeds']} seeds, a from its {case}, T = {c['particle_T']:g}): sup_t W1 of the "
         "w-marginal to the two-timescale grid density; r: finite r dominates (above the limit's by 2 s.e.), N: "
         "finite N does",
         ["r", "grid gap (N = inf)", *(f"N = {N}" for N in c["Ns"])],
@@ -236,6 +266,8 @@ def _particle_section(
     )
     drop = limit_m[0] - limit_m[-1]
     se = math.hypot(limit_se[0], limit_se[-1])
+    if case != "prior":  # the limit's particles are the same runs: claimed once
+        return table
     report.claim(
         f"two-timescale particles approach the grid as N grows: sup W1 at N = {c['Ns'][-1]} is below N = "
         f"{c['Ns'][0]}'s by {drop:.3g} > 3 s.e. ({3 * se:.2g})",
