@@ -66,6 +66,11 @@ def timescales_quotes(report: dict) -> dict[str, str]:
     particles = {row[0]: row for row in _table(report, "Particles")}
     quotes["TS_P_R1"] = particles[1.0][-1].split(" ")[0] + " ± " + particles[1.0][-1].split(" ")[2]
     quotes["TS_P_LIMIT"] = particles["limit"][-1].strip()
+    titled = next(t for t in report["tables"] if t["title"].startswith("Particles") and "its optimum" in t["title"])
+    optimum = {row[0]: row for row in titled["rows"]}
+    quotes["TS_OPT_P_R1"] = optimum[1.0][-1].rsplit(" ", 1)[0]
+    marks = [cell.rsplit(" ", 1)[1] for row in optimum.values() if row[0] != "limit" for cell in row[2:]]
+    quotes["TS_OPT_ALL_N"] = "finite N dominates at every r and N" if set(marks) == {"N"} else "finite r dominates"
     exact = _table(report, "The second layer moved exactly")
     quotes["TS_EXACT_16000"] = ", ".join(row[-3] for row in exact)
     return quotes
