@@ -11,6 +11,7 @@ and the extrapolated gaps (the grids' own error).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,34 @@ def order(rates: list[float], gaps: list[float], fine: list[float]) -> tuple[flo
     return q[-1], math.hypot(q[-1] - q[-2], q[-1] - local_orders(rates, fine)[-1])
 
 
+def _particle_jobs(
+    c: dict[str, Any], seed: int, keys: Sequence[tuple[float | None, int, int]], label: str, **extra: str
+) -> list[Job]:
+    """One :func:`particle_run` per ``(r, N, run)`` of ``keys``, with ``extra`` arguments (``case``, ``scheme``)
+    only where they differ from the defaults, so that the saved runs of the plain case keep their keys."""
+    steps = 1.0 if extra.get("scheme") else None  # the exact scheme's cost does not grow with r
+    return [
+        Job(
+            particle_run,
+            {
+                "lam": c["lam"],
+                "rate": r,
+                "N": N,
+                "eta": c["eta"],
+                "T": c["particle_T"],
+                "count": c["particle_count"],
+                "cells": c["cells"][-1],
+                "seed": seed,
+                "index": i,
+                **extra,
+            },
+            f"particles{label}, r = {_name(r)}, N = {N}, run {i}",
+            cost=N * (steps or r or 1.0),
+        )
+        for r, N, i in keys
+    ]
+
+
 def run(
     full: bool = False, seed: int = 0, runner: Runner = run_serial, overrides: dict[str, Any] | None = None
 ) -> Report:
@@ -62,72 +91,15 @@ def run(
         )
         for case, r, k in keys
     ]
-    p_keys = [
-        (r, N, i) for r in [None, *[float(x) for x in c["particle_rates"]]] for N in c["Ns"] for i in range(c["seeds"])
-    ]
-    jobs += [
-        Job(
-            particle_run,
-            {
-                "lam": lam,
-                "rate": r,
-                "N": N,
-                "eta": c["eta"],
-                "T": c["particle_T"],
-                "count": c["particle_count"],
-                "cells": cells[-1],
-                "seed": seed,
-                "index": i,
-            },
-            f"particles, r = {_name(r)}, N = {N}, run {i}",
-            cost=N * (r or 1.0),
-        )
-        for r, N, i in p_keys
-    ]
+    rates_p = [float(x) for x in c["particle_rates"]]
+    p_keys = [(r, N, i) for r in [None, *rates_p] for N in c["Ns"] for i in range(c["seeds"])]
     o_keys: list[tuple[float | None, int, int]] = []
     if "optimum" in c["particle_cases"]:  # the limit has no a: its runs are the prior case's
-        o_keys = [(float(r), N, i) for r in c["particle_rates"] for N in c["Ns"] for i in range(c["seeds"])]
-    jobs += [
-        Job(
-            particle_run,
-            {
-                "lam": lam,
-                "rate": r,
-                "N": N,
-                "eta": c["eta"],
-                "T": c["particle_T"],
-                "count": c["particle_count"],
-                "cells": cells[-1],
-                "seed": seed,
-                "index": i,
-                "case": "optimum",
-            },
-            f"particles, a from its optimum, r = {_name(r)}, N = {N}, run {i}",
-            cost=N * (r or 1.0),
-        )
-        for r, N, i in o_keys
-    ]
+        o_keys = [(r, N, i) for r in rates_p for N in c["Ns"] for i in range(c["seeds"])]
     e_keys = [(float(r), N, i) for r in c["exact_rates"] for N in c["Ns"] for i in range(c["seeds"])]
-    jobs += [
-        Job(
-            particle_run,
-            {
-                "lam": lam,
-                "rate": r,
-                "N": N,
-                "eta": c["eta"],
-                "T": c["particle_T"],
-                "count": c["particle_count"],
-                "cells": cells[-1],
-                "seed": seed,
-                "index": i,
-                "scheme": "exact-second-layer",
-            },
-            f"particles, exact second layer, r = {_name(r)}, N = {N}, run {i}",
-            cost=N,
-        )
-        for r, N, i in e_keys
-    ]
+    jobs += _particle_jobs(c, seed, p_keys, "")
+    jobs += _particle_jobs(c, seed, o_keys, ", a from its optimum", case="optimum")
+    jobs += _particle_jobs(c, seed, e_keys, ", exact second layer", scheme="exact-second-layer")
     results = runner(jobs)
     n_stat, n_p, n_o = len(c["stationary_cells"]), len(keys) + len(p_keys), len(o_keys)
     stationary, grid_results = results[:n_stat], dict(zip(keys, results[n_stat : n_stat + len(keys)], strict=True))
