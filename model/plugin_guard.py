@@ -28,6 +28,8 @@ class Guarded:
         self.name = name
 
     def __getattr__(self, attr: str) -> Any:
+        if attr == "_fm":  # not set yet (a copy or an unpickling in progress): no recursion through ourselves
+            raise AttributeError(attr)
         return getattr(self._fm, attr)
 
     def _fault(self, method: str, what: str) -> PluginError:

@@ -175,6 +175,22 @@ def test_a_plugin_that_fails_during_the_run_is_named(plugin_path, fault):
         sys.modules.pop(module, None)
 
 
+def test_a_watched_plugin_copies_and_pickles(plugin_path):
+    """The guard forwards unknown attributes to the plug-in; a copy or a pickle (a process pool's) must not recurse
+    through that forwarding before the plug-in is set."""
+    import copy
+    import importlib
+    import pickle
+
+    from mfld.model.plugin_guard import Guarded
+
+    # Wrapped here rather than taken from get_feature_map's cache, whose object may come from an earlier test's
+    # import of the module (which pickle refuses as another class).
+    fm = Guarded(importlib.import_module("bump_feature").BUMP, "bump_feature:BUMP")
+    for twin in (copy.deepcopy(fm), pickle.loads(pickle.dumps(fm))):
+        assert twin.name == "bump_feature:BUMP" and twin.dim(3) == fm.dim(3)
+
+
 def test_a_file_does_not_choose_code_to_import(plugin_path):
     config = load_config(None, [*FAST, 'model.feature="bump_feature:BUMP"', "data.d=2"])
     path = build.start(config, plugin_path / "b.h5")
