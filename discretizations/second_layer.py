@@ -73,7 +73,8 @@ class ExactSecondLayer:
         xp = namespace(W)
         T = pb.T
         A = W[:, :T]
-        H = functional.features(W)[1]
+        features = functional.features(W)  # of w, which the a-update leaves: the w step below reuses them
+        H = features[1]
         scale = 1.0 / (pb.n * T)
         # Equal weights q_i = 1 / N (particles): B B^T = H^T H / (N n T).
         U, S, _ = xp.linalg.svd(H.T * xp.sqrt(q[:, None] * scale), full_matrices=False)
@@ -92,7 +93,7 @@ class ExactSecondLayer:
             sd = xp.sqrt(lam * -xp.expm1(-2.0 * rate * eta * mu) / mu)
             A_new = A_new + apply(sd, math.sqrt(lam * -math.expm1(-2.0 * rate * eta * mu0) / mu0), xa)
         mid = xp.concatenate([A_new, W[:, T:]], axis=1)
-        w_new = W[:, T:] + eta * drift(mid, q, step, None)[:, T:]
+        w_new = W[:, T:] + eta * drift(mid, q, step, functional.fit(mid, q, features))[:, T:]
         if xi is not None:
             w_new = w_new + math.sqrt(2.0 * eta * lam) * xi[:, T:]
         return xp.concatenate([A_new, w_new], axis=1)
