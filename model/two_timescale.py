@@ -30,7 +30,15 @@ from collections.abc import Iterator, Mapping
 
 from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
 from .distributed import Communicator, Serial
-from .dual_solve import SOLVE_METHODS, DualSolve, DualSolveOptions, dual_objective, fit_N_side_chunked, solver_array
+from .dual_solve import (
+    SOLVE_METHODS,
+    DualSolve,
+    DualSolveOptions,
+    add_gram,
+    dual_objective,
+    fit_N_side_chunked,
+    solver_array,
+)
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .pcg import PreconditionerWarning, gave_up, gram_product, pcg, preconditioner
 from .problem import Problem
@@ -302,29 +310,19 @@ class TwoTimescaleFunctional:
         n = pb.n
         S = xp.zeros((n, n), dtype=pb.X.dtype)
         Z_keep = H = None
+        sqrt_q = xp.sqrt(xp.abs(q))  # used only when the weights are not signed
         if features is not None:
             Z_keep, H = features
-            S += (H * q) @ H.T
+            add_gram(S, H, q, sqrt_q, signed)
         else:
-            sqrt_q = xp.sqrt(xp.abs(q))  # used only when the weights are not signed
             size = self.chunk_size(n)
             for part in chunks(W.shape[0], size):
                 Z, Hc = self.features(W[part])
                 if size >= W.shape[0]:
                     Z_keep, H = Z, Hc
                 del Z  # kept above or not needed
-                # The weighted copy block by block: a block's temporary, not a chunk's. S (n x n) is read and
-                # written once per block, so a block has at least 2n columns: at n = 4096, blocks of 512 made
-                # the cholesky step 2x slower.
-                for sl in chunks(Hc.shape[1], max(cache_columns(xp, n, Hc.shape[1], Hc.itemsize), 2 * n)):
-                    block = Hc[:, sl]
-                    if signed:  # no square root of negative weights: the general product instead of B B^T
-                        S += (block * q[part][sl]) @ block.T
-                    else:
-                        B = block * sqrt_q[part][sl]
-                        S += B @ B.T
-                        del B
-                del Hc, block  # the block is a view: it would keep the chunk alive beside the next one
+                add_gram(S, Hc, q[part], sqrt_q[part], signed)
+                del Hc
             S = self.comm.sum(S)
         r = self.ridge
         K = S + r * xp.eye(n, dtype=S.dtype)
