@@ -12,8 +12,10 @@ fastest mfld row with an error at most as large.
 Then the nonlinear problem (two-timescale functional, tanh with bias: d = 1 so
 p = 2, and d = 2 so p = 3; n = 50) is timed per implicit Euler step for each
 ``grid.linear_solver`` at 128^2, 256^2, 512^2, 64^3 and 128^3 cells, side by
-side (the potential V_m, the same for all, is timed alone in its own column, best of three).
-The direct LU is skipped where its fill-in makes it hopeless (3-D past 32^3).
+side (the potential V_m, the same for all, is timed alone in its own column, best of three),
+with the iterations of the iterative solvers and each run's peak memory (tracemalloc, NumPy's
+arrays, over the set-up and the untimed first step). The direct LU is skipped where its fill-in
+makes it hopeless (3-D past 32^3, 2-D past 256^2).
 
 Peers: fplanck (master equation, exact matrix exponential in time), py-pde
 (finite differences, scipy's adaptive RK45), FiPy (finite volumes with
@@ -28,13 +30,16 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
+import tracemalloc
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
 from mfld.discretizations.mesh import BoxWarning, Grid, gaussian_density
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.model.datasets import make_dataset
@@ -213,28 +218,34 @@ def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
 def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:
     print(
         "\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
-        "box [-5, 5]^3), implicit Euler, eta = 0.5, seconds per step (after one untimed step)"
+        "box [-5, 5]^3), implicit Euler, eta = 0.5, grid.solver_tol = 1e-10, seconds per step (after one untimed "
+        f"step; mean of {steps}), Krylov iterations of the last step, peak traced memory of the set-up and first "
+        "step (MiB)"
     )
-    solvers = ("direct", "splitting", "krylov")
-    print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>14}" for s in solvers) + "   krylov iterations")
+    print(f"load: {os.getloadavg()[0]:.2f} (1 min); MFLD_THREADS={os.environ.get('MFLD_THREADS', '(unset)')}")
+    solvers = ("direct", "splitting", "krylov", "cg")
+    print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>20}" for s in solvers))
     for p, sizes in ((2, squares), (3, cubes)):
         F = _nonlinear_functional(p)
         for n in sizes:
             grid = Grid.box(6.0 if p == 2 else 5.0, n, p)
             m0 = gaussian_density(grid, np.zeros(p), np.eye(p))
-            row, iterations = [], ""
+            row = []
             for name in solvers:
-                if name == "direct" and p == 3 and n > 32:
-                    row.append(f"{'(fill-in)':>14}")
+                if name == "direct" and (p == 3 and n > 32 or n > 256):
+                    row.append(f"{'(fill-in)':>20}")
                     continue
+                tracemalloc.start()  # over the set-up and the untimed step only: it slows every allocation
                 fv = FiniteVolume(F, grid, m0, 0.5, linear_solver=name)
                 fv.step()
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     fv.step()
-                row.append(f"{(time.perf_counter() - t0) / steps:>14.3f}")
-                if name == "krylov":
-                    iterations = str(fv.solver.iterations)
+                seconds = (time.perf_counter() - t0) / steps
+                iterations = f"{fv.solver.iterations} it" if name in ("krylov", "cg") else ""
+                row.append(f"{seconds:>8.3f} {iterations:>5} {peak:>5.0f}")
             potential = math.inf
             for _ in range(3):
                 fv._fit = None
@@ -242,7 +253,31 @@ def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> Non
                 fv.potential()
                 potential = min(potential, time.perf_counter() - t0)
             cells = f"{n}^{p}"
-            print(f"{cells:>9} {potential:>8.3f} " + " ".join(row) + f"   {iterations}", flush=True)
+            print(f"{cells:>9} {potential:>8.3f} " + " ".join(row), flush=True)
+            del fv
+
+
+def stiff_table(sizes: tuple[tuple[int, int], ...] = ((2, 256), (3, 64))) -> None:
+    """One implicit step far from equilibrium, where a splitting sweep is a poor preconditioner: the prior's
+    Gaussian moved to (0.5, ...) in ``V = |w|^2 / 2 + sin(3 w_1)`` on [-4, 4]^p, lam = 0.05, to 1e-10."""
+    print("\nOne stiff step (V = |w|^2/2 + sin(3 w_1) on [-4, 4]^p, lam = 0.05, m = N(0.5, I)), to 1e-10")
+    for p, n in sizes:
+        grid = Grid.box(4.0, n, p)
+        c = grid.centers()
+        V = 0.5 * np.sum(c * c, axis=1) + np.sin(3 * c[:, 0])
+        r = gaussian_density(grid, np.full(p, 0.5), np.eye(p))
+        for dt in (0.5, 5.0):
+            for name in ("direct", "krylov", "cg"):
+                if name == "direct" and p == 3:
+                    continue
+                solver = LINEAR_SOLVERS[name](grid, 0.05, 1e-10)
+                t0 = time.perf_counter()
+                try:
+                    solver.solve(V, dt, r)
+                    outcome = f"{time.perf_counter() - t0:.3f} s, {solver.iterations} iterations"
+                except FloatingPointError:
+                    outcome = f"no convergence in {time.perf_counter() - t0:.1f} s"
+                print(f"  {n}^{p} dt {dt:<4} {name:>7}: {outcome}", flush=True)
 
 
 if __name__ == "__main__":
@@ -252,7 +287,10 @@ if __name__ == "__main__":
     parser.add_argument("--nonlinear", type=int, nargs="*", default=[128, 256, 512], help="2-D cells per axis")
     parser.add_argument("--cubes", type=int, nargs="*", default=[64, 128], help="3-D cells per axis")
     parser.add_argument("--no-linear", action="store_true", help="skip the Ornstein-Uhlenbeck table")
+    parser.add_argument("--stiff", action="store_true", help="also time one stiff step per solver")
     args = parser.parse_args()
     if not args.no_linear:
         linear_table()
     nonlinear_table(args.nonlinear, args.cubes)
+    if args.stiff:
+        stiff_table()

@@ -358,8 +358,9 @@ HOST_READS_PER_STEP = 6
 its dual objective U (two), that the new density is finite, the mass in the edge cells (until it warns once), and
 one of the scheme's or linear solver's: bdf2's minimum (its positivity refusal), krylov's sign test of the right
 side. No array goes to the host inside a step, except with ``grid.linear_solver = "direct"``, whose sparse LU CuPy
-makes on the CPU (``auto`` takes krylov on a GPU for that reason). tests/discretizations/test_fake_cupy.py holds
-the step to this."""
+makes on the CPU (``auto`` takes cg on a GPU for that reason; cg declares its own reads, which depend on its
+iterations: :class:`~mfld.discretizations.implicit_solvers.ConjugateGradient`).
+tests/discretizations/test_fake_cupy.py holds the step to this."""
 
 
 GRID_DIAGNOSTICS: Registry[Callable[[GridDensity], float]] = Registry(

@@ -124,7 +124,8 @@ class FiniteVolumeOptions(DensityOptions):
     )
     solver_tol: float = option(
         1e-10,
-        "krylov: relative residual of each step's solve (the density then matches the direct solver's to about this)",
+        "krylov: relative residual of each step's solve (the density then matches the direct solver's to about this); "
+        "cg: a bound on the relative L1 error of each step's solve",
         (int, float),
         lambda v: 0 < v < 1e-3,
         "a number in (0, 1e-3)",
@@ -140,7 +141,7 @@ class FiniteVolume(GridDensity):
 
     ``linear_solver`` names how each step's system is solved
     (:data:`~mfld.discretizations.implicit_solvers.LINEAR_SOLVERS`, or ``"auto"``); ``solver_tol`` is the Krylov
-    solver's relative residual.
+    solver's relative residual, and conjugate gradients' bound on the relative L1 error of a step.
     """
 
     schemes = GRID_SCHEMES

@@ -14,6 +14,8 @@ from conftest import SMALL_ANY
 from mfld.config import load_config
 from mfld.config.assembly import build_problem, build_system
 from mfld.discretizations import adaptive, density, particles
+from mfld.discretizations.implicit_solvers import ConjugateGradient
+from mfld.discretizations.multigrid import VCycle
 from mfld.solver import build
 from mfld.storage import load
 
@@ -32,6 +34,7 @@ GRID_CASES = {
     "direct, mu* gap": ['discretization="grid"', 'grid.linear_solver="direct"', "grid.gap=true"],
     "krylov": ['discretization="grid"', 'grid.linear_solver="krylov"'],
     "splitting": ['discretization="grid"', 'grid.linear_solver="splitting"'],
+    "cg": ['discretization="grid"', 'grid.linear_solver="cg"', "grid.cells=600"],
     "auto, bdf2": ['discretization="grid"', 'grid.scheme="bdf2"'],
     "spectral": ['discretization="spectral"'],
     "spectral sbdf2": ['discretization="spectral"', 'spectral.scheme="sbdf2"'],
@@ -104,4 +107,11 @@ def test_density_runs_on_the_double_are_the_numpy_runs_and_copy_no_array_in_a_st
     reads = density.HOST_READS_PER_STEP
     if system.controller is not None:
         reads += (1 + system.controller.rejected - rejected) * adaptive.HOST_READS_PER_ATTEMPT
+    solver = getattr(system, "solver", None)
+    solver = getattr(solver, "first", solver)  # auto's solver of the moment
+    if isinstance(solver, ConjugateGradient):  # its own reads, declared per solve and per iteration
+        if "cg" in GRID_CASES and extra is GRID_CASES["cg"]:  # this case is the multigrid's
+            assert solver.iterations >= 1 and len(VCycle(system.grid, system.potential(), 0.05, 0.05).levels) >= 2
+        reads += solver.HOST_READS + solver.HOST_READS_PER_ITERATION * solver.iterations
+        reads += 2 * (solver.restarts - 1)
     assert moved.scalar <= reads and moved.uploads == 0

@@ -52,9 +52,9 @@ def test_particle_run_on_gpu(tmp_path):
     np.testing.assert_allclose(b.points, a.points, rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("solver", ["splitting", "krylov"])
+@pytest.mark.parametrize("solver", ["splitting", "krylov", "cg"])
 def test_grid_linear_solvers_on_gpu_match_cpu(solver):
-    """The splitting sweep (vectorised Thomas) and GMRES (cupyx) run unchanged on CuPy arrays."""
+    """The splitting sweep (vectorised Thomas), GMRES (cupyx) and multigrid CG run unchanged on CuPy arrays."""
     from mfld.discretizations.implicit_solvers import LINEAR_SOLVERS
     from mfld.discretizations.mesh import Grid
 
