@@ -204,3 +204,83 @@ def test_the_quick_label_noise_numbers_are_the_quick_reports():
     ]
     missing = [q for q in quoted if q not in text]
     assert not missing, f"docs/experiments.md quotes other numbers than the quick reports: {missing}"
+
+
+def _quick(name: str) -> dict:
+    return json.loads((DOCS / "experiments" / f"{name}.json").read_text())
+
+
+def _mean(cell: str) -> float:
+    return float(cell.split(" ± ")[0])
+
+
+def _se(cell: str) -> float:
+    return float(cell.split(" ± ")[1])
+
+
+def quick_quotes() -> list[str]:
+    """What docs/experiments.md's prose quotes from the quick reports of alignment, paper-figure-1 and
+    sample-complexity, formatted as it quotes them."""
+    out = []
+    report = _quick("alignment")
+    data, rows = report["data"], report["tables"][0]["rows"]
+    d = [r[0] for r in rows]
+    A0, A, P0, P = ([_mean(r[k]) for r in rows] for k in (4, 5, 6, 7))
+    out += [
+        f"d^{data['slope_A0']:.2f} ({', '.join(f'{a:.2f}' for a in A0)} for d = {', '.join(map(str, d))})",
+        f"d^{data['slope_P0']:.2f} ({P0[0]:.2f} to {P0[-1]:.2g})",
+        f"alignment is {min(A):.2f} to {max(A):.2f} for every d and P is {min(P):.2f} to {max(P):.2f}",
+    ]
+    report = _quick("paper-figure-1")
+    narrow, prior, paired = (t["rows"] for t in report["tables"])
+    a0, a1, df0, df1 = ([_mean(r[k]) for r in narrow] for k in (1, 2, 3, 4))
+    se1 = [_se(r[4]) for r in narrow]
+    out += [
+        f"({min(a0):.2f}-{max(a0):.2f} to {min(a1):.2f}-{max(a1):.2f})",
+        f"df rises from {np.mean(df0):.0f} to about {np.mean(df1):.0f}",
+        f"({', '.join(f'{x:.1f}' for x in df1)} for sigma = {', '.join(f'{r[0]:g}' for r in narrow)})",
+        f"(standard errors {min(se1):.2f}-{max(se1):.2f} over 2 seeds)",
+        f"{_mean(paired[0][1]):.2f} ± {_se(paired[0][1]):.2f} at sigma = {paired[0][0]:g} and "
+        f"{_mean(paired[1][1]):.2f} ± {_se(paired[1][1]):.2f} at sigma = {paired[1][0]:g}",
+        f"df starts at {_mean(prior[0][3]):.0f} and drifts down to {_mean(prior[0][4]):.0f}",
+    ]
+    needed = _quick("sample-complexity")["tables"][1]["rows"]
+    small, large = needed
+    out += [
+        f"at d = {small[0]} all three methods get there by n = {min(small[1:])}-{max(small[1:])}",
+        f"At d = {large[0]} the mean-field network needs n = {large[1]}, while kernel ridge regression with the "
+        f"initial-measure kernel needs more than {str(large[2]).lstrip('> ')} and with a tuned RBF kernel {large[3]}",
+    ]
+    return out
+
+
+def test_the_quick_prose_is_the_quick_reports():
+    text = " ".join((DOCS / "experiments.md").read_text().split())
+    missing = [q for q in quick_quotes() if q not in text]
+    assert not missing, f"docs/experiments.md quotes other numbers than the quick reports: {missing}"
+
+
+def _e(x: float, sign: bool = False) -> str:
+    """``x`` as the docs write it: one decimal of mantissa, the exponent without its leading zero."""
+    mantissa, exponent = f"{x:{'+' if sign else ''}.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def test_the_full_label_noise_table_and_prose_are_the_report():
+    """docs/experiments.md's full label-noise table (typed to five digits) and the differences its prose quotes."""
+    rows = _report("label-noise")["tables"][0]["rows"]
+    lines = [
+        f"| {s:g} | {grid:.5f} | {part:.5f} | {_e(part - grid, True)} | {_e(se)} |" for s, grid, part, se, *_ in rows
+    ]
+    gaps = [r[5] - r[4] for r in rows]  # U of the particles less U of the grid
+    quotes = [
+        *lines,
+        f"to {_e(max(abs(r[2] - r[1]) for r in rows))}, within a fifth of a standard error",
+        f"{_e(min(gaps[1:]))} to {_e(max(gaps[1:]))} above the grid's at every s > 0",
+        f"and {_e(gaps[0])} at s = 0",
+    ]
+    assert all(abs(r[2] - r[1]) < r[3] / 5 for r in rows)  # "within a fifth of a standard error at every s"
+    text = (DOCS / "experiments.md").read_text()
+    flat = " ".join(text.split())
+    missing = [q for q in quotes if q not in text and q not in flat]
+    assert not missing, f"docs/experiments.md quotes other numbers than experiments/full/label-noise.json: {missing}"
