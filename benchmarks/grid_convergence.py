@@ -9,7 +9,8 @@ own; the linear solver is the reference's (``auto``, to grid.solver_tol = 1e-10)
 Orders: for three runs ``x_1 > x_2 > x_3`` of one ladder (x = h or eta) with ``U(x) = U* + C x^q``, q solves
 ``(U_1 - U_2) / (U_2 - U_3) = (x_1^q - x_2^q) / (x_2^q - x_3^q)``; ``U*`` is then the Richardson limit of the
 last two runs, and the error of every run is its distance to ``U*`` (space and time errors are taken one ladder at a
-time: the other's error is common to every run of the ladder and cancels in the differences).
+time: the other's error is common to every run of the ladder and cancels in the differences). The Richardson
+limit of every consecutive pair is printed too, with its distance to ``U*``: what two coarse runs give.
 
     python benchmarks/grid_convergence.py --out grid-convergence.json   # the default ladders
     python benchmarks/grid_convergence.py --cells --etas 0.1 0.05 0.025 --eta-cells 32   # steps only
@@ -81,8 +82,16 @@ def ladder(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     U = [r["U"] for r in rows]
     orders = [observed_order(x[i : i + 3], U[i : i + 3]) for i in range(len(rows) - 2)]
     q = orders[-1] if orders and math.isfinite(orders[-1]) else 2.0
-    limit = U[-1] + (U[-1] - U[-2]) / ((x[-2] / x[-1]) ** q - 1.0)
-    return {"orders": orders, "order_used": q, "limit": limit, "errors": [u - limit for u in U]}
+    pairs = [U[i + 1] + (U[i + 1] - U[i]) / ((x[i] / x[i + 1]) ** q - 1.0) for i in range(len(rows) - 1)]
+    limit = pairs[-1]
+    return {
+        "orders": orders,
+        "order_used": q,
+        "limit": limit,
+        "errors": [u - limit for u in U],
+        "pair_limits": pairs,  # Richardson from each consecutive pair, at the order q
+        "pair_errors": [v - limit for v in pairs],
+    }
 
 
 def main() -> None:
@@ -127,6 +136,8 @@ def main() -> None:
             print(f"{kind}: orders {orders}, limit U = {fit['limit']:.10f}")
             for r, e in zip(results[kind], fit["errors"], strict=True):
                 print(f"  {key} = {r[key]:.4g}: U - limit = {e:+.3e}")
+            for r, v, e in zip(results[kind], fit["pair_limits"], fit["pair_errors"], strict=False):
+                print(f"  Richardson from {key} = {r[key]:.4g} and the next: {v:.10f} ({e:+.1e} from the limit)")
     args.out.write_text(json.dumps(summary, indent=1))
 
 

@@ -12,7 +12,8 @@ fastest mfld row with an error at most as large.
 Then the nonlinear problem (two-timescale functional, tanh with bias: d = 1 so
 p = 2, and d = 2 so p = 3; n = 50) is timed per implicit Euler step for each
 ``grid.linear_solver`` at 128^2, 256^2, 512^2, 64^3 and 128^3 cells, side by
-side (the potential V_m, the same for all, is timed alone in its own column, best of three),
+side (the potential V_m, the same for all, is timed alone in its own column, best of three, beside
+its bound: tanh of the n x cells pre-activations once, into a preallocated array, best of three),
 with the iterations of the iterative solvers and each run's peak memory (tracemalloc, NumPy's
 arrays, over the set-up and the untimed first step). The direct LU is skipped where its fill-in
 makes it hopeless (3-D past 32^3, 2-D past 256^2).
@@ -215,7 +216,12 @@ def _nonlinear_functional(p: int) -> TwoTimescaleFunctional:
     return TwoTimescaleFunctional(Problem.from_dataset(ds, "tanh_bias", 0.05, 1.0, 1.0))
 
 
-def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> None:
+def nonlinear_table(
+    squares: list[int],
+    cubes: list[int],
+    steps: int = 3,
+    solvers: tuple[str, ...] = ("direct", "splitting", "krylov", "cg"),
+) -> None:
     print(
         "\nNonlinear problem (two-timescale, tanh_bias, n = 50; p = 2: d = 1, box [-6, 6]^2; p = 3: d = 2, "
         "box [-5, 5]^3), implicit Euler, eta = 0.5, grid.solver_tol = 1e-10, seconds per step (after one untimed "
@@ -223,8 +229,7 @@ def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> Non
         "step (MiB)"
     )
     print(f"load: {os.getloadavg()[0]:.2f} (1 min); MFLD_THREADS={os.environ.get('MFLD_THREADS', '(unset)')}")
-    solvers = ("direct", "splitting", "krylov", "cg")
-    print(f"{'cells':>9} {'V_m s':>8} " + " ".join(f"{s:>20}" for s in solvers))
+    print(f"{'cells':>9} {'V_m s':>8} {'tanh s':>8} " + " ".join(f"{s:>20}" for s in solvers))
     for p, sizes in ((2, squares), (3, cubes)):
         F = _nonlinear_functional(p)
         for n in sizes:
@@ -252,8 +257,19 @@ def nonlinear_table(squares: list[int], cubes: list[int], steps: int = 3) -> Non
                 t0 = time.perf_counter()
                 fv.potential()
                 potential = min(potential, time.perf_counter() - t0)
+            bound = "-"
+            if grid.size <= 2**22:  # the bound's n x cells scratch array beside the features
+                H = fv.features[1]
+                scratch = np.empty_like(H)
+                best = math.inf
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    np.tanh(H, out=scratch)
+                    best = min(best, time.perf_counter() - t0)
+                bound = f"{best:.3f}"
+                del scratch, H
             cells = f"{n}^{p}"
-            print(f"{cells:>9} {potential:>8.3f} " + " ".join(row), flush=True)
+            print(f"{cells:>9} {potential:>8.3f} {bound:>8} " + " ".join(row), flush=True)
             del fv
 
 
@@ -288,9 +304,11 @@ if __name__ == "__main__":
     parser.add_argument("--cubes", type=int, nargs="*", default=[64, 128], help="3-D cells per axis")
     parser.add_argument("--no-linear", action="store_true", help="skip the Ornstein-Uhlenbeck table")
     parser.add_argument("--stiff", action="store_true", help="also time one stiff step per solver")
+    parser.add_argument("--steps", type=int, default=3, help="timed nonlinear steps per solver (after one untimed)")
+    parser.add_argument("--solvers", nargs="+", default=["direct", "splitting", "krylov", "cg"])
     args = parser.parse_args()
     if not args.no_linear:
         linear_table()
-    nonlinear_table(args.nonlinear, args.cubes)
+    nonlinear_table(args.nonlinear, args.cubes, args.steps, tuple(args.solvers))
     if args.stiff:
         stiff_table()

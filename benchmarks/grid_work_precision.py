@@ -91,7 +91,7 @@ def main() -> None:
         F, grids, T, exact = problem(name)
         etas = [T / 10, T / 20, T / 40, T / 80]
         tols = [0.04, 0.02, 0.01, 0.005]
-        solvers = ["direct", "splitting", "krylov"] if F.dim <= 2 else ["splitting", "krylov"]
+        solvers = ["direct", "splitting", "krylov", "cg"] if F.dim <= 2 else ["splitting", "krylov", "cg"]
         refs: dict[int, tuple[np.ndarray, float]] = {}
         for k, (grid, m0) in enumerate(grids):
             if exact is None:
@@ -128,7 +128,7 @@ def main() -> None:
                         ax.loglog(
                             *zip(*curve, strict=True),
                             {"implicit-euler": ":", "bdf2": "--", "adaptive": "-"}[scheme],
-                            color={"direct": "C0", "splitting": "C1", "krylov": "C2"}[solver],
+                            color={"direct": "C0", "splitting": "C1", "krylov": "C2", "cg": "C3"}[solver],
                             marker="os^"[k],
                             ms=3,
                             label=f"{scheme}, {solver}, {'x'.join(map(str, grid.shape))}",

@@ -36,8 +36,9 @@ from mfld.model.backend import Array, namespace
 
 from .scharfetter_gummel import GridLike, rates, sparse_modules
 
-COARSEST = 512
-"""Cells of the coarsest level, solved exactly (a dense inverse)."""
+COARSEST = 64
+"""Cells of the coarsest level, solved exactly (a dense inverse). 512 took the same iterations on 48^2 .. 64^3 and
+made small grids slow: its inverse cost 15 ms a step at 48^2, more than the rest of the solve."""
 
 COARSE_SCALE = 0.6
 """The coarse operators are ``COARSE_SCALE R A P`` (module doc): block-constant prolongation doubles the stiffness.
