@@ -10,6 +10,7 @@ from pathlib import Path
 import tomli_w
 
 from mfld.discretizations.density import GRID_DIAGNOSTICS
+from mfld.discretizations.particles import PARTICLE_DIAGNOSTICS
 from mfld.model.observables import OBSERVABLES
 
 from .schema import schema
@@ -61,10 +62,12 @@ def reference_table() -> str:
 
 
 def observables_table() -> str:
-    """The README's list of observables, generated from the registries of observables and grid diagnostics."""
+    """The README's list of observables, generated from the registries of observables and of the discretisations'
+    diagnostics."""
     lines = ["| observable | recorded for | meaning |", "|---|---|---|"]
     lines += [f"| `{n}` | every run | {_escape(OBSERVABLES.doc(n))} |" for n in OBSERVABLES]
     lines += [f"| `{n}` | grid and spectral runs | {_escape(GRID_DIAGNOSTICS.doc(n))} |" for n in GRID_DIAGNOSTICS]
+    lines += [f"| `{n}` | particle runs | {_escape(doc)} |" for n, doc in PARTICLE_DIAGNOSTICS.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -88,6 +88,8 @@ def observables_figure(source: Any) -> Figure:
     constant: list[tuple[str, str, bool]] = []
     # Particles have no density: their entropy, and so the objective, is a nearest-neighbour estimate.
     estimated = " (Ent: k-NN estimate from the particles)" if record.kind == "particles" else ""
+    if estimated and "entropy_se" in obs:
+        estimated = " (Ent: k-NN estimate from the particles; band +- 2 s.e.)"
     single = all(el["value"].size == 1 for el in obs.values())  # a run of 0 steps: its start, drawn as points
     for name, title, log in PANELS:
         if name in obs and not (name == "certificate" and "gap" in obs):
@@ -99,6 +101,11 @@ def observables_figure(source: Any) -> Figure:
     for ax, (name, title, log) in zip(_grid_of(fig, len(drawn)), drawn, strict=True):
         el = obs[name]
         ax.plot(el["time"], el["value"], "o" if single else "-", label=name.replace("_", " "))
+        se_recorded = "entropy_se" in obs and obs["entropy_se"]["value"].shape == el["value"].shape
+        if name in ("objective", "entropy") and se_recorded:  # the estimate's randomness, +- 2 s.e.
+            scale = record.config["model"]["lam"] if name == "objective" else 1.0
+            se = scale * obs["entropy_se"]["value"]
+            ax.fill_between(el["time"], el["value"] - 2 * se, el["value"] + 2 * se, alpha=0.25, label="+- 2 s.e.")
         if name == "gap" and "certificate" in obs:
             ax.plot(obs["certificate"]["time"], obs["certificate"]["value"], "--", label="certificate lam KL(m || p_m)")
         if name == "train_loss" and "test_loss" in obs and np.isfinite(obs["test_loss"]["value"]).any():

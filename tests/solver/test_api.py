@@ -147,8 +147,14 @@ def test_figures_say_what_they_show(tmp_path):
     assert len(image.axes) == len(frames) + 1 and image.axes[-1].get_ylabel() == "density"  # one shared colour bar
     assert not any("estimate" in t for t in titles)  # a density's entropy is computed, not estimated
     particles = mfld.run(set={"data.n": 30, "particles.N": 40, "time.steps": 20, "output.metrics_every": 5})
-    titles = [ax.get_title() for ax in particles.figure().axes if ax.get_visible()]
-    assert "objective  G + lam Ent (Ent: k-NN estimate from the particles)" in titles  # issue 36: unlabelled
+    figure = particles.figure()
+    panels = {ax.get_title(): ax for ax in figure.axes if ax.get_visible()}
+    label = "objective  G + lam Ent (Ent: k-NN estimate from the particles; band +- 2 s.e.)"
+    assert label in panels  # issue 36: unlabelled, then without its standard error
+    band = panels[label].collections[0].get_paths()[0].vertices[:, 1]  # the +- 2 s.e. band, lower and upper edges
+    objective, se = particles.series["objective"], particles.series["entropy_se"]
+    lam = particles.config["model"]["lam"]
+    assert np.isclose(band.max(), np.max(objective + 2 * lam * se)) and np.all(se > 0)
 
 
 def test_the_package_lists_its_api_and_says_it_is_typed():
