@@ -7,13 +7,14 @@ step) and of steps (at fixed cells). Each run is its own process, so that its pe
 own; the linear solver is the reference's (``auto``, to grid.solver_tol = 1e-10).
 
 Orders: for three runs ``x_1 > x_2 > x_3`` of one ladder (x = h or eta) with ``U(x) = U* + C x^q``, q solves
-``(U_1 - U_2) / (U_2 - U_3) = (x_1^q - x_2^q) / (x_2^q - x_3^q)``; ``U*`` is then the Richardson limit of the
-last two runs, and the error of every run is its distance to ``U*`` (space and time errors are taken one ladder at a
-time: the other's error is common to every run of the ladder and cancels in the differences). The Richardson
-limit of every consecutive pair is printed too, with its distance to ``U*``: what two coarse runs give.
+``(U_1 - U_2) / (U_2 - U_3) = (x_1^q - x_2^q) / (x_2^q - x_3^q)``. ``U*`` is the Richardson limit of the last two
+runs at the schemes' order 2, and the error of every run is its distance to ``U*`` (space and time errors are taken
+one ladder at a time: the other's error is common to every run of the ladder and cancels in the differences). The
+Richardson limit of every consecutive pair is printed too, with its distance to ``U*``: what two coarse runs give.
 
     python benchmarks/grid_convergence.py --out grid-convergence.json   # the default ladders
     python benchmarks/grid_convergence.py --cells --etas 0.1 0.05 0.025 --eta-cells 32   # steps only
+    python benchmarks/grid_convergence.py --report grid-convergence.json   # the summary again, no runs
 """
 
 from __future__ import annotations
@@ -75,23 +76,49 @@ def observed_order(x: list[float], U: list[float]) -> float:
         return math.nan
 
 
-def ladder(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Orders of consecutive triples of a ladder (``key`` "h" or "eta", from coarse to fine) and the errors of every
-    run against the Richardson limit of the last two at the last triple's order."""
+def ladder(rows: list[dict[str, Any]], key: str, order: float = 2.0) -> dict[str, Any]:
+    """Observed orders of consecutive triples of a ladder (``key`` "h" or "eta", from coarse to fine); the Richardson
+    limit of every consecutive pair at the scheme's ``order`` (2 in h, and in eta for BDF2), the last pair's as
+    ``U*``; the same limit at the last triple's observed order (its distance says how well ``U*`` is known); and
+    the error of every run against ``U*``. (At the last triple's own order the last two pairs' limits agree by
+    construction: that order is the one that makes them agree.)"""
     x = [r[key] for r in rows]
     U = [r["U"] for r in rows]
     orders = [observed_order(x[i : i + 3], U[i : i + 3]) for i in range(len(rows) - 2)]
-    q = orders[-1] if orders and math.isfinite(orders[-1]) else 2.0
-    pairs = [U[i + 1] + (U[i + 1] - U[i]) / ((x[i] / x[i + 1]) ** q - 1.0) for i in range(len(rows) - 1)]
+
+    def richardson(i: int, q: float) -> float:
+        return U[i + 1] + (U[i + 1] - U[i]) / ((x[i] / x[i + 1]) ** q - 1.0)
+
+    pairs = [richardson(i, order) for i in range(len(rows) - 1)]
     limit = pairs[-1]
+    observed = orders[-1] if orders and math.isfinite(orders[-1]) else order
     return {
         "orders": orders,
-        "order_used": q,
+        "order": order,
         "limit": limit,
+        "limit_at_observed_order": richardson(len(rows) - 2, observed),
         "errors": [u - limit for u in U],
-        "pair_limits": pairs,  # Richardson from each consecutive pair, at the order q
+        "pair_limits": pairs,
         "pair_errors": [v - limit for v in pairs],
     }
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ladders' orders, limits and errors (printed), from the runs of :func:`one_run`."""
+    summary: dict[str, Any] = {}
+    for kind, key in (("space", "h"), ("time", "eta")):
+        if len(results[kind]) >= 3:
+            summary[f"{kind}_ladder"] = fit = ladder(results[kind], key)
+            orders = ", ".join(f"{q:.2f}" for q in fit["orders"])
+            print(
+                f"{kind}: observed orders {orders}; limit U* = {fit['limit']:.10f} (Richardson of the last pair at "
+                f"order 2; at the observed order {fit['limit_at_observed_order']:.10f})"
+            )
+            for r, e in zip(results[kind], fit["errors"], strict=True):
+                print(f"  {key} = {r[key]:.4g}: U - U* = {e:+.3e}")
+            for r, v, e in zip(results[kind], fit["pair_limits"], fit["pair_errors"], strict=False):
+                print(f"  Richardson from {key} = {r[key]:.4g} and the next: {v:.10f} ({e:+.1e} from U*)")
+    return summary
 
 
 def main() -> None:
@@ -99,9 +126,16 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="*", default=[32, 48, 64, 96, 128])
     parser.add_argument("--etas", type=float, nargs="*", default=[0.1, 0.05, 0.025, 0.0125])
     parser.add_argument("--eta-cells", type=int, default=48, help="cells per axis of the step ladder")
+    parser.add_argument("--space-eta", type=float, help="the step of the cells ladder (default: the cross-check's)")
     parser.add_argument("--out", type=Path, default=Path("grid-convergence.json"))
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # cells eta: one run, in this process
+    parser.add_argument("--report", type=Path, help="summarise the runs of an earlier --out file again, run nothing")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        summary = {**saved, **summarise({"space": saved["space"], "time": saved["time"]})}
+        args.report.write_text(json.dumps(summary, indent=1))
+        return
     if args.one:
         print(json.dumps(one_run(int(args.one[0]), float(args.one[1]))))
         return
@@ -109,7 +143,8 @@ def main() -> None:
 
     print(f"load: {os.getloadavg()[0]:.2f} (1 min); MFLD_THREADS={os.environ.get('MFLD_THREADS', '(unset)')}")
     results: dict[str, list[dict[str, Any]]] = {"space": [], "time": []}
-    plan = [("space", c, GRID_ETA) for c in args.cells] + [("time", args.eta_cells, e) for e in args.etas]
+    space_eta = GRID_ETA if args.space_eta is None else args.space_eta
+    plan = [("space", c, space_eta) for c in args.cells] + [("time", args.eta_cells, e) for e in args.etas]
     for kind, cells, eta in plan:
         proc = subprocess.Popen(
             [sys.executable, __file__, "--one", str(cells), str(eta)], stdout=subprocess.PIPE, text=True
@@ -128,16 +163,7 @@ def main() -> None:
             f"steps {row['steps']} {row['seconds']:.1f} s, peak {row['peak_MiB']:.0f} MiB",
             flush=True,
         )
-    summary = {"T": T, "load": os.getloadavg()[0], **results}
-    for kind, key in (("space", "h"), ("time", "eta")):
-        if len(results[kind]) >= 3:
-            summary[f"{kind}_ladder"] = fit = ladder(results[kind], key)
-            orders = ", ".join(f"{q:.2f}" for q in fit["orders"])
-            print(f"{kind}: orders {orders}, limit U = {fit['limit']:.10f}")
-            for r, e in zip(results[kind], fit["errors"], strict=True):
-                print(f"  {key} = {r[key]:.4g}: U - limit = {e:+.3e}")
-            for r, v, e in zip(results[kind], fit["pair_limits"], fit["pair_errors"], strict=False):
-                print(f"  Richardson from {key} = {r[key]:.4g} and the next: {v:.10f} ({e:+.1e} from the limit)")
+    summary = {"T": T, "load": os.getloadavg()[0], **results, **summarise(results)}
     args.out.write_text(json.dumps(summary, indent=1))
 
 

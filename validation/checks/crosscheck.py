@@ -292,7 +292,7 @@ def run(
     if full:
         sizes = {"Ns": [50, 200, 800, 3200, 12800], "budget": 102400, "T": 5.0, "eta": 0.01}
         weak = {"etas": [0.4, 0.2, 0.1, 0.05, 0.025, 0.0125], "N": 4000, "seeds": 16, "T": 4.0}
-        # p = 3 on 128^3: the grid's own error in U at T = 5 is 9.2e-6 there (6.6e-5 on 48^3, order 2.0;
+        # p = 3 on 128^3: the grid's own error in U at T = 5 is 9.3e-6 there (6.6e-5 on 48^3, order 2.0;
         # benchmarks/grid_convergence.py), below the particles' standard error at N = 12800 (3.5e-5).
         cells = {1: 2000, 2: 128, 3: 128}
     else:
