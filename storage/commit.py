@@ -80,7 +80,27 @@ def check_room(path: Path, size: int) -> None:
 RELEASE_FAILED = False
 """Set when HDF5 failed a write while h5py released an object (:func:`surfaced`): the library's state for that
 file is then suspect, and closing it again at interpreter exit can crash the process; the command line ends at
-once after its message (:func:`mfld.solver.cli.main`)."""
+once after its message (:func:`mfld.solver.cli.main`), and any other process by :func:`_end_at_exit`."""
+
+
+def _end_at_exit() -> None:
+    """The last exit handler of a process in which :data:`RELEASE_FAILED` was set: the other handlers run, then the
+    process ends without HDF5's own clean-up, which would close the object whose release failed (h5py lost it, HDF5
+    still holds it) and crash the interpreter (SIGSEGV in a Python-API script that had caught the error, measured
+    with a write failure injected by strace). The exit status is 1: a write of the process failed, and the status
+    the program meant (``sys.exit(n)``, pytest's) cannot be seen from here, so none that says success is given."""
+    import atexit
+
+    atexit.unregister(_end_at_exit)
+    atexit._run_exitfuncs()
+    print(
+        "mfld: the process ends with status 1 and without HDF5's clean-up: a write failed earlier while an HDF5 "
+        "object was released (reported then), and closing that file again would crash it",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 @contextlib.contextmanager
@@ -109,6 +129,10 @@ def surfaced() -> Iterator[None]:
         if not caught and held.getvalue():
             stderr.write(held.getvalue())
     if caught:
+        if not RELEASE_FAILED:
+            import atexit
+
+            atexit.register(_end_at_exit)
         RELEASE_FAILED = True
         raise write_error(caught[0])
 
