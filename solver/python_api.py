@@ -171,14 +171,25 @@ def resolve_config(config: ConfigLike = None, set: Mapping[str, Any] | None = No
     A mapping is either a whole configuration or a partial one (nested tables or dotted keys), merged
     over the default; ``set`` (dotted keys) is merged last.
     """
+    values = None if set is None else {k: _plain(v) for k, v in dict(set).items()}
     if config is None or isinstance(config, str | Path):
-        return load_config(config, values=set)
+        return load_config(config, values=values)
     if not isinstance(config, Mapping):
         raise TypeError(
             f"config must be None, a file name, a shipped configuration's name or a mapping, "
             f"got {type(config).__name__}"
         )
-    return load_config(values={**_dotted(config), **dict(set or {})})
+    return load_config(values={**_dotted(config), **(values or {})})
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (``numpy.int64(80)`` from an array or a loop over one) as the Python numbers they hold, in
+    lists too: the configuration's types are TOML's."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -187,7 +198,7 @@ def _dotted(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(v, Mapping):
             out.update(_dotted(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{k}"] = _plain(v)
     return out
 
 

@@ -237,3 +237,15 @@ def test_a_measure_whose_weights_sum_to_zero_is_refused():
     W = pb.sample_prior(10, np.random.default_rng(0))
     with pytest.raises(ValueError, match="with a positive sum"):
         TwoTimescaleFunctional(pb).fit(W, np.zeros(10))
+
+
+def test_numpy_scalars_are_taken_as_the_numbers_they_hold():
+    """Issue 37 (low): ``particles.N = numpy.int64(80)`` (from an array, or a loop over one) was refused with "must
+    be an integer >= 2, got np.int64(80)", a message that contradicts itself."""
+    sizes = np.array([80, 90])
+    run = mfld.run(
+        {"model": {"lam": np.float64(0.05)}},
+        set={"particles.N": sizes[0], "time.steps": np.int32(2), "data.n": 30, "output.plot": False},
+    )
+    assert run.snapshot().points.shape[0] == 80 and run.config["model"]["lam"] == 0.05
+    assert type(run.config["particles"]["N"]) is int
