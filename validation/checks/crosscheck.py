@@ -76,13 +76,9 @@ def _se(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
-def against_N_run(
-    p: int, Ns: list[int], budget: int, T: float, eta: float, cells: int, seed: int, reference: int = 10000
-) -> Result:
+def against_N_run(p: int, Ns: list[int], budget: int, T: float, eta: float, cells: int, seed: int) -> Result:
     """One job: the grid's mu_T for dimension ``p`` and, for each N, the particle runs' errors against it (the rows
-    of :func:`against_N`'s table), the grid density and the last run's particles (for the plots). In p >= 2 the
-    distances are sliced, against ``reference`` draws from the grid density: they then behave like
-    ``sqrt(1/N + 1/reference)``, which flattens their slope in N once N nears ``reference``."""
+    of :func:`against_N`'s table), the grid density and the last run's particles (for the plots)."""
     F = low_dim_functional(p)
     grid, fv = grid_reference(F, p, T, cells, GRID_ETA)
     pts, qg = fv.points, fv.density.ravel() * grid.cell_volume
@@ -93,7 +89,7 @@ def against_N_run(
     Xk = F.problem.X_test[:50]
     K_T = gram(F.problem.feature, Xk, pts, qg)
     rng = np.random.default_rng(seed)
-    ref_sample = _sample_density(grid, qg, reference, rng) if p > 1 else None
+    ref_sample = _sample_density(grid, qg, 10000, rng) if p > 1 else None
     rows: list[list[float]] = []
     last_W = np.zeros((0, p))
     for N in Ns:
@@ -128,8 +124,7 @@ def against_N_run(
                 float(np.mean(w2s)),
             ]
         )
-    out = {"rows": rows, "U_T": U_T, "density": fv.density.tolist(), "last_W": last_W.tolist()}
-    return {**out, "reference": reference} if p > 1 else out
+    return {"rows": rows, "U_T": U_T, "density": fv.density.tolist(), "last_W": last_W.tolist()}
 
 
 def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: Report) -> dict[str, Any]:
@@ -145,9 +140,8 @@ def against_N(p: int, result: Result, T: float, eta: float, cells: int, report: 
         "W2": fit_slope(arr[:, 0], arr[:, 9]),
     }
     name1, name2 = distance_names(p)
-    against = f"; sliced distances to {result.get('reference', 10000)} draws from it" if p > 1 else ""
     report.table(
-        f"p = {p}: particles (eta = {eta:g}) against the grid ({cells} cells per axis{against}) at T = {T:g}",
+        f"p = {p}: particles (eta = {eta:g}) against the grid ({cells} cells per axis) at T = {T:g}",
         [
             "N",
             "seeds",
@@ -308,13 +302,10 @@ def run(
     ps = (1, 2, 3) if full else (1, 2)
     # Costs in point-steps (a grid cell or a particle, for one step: each costs n feature evaluations), an
     # estimate for the time left: the p = 3 job is far longer than a weak-error seed.
-    # 100,000 reference draws at full size: with 10,000 the sliced distances' slope flattened to -0.34 between
-    # N = 3200 and 12800 in p = 3 (sqrt(1/N + 1/10000) predicts -0.30); the quick sizes keep 10,000.
-    reference = {"reference": 100000} if full else {}
     jobs = [
         Job(
             against_N_run,
-            {"p": p, **sizes, "cells": cells[p], "seed": seed, **(reference if p > 1 else {})},
+            {"p": p, **sizes, "cells": cells[p], "seed": seed},
             f"p = {p}: grid and particles",
             cells[p] ** p * sizes["T"] / GRID_ETA
             + sum(max(32, sizes["budget"] // N) * N for N in sizes["Ns"]) * sizes["T"] / sizes["eta"],
