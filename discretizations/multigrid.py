@@ -17,7 +17,7 @@ over the fine faces f between them, with zero column sums, non-negative off-diag
 balance ``a_JK Pi_J = b_KJ Pi_K``: the same structure, on the coarse Gibbs density ``Pi``, level after level.
 Block-constant prolongation makes ``R A P`` about twice as stiff as the operator rediscretised on the coarse
 cells (in 1-D with constant V: ``lam / (2 h^2)`` against ``lam / (2 h)^2``, and likewise per axis in 2-D and
-3-D); the coarse levels use ``COARSE_SCALE R A P``, which is what a rediscretisation would give.
+3-D); the coarse levels use ``COARSE_SCALE R A P``, 0.6 by trial, near the rediscretisation's 0.5.
 
 :class:`VCycle` is one V-cycle with ``smoothing`` damped Jacobi sweeps before and after the coarse correction
 and an exact solve on the coarsest level (at most :data:`COARSEST` cells). Every part is self-adjoint in the
