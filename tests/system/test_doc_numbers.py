@@ -4,11 +4,23 @@ a regenerated report whose numbers moved fails here until the prose follows."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _assert_quoted(doc: str, quotes: Mapping[str, str] | Sequence[str], source: str, where: str = "") -> None:
+    """Every quote is in docs/``doc`` (runs of whitespace read as one space, so a quote may wrap a line); the failure
+    names ``source``, the report the numbers come from, and what is missing."""
+    text = " ".join((DOCS / doc).read_text().split())
+    if isinstance(quotes, Mapping):
+        missing: dict[str, str] | list[str] = {k: q for k, q in quotes.items() if q not in text}
+    else:
+        missing = [q for q in quotes if q not in text]
+    assert not missing, f"docs/{doc}{where} quotes other numbers than {source}: {missing}"
 
 
 def test_the_rate_scaling_in_the_theory_is_the_rate_reports():
@@ -18,7 +30,6 @@ def test_the_rate_scaling_in_the_theory_is_the_rate_reports():
     rate = np.array([r[2] for r in two])
     power = float(np.polyfit(np.log(lam), np.log(rate), 1)[0])
     first, last = two[0], two[-1]
-    text = " ".join((DOCS / "theory.md").read_text().split())
     quoted = [
         f"`lam^{power:.2f}`",
         f"({rate[0]:.3g} at lam = {first[1]:g}",
@@ -27,8 +38,7 @@ def test_the_rate_scaling_in_the_theory_is_the_rate_reports():
         f"10^{round(last[7])} at lam = {last[1]:g}",
         f"10^{round(first[7])} at {first[1]:g}",
     ]
-    missing = [q for q in quoted if q not in text]
-    assert not missing, f"docs/theory.md §4 quotes other numbers than docs/validation/rate.json: {missing}"
+    _assert_quoted("theory.md", quoted, "docs/validation/rate.json", where=" §4")
 
 
 def _report(name: str) -> dict:
@@ -78,9 +88,7 @@ def timescales_quotes(report: dict) -> dict[str, str]:
 
 def test_the_timescales_section_quotes_the_full_report():
     quotes = timescales_quotes(_report("timescales"))
-    text = " ".join((DOCS / "experiments.md").read_text().split())
-    missing = {k: v for k, v in quotes.items() if v not in text}
-    assert not missing, f"docs/experiments.md quotes other numbers than experiments/full/timescales.json: {missing}"
+    _assert_quoted("experiments.md", quotes, "experiments/full/timescales.json")
     theory = " ".join((DOCS / "theory.md").read_text().split())
     used = ("TS_PRIOR_LOCAL", "TS_PRIOR_Q", "TS_PRIOR_U", "TS_OPT_Q", "TS_OPT_U")
     assert all(quotes[k] in theory for k in used), "docs/theory.md §7 quotes other numbers than timescales.json"
@@ -161,9 +169,7 @@ def sweep_quotes(report: dict) -> dict[str, str]:
 
 
 def test_the_label_noise_sweep_section_quotes_the_full_report():
-    text = " ".join((DOCS / "experiments.md").read_text().split())
-    missing = {k: v for k, v in sweep_quotes(_report("label-noise-sweep")).items() if v not in text}
-    assert not missing, f"docs/experiments.md quotes other numbers than label-noise-sweep.json: {missing}"
+    _assert_quoted("experiments.md", sweep_quotes(_report("label-noise-sweep")), "label-noise-sweep.json")
 
 
 def real_data_quotes(report: dict) -> dict[str, str]:
@@ -178,9 +184,7 @@ def real_data_quotes(report: dict) -> dict[str, str]:
 
 
 def test_the_real_data_section_quotes_the_full_report():
-    text = " ".join((DOCS / "experiments.md").read_text().split())
-    missing = {k: v for k, v in real_data_quotes(_report("real-data")).items() if v not in text}
-    assert not missing, f"docs/experiments.md quotes other numbers than real-data.json: {missing}"
+    _assert_quoted("experiments.md", real_data_quotes(_report("real-data")), "real-data.json")
 
 
 def _quick(name: str) -> dict:
@@ -195,15 +199,13 @@ def test_the_quick_label_noise_numbers_are_the_quick_reports():
     levels = ", ".join(f"{r[0]:g}" for r in rows)
     worst = max(abs(r[1] - r[2]) for r in rows)
     f2 = _quick("paper-figure-2")["data"]["rows"]
-    text = " ".join((DOCS / "experiments.md").read_text().split())
     quoted = [
         f"agree on df to {worst:.1g}",
         f"({grid} for s = {levels}, against {particles} for particles)",
         f"lowers df from {f2[0][1]:.1f} to {f2[1][1]:.1f} (s = {f2[1][0]:g}) and {f2[2][1]:.1f} (s = {f2[2][0]:g})",
         f"from {f2[0][2]:.3f} to {f2[1][2]:.3f} and {f2[2][2]:.3f}",
     ]
-    missing = [q for q in quoted if q not in text]
-    assert not missing, f"docs/experiments.md quotes other numbers than the quick reports: {missing}"
+    _assert_quoted("experiments.md", quoted, "the quick reports")
 
 
 def _quick(name: str) -> dict:
@@ -255,9 +257,7 @@ def quick_quotes() -> list[str]:
 
 
 def test_the_quick_prose_is_the_quick_reports():
-    text = " ".join((DOCS / "experiments.md").read_text().split())
-    missing = [q for q in quick_quotes() if q not in text]
-    assert not missing, f"docs/experiments.md quotes other numbers than the quick reports: {missing}"
+    _assert_quoted("experiments.md", quick_quotes(), "the quick reports")
 
 
 def _e(x: float, sign: bool = False) -> str:
@@ -280,7 +280,4 @@ def test_the_full_label_noise_table_and_prose_are_the_report():
         f"and {_e(gaps[0])} at s = 0",
     ]
     assert all(abs(r[2] - r[1]) < r[3] / 5 for r in rows)  # "within a fifth of a standard error at every s"
-    text = (DOCS / "experiments.md").read_text()
-    flat = " ".join(text.split())
-    missing = [q for q in quotes if q not in text and q not in flat]
-    assert not missing, f"docs/experiments.md quotes other numbers than experiments/full/label-noise.json: {missing}"
+    _assert_quoted("experiments.md", quotes, "experiments/full/label-noise.json")
