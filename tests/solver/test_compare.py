@@ -74,7 +74,7 @@ def test_particles_against_the_grid_within_the_crosscheck_range(files):
         r = np.random.default_rng([0, 1, 400, s])
         system = Particles(F, r.standard_normal((400, 1)) / math.sqrt(F.problem.lam_w), 0.05, r)
         loop.run(system, until=5.0)
-        w1.append(distances(system.positions, snap.grid, snap.weights, None, r)[0])
+        w1.append(distances(system.positions, snap.grid, snap.weights, None)[0])
     assert 0.8 * min(w1) <= last["W1"] <= 1.25 * max(w1), (last["W1"], min(w1), max(w1))
     assert last["W2"] >= last["W1"] > 0
     # W1 is that of the two files' measures, the density's mass spread over its cells: by the CDFs (not the

@@ -11,7 +11,14 @@ import ot
 import pytest
 from scipy.special import erf
 
-from mfld.validation.distances import Cells, common_refinement, exact_1d, measure_distance, subdivided
+from mfld.validation.distances import (
+    Cells,
+    SlicedReference,
+    common_refinement,
+    exact_1d,
+    measure_distance,
+    subdivided,
+)
 
 
 def gaussian_cells(n: int, shifts: tuple[float, ...] = (0.0,), L: float = 6.0) -> Cells:
@@ -98,3 +105,49 @@ def test_negative_masses_of_a_spectral_density_are_clipped_before_the_distance()
     mass = np.array([0.2, 0.5, 0.31, -0.01])
     c = Cells.on(mass, (0.0,), (4.0,))
     assert c.mass.min() == 0.0 and c.mass.sum() == pytest.approx(1.0)
+
+
+def _sliced_by_pot(
+    ref: SlicedReference, sample: np.ndarray, W: np.ndarray, q: np.ndarray | None
+) -> tuple[float, float]:
+    """The same sliced distances by POT, one direction at a time (its 1-D distance merges both measures)."""
+    w1, w2 = [], []
+    for theta in ref.directions.T:
+        weights = None if q is None else q / q.sum()
+        w1.append(float(ot.wasserstein_1d(W @ theta, sample @ theta, weights, None, p=1)))
+        w2.append(float(ot.wasserstein_1d(W @ theta, sample @ theta, weights, None, p=2)))
+    return float(np.mean(w1)), math.sqrt(float(np.mean(w2)))
+
+
+@pytest.mark.parametrize(("N", "M"), [(37, 1000), (1000, 37), (64, 64), (5, 1)])
+def test_the_reference_sample_gives_pots_sliced_distances_with_the_same_directions(rng, N, M):
+    sample = rng.standard_normal((M, 3))
+    sample[: M // 3] = sample[0]  # ties in the reference
+    ref = SlicedReference(sample, rng, projections=6)
+    W = 0.4 + 1.3 * rng.standard_normal((N, 3))
+    W[N // 2 :] = W[0]  # and in the measure
+    for q in (None, rng.random(N)):
+        got, want = ref.distances(W, q), _sliced_by_pot(ref, sample, W, q)
+        assert got == pytest.approx(want, rel=1e-11, abs=1e-13)
+
+
+def test_a_translated_copy_of_the_reference_is_its_shift_along_each_direction(rng):
+    sample = rng.standard_normal((5000, 2))
+    ref = SlicedReference(sample, rng, projections=9)
+    shift = np.array([0.3, -0.2])
+    along = np.abs(shift @ ref.directions)
+    w1, w2 = ref.distances(sample + shift)
+    assert w1 == pytest.approx(float(np.mean(along)), rel=1e-10)
+    assert w2 == pytest.approx(math.sqrt(float(np.mean(along**2))), rel=1e-10)
+    w1, w2 = ref.distances(sample)
+    # W2^2 is summed from differences of running sums of size E y^2: round-off of eps E y^2 on each of the N
+    # pieces (the docstring's precision), here about 1e-12, i.e. 1e-6 in W2 itself.
+    assert w1 < 1e-12 and w2**2 < sample.shape[0] * np.finfo(float).eps * float(np.mean(sample**2))
+
+
+def test_the_reference_refuses_measures_of_another_dimension(rng):
+    ref = SlicedReference(rng.standard_normal((10, 3)), rng)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        ref.distances(rng.standard_normal((4, 2)))
+    with pytest.raises(ValueError, match="non-empty"):
+        SlicedReference(np.zeros((0, 3)), rng)
