@@ -14,6 +14,7 @@ from mfld.config.assembly import build_problem, check_inputs
 from mfld.discretizations import loop
 from mfld.discretizations.adaptive import Controller, StepControl, advance, attempt
 from mfld.discretizations.grid import FiniteVolume
+from mfld.discretizations.implicit_solvers import Auto, ConjugateGradient, Splitting
 from mfld.discretizations.mesh import Grid, gaussian_density
 from mfld.discretizations.spectral import FourierSpectral
 from mfld.validation.problems import low_dim_functional
@@ -46,6 +47,37 @@ def test_the_error_at_T_falls_with_the_tolerance_at_order_two(cls, reference):
         float(np.max(np.abs(runs[-1].density - ou_exact(grid, T_END))))
         < 2 * float(np.max(np.abs(ref.density - ou_exact(grid, T_END)))) + errors[-1]
     )
+
+
+def test_auto_takes_the_splitting_under_adaptive_steps_and_the_tolerance_bounds_its_error():
+    # A non-separable potential (the nonlinear problem, a correlated start): the splitting factors do not commute.
+    F, grid, T = low_dim_functional(2), Grid.box(6.0, 24, 2), 1.0
+    m0 = gaussian_density(grid, [1.0, -1.0], np.array([[1.0, 0.9], [0.9, 1.0]]))
+
+    def l1(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sum(np.abs(a - b)) * grid.cell_volume)
+
+    assert isinstance(FiniteVolume(F, grid, m0, 0.1, control=StepControl(0.01, 10.0)).solver, Splitting)
+    assert isinstance(FiniteVolume(F, grid, m0, 0.1).solver, Auto)  # fixed steps: the exact step
+    chosen = FiniteVolume(F, grid, m0, 0.1, linear_solver="cg", control=StepControl(0.01, 10.0))
+    assert isinstance(chosen.solver, ConjugateGradient)  # a solver the user names is kept
+    ref = FiniteVolume(F, grid, m0, T / 400, "bdf2", linear_solver="direct")
+    loop.run(ref, until=T)
+    errors, runs = [], []
+    for tol in TOLS:
+        run = FiniteVolume(F, grid, m0, 0.05, control=StepControl(tol, 10.0))
+        loop.run(run, until=T)
+        errors.append(l1(run.density, ref.density))
+        runs.append(run)
+    observed = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
+    assert all(1.6 < o < 2.4 for o in observed), (errors, observed)  # as the exact solve's (the test above)
+    # The splitting error is there to be controlled: at the finest run's mean step, split and exact fixed steps
+    # differ by far more than the adaptive run's whole error.
+    eta = T / runs[-1].step_count
+    split, exact = (FiniteVolume(F, grid, m0, eta, linear_solver=name) for name in ("splitting", "direct"))
+    loop.run(split, until=T)
+    loop.run(exact, until=T)
+    assert l1(split.density, exact.density) > 10 * errors[-1], (l1(split.density, exact.density), errors)
 
 
 @pytest.mark.parametrize("cls", [FiniteVolume, FourierSpectral])
