@@ -12,12 +12,13 @@ against the number of particles N (four values over two decades, many seeds):
   ``E U(mu_N) - U(mu_T)`` is reported beside it with its standard error;
 * the kernel error ``E sup_{x, x'} |k_{mu_N}(x, x') - k_{mu_T}(x, x')|^2`` on test
   inputs, O(1/N);
-* Wasserstein distances between ``mu_N`` and the grid density (POT): exact
-  W1 and W2 in 1-D against the piecewise-constant density's cell atoms, sliced
+* Wasserstein distances between ``mu_N`` and the grid density: exact W1 and W2 in
+  1-D against the piecewise-constant density (its mass spread over each cell), sliced
   W1 and W2 in 2-D and 3-D (50 directions, fixed per job) against a sample of it
-  (10^5 draws; 10^6 with ``--full``); about O(N^{-1/2}). Against a sample of M draws
-  the distance behaves like sqrt(1/N + 1/M): 10^4 draws flattened the slope to -0.3
-  between N = 3200 and 12800, 10^6 leave it within 0.01 of -1/2.
+  (10^5 draws; 10^6 with ``--full``; :class:`~mfld.validation.distances.SlicedReference`);
+  about O(N^{-1/2}). Against M draws the distance behaves like sqrt(1/N + 1/M): with
+  10^4 draws the full run's p = 3 SW1 slope was -0.45 fitted and -0.34 between
+  N = 3200 and 12800; with 10^6, -0.50 and -0.45.
 
 Against the step eta: the weak error of Euler-Maruyama on ``E ||w||^2`` at time
 T, from differences between eta and eta/2 with coupled Brownian increments
