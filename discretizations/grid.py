@@ -46,7 +46,7 @@ from mfld.model.options import choice, option
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
-from .implicit_solvers import LINEAR_SOLVERS, choose
+from .implicit_solvers import LINEAR_SOLVERS
 from .kinds import DISCRETIZATIONS, Discretization
 from .mesh import Grid
 from .scharfetter_gummel import GridLike, Mobile
@@ -162,8 +162,6 @@ class FiniteVolume(GridDensity):
         self._use_scheme(GRID_SCHEMES, scheme, history)
         mobility = getattr(functional, "mobility", None)  # the classical objective's second-layer rate
         seen: GridLike = grid if mobility is None else Mobile(grid, tuple(float(d) for d in mobility))
-        if linear_solver == "auto" and self.control is not None:  # adaptive steps: auto's own choice (choose)
-            linear_solver = choose("auto", grid.shape, adaptive=True)
         self.solver = LINEAR_SOLVERS[linear_solver](seen, functional.problem.lam, solver_tol)
 
     @classmethod

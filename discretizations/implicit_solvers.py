@@ -33,8 +33,7 @@ The solvers, registered in :data:`LINEAR_SOLVERS` (``grid.linear_solver``):
   (:class:`ConjugateGradient`), then restores positivity and mass as ``krylov`` does.
 
 ``"auto"`` (:func:`choose`) takes ``direct`` in 1-D and on small grids, where a factorisation is
-cheapest, and ``cg`` above the measured crossover (``benchmarks/grid_vs_peers.py``). With adaptive steps
-it takes ``splitting``: the step control bounds the splitting error together with the time error.
+cheapest, and ``cg`` above the measured crossover (``benchmarks/grid_vs_peers.py``).
 """
 
 from __future__ import annotations
@@ -321,25 +320,19 @@ LINEAR_SOLVERS.add(
 )
 
 
-def choose(name: str, cells: Sequence[int], adaptive: bool = False) -> str:
+def choose(name: str, cells: Sequence[int]) -> str:
     """The solver ``name`` stands for on a grid of ``cells`` per axis: itself, or what ``"auto"`` starts with.
 
-    ``auto`` with fixed steps: ``direct`` in 1-D (a tridiagonal LU, no fill-in) and up to :data:`AUTO_DIRECT_CELLS`
+    ``auto``: ``direct`` in 1-D (a tridiagonal LU, no fill-in) and up to :data:`AUTO_DIRECT_CELLS`
     cells, ``cg`` above; both give the exact step (cg to its tolerance), so ``auto`` never changes a result beyond
-    the tolerance.
-
-    ``auto`` with ``adaptive`` steps (``time.adaptive``, the steps chosen from ``time.tol``): ``splitting``. Lie
-    splitting of implicit Euler is itself a one-step method of order 1, its local error ``C dt^2`` the time
-    scheme's and the commutators' together; the step doubling measures that whole error and the extrapolation
-    cancels it (:mod:`~mfld.discretizations.adaptive`), so the tolerance bounds the splitting error as it bounds
-    the time error, and an exact solve buys nothing the tolerance does not. Positivity and mass hold for every
-    step, and both splitting factors fix the Gibbs density, so the stationary states are the exact solve's.
-    Measured (docs/measurements/grid_work_precision.txt, time.tol 0.04 to 0.005, 24 pairs): against adaptive
-    steps with cg, as many or fewer steps, L1 errors at T within a factor 1.35 either way, and 1.5x to 4.7x less
-    time (p = 2: 1.5x to 2.6x; p = 3: 2.9x to 4.7x, e.g. 28^3 at tol 0.005, 1.96e-5 in 0.31 s against 1.95e-5
-    in 1.22 s; Ornstein-Uhlenbeck 2.9x to 4.1x).
-
-    cg over krylov (benchmarks/grid_vs_peers.py,
+    the tolerance. ``splitting`` is never chosen for the user, with adaptive steps neither, though these bound
+    its splitting error with the time error (Lie splitting of implicit Euler is one first-order method; order 2
+    in time.tol, tests/discretizations/test_adaptive.py): on transients it reaches the error of adaptive cg in
+    1.5x to 4.7x less time (docs/measurements/grid_work_precision.txt, 24 pairs), but near mu* its error follows
+    the grid's commutators, not the slow rate, and holds the steps there: on benchmarks/adaptive_steps.py's
+    issue-40 case (lam = 0.01, 64^2 cells, to the gap 1e-10, time.tol 0.04) it took 3951 steps and 46.4 s where
+    cg took 748 steps and 12.4 s (grid-2d: 60 steps, 0.45 s, against 69, 1.11 s). cg over krylov
+    (benchmarks/grid_vs_peers.py,
     grid_work_precision.py): 1.2x faster per step at 256^2, 64^3 and 128^3 near equilibrium (0.94x at 512^2), 10x
     to 36x on stiff steps where krylov stalls or fails; 1.3x to 1.7x slower on 20^3 and 28^3 grids near
     equilibrium, where one splitting sweep already preconditions GMRES well.
@@ -347,8 +340,6 @@ def choose(name: str, cells: Sequence[int], adaptive: bool = False) -> str:
     LINEAR_SOLVERS[name]  # refuse an unknown name, listing the known ones
     if name != "auto":
         return name
-    if adaptive:
-        return "splitting"
     total = 1
     for c in cells:
         total *= c
@@ -395,6 +386,5 @@ LINEAR_SOLVERS.add(
     "auto",
     Auto,
     f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `cg` above (the measured "
-    "crossover); a potential that repeats (a linear problem) is factored once and reused; with time.adaptive, "
-    "`splitting` (the step control bounds its splitting error with the time error)",
+    "crossover); a potential that repeats (a linear problem) is factored once and reused",
 )
