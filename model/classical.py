@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .backend import Array, chunks, namespace
+from .backend import Array, chunks, namespace, row_squares
 from .distributed import Communicator
 from .functional import DEFAULT_MEMORY_BUDGET, OBJECTIVES, Fit, second_moment, validate_measure
 from .kernel_backed import KernelBacked
@@ -121,10 +121,9 @@ class ClassicalFunctional(KernelBacked):
         return 0.5 * float(namespace(E).sum(E * E)) / scale, E / scale
 
     def _regulariser(self, Theta: Array) -> Array:
-        xp = namespace(Theta)
         A, W = self._split(Theta)
         pb = self.problem
-        return 0.5 * pb.lam * (pb.lam_a * xp.sum(A * A, axis=1) + pb.lam_w * xp.sum(W * W, axis=1))
+        return 0.5 * pb.lam * (pb.lam_a * row_squares(A) + pb.lam_w * row_squares(W))
 
     def potential(self, fit: Fit, Theta: Array | None = None) -> Array:
         """``dG/dP(a, w) = sum_j R_j . a h(x_j; w) + lam r(a, w)``."""

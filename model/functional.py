@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from .backend import Array, namespace
+from .backend import Array, namespace, row_squares
 from .distributed import Communicator
 from .problem import Problem
 from .registry import Registry
@@ -125,7 +125,7 @@ def validate_measure(W: Array, q: Array, p: int, signed: bool = False) -> None:
 def second_moment(fit: Fit, W: Array) -> float:
     """``E_mu ||w||^2 = sum_i q_i ||w_i||^2`` for points ``W`` carrying the fit's weights (this process's share)."""
     xp = namespace(W)
-    return float(xp.sum(fit.weights * xp.sum(W * W, axis=1)))
+    return float(xp.sum(fit.weights * row_squares(W)))
 
 
 class Drift(Protocol):

@@ -7,7 +7,7 @@ Gaussian with known mean and covariance, the exact reference for the solvers.
 
 from __future__ import annotations
 
-from .backend import Array, namespace
+from .backend import Array, namespace, row_squares
 from .functional import OBJECTIVES, Fit, second_moment, validate_measure
 from .kernel_backed import KernelBacked
 
@@ -42,7 +42,7 @@ class PriorOnlyFunctional(KernelBacked):
 
     def potential(self, fit: Fit, W: Array | None = None) -> Array:
         W = fit.points if W is None else W
-        return 0.5 * self.problem.lam_w_bar * namespace(W).sum(W * W, axis=1)
+        return 0.5 * self.problem.lam_w_bar * row_squares(W)
 
     def grad_potential(self, fit: Fit, W: Array | None = None) -> Array:
         W = fit.points if W is None else W

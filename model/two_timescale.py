@@ -28,7 +28,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
 
-from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace
+from .backend import Array, cache_columns, cholesky_apply, cholesky_solve, chunks, namespace, row_squares
 from .distributed import Communicator, Serial
 from .dual_solve import (
     SOLVE_METHODS,
@@ -382,15 +382,13 @@ class TwoTimescaleFunctional:
 
     def first_variation_U(self, fit: Fit, W: Array | None = None) -> Array:
         """``dU/dmu(w) = -(lam_a_bar / 2T) ||a_mu(w)||^2`` at points ``W``."""
-        xp = namespace(fit.coef)
         a = self.second_layer(fit, W)
-        return -0.5 * self.problem.lam_a_bar * xp.sum(a * a, axis=1) / self.problem.T
+        return -0.5 * self.problem.lam_a_bar * row_squares(a) / self.problem.T
 
     def potential(self, fit: Fit, W: Array | None = None) -> Array:
         """``V_mu(w) = dU/dmu(w) + (lam_w_bar / 2) ||w||^2`` = ``dG/dmu`` at points ``W``."""
         W = fit.points if W is None else W
-        xp = namespace(W)
-        return self.first_variation_U(fit, W) + 0.5 * self.problem.lam_w_bar * xp.sum(W * W, axis=1)
+        return self.first_variation_U(fit, W) + 0.5 * self.problem.lam_w_bar * row_squares(W)
 
     def grad_potential(self, fit: Fit, W: Array | None = None, column_weights: Array | None = None) -> Array:
         """``grad_w V_mu(w)`` at points ``W`` (N x p); the drift is its negative.
