@@ -87,7 +87,8 @@ REDOCUMENTED = {
     "grid.solver_tol": "it is also the cg solver's bound on the relative L1 error of a step",
 }
 REDOCUMENTED_CHOICES = {
-    ("grid.linear_solver", "auto"): "auto takes cg, not krylov, above the crossover",
+    ("grid.linear_solver", "auto"): "auto takes cg, not krylov, above the crossover; it weighs the splitting "
+    "under adaptive steps",
 }
 
 
