@@ -50,12 +50,11 @@ TOL_MAX = 0.05
 margin for the controller's safety factor."""
 
 
-HOST_READS_PER_ATTEMPT = 13
+HOST_READS_PER_ATTEMPT = 11
 """Scalar reads from the device one attempt makes at most on a GPU backend, besides those of a fixed step: that the
 extrapolation is finite, the change, the error, the minimum and, when clipping, two masses (six), the fit of the
-midpoint's density (two), one per solve of the scheme's (three: krylov's sign test), and the two norms of a
-``pick`` that weighs the splitting (:meth:`~mfld.discretizations.grid.FiniteVolume.weigh_splitting`). No array goes
-to the host. tests/discretizations/test_fake_cupy.py holds an adaptive step to this."""
+midpoint's density (two), and one per solve of the scheme's (three: krylov's sign test). No array goes to the
+host. tests/discretizations/test_fake_cupy.py holds an adaptive step to this."""
 
 
 @dataclass(frozen=True)
@@ -110,25 +109,11 @@ class Attempt:
     reason: str = ""
 
 
-Pick = Callable[[Array, float], Callable[[Array, float], Array]]
-"""Chooses the first-order scheme of one attempt from its start ``m`` and step ``h`` (the same for its whole step
-and its two halves, so that the extrapolation cancels that scheme's leading error)."""
-
-
 def attempt(
-    step: Callable[[Array, float], Array],
-    m: Array,
-    h: float,
-    control: StepControl,
-    cell_volume: float,
-    positive: bool,
-    pick: Pick | None = None,
+    step: Callable[[Array, float], Array], m: Array, h: float, control: StepControl, cell_volume: float, positive: bool
 ) -> Attempt:
-    """Step doubling of the scheme ``step(m, h)`` (or of ``pick(m, h)``) from ``m`` (see the module doc): accepted
-    or not, and ``err``."""
+    """Step doubling of the scheme ``step(m, h)`` from ``m`` (see the module doc): accepted or not, and ``err``."""
     xp = namespace(m)
-    if pick is not None:
-        step = pick(m, h)
     full = step(m, h)
     two = step(step(m, 0.5 * h), 0.5 * h)
     new = 2.0 * two - full
@@ -153,7 +138,6 @@ def advance(
     positive: bool,
     where: str,
     limit: float = math.inf,
-    pick: Pick | None = None,
 ) -> tuple[Array, Controller]:
     """The next accepted step from ``m``, at most ``limit`` long, and the controller after it; rejected attempts
     are retried smaller. A step shortened to ``limit`` (to land on an end time) leaves the proposal for the next
@@ -164,7 +148,7 @@ def advance(
     h = min(controller.next, limit)
     rejected = 0
     while True:
-        trial = attempt(step, m, h, control, cell_volume, positive, pick)
+        trial = attempt(step, m, h, control, cell_volume, positive)
         if trial.density is not None:
             factor = (
                 control.grow if trial.err == 0 else min(control.grow, max(control.shrink, control.safety / trial.err))

@@ -18,7 +18,7 @@ from mfld.model.functional import Fit, Functional
 from mfld.model.options import flag, internal, option, positive, ref
 from mfld.model.registry import Registry
 
-from .adaptive import Controller, Pick, StepControl, advance
+from .adaptive import Controller, StepControl, advance
 from .mesh import BoxWarning, Grid, check_box, gaussian_density
 from .state import DensityState, check_levels, existing
 
@@ -287,10 +287,6 @@ class GridDensity:
         """The density a first-order step of size ``h`` takes ``m`` to (pure: nothing of this system changes)."""
         raise NotImplementedError
 
-    pick: Pick | None = None
-    """Adaptive steps: chooses each attempt's first-order scheme (:data:`~mfld.discretizations.adaptive.Pick`);
-    None: :meth:`euler_step` always."""
-
     def step(self) -> None:
         """One step: of size ``eta`` by the scheme, or with ``control`` of the size the controller accepts."""
         if self.control is None or self.controller is None:
@@ -306,7 +302,6 @@ class GridDensity:
             not self.signed,
             where,
             self.horizon - self.time if self.horizon > self.time else math.inf,
-            self.pick,
         )
         self.controller = controller
         self._advance(new)

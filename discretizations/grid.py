@@ -40,13 +40,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from mfld.model.backend import Array, namespace
+from mfld.model.backend import Array
 from mfld.model.functional import Functional
 from mfld.model.options import choice, option
 from mfld.model.registry import Registry
 
 from .density import DensityOptions, GridDensity, OneStep, TwoStep
-from .implicit_solvers import LINEAR_SOLVERS, SplitSystem
+from .implicit_solvers import LINEAR_SOLVERS
 from .kinds import DISCRETIZATIONS, Discretization
 from .mesh import Grid
 from .scharfetter_gummel import GridLike, Mobile
@@ -163,11 +163,6 @@ class FiniteVolume(GridDensity):
         mobility = getattr(functional, "mobility", None)  # the classical objective's second-layer rate
         seen: GridLike = grid if mobility is None else Mobile(grid, tuple(float(d) for d in mobility))
         self.solver = LINEAR_SOLVERS[linear_solver](seen, functional.problem.lam, solver_tol)
-        self._seen = seen
-        self.split_attempts = self.exact_attempts = 0
-        self._weighed: tuple[Array, float, Array] | None = None  # weigh_splitting's sweep, for the attempt's step
-        if linear_solver == "auto" and self.control is not None and grid.dim > 1:
-            self.pick = self.weigh_splitting
 
     @classmethod
     def scheme_options(cls, options: Any, history: tuple[np.ndarray, ...]) -> dict[str, Any]:
@@ -188,45 +183,8 @@ class FiniteVolume(GridDensity):
 
     def euler_step(self, m: Array, h: float) -> Array:
         """``(I - h A(V_m))^{-1} m``: linearly implicit Euler from ``m``."""
-        return self.solve(self._potential_at(m), h, m)
-
-    def split_step(self, m: Array, h: float) -> Array:
-        """``(I - h A_p(V_m))^{-1} ... (I - h A_1(V_m))^{-1} m``: Lie-split implicit Euler from ``m``."""
-        weighed = self._weighed
-        if weighed is not None and weighed[0] is m and weighed[1] == h:  # the attempt's whole step, swept already
-            return weighed[2]
-        return SplitSystem(self._seen, self._potential_at(m), self.functional.problem.lam, h).sweep(m)
-
-    def _potential_at(self, m: Array) -> Array:
-        return self.potential() if m is self.density else self.functional.potential(self.fit_of(m)).reshape(m.shape)
-
-    def weigh_splitting(self, m: Array, h: float) -> Callable[[Array, float], Array]:
-        """The scheme of one adaptive attempt from ``m`` with step ``h`` (``auto`` in 2-D and 3-D): the splitting
-        sweeps (:meth:`split_step`) where their departure from the exact step alone would pass the step control,
-        the exact solve (:meth:`euler_step`) elsewhere.
-
-        With ``s = S_h(m)`` the sweeps' step and ``M = I - h A(V_m)``, ``||s - M^{-1} m||_1 <= ||M s - m||_1``
-        (``M`` is an M-matrix with unit column sums: ``M^{-1} >= 0`` with unit column sums), so one product with
-        M bounds the departure; the step control admits an error of ``time.tol ||s - m||_1``. The sweeps are
-        taken where the bound is within that. Beyond it the splitting error alone would make the controller
-        take smaller steps than the exact solve needs: near mu* of a slow problem it follows the grid's
-        commutators, not the slow rate (measured along benchmarks/adaptive_steps.py's runs at time.tol 0.04, the
-        bound over the admitted error was 5 to 13 on the issue-40 case, where adaptive splitting alone took 5x the
-        steps, and 0.6 on grid-2d, where it took fewer and 2.5x less time). A pure function of ``(m, h)``: a
-        resumed run chooses as the uninterrupted one did.
-        """
-        xp = namespace(m)
-        system = SplitSystem(self._seen, self._potential_at(m), self.functional.problem.lam, h)
-        swept = system.sweep(m)
-        self._weighed = (m, h, swept)
-        departure = float(xp.sum(xp.abs(system.matvec(swept) - m.reshape(swept.shape))))
-        change = float(xp.sum(xp.abs(swept - m.reshape(swept.shape))))
-        assert self.control is not None  # set with the adaptive steps that call this
-        if departure <= self.control.tol * change:
-            self.split_attempts += 1
-            return self.split_step
-        self.exact_attempts += 1
-        return self.euler_step
+        V = self.potential() if m is self.density else self.functional.potential(self.fit_of(m)).reshape(m.shape)
+        return self.solve(V, h, m)
 
 
 DISCRETIZATIONS.add(

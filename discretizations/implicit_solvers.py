@@ -33,9 +33,7 @@ The solvers, registered in :data:`LINEAR_SOLVERS` (``grid.linear_solver``):
   (:class:`ConjugateGradient`), then restores positivity and mass as ``krylov`` does.
 
 ``"auto"`` (:func:`choose`) takes ``direct`` in 1-D and on small grids, where a factorisation is
-cheapest, and ``cg`` above the measured crossover (``benchmarks/grid_vs_peers.py``); with adaptive steps
-in 2-D and 3-D the finite volumes take the splitting sweeps for each attempt whose splitting error the
-tolerance admits (:meth:`mfld.discretizations.grid.FiniteVolume.weigh_splitting`).
+cheapest, and ``cg`` above the measured crossover (``benchmarks/grid_vs_peers.py``).
 """
 
 from __future__ import annotations
@@ -327,14 +325,19 @@ def choose(name: str, cells: Sequence[int]) -> str:
 
     ``auto``: ``direct`` in 1-D (a tridiagonal LU, no fill-in) and up to :data:`AUTO_DIRECT_CELLS`
     cells, ``cg`` above; both give the exact step (cg to its tolerance), so ``auto`` never changes a result beyond
-    the tolerance. With adaptive steps in 2-D and 3-D the finite volumes weigh the splitting at every attempt
-    instead (:meth:`~mfld.discretizations.grid.FiniteVolume.weigh_splitting`): the step control bounds its
-    splitting error with the time error (Lie splitting of implicit Euler is one first-order method; order 2 in
-    time.tol, tests/discretizations/test_adaptive.py), and on transients it reaches the error of adaptive cg in
+    the tolerance. ``splitting`` is never chosen for the user, with adaptive steps neither, though these bound
+    its splitting error with the time error (Lie splitting of implicit Euler is one first-order method; order 2
+    in time.tol, tests/discretizations/test_adaptive.py): on transients it reaches the error of adaptive cg in
     1.5x to 4.7x less time (docs/measurements/grid_work_precision.txt, 24 pairs), but near mu* its error follows
     the grid's commutators, not the slow rate, and holds the steps there: on benchmarks/adaptive_steps.py's
-    issue-40 case (lam = 0.01, 64^2 cells, to the gap 1e-10, time.tol 0.04) splitting alone took 3951 steps and
-    46.4 s where cg took 748 steps and 12.4 s (grid-2d: 60 steps, 0.45 s, against 69, 1.11 s). cg over krylov
+    issue-40 case (lam = 0.01, 64^2 cells, to the gap 1e-10, time.tol 0.04) it took 3951 steps and 46.4 s where
+    cg took 748 steps and 12.4 s (grid-2d: 60 steps, 0.45 s, against 69, 1.11 s; the timescales experiment's
+    96 x 48 grid at r = 64: 310 steps, 1.0 s, against 415, 4.3 s). A per-attempt choice was tried: take the
+    sweeps where ``||M s - m||_1`` (M = I - h A, s the sweeps' step; it bounds ``||s - M^{-1} m||_1``) is within
+    c time.tol ``||s - m||_1``. With c = 1 it chose right on grid-2d and issue-40 but alternated on the timescales
+    grid (5.3 s, slower than cg); with c = 3 it swept all through issue-40 (3951 steps): the bound is measured at
+    the step the controller proposes, and steps held small by the splitting keep it small. Not adopted. cg over
+    krylov
     (benchmarks/grid_vs_peers.py,
     grid_work_precision.py): 1.2x faster per step at 256^2, 64^3 and 128^3 near equilibrium (0.94x at 512^2), 10x
     to 36x on stiff steps where krylov stalls or fails; 1.3x to 1.7x slower on 20^3 and 28^3 grids near
@@ -389,7 +392,5 @@ LINEAR_SOLVERS.add(
     "auto",
     Auto,
     f"`direct` in 1-D and up to {AUTO_DIRECT_CELLS} cells, `cg` above (the measured "
-    "crossover); a potential that repeats (a linear problem) is factored once and reused; with time.adaptive "
-    "in 2-D and 3-D, splitting sweeps for an attempt whose splitting error is within time.tol, bounded by one "
-    "product with the step's matrix",
+    "crossover); a potential that repeats (a linear problem) is factored once and reused",
 )

@@ -87,8 +87,7 @@ REDOCUMENTED = {
     "grid.solver_tol": "it is also the cg solver's bound on the relative L1 error of a step",
 }
 REDOCUMENTED_CHOICES = {
-    ("grid.linear_solver", "auto"): "auto takes cg, not krylov, above the crossover; it weighs the splitting "
-    "under adaptive steps",
+    ("grid.linear_solver", "auto"): "auto takes cg, not krylov, above the crossover",
 }
 
 
