@@ -336,12 +336,11 @@ def choose(name: str, cells: Sequence[int]) -> str:
     sweeps where ``||M s - m||_1`` (M = I - h A, s the sweeps' step; it bounds ``||s - M^{-1} m||_1``) is within
     c time.tol ``||s - m||_1``. With c = 1 it chose right on grid-2d and issue-40 but alternated on the timescales
     grid (5.3 s, slower than cg); with c = 3 it swept all through issue-40 (3951 steps): the bound is measured at
-    the step the controller proposes, and steps held small by the splitting keep it small. Not adopted. cg over
-    krylov
-    (benchmarks/grid_vs_peers.py,
-    grid_work_precision.py): 1.2x faster per step at 256^2, 64^3 and 128^3 near equilibrium (0.94x at 512^2), 10x
-    to 36x on stiff steps where krylov stalls or fails; 1.3x to 1.7x slower on 20^3 and 28^3 grids near
-    equilibrium, where one splitting sweep already preconditions GMRES well.
+    the step the controller proposes, and steps held small by the splitting keep it small. Not adopted.
+
+    cg over krylov (benchmarks/grid_vs_peers.py, grid_work_precision.py): 1.2x faster per step at 256^2, 64^3 and
+    128^3 near equilibrium (0.94x at 512^2), 10x to 36x on stiff steps where krylov stalls or fails; 1.3x to 1.7x
+    slower on 20^3 and 28^3 grids near equilibrium, where one splitting sweep already preconditions GMRES well.
     """
     LINEAR_SOLVERS[name]  # refuse an unknown name, listing the known ones
     if name != "auto":
