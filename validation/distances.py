@@ -276,7 +276,9 @@ class SlicedReference:
             c[-1] = 1.0
             a, b = c[:-1], c[1:]
             s = np.clip(np.searchsorted(self.sorted[d], x, side="left") / self.size, a, b)
-            (phi_a, psi_a), (phi_b, psi_b), (phi_s, _) = (self._integrals(d, t) for t in (a, b, s))
+            phi, psi = self._integrals(d, c)  # at every breakpoint once: a piece's end is the next one's start
+            phi_a, phi_b, psi_a, psi_b = phi[:-1], phi[1:], psi[:-1], psi[1:]
+            phi_s = self._integrals(d, s)[0]
             w1 += float(np.sum(x * (2 * s - a - b) - 2 * phi_s + phi_a + phi_b))
             w2 += float(np.sum(x * x * (b - a) - 2 * x * (phi_b - phi_a) + psi_b - psi_a))
         count = self.directions.shape[1]
